@@ -1,0 +1,117 @@
+"""quicconn: OpenSSL's QUIC API, in Python, on aioquic's sans-I/O core.
+
+The names follow OpenSSL with the ``SSL_`` prefix dropped
+(``SSL_get_event_timeout(ssl)`` is ``conn.get_event_timeout()``), the
+integer constants keep OpenSSL's values, and failures raise exceptions whose
+``code`` is what ``SSL_get_error()`` would say.  See docs/api-mapping.md.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+from . import _constants
+from ._clock import FakeClock, MonotonicClock
+from ._connection import Connection, ConnState
+from ._constants import *  # noqa: F403 - OpenSSL's constants, by design
+from ._constants import CLIENT, Role
+from ._context import Context
+from ._errors import (
+    ConnCloseInfo,
+    ConnectionTerminatedError,
+    Error,
+    SSLError,
+    StreamResetError,
+    SyscallError,
+    VerificationError,
+    WantAsyncError,
+    WantAsyncJobError,
+    WantReadError,
+    WantWriteError,
+    ZeroReturnError,
+)
+from ._stream import Stream
+
+__version__ = "0.1.0"
+
+
+def connect(
+    host: str,
+    port: int,
+    *,
+    alpn: list[str] | None = None,
+    cafile: str | None = None,
+    verify: bool = True,
+    **ctx_options: Any,
+) -> Connection:
+    """Open a blocking, handshaken client connection over its own UDP socket.
+
+    Verifies the server's certificate against ``cafile`` or the system CAs,
+    and ``host`` against the certificate, unless ``verify=False``.  Other
+    keyword arguments set :class:`Context` attributes (``idle_timeout``,
+    ``keylog_filename``, ``qlog_dir``, ``max_datagram_size``, ...).  Use the
+    result as a context manager to shut it down cleanly.
+    """
+    ctx = Context(CLIENT)
+    if verify:
+        if cafile is not None:
+            ctx.load_verify_locations(cafile)
+        else:
+            ctx.load_default_verify_paths()
+    else:
+        ctx.verify_mode = VERIFY_NONE  # noqa: F405
+    if alpn:
+        ctx.set_alpn_protos(alpn)
+    for name, value in ctx_options.items():
+        if (
+            name.startswith("_")
+            or not hasattr(ctx, name)
+            or callable(getattr(ctx, name))
+        ):
+            raise TypeError(f"connect() got an unknown option {name!r}")
+        setattr(ctx, name, value)
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+    except socket.gaierror as exc:
+        raise ValueError(f"cannot resolve {host!r}: {exc.strerror}") from exc
+    family, _, _, _, address = infos[0]
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    conn = Connection(ctx)
+    try:
+        sock.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", 0))
+        conn.set_fd(sock)
+        conn._owns_socket = True
+        conn.set1_initial_peer_addr(address)
+        conn.set1_host(host)
+        conn.connect()
+    except BaseException:
+        conn.free()
+        sock.close()
+        raise
+    return conn
+
+
+__all__ = [
+    "ConnCloseInfo",
+    "ConnState",
+    "Connection",
+    "ConnectionTerminatedError",
+    "Context",
+    "Error",
+    "FakeClock",
+    "MonotonicClock",
+    "Role",
+    "SSLError",
+    "Stream",
+    "StreamResetError",
+    "SyscallError",
+    "VerificationError",
+    "WantAsyncError",
+    "WantAsyncJobError",
+    "WantReadError",
+    "WantWriteError",
+    "ZeroReturnError",
+    "connect",
+    *[name for name in dir(_constants) if name.isupper()],
+]

@@ -1,0 +1,1304 @@
+"""``Connection``: a QUIC connection SSL object with OpenSSL's event semantics.
+
+The connection is a :class:`~quicconn._core.CoreSink`: its core reports
+handshake progress, stream data, resets and closes to it during a reactor
+tick, and it turns that into stream records, an accept queue and a close
+record.  The public methods then read that state, and either finish, raise
+an OpenSSL-coded exception, or (blocking mode) wait in the reactor.
+
+Every public call follows one rule from OpenSSL's QUIC design: try; if the
+call cannot complete, run the reactor (implicit event handling) and try
+again; in nonblocking mode raise ``WantReadError``/``WantWriteError`` after
+one tick; in blocking mode sleep in the reactor until it can complete.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import os
+import socket
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
+
+from ._constants import (
+    ACCEPT_STREAM_BIDI,
+    ACCEPT_STREAM_NO_BLOCK,
+    ACCEPT_STREAM_UNI,
+    DEFAULT_STREAM_MODE_AUTO_BIDI,
+    DEFAULT_STREAM_MODE_AUTO_UNI,
+    DEFAULT_STREAM_MODE_NONE,
+    INCOMING_STREAM_POLICY_ACCEPT,
+    INCOMING_STREAM_POLICY_AUTO,
+    INCOMING_STREAM_POLICY_REJECT,
+    KEY_UPDATE_NOT_REQUESTED,
+    KEY_UPDATE_REQUESTED,
+    MODE_ENABLE_PARTIAL_WRITE,
+    SHUTDOWN_FLAG_NO_BLOCK,
+    SHUTDOWN_FLAG_NO_STREAM_FLUSH,
+    SHUTDOWN_FLAG_RAPID,
+    SHUTDOWN_FLAG_WAIT_PEER,
+    STREAM_FLAG_ADVANCE,
+    STREAM_FLAG_NO_BLOCK,
+    STREAM_FLAG_UNI,
+    STREAM_STATE_CONN_CLOSED,
+    STREAM_STATE_FINISHED,
+    STREAM_STATE_NONE,
+    STREAM_STATE_OK,
+    STREAM_STATE_RESET_LOCAL,
+    STREAM_STATE_RESET_REMOTE,
+    STREAM_STATE_WRONG_DIR,
+    VALUE_CLASS_FEATURE_NEGOTIATED,
+    VALUE_CLASS_FEATURE_PEER_REQUEST,
+    VALUE_CLASS_FEATURE_REQUEST,
+    VALUE_CLASS_GENERIC,
+    VALUE_EVENT_HANDLING_MODE,
+    VALUE_EVENT_HANDLING_MODE_EXPLICIT,
+    VALUE_EVENT_HANDLING_MODE_IMPLICIT,
+    VALUE_EVENT_HANDLING_MODE_INHERIT,
+    VALUE_QUIC_IDLE_TIMEOUT,
+    VALUE_QUIC_STREAM_BIDI_LOCAL_AVAIL,
+    VALUE_QUIC_STREAM_BIDI_REMOTE_AVAIL,
+    VALUE_QUIC_STREAM_UNI_LOCAL_AVAIL,
+    VALUE_QUIC_STREAM_UNI_REMOTE_AVAIL,
+    VALUE_STREAM_WRITE_BUF_AVAIL,
+    VALUE_STREAM_WRITE_BUF_SIZE,
+    VALUE_STREAM_WRITE_BUF_USED,
+    Role,
+)
+from ._context import AsyncCallback, Context
+from ._core import QuicCore, is_verification_failure
+from ._errors import (
+    ConnCloseInfo,
+    ConnectionTerminatedError,
+    Error,
+    SSLError,
+    StreamResetError,
+    SyscallError,
+    VerificationError,
+    WantReadError,
+    WantWriteError,
+    ZeroReturnError,
+)
+from ._reactor import Reactor
+from ._stream import Stream, StreamRecord, conclude_requested, is_unidirectional
+from ._transport import Address, DatagramTransport, UdpTransport, resolve_address
+
+if TYPE_CHECKING:
+    from ._types import Buffer
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class ConnState(enum.Enum):
+    """Lifecycle of a connection object."""
+
+    IDLE = "idle"  #: created, handshake not started
+    HANDSHAKING = "handshaking"
+    ESTABLISHED = "established"
+    CLOSING = "closing"  #: a close began; the terminating period runs
+    TERMINATED = "terminated"  #: fully closed; nothing more will be sent
+
+
+def _api(method: Callable[Concatenate[Connection, P], T]) -> Callable[..., T]:
+    """Run a public method under the reactor lock and record ``get_error()``."""
+
+    @functools.wraps(method)
+    def wrapper(self: Connection, *args: P.args, **kwargs: P.kwargs) -> T:
+        reactor = self._reactor
+        try:
+            if reactor is None:
+                result = method(self, *args, **kwargs)
+            else:
+                with reactor.lock:
+                    result = method(self, *args, **kwargs)
+        except Error as exc:
+            self._last_error = exc.code
+            raise
+        self._last_error = 0
+        return result
+
+    return wrapper
+
+
+class Connection:
+    """A QUIC connection (``SSL_new`` on a QUIC context).
+
+    Client use, as in OpenSSL's guide demos::
+
+        conn = quicconn.Connection(ctx)
+        conn.set_fd(sock)
+        conn.set1_host("example.com")
+        conn.connect()
+        conn.write(b"...")
+
+    Blocking mode is the default; :meth:`set_blocking_mode` ``(False)`` makes
+    every call tick once and raise ``WantReadError``/``WantWriteError``
+    instead of waiting.
+    """
+
+    def __init__(self, ctx: Context) -> None:
+        if not isinstance(ctx, Context):
+            raise TypeError(f"Connection() needs a quicconn.Context, got {ctx!r}")
+        self._ctx = ctx
+        self._settings = ctx._core_settings()
+        self._is_client = ctx.role is Role.CLIENT
+        self._reactor: Reactor | None = None
+        self._owns_socket = False
+        self._core: QuicCore | None = None
+        self._state = ConnState.IDLE
+        self._blocking = True
+        self._event_mode = VALUE_EVENT_HANDLING_MODE_IMPLICIT
+        self._peer_addr: Address | None = None
+        self._sni: str | None = None
+        self._verify_host: str | None = None
+        self._streams: dict[int, StreamRecord] = {}
+        self._default: StreamRecord | None = None
+        self._default_created = False
+        self._default_mode = DEFAULT_STREAM_MODE_AUTO_BIDI
+        self._incoming_policy = INCOMING_STREAM_POLICY_AUTO
+        self._incoming_error_code = 0
+        self._accept_queue: deque[StreamRecord] = deque()
+        self._close_info: ConnCloseInfo | None = None
+        self._last_error = 0
+        self._mode = ctx.get_mode()
+        self._async_callback: AsyncCallback | None = None
+        self._async_callback_arg: Any = None
+        self._write_buffer_size = ctx.stream_write_buffer_size
+        self._freed = False
+        self._listener: Any = None
+
+    # ==================================================================
+    # setup
+    # ==================================================================
+
+    @_api
+    def set_fd(self, fd: socket.socket | int) -> None:
+        """Use a UDP socket for I/O (SSL_set_fd).
+
+        Accepts a ``socket.socket`` or a descriptor number; the socket is
+        made nonblocking, and is not closed when the connection is freed
+        (OpenSSL's ``BIO_NOCLOSE``).  A connected socket's peer becomes the
+        initial peer address unless :meth:`set1_initial_peer_addr` said
+        otherwise.
+        """
+        if isinstance(fd, int):
+            # Work on a duplicate so that freeing the connection never closes
+            # the caller's descriptor.
+            sock = socket.socket(fileno=os.dup(fd))
+            self._owns_socket = True
+        elif isinstance(fd, socket.socket):
+            sock = fd
+        else:
+            raise TypeError(f"set_fd() takes a socket or an int fd, not {fd!r}")
+        self._attach(UdpTransport(sock))
+
+    def set_transport(self, transport: DatagramTransport) -> None:
+        """Use any datagram transport (SSL_set_bio with a datagram BIO).
+
+        For example one end of :class:`quicconn.testing.DatagramPair`.
+        """
+        for name in ("recv_batch", "send_batch", "wait", "fileno", "clock"):
+            if not hasattr(transport, name):
+                raise TypeError(
+                    f"{transport!r} is not a datagram transport (no {name})"
+                )
+        self._attach(transport)
+
+    def _attach(self, transport: DatagramTransport) -> None:
+        if self._core is not None:
+            raise ValueError("the transport cannot change once the handshake started")
+        if self._reactor is not None:
+            self._detach_reactor()
+        reactor = Reactor(transport)
+        reactor.retain()
+        self._reactor = reactor
+        if self._peer_addr is None:
+            peer = transport.connected_peer()
+            if peer is not None:
+                self._peer_addr = peer
+
+    def _use_reactor(self, reactor: Reactor) -> None:
+        """Share a listener's reactor (accepted or ``new_from_listener``)."""
+        reactor.retain()
+        self._reactor = reactor
+
+    def set1_initial_peer_addr(self, addr: tuple[Any, ...]) -> None:
+        """The address to send the first datagram to (SSL_set1_initial_peer_addr)."""
+        if self._core is not None:
+            raise ValueError(
+                "the peer address cannot change once the handshake started"
+            )
+        family = socket.AF_INET
+        if self._reactor is not None and isinstance(
+            self._reactor.transport, UdpTransport
+        ):
+            family = self._reactor.transport.family
+        elif ":" in str(addr[0]):
+            family = socket.AF_INET6
+        self._peer_addr = resolve_address(family, addr)
+
+    def set_tlsext_host_name(self, name: str) -> None:
+        """The server name sent in SNI (SSL_set_tlsext_host_name)."""
+        self._sni = self._check_name(name)
+
+    def set1_host(self, name: str) -> None:
+        """The name the server certificate must match (SSL_set1_host).
+
+        quicconn checks the host name against this name or, failing that,
+        the SNI name; see docs/api-mapping.md for where that differs.
+        """
+        self._verify_host = self._check_name(name)
+
+    def _check_name(self, name: str) -> str:
+        if not isinstance(name, str) or not name:
+            raise TypeError("a host name must be a non-empty str")
+        if self._core is not None:
+            raise ValueError("host names cannot change once the handshake started")
+        return name
+
+    def set_alpn_protos(self, protocols: list[str]) -> None:
+        """Offer these ALPN protocols on this connection (SSL_set_alpn_protos)."""
+        scratch = Context(self._ctx.role)
+        scratch.set_alpn_protos(protocols)
+        self._settings.alpn_protocols = scratch.get_alpn_protos() or None
+
+    def get0_alpn_selected(self) -> str | None:
+        """The negotiated ALPN protocol (SSL_get0_alpn_selected)."""
+        return self._core.alpn_protocol if self._core is not None else None
+
+    def session_reused(self) -> bool:
+        """Whether the TLS session was resumed (SSL_session_reused)."""
+        return self._core is not None and self._core.session_resumed
+
+    def is_server(self) -> bool:
+        """True for a server-side connection (SSL_is_server)."""
+        return not self._is_client
+
+    # ==================================================================
+    # blocking mode, events, polling
+    # ==================================================================
+
+    def set_blocking_mode(self, blocking: bool) -> None:
+        """Choose blocking (default) or nonblocking calls (SSL_set_blocking_mode)."""
+        self._blocking = bool(blocking)
+
+    def get_blocking_mode(self) -> bool:
+        """Whether calls block (SSL_get_blocking_mode)."""
+        return self._blocking
+
+    @_api
+    def handle_events(self) -> None:
+        """Perform one tick: timers, receive, send (SSL_handle_events).
+
+        Never blocks and never raises for network trouble; failures surface
+        on the next I/O call.  A no-op before a transport is set.
+        """
+        if self._reactor is not None:
+            self._reactor.tick()
+
+    @_api
+    def get_event_timeout(self) -> float | None:
+        """Seconds until :meth:`handle_events` is due; 0.0 if now, None if never.
+
+        Mirrors SSL_get_event_timeout: ``None`` is OpenSSL's ``is_infinite``.
+        It covers every connection sharing this connection's socket.
+        """
+        if self._reactor is None:
+            return None
+        return self._reactor.timeout()
+
+    def net_read_desired(self) -> bool:
+        """Whether the reactor wants to read the network (SSL_net_read_desired).
+
+        True from the start of the handshake until the connection terminates.
+        """
+        return self._core is not None and self._state is not ConnState.TERMINATED
+
+    def net_write_desired(self) -> bool:
+        """Whether datagrams wait for the socket to drain (SSL_net_write_desired)."""
+        return self._reactor is not None and self._reactor.net_write_desired()
+
+    def get_rpoll_descriptor(self) -> int:
+        """The descriptor to poll for readability (SSL_get_rpoll_descriptor)."""
+        return self._require_reactor().transport.fileno()
+
+    def get_wpoll_descriptor(self) -> int:
+        """The descriptor to poll for writability (SSL_get_wpoll_descriptor)."""
+        return self._require_reactor().transport.fileno()
+
+    def fileno(self) -> int:
+        """The socket's descriptor (SSL_get_fd), for selectors and asyncio."""
+        return self._require_reactor().transport.fileno()
+
+    def get_error(self) -> int:
+        """The ``ERROR_*`` code of the last failed call; 0 after a success.
+
+        Mirrors SSL_get_error, which quicconn also puts in ``exc.code``.
+        """
+        return self._last_error
+
+    # ==================================================================
+    # handshake
+    # ==================================================================
+
+    @_api
+    def connect(self) -> None:
+        """Run the client handshake to completion (SSL_connect)."""
+        if not self._is_client:
+            raise ValueError("connect() is for client connections; use accept()")
+        self._handshake()
+
+    @_api
+    def do_handshake(self) -> None:
+        """Run the handshake in this object's role (SSL_do_handshake)."""
+        self._handshake()
+
+    @_api
+    def accept(self) -> None:
+        """Complete the server handshake of an accepted connection (SSL_accept)."""
+        if self._is_client:
+            raise ValueError("accept() is for server connections; use connect()")
+        self._handshake()
+
+    def is_init_finished(self) -> bool:
+        """Whether the handshake completed (SSL_is_init_finished)."""
+        return self._core is not None and self._core.handshake_complete
+
+    def _handshake(self) -> None:
+        if self._core is None:
+            self._start()
+        self._run(self._handshake_done, WantReadError)
+
+    def _handshake_done(self) -> bool | None:
+        core = self._core
+        assert core is not None
+        if core.handshake_complete and self._close_info is None:
+            return True
+        self._raise_if_failed()
+        return None
+
+    def _start(self) -> None:
+        """Create the client core and send the first flight."""
+        if not self._is_client:
+            raise ValueError(
+                "a server connection comes from Listener.accept_connection()"
+            )
+        reactor = self._require_reactor()
+        if self._peer_addr is None:
+            raise ValueError(
+                "no peer address: connect the socket, or call set1_initial_peer_addr()"
+            )
+        server_name = self._verify_host or self._sni
+        if self._settings.verify_peer:
+            if server_name is None:
+                raise ValueError(
+                    "certificate verification needs the server's name: call "
+                    "set1_host() (an IP address is fine), or set "
+                    "ctx.verify_mode = VERIFY_NONE to skip verification"
+                )
+            if self._sni and self._verify_host and self._sni != self._verify_host:
+                raise ValueError(
+                    "set_tlsext_host_name() and set1_host() name different hosts; "
+                    "quicconn verifies the SNI name, so they must agree"
+                )
+        core = QuicCore(self._settings, self, server_name=server_name)
+        self._core = core
+        self._state = ConnState.HANDSHAKING
+        reactor.add_core(core, core.host_cid)
+        core.connect(self._peer_addr, reactor.clock.now())
+        reactor.mark_dirty(core)
+        reactor.flush()
+
+    def _adopt_core(self, core: QuicCore) -> None:
+        """Take over a server core the listener created."""
+        self._core = core
+        self._state = ConnState.HANDSHAKING
+
+    # ==================================================================
+    # the core sink (called by the reactor during a tick, lock held)
+    # ==================================================================
+
+    def on_handshake_complete(
+        self, alpn: str | None, session_resumed: bool, early_data_accepted: bool
+    ) -> None:
+        if self._state is ConnState.HANDSHAKING:
+            self._state = ConnState.ESTABLISHED
+        if self._listener is not None:
+            self._listener._on_handshake_complete(self)
+
+    def on_stream_data(self, stream_id: int, data: bytes, fin: bool) -> None:
+        record = self._streams.get(stream_id)
+        if record is None:
+            record = self._incoming_stream(stream_id)
+        if record.rejected or record.stop_sent_code is not None:
+            self._core_consume(stream_id, len(data))  # dropped, but credited
+            return
+        record.push(data, fin)
+
+    def on_stream_reset(self, stream_id: int, error_code: int) -> None:
+        record = self._streams.get(stream_id)
+        if record is None:
+            record = self._incoming_stream(stream_id)
+        record.reset_received_code = error_code
+        record.discard()  # the core already credited unread bytes
+
+    def on_stop_sending(self, stream_id: int, error_code: int) -> None:
+        record = self._streams.get(stream_id)
+        if record is None:
+            record = self._incoming_stream(stream_id)
+        record.stop_received_code = error_code
+
+    def on_connection_id_issued(self, cid: bytes) -> None:
+        if self._reactor is not None and self._core is not None:
+            self._reactor.add_cid(self._core, cid)
+
+    def on_connection_id_retired(self, cid: bytes) -> None:
+        if self._reactor is not None:
+            self._reactor.remove_cid(cid)
+
+    def on_closing(self, info: ConnCloseInfo) -> None:
+        self._close_info = info
+        if self._state is not ConnState.TERMINATED:
+            self._state = ConnState.CLOSING
+        if self._listener is not None:
+            self._listener._on_connection_closing(self)
+
+    def on_terminated(self) -> None:
+        self._state = ConnState.TERMINATED
+        if self._listener is not None:
+            self._listener._on_connection_terminated(self)
+
+    def _incoming_stream(self, stream_id: int) -> StreamRecord:
+        """Record a peer-opened stream and apply the incoming stream policy."""
+        record = StreamRecord(stream_id, self._is_client)
+        self._streams[stream_id] = record
+        if self._effective_incoming_policy() == INCOMING_STREAM_POLICY_REJECT:
+            record.rejected = True
+            core = self._core
+            assert core is not None
+            core.stop_sending(stream_id, self._incoming_error_code)
+            if record.can_write:
+                core.reset_stream(stream_id, self._incoming_error_code)
+        else:
+            self._accept_queue.append(record)
+        return record
+
+    def _effective_incoming_policy(self) -> int:
+        policy = self._incoming_policy
+        if policy != INCOMING_STREAM_POLICY_AUTO:
+            return policy
+        # OpenSSL's AUTO: accept until a default stream exists (the first
+        # incoming stream may become it), or always when the application
+        # manages streams itself (mode NONE).
+        if self._default_mode == DEFAULT_STREAM_MODE_NONE or not self._default_created:
+            return INCOMING_STREAM_POLICY_ACCEPT
+        return INCOMING_STREAM_POLICY_REJECT
+
+    # ==================================================================
+    # the blocking / nonblocking engine
+    # ==================================================================
+
+    def _run(self, attempt: Callable[[], T | None], want: type[Error]) -> T:
+        """Try ``attempt``; tick and retry; wait (blocking) or raise ``want``.
+
+        ``attempt`` returns None when it cannot complete yet, a value when it
+        did, and raises for a definite failure.
+        """
+        result = attempt()
+        if result is not None:
+            return result
+        reactor = self._require_reactor()
+        if not self._blocking:
+            if self._event_mode != VALUE_EVENT_HANDLING_MODE_EXPLICIT:
+                reactor.tick()
+                result = attempt()
+                if result is not None:
+                    return result
+            raise want(self._want_message(want))
+        box: list[T] = []
+
+        def ready() -> bool:
+            value = attempt()
+            if value is None:
+                return False
+            box.append(value)
+            return True
+
+        reactor.block_until(ready)
+        if not box:
+            raise SyscallError("the connection's transport was closed while waiting")
+        return box[0]
+
+    @staticmethod
+    def _want_message(want: type[Error]) -> str:
+        if want is WantWriteError:
+            return "the operation would block until the peer grants buffer space"
+        return "the operation would block until more data arrives or a timer fires"
+
+    # ==================================================================
+    # failures
+    # ==================================================================
+
+    def _raise_if_failed(self) -> None:
+        """Raise the error that ended this connection, if any."""
+        reactor = self._reactor
+        if reactor is not None and reactor.transport.fatal_error is not None:
+            err = reactor.transport.fatal_error
+            raise SyscallError(f"the UDP socket failed: {err}", err.errno)
+        info = self._close_info
+        if info is None:
+            return
+        core = self._core
+        if core is not None and not core.handshake_complete:
+            raise self._handshake_error(info)
+        raise ConnectionTerminatedError(f"connection {info}", info)
+
+    def _handshake_error(self, info: ConnCloseInfo) -> Error:
+        if is_verification_failure(info):
+            hint = ""
+            if not self._settings.has_trust_anchors():
+                hint = (
+                    " (no CA certificates are loaded: call "
+                    "ctx.load_default_verify_paths() or ctx.load_verify_locations())"
+                )
+            return VerificationError(
+                f"certificate verification failed: {info.reason}{hint}"
+            )
+        if info.is_local and info.reason == "Idle timeout":
+            return ConnectionTerminatedError(
+                f"handshake timed out: no answer from {self._describe_peer()} within "
+                f"the {self._settings.idle_timeout:g} s idle timeout",
+                info,
+            )
+        return ConnectionTerminatedError(f"handshake failed: {info}", info)
+
+    def _describe_peer(self) -> str:
+        addr = self._peer_addr
+        if addr is None and self._core is not None:
+            addr = self._core.peer_address()
+        return f"{addr[0]}:{addr[1]}" if addr else "the peer"
+
+    def _require_reactor(self) -> Reactor:
+        if self._reactor is None:
+            raise ValueError("no transport: call set_fd() or set_transport() first")
+        return self._reactor
+
+    def _require_core(self) -> QuicCore:
+        if self._core is None:
+            raise ValueError("the handshake has not started: call connect() first")
+        return self._core
+
+    # ==================================================================
+    # default stream I/O
+    # ==================================================================
+
+    @_api
+    def read(self, n: int = -1) -> bytes:
+        """Read up to ``n`` bytes from the default stream (SSL_read_ex).
+
+        ``n`` < 0 returns everything buffered (at least one byte).  Raises
+        ``ZeroReturnError`` once the peer's FIN has been read.
+        """
+        return self._read(None, n, peek=False)
+
+    @_api
+    def peek(self, n: int = -1) -> bytes:
+        """Like :meth:`read` but leaves the data buffered (SSL_peek_ex)."""
+        return self._read(None, n, peek=True)
+
+    @_api
+    def readinto(self, buffer: Buffer) -> int:
+        """Read into ``buffer``; return the byte count (SSL_read_ex)."""
+        return self._readinto(None, buffer)
+
+    @_api
+    def write(self, data: Buffer) -> int:
+        """Write to the default stream; return the count (SSL_write_ex).
+
+        Blocking: returns once all of ``data`` is buffered for sending.
+        Nonblocking: returns how much fit (at least one byte) or raises
+        ``WantWriteError`` when the send buffer is full.
+        """
+        return self._write(None, data, 0)
+
+    @_api
+    def write_ex2(self, data: Buffer, flags: int = 0) -> int:
+        """Write, optionally concluding the stream (SSL_write_ex2)."""
+        return self._write(None, data, flags)
+
+    @_api
+    def stream_conclude(self, flags: int = 0) -> None:
+        """Send FIN on the default stream after buffered data (SSL_stream_conclude)."""
+        self._conclude(None, flags)
+
+    @_api
+    def stream_reset(self, error_code: int = 0) -> None:
+        """Reset the default stream's sending part (SSL_stream_reset)."""
+        self._reset(None, error_code)
+
+    def get_stream_read_state(self) -> int:
+        """Read state of the default stream (SSL_get_stream_read_state)."""
+        return self._read_state(self._default)
+
+    def get_stream_write_state(self) -> int:
+        """Write state of the default stream (SSL_get_stream_write_state)."""
+        return self._write_state(self._default)
+
+    def get_stream_read_error_code(self) -> int | None:
+        """RESET_STREAM code on the default stream (SSL_get_stream_read_error_code)."""
+        return None if self._default is None else self._default.reset_received_code
+
+    def get_stream_write_error_code(self) -> int | None:
+        """STOP_SENDING code on the default stream (SSL_get_stream_write_error_code)."""
+        return None if self._default is None else self._default.stop_received_code
+
+    def get_stream_id(self) -> int | None:
+        """The default stream's ID, or None if there is none (SSL_get_stream_id)."""
+        return None if self._default is None else self._default.stream_id
+
+    # -- stream API entry points used by Stream objects ---------------------
+
+    def _locked(self, fn: Callable[[], T]) -> T:
+        reactor = self._require_reactor()
+        try:
+            with reactor.lock:
+                result = fn()
+        except Error as exc:
+            self._last_error = exc.code
+            raise
+        self._last_error = 0
+        return result
+
+    def _api_read(self, record: StreamRecord, n: int, peek: bool) -> bytes:
+        return self._locked(lambda: self._read(record, n, peek))
+
+    def _api_readinto(self, record: StreamRecord, buffer: Buffer) -> int:
+        return self._locked(lambda: self._readinto(record, buffer))
+
+    def _api_write(self, record: StreamRecord, data: Buffer, flags: int) -> int:
+        return self._locked(lambda: self._write(record, data, flags))
+
+    def _api_conclude(self, record: StreamRecord, flags: int) -> None:
+        self._locked(lambda: self._conclude(record, flags))
+
+    def _api_reset(self, record: StreamRecord, error_code: int) -> None:
+        self._locked(lambda: self._reset(record, error_code))
+
+    def _api_release_stream(self, record: StreamRecord) -> None:
+        self._locked(lambda: self._release_stream(record))
+
+    # -- reading ----------------------------------------------------------
+
+    def _ensure_ready_for_stream_io(self) -> None:
+        """Implicitly run the handshake, as SSL_read/SSL_write do."""
+        if self._core is None:
+            if not self._is_client:
+                raise ValueError("this server connection has no handshake to run")
+            self._start()
+        if not self._core.handshake_complete:  # type: ignore[union-attr]
+            self._run(self._handshake_done, WantReadError)
+
+    def _default_for_read(self) -> StreamRecord | None:
+        """The default stream, adopting the first incoming stream if needed."""
+        if self._default is not None:
+            return self._default
+        if self._default_mode == DEFAULT_STREAM_MODE_NONE:
+            raise SSLError(
+                "no default stream (default stream mode is NONE): use accept_stream()"
+            )
+        if self._accept_queue:
+            self._default = self._accept_queue.popleft()
+            self._default_created = True
+            return self._default
+        return None
+
+    def _default_for_write(self) -> StreamRecord:
+        if self._default is not None:
+            return self._default
+        if self._default_mode == DEFAULT_STREAM_MODE_NONE:
+            raise SSLError(
+                "no default stream (default stream mode is NONE): use new_stream()"
+            )
+        uni = self._default_mode == DEFAULT_STREAM_MODE_AUTO_UNI
+        record = self._run(lambda: self._try_open_stream(uni), WantWriteError)
+        self._default = record
+        self._default_created = True
+        return record
+
+    def _read(self, record: StreamRecord | None, n: int, peek: bool) -> bytes:
+        if not isinstance(n, int):
+            raise TypeError(f"read size must be an int, not {type(n).__name__}")
+        if n == 0:
+            return b""
+        self._ensure_ready_for_stream_io()
+        target = record
+
+        def attempt() -> bytes | None:
+            nonlocal target
+            if target is None:
+                target = self._default_for_read()
+                if target is None:
+                    self._raise_if_failed()
+                    return None
+            if not self._readable_or_raise(target):
+                return None
+            if peek:
+                return target.peek(n)
+            data = target.take(n)
+            self._core_consume(target.stream_id, len(data))
+            return data
+
+        return self._run(attempt, WantReadError)
+
+    def _readinto(self, record: StreamRecord | None, buffer: Buffer) -> int:
+        view = memoryview(buffer).cast("B")
+        if view.readonly:
+            raise TypeError("readinto() needs a writable buffer")
+        if len(view) == 0:
+            return 0
+        self._ensure_ready_for_stream_io()
+        target = record
+
+        def attempt() -> int | None:
+            nonlocal target
+            if target is None:
+                target = self._default_for_read()
+                if target is None:
+                    self._raise_if_failed()
+                    return None
+            if not self._readable_or_raise(target):
+                return None
+            count = target.take_into(view)
+            self._core_consume(target.stream_id, count)
+            return count
+
+        return self._run(attempt, WantReadError)
+
+    def _readable_or_raise(self, record: StreamRecord) -> bool:
+        """True if data is buffered; raise if none will ever come; else False."""
+        if not record.can_read:
+            raise SSLError(f"stream {record.stream_id} is send-only; it cannot be read")
+        if record.buffered:
+            return True
+        if record.reset_received_code is not None:
+            raise StreamResetError(
+                f"stream {record.stream_id} was reset by the peer "
+                f"(error code {record.reset_received_code})",
+                record.reset_received_code,
+            )
+        if record.fin_received:
+            raise ZeroReturnError(f"stream {record.stream_id}: the peer concluded it")
+        if record.stop_sent_code is not None:
+            raise SSLError(f"stream {record.stream_id}: reading was stopped locally")
+        self._raise_if_failed()
+        return False
+
+    def _core_consume(self, stream_id: int, count: int) -> None:
+        core = self._core
+        if core is not None and count:
+            core.consume(stream_id, count)
+            if self._reactor is not None:
+                self._reactor.mark_dirty(core)
+
+    # -- writing ----------------------------------------------------------
+
+    def _write(self, record: StreamRecord | None, data: Buffer, flags: int) -> int:
+        conclude = conclude_requested(flags)
+        view = memoryview(data).cast("B")
+        self._ensure_ready_for_stream_io()
+        target = record if record is not None else self._default_for_write()
+        self._writable_or_raise(target)
+        total = len(view)
+        if total == 0:
+            if conclude:
+                self._conclude(target, 0)
+            return 0
+        core = self._require_core()
+        reactor = self._require_reactor()
+        limit = self._write_buffer_size
+        offset = 0
+
+        def attempt() -> int | None:
+            nonlocal offset
+            self._writable_or_raise(target)
+            space = limit - core.send_buffered(target.stream_id)
+            if space <= 0:
+                return None
+            end = min(total, offset + space)
+            fin = conclude and end == total
+            core.send_stream_data(target.stream_id, bytes(view[offset:end]), fin)
+            if fin:
+                target.concluded = True
+            reactor.mark_dirty(core)
+            reactor.flush()
+            written = end - offset
+            offset = end
+            return written
+
+        if not self._blocking:
+            return self._run(attempt, WantWriteError)
+        while offset < total:
+            self._run(attempt, WantWriteError)
+        return total
+
+    def _writable_or_raise(self, record: StreamRecord) -> None:
+        if not record.can_write:
+            raise SSLError(
+                f"stream {record.stream_id} is receive-only; it cannot be written"
+            )
+        if record.stop_received_code is not None:
+            raise StreamResetError(
+                f"stream {record.stream_id}: the peer asked to stop sending "
+                f"(STOP_SENDING, error code {record.stop_received_code})",
+                record.stop_received_code,
+            )
+        if record.reset_sent_code is not None:
+            raise SSLError(f"stream {record.stream_id} was reset locally")
+        if record.concluded:
+            raise SSLError(f"stream {record.stream_id} was already concluded")
+        if self._close_info is not None or (
+            self._reactor is not None and self._reactor.transport.fatal_error
+        ):
+            self._raise_if_failed()
+
+    def _conclude(self, record: StreamRecord | None, flags: int) -> None:
+        if flags:
+            raise ValueError("stream_conclude() takes no flags (pass 0)")
+        self._ensure_ready_for_stream_io()
+        target = record if record is not None else self._default_for_write()
+        if target.concluded:
+            return  # idempotent, as in OpenSSL
+        self._writable_or_raise(target)
+        core = self._require_core()
+        core.send_stream_data(target.stream_id, b"", True)
+        target.concluded = True
+        reactor = self._require_reactor()
+        reactor.mark_dirty(core)
+        reactor.flush()
+
+    def _reset(self, record: StreamRecord | None, error_code: int) -> None:
+        self._check_error_code(error_code)
+        target = record if record is not None else self._default
+        if target is None:
+            raise SSLError("there is no default stream to reset")
+        if not target.can_write:
+            raise SSLError(
+                f"stream {target.stream_id} is receive-only; it cannot be reset"
+            )
+        if target.reset_sent_code is not None:
+            return
+        core = self._require_core()
+        core.reset_stream(target.stream_id, error_code)
+        target.reset_sent_code = error_code
+        reactor = self._require_reactor()
+        reactor.mark_dirty(core)
+        reactor.flush()
+
+    @staticmethod
+    def _check_error_code(code: int) -> None:
+        if not isinstance(code, int) or not 0 <= code < 2**62:
+            raise ValueError(f"QUIC error codes are integers in [0, 2**62): {code!r}")
+
+    # -- stream states ----------------------------------------------------
+
+    def _read_state(self, record: StreamRecord | None) -> int:
+        if record is None:
+            return STREAM_STATE_NONE
+        if not record.can_read:
+            return STREAM_STATE_WRONG_DIR
+        if record.reset_received_code is not None:
+            return STREAM_STATE_RESET_REMOTE
+        if record.stop_sent_code is not None:
+            return STREAM_STATE_RESET_LOCAL
+        if record.fin_received and not record.buffered:
+            return STREAM_STATE_FINISHED
+        if self._close_info is not None and not record.buffered:
+            return STREAM_STATE_CONN_CLOSED
+        return STREAM_STATE_OK
+
+    def _write_state(self, record: StreamRecord | None) -> int:
+        if record is None:
+            return STREAM_STATE_NONE
+        if not record.can_write:
+            return STREAM_STATE_WRONG_DIR
+        if record.reset_sent_code is not None:
+            return STREAM_STATE_RESET_LOCAL
+        if record.stop_received_code is not None:
+            return STREAM_STATE_RESET_REMOTE
+        if record.concluded:
+            return STREAM_STATE_FINISHED
+        if self._close_info is not None:
+            return STREAM_STATE_CONN_CLOSED
+        return STREAM_STATE_OK
+
+    # ==================================================================
+    # multiple streams
+    # ==================================================================
+
+    @_api
+    def new_stream(self, flags: int = 0) -> Stream:
+        """Open a new local stream (SSL_new_stream).
+
+        ``STREAM_FLAG_UNI`` for a send-only stream.  When the peer's stream
+        limit is reached, blocking mode waits for credit; nonblocking mode
+        (or ``STREAM_FLAG_NO_BLOCK``) raises ``WantWriteError``.
+        """
+        known = STREAM_FLAG_UNI | STREAM_FLAG_NO_BLOCK | STREAM_FLAG_ADVANCE
+        if flags & ~known:
+            raise ValueError(f"unknown new_stream() flags 0x{flags & ~known:x}")
+        self._ensure_ready_for_stream_io()
+        uni = bool(flags & STREAM_FLAG_UNI)
+        if flags & STREAM_FLAG_NO_BLOCK and self._blocking:
+            record = self._try_open_stream(uni)
+            if record is None:
+                raise WantWriteError("the peer's stream limit is reached")
+        else:
+            record = self._run(lambda: self._try_open_stream(uni), WantWriteError)
+        return Stream(self, record)
+
+    def _try_open_stream(self, uni: bool) -> StreamRecord | None:
+        self._raise_if_failed()
+        core = self._require_core()
+        if core.local_streams_available(uni) <= 0:
+            return None
+        stream_id = core.open_stream(uni)
+        record = StreamRecord(stream_id, self._is_client)
+        self._streams[stream_id] = record
+        return record
+
+    @_api
+    def accept_stream(self, flags: int = 0) -> Stream | None:
+        """Take the next peer-opened stream (SSL_accept_stream).
+
+        Returns None when none is queued and ``ACCEPT_STREAM_NO_BLOCK`` is
+        given or the connection is nonblocking (OpenSSL returns NULL there).
+        ``ACCEPT_STREAM_UNI``/``ACCEPT_STREAM_BIDI`` restrict the kind.
+        """
+        known = ACCEPT_STREAM_NO_BLOCK | ACCEPT_STREAM_UNI | ACCEPT_STREAM_BIDI
+        if flags & ~known:
+            raise ValueError(f"unknown accept_stream() flags 0x{flags & ~known:x}")
+        self._ensure_ready_for_stream_io()
+        want_uni = bool(flags & ACCEPT_STREAM_UNI)
+        want_bidi = bool(flags & ACCEPT_STREAM_BIDI)
+
+        def attempt() -> StreamRecord | None:
+            for record in self._accept_queue:
+                uni = is_unidirectional(record.stream_id)
+                if (want_uni and not uni) or (want_bidi and uni):
+                    continue
+                self._accept_queue.remove(record)
+                return record
+            self._raise_if_failed()
+            return None
+
+        if flags & ACCEPT_STREAM_NO_BLOCK or not self._blocking:
+            record = attempt()
+            if (
+                record is None
+                and self._event_mode != VALUE_EVENT_HANDLING_MODE_EXPLICIT
+            ):
+                self._require_reactor().tick()
+                record = attempt()
+            return None if record is None else Stream(self, record)
+        return Stream(self, self._run(attempt, WantReadError))
+
+    def get_accept_stream_queue_len(self) -> int:
+        """Peer-opened streams not yet accepted (SSL_get_accept_stream_queue_len)."""
+        return len(self._accept_queue)
+
+    def set_default_stream_mode(self, mode: int) -> None:
+        """How the default stream is created (SSL_set_default_stream_mode).
+
+        Only allowed before the default stream exists, as in OpenSSL.
+        """
+        if mode not in (
+            DEFAULT_STREAM_MODE_NONE,
+            DEFAULT_STREAM_MODE_AUTO_BIDI,
+            DEFAULT_STREAM_MODE_AUTO_UNI,
+        ):
+            raise ValueError(f"unknown default stream mode {mode!r}")
+        if self._default_created:
+            raise ValueError("the default stream already exists; set the mode earlier")
+        self._default_mode = mode
+
+    def set_incoming_stream_policy(self, policy: int, app_error_code: int = 0) -> None:
+        """Accept or reject peer-opened streams (SSL_set_incoming_stream_policy)."""
+        if policy not in (
+            INCOMING_STREAM_POLICY_AUTO,
+            INCOMING_STREAM_POLICY_ACCEPT,
+            INCOMING_STREAM_POLICY_REJECT,
+        ):
+            raise ValueError(f"unknown incoming stream policy {policy!r}")
+        self._check_error_code(app_error_code)
+        self._incoming_policy = policy
+        self._incoming_error_code = app_error_code
+
+    def _release_stream(self, record: StreamRecord) -> None:
+        if record.handle_released:
+            return
+        record.handle_released = True
+        core = self._core
+        if core is None or self._close_info is not None:
+            return
+        unread = (
+            record.can_read
+            and not record.fin_received
+            and (record.reset_received_code is None)
+        )
+        if unread and record.stop_sent_code is None:
+            record.stop_sent_code = 0
+            self._core_consume(record.stream_id, record.discard())
+            core.stop_sending(record.stream_id, 0)
+            self._require_reactor().mark_dirty(core)
+
+    # ==================================================================
+    # closing
+    # ==================================================================
+
+    @_api
+    def shutdown(self, flags: int = 0, error_code: int = 0, reason: str = "") -> bool:
+        """Close the connection (SSL_shutdown_ex); True once fully closed.
+
+        Unless ``SHUTDOWN_FLAG_NO_STREAM_FLUSH``, waits until the peer has
+        acknowledged all stream data, then sends CONNECTION_CLOSE with
+        ``error_code`` and ``reason`` and waits out the terminating period
+        (skipped with ``SHUTDOWN_FLAG_RAPID``).  ``SHUTDOWN_FLAG_WAIT_PEER``
+        waits for the peer to close instead of closing.  In nonblocking mode
+        (or with ``SHUTDOWN_FLAG_NO_BLOCK``) returns False while in progress;
+        call again.
+        """
+        known = (
+            SHUTDOWN_FLAG_RAPID
+            | SHUTDOWN_FLAG_NO_STREAM_FLUSH
+            | SHUTDOWN_FLAG_NO_BLOCK
+            | SHUTDOWN_FLAG_WAIT_PEER
+        )
+        if flags & ~known:
+            raise ValueError(f"unknown shutdown flags 0x{flags & ~known:x}")
+        self._check_error_code(error_code)
+        core = self._core
+        if core is None:
+            return True  # nothing was ever sent
+        reactor = self._require_reactor()
+        blocking = self._blocking and not flags & SHUTDOWN_FLAG_NO_BLOCK
+
+        def finished() -> bool:
+            if core.is_terminated or reactor.transport.fatal_error is not None:
+                return True
+            if not core.is_closing:
+                if flags & SHUTDOWN_FLAG_WAIT_PEER:
+                    return False
+                if (
+                    not flags & SHUTDOWN_FLAG_NO_STREAM_FLUSH
+                    and not core.all_sends_acked()
+                ):
+                    return False
+                core.close(error_code, reason)
+                reactor.mark_dirty(core)
+                reactor.flush()
+            # After CONNECTION_CLOSE went out, RAPID does not wait for the
+            # terminating period (and a peer's close needs no answer).
+            return bool(flags & SHUTDOWN_FLAG_RAPID) and core.is_closing
+
+        if finished():
+            return True
+        if not blocking:
+            reactor.tick()
+            return finished()
+        reactor.block_until(finished)
+        return finished()
+
+    def get_conn_close_info(self) -> ConnCloseInfo | None:
+        """Why the connection closed, or None while open (SSL_get_conn_close_info)."""
+        return self._close_info
+
+    @_api
+    def key_update(self, update_type: int = KEY_UPDATE_REQUESTED) -> None:
+        """Start a 1-RTT key update (SSL_key_update).
+
+        QUIC has no "update requested" signal, so both types do the same.
+        """
+        if update_type not in (KEY_UPDATE_NOT_REQUESTED, KEY_UPDATE_REQUESTED):
+            raise ValueError(
+                "update_type must be KEY_UPDATE_REQUESTED or _NOT_REQUESTED"
+            )
+        core = self._require_core()
+        if not core.handshake_complete:
+            raise SSLError("key_update() needs a completed handshake")
+        self._raise_if_failed()
+        core.request_key_update()
+        reactor = self._require_reactor()
+        reactor.mark_dirty(core)
+        reactor.flush()
+
+    # ==================================================================
+    # values
+    # ==================================================================
+
+    def get_value_uint(self, value_class: int, value_id: int) -> int:
+        """Read a numeric setting (SSL_get_value_uint).
+
+        The idle timeout is in milliseconds, in classes FEATURE_REQUEST (what
+        this side asks for), FEATURE_PEER_REQUEST and FEATURE_NEGOTIATED.
+        """
+        if value_id == VALUE_QUIC_IDLE_TIMEOUT:
+            return self._idle_timeout_value(value_class)
+        if value_class != VALUE_CLASS_GENERIC:
+            raise ValueError(f"value {value_id} has no class {value_class}")
+        if value_id == VALUE_EVENT_HANDLING_MODE:
+            return self._event_mode
+        if value_id in (
+            VALUE_QUIC_STREAM_BIDI_LOCAL_AVAIL,
+            VALUE_QUIC_STREAM_UNI_LOCAL_AVAIL,
+            VALUE_QUIC_STREAM_BIDI_REMOTE_AVAIL,
+            VALUE_QUIC_STREAM_UNI_REMOTE_AVAIL,
+        ):
+            core = self._require_core()
+            uni = value_id in (
+                VALUE_QUIC_STREAM_UNI_LOCAL_AVAIL,
+                VALUE_QUIC_STREAM_UNI_REMOTE_AVAIL,
+            )
+            if value_id in (
+                VALUE_QUIC_STREAM_BIDI_LOCAL_AVAIL,
+                VALUE_QUIC_STREAM_UNI_LOCAL_AVAIL,
+            ):
+                return core.local_streams_available(uni)
+            return core.remote_streams_available(uni)
+        if value_id in (
+            VALUE_STREAM_WRITE_BUF_SIZE,
+            VALUE_STREAM_WRITE_BUF_USED,
+            VALUE_STREAM_WRITE_BUF_AVAIL,
+        ):
+            return self._write_buffer_value(self._default, value_id)
+        raise ValueError(f"unknown value id {value_id}")
+
+    def _write_buffer_value(self, record: StreamRecord | None, value_id: int) -> int:
+        if record is None or not record.can_write:
+            raise ValueError("write-buffer values need a stream that can be written")
+        used = self._core.send_buffered(record.stream_id) if self._core else 0
+        if value_id == VALUE_STREAM_WRITE_BUF_SIZE:
+            return self._write_buffer_size
+        if value_id == VALUE_STREAM_WRITE_BUF_USED:
+            return used
+        return max(0, self._write_buffer_size - used)
+
+    def _idle_timeout_value(self, value_class: int) -> int:
+        if value_class == VALUE_CLASS_FEATURE_REQUEST:
+            return round(self._settings.idle_timeout * 1000)
+        core = self._core
+        if value_class == VALUE_CLASS_FEATURE_PEER_REQUEST:
+            peer = core.peer_idle_timeout() if core else None
+            if peer is None:
+                raise ValueError("the peer's idle timeout is known after the handshake")
+            return round(peer * 1000)
+        if value_class == VALUE_CLASS_FEATURE_NEGOTIATED:
+            if core is None or not core.handshake_complete:
+                raise ValueError("the idle timeout is negotiated during the handshake")
+            value = core.negotiated_idle_timeout()
+            return 0 if value is None else round(value * 1000)
+        raise ValueError(f"the idle timeout has no value class {value_class}")
+
+    def set_value_uint(self, value_class: int, value_id: int, value: int) -> None:
+        """Change a numeric setting (SSL_set_value_uint).
+
+        The idle timeout request (milliseconds, FEATURE_REQUEST) can only be
+        changed before the handshake starts, as in OpenSSL.
+        """
+        if not isinstance(value, int) or value < 0:
+            raise ValueError(f"values are non-negative integers, not {value!r}")
+        if value_id == VALUE_QUIC_IDLE_TIMEOUT:
+            if value_class != VALUE_CLASS_FEATURE_REQUEST:
+                raise ValueError("only the FEATURE_REQUEST idle timeout can be set")
+            if self._core is not None:
+                raise ValueError(
+                    "the idle timeout can only be set before the handshake"
+                )
+            self._settings.idle_timeout = value / 1000.0
+            return
+        if value_class == VALUE_CLASS_GENERIC and value_id == VALUE_EVENT_HANDLING_MODE:
+            if value == VALUE_EVENT_HANDLING_MODE_INHERIT:
+                value = VALUE_EVENT_HANDLING_MODE_IMPLICIT
+            if value not in (
+                VALUE_EVENT_HANDLING_MODE_IMPLICIT,
+                VALUE_EVENT_HANDLING_MODE_EXPLICIT,
+            ):
+                raise ValueError(f"unknown event handling mode {value}")
+            self._event_mode = value
+            return
+        raise ValueError(f"value {value_id} (class {value_class}) cannot be set")
+
+    # ==================================================================
+    # modes and async callbacks (the MODE_ASYNC machinery hooks in here)
+    # ==================================================================
+
+    def set_mode(self, mode: int) -> int:
+        """Add mode bits for this connection (SSL_set_mode)."""
+        self._mode |= mode
+        return self._mode
+
+    def clear_mode(self, mode: int) -> int:
+        """Remove mode bits (SSL_clear_mode)."""
+        self._mode &= ~mode
+        return self._mode
+
+    def get_mode(self) -> int:
+        """This connection's mode bits (SSL_get_mode)."""
+        return self._mode
+
+    @property
+    def partial_writes(self) -> bool:
+        return bool(self._mode & MODE_ENABLE_PARTIAL_WRITE)
+
+    # ==================================================================
+    # lifetime
+    # ==================================================================
+
+    def free(self) -> None:
+        """Release the connection (SSL_free): no close is sent.
+
+        The socket given to :meth:`set_fd` stays open (BIO_NOCLOSE).
+        """
+        if self._freed:
+            return
+        self._freed = True
+        reactor = self._reactor
+        if reactor is None:
+            return
+        with reactor.lock:
+            if self._core is not None:
+                self._core.finish_qlog()
+                reactor.remove_core(self._core)
+            if self._listener is not None:
+                self._listener._on_connection_freed(self)
+        self._detach_reactor()
+
+    def _detach_reactor(self) -> None:
+        reactor = self._reactor
+        self._reactor = None
+        if reactor is not None and reactor.release():
+            reactor.close(close_transport=self._owns_socket)
+
+    def __enter__(self) -> Connection:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        try:
+            if self._core is not None and not self._freed:
+                self.shutdown(0 if self._blocking else SHUTDOWN_FLAG_NO_BLOCK)
+        except Error:
+            pass  # the connection already failed; nothing left to close
+        finally:
+            self.free()
+
+    @property
+    def state(self) -> ConnState:
+        """Where the connection is in its lifecycle."""
+        return self._state
+
+    def __repr__(self) -> str:
+        role = "client" if self._is_client else "server"
+        peer = self._describe_peer()
+        return f"<quicconn.Connection {role} {self._state.value} peer={peer}>"

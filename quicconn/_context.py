@@ -1,0 +1,249 @@
+"""``Context``: the ``SSL_CTX`` of quicconn — configuration shared by connections."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Iterable
+from typing import Any, TextIO
+
+from ._constants import (
+    MODE_ASYNC,
+    VERIFY_FAIL_IF_NO_PEER_CERT,
+    VERIFY_NONE,
+    VERIFY_PEER,
+    Role,
+)
+from ._core import CoreSettings
+
+AsyncCallback = Callable[[Any, Any], Any]
+
+_VERIFY_MODES = (VERIFY_NONE, VERIFY_PEER, VERIFY_PEER | VERIFY_FAIL_IF_NO_PEER_CERT)
+
+
+class Context:
+    """Settings from which connections and listeners are made (``SSL_CTX_new``).
+
+    ``Context(quicconn.CLIENT)`` verifies the server's certificate and host
+    name by default (``VERIFY_PEER``) but, like OpenSSL, trusts no CA until
+    :meth:`load_default_verify_paths` or :meth:`load_verify_locations` is
+    called.  ``Context(quicconn.SERVER)`` needs :meth:`load_cert_chain`.
+    """
+
+    def __init__(self, role: Role | int = Role.CLIENT) -> None:
+        try:
+            self.role = Role(role)
+        except ValueError:
+            raise ValueError(
+                f"role must be quicconn.CLIENT or quicconn.SERVER, not {role!r}"
+            ) from None
+        self._settings = CoreSettings(is_client=self.role is Role.CLIENT)
+        self._verify_mode = VERIFY_PEER if self.role is Role.CLIENT else VERIFY_NONE
+        self.keylog_filename: str | None = os.environ.get("SSLKEYLOGFILE") or None
+        self.qlog_dir: str | None = os.environ.get("QLOGDIR") or None
+        self._keylog_file: TextIO | None = None
+        self._keylog_opened_for: str | None = None
+        self._mode = 0
+        self.async_callback: AsyncCallback | None = None
+        self.async_callback_arg: Any = None
+        #: Bytes a stream may hold written but unacknowledged before a
+        #: nonblocking write returns short (``SSL_VALUE_STREAM_WRITE_BUF_SIZE``).
+        self.stream_write_buffer_size = 1024 * 1024
+
+    # -- verification -----------------------------------------------------
+
+    @property
+    def verify_mode(self) -> int:
+        """``VERIFY_PEER`` (client default) or ``VERIFY_NONE`` (SSL_CTX_set_verify)."""
+        return self._verify_mode
+
+    @verify_mode.setter
+    def verify_mode(self, mode: int) -> None:
+        if mode not in _VERIFY_MODES:
+            raise ValueError(
+                "verify_mode must be VERIFY_NONE, VERIFY_PEER or "
+                f"VERIFY_PEER | VERIFY_FAIL_IF_NO_PEER_CERT, not {mode!r}"
+            )
+        self._verify_mode = mode
+
+    def set_verify(self, mode: int) -> None:
+        """Set the verification mode (SSL_CTX_set_verify, without a callback)."""
+        self.verify_mode = mode
+
+    def load_verify_locations(
+        self,
+        cafile: str | os.PathLike[str] | None = None,
+        capath: str | os.PathLike[str] | None = None,
+        cadata: bytes | str | None = None,
+    ) -> None:
+        """Trust the CAs in a PEM file, a hashed directory or PEM data.
+
+        Mirrors SSL_CTX_load_verify_locations (plus ``cadata`` as in CPython's
+        ``ssl``).
+        """
+        if cafile is None and capath is None and cadata is None:
+            raise TypeError("load_verify_locations() needs cafile, capath or cadata")
+        if cafile is not None:
+            path = os.fspath(cafile)
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f"CA file not found: {path}")
+            self._settings.cafile = path
+        if capath is not None:
+            path = os.fspath(capath)
+            if not os.path.isdir(path):
+                raise NotADirectoryError(f"CA directory not found: {path}")
+            self._settings.capath = path
+        if cadata is not None:
+            data = cadata.encode("ascii") if isinstance(cadata, str) else cadata
+            self._settings.cadata = (self._settings.cadata or b"") + data
+
+    def load_default_verify_paths(self) -> None:
+        """Trust the system's CAs (SSL_CTX_set_default_verify_paths)."""
+        self._settings.load_default_verify_paths()
+
+    def load_cert_chain(
+        self,
+        certfile: str | os.PathLike[str],
+        keyfile: str | os.PathLike[str] | None = None,
+        password: bytes | str | None = None,
+    ) -> None:
+        """Load this endpoint's certificate chain and private key.
+
+        Mirrors SSL_CTX_use_certificate_chain_file + SSL_CTX_use_PrivateKey_file.
+        """
+        self._settings.load_cert_chain(certfile, keyfile, password)
+
+    # -- protocol ---------------------------------------------------------
+
+    def set_alpn_protos(self, protocols: Iterable[str]) -> None:
+        """Offer (client) or accept (server) these ALPN protocols.
+
+        Mirrors SSL_CTX_set_alpn_protos; takes a list of names instead of
+        OpenSSL's length-prefixed wire format.
+        """
+        names = list(protocols)
+        for name in names:
+            if not isinstance(name, str):
+                raise TypeError(f"ALPN protocol names are str, got {name!r}")
+            if not 0 < len(name.encode()) < 256:
+                raise ValueError(f"ALPN protocol name must be 1..255 bytes: {name!r}")
+        self._settings.alpn_protocols = names or None
+
+    def get_alpn_protos(self) -> list[str]:
+        return list(self._settings.alpn_protocols or [])
+
+    # -- transport settings -----------------------------------------------
+
+    @property
+    def idle_timeout(self) -> float:
+        """Idle timeout requested from the peer, seconds (0 disables)."""
+        return self._settings.idle_timeout
+
+    @idle_timeout.setter
+    def idle_timeout(self, seconds: float) -> None:
+        if seconds < 0:
+            raise ValueError("idle_timeout must be >= 0 seconds")
+        self._settings.idle_timeout = float(seconds)
+
+    @property
+    def max_datagram_size(self) -> int:
+        """Largest UDP payload sent, bytes (QUIC requires at least 1200)."""
+        return self._settings.max_datagram_size
+
+    @max_datagram_size.setter
+    def max_datagram_size(self, size: int) -> None:
+        if not 1200 <= size <= 65527:
+            raise ValueError("max_datagram_size must be between 1200 and 65527")
+        self._settings.max_datagram_size = size
+
+    @property
+    def max_data(self) -> int:
+        """Connection receive window, bytes, kept ahead of what was read."""
+        return self._settings.max_data
+
+    @max_data.setter
+    def max_data(self, size: int) -> None:
+        if size < 1:
+            raise ValueError("max_data must be positive")
+        self._settings.max_data = size
+
+    @property
+    def max_stream_data(self) -> int:
+        """Per-stream receive window, bytes, kept ahead of what was read."""
+        return self._settings.max_stream_data
+
+    @max_stream_data.setter
+    def max_stream_data(self, size: int) -> None:
+        if size < 1:
+            raise ValueError("max_stream_data must be positive")
+        self._settings.max_stream_data = size
+
+    @property
+    def congestion_control(self) -> str:
+        """Congestion controller: ``"reno"`` or ``"cubic"``."""
+        return self._settings.congestion_control
+
+    @congestion_control.setter
+    def congestion_control(self, name: str) -> None:
+        if name not in ("reno", "cubic"):
+            raise ValueError(
+                f"congestion_control must be 'reno' or 'cubic', not {name!r}"
+            )
+        self._settings.congestion_control = name
+
+    # -- modes ------------------------------------------------------------
+
+    def set_mode(self, mode: int) -> int:
+        """Add mode bits (SSL_CTX_set_mode); returns the new mode."""
+        self._mode |= mode
+        return self._mode
+
+    def clear_mode(self, mode: int) -> int:
+        """Remove mode bits (SSL_CTX_clear_mode); returns the new mode."""
+        self._mode &= ~mode
+        return self._mode
+
+    def get_mode(self) -> int:
+        """The current mode bits (SSL_CTX_get_mode)."""
+        return self._mode
+
+    @property
+    def async_enabled(self) -> bool:
+        return bool(self._mode & MODE_ASYNC)
+
+    def set_async_callback(self, callback: AsyncCallback | None) -> None:
+        """Call ``callback(conn, arg)`` when an async job can resume.
+
+        Mirrors SSL_CTX_set_async_callback; a connection's own callback wins.
+        """
+        if callback is not None and not callable(callback):
+            raise TypeError("the async callback must be callable")
+        self.async_callback = callback
+
+    def set_async_callback_arg(self, arg: Any) -> None:
+        """The ``arg`` passed to the async callback (SSL_CTX_set_async_callback_arg)."""
+        self.async_callback_arg = arg
+
+    # -- for the objects layer --------------------------------------------
+
+    def _core_settings(self) -> CoreSettings:
+        """A private copy of the settings for one new connection."""
+        settings = dataclasses.replace(self._settings)
+        settings.verify_peer = bool(self._verify_mode & VERIFY_PEER)
+        settings.secrets_log_file = self._keylog()
+        settings.qlog_dir = self.qlog_dir
+        return settings
+
+    def _keylog(self) -> TextIO | None:
+        path = self.keylog_filename
+        if not path:
+            return None
+        if self._keylog_file is None or self._keylog_opened_for != path:
+            if self._keylog_file is not None:
+                self._keylog_file.close()
+            self._keylog_file = open(path, "a", buffering=1, encoding="ascii")  # noqa: SIM115
+            self._keylog_opened_for = path
+        return self._keylog_file
+
+    def __repr__(self) -> str:
+        return f"<quicconn.Context {self.role.name}>"

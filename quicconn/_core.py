@@ -1,0 +1,567 @@
+"""The core adapter: quicconn's only window onto aioquic's ``QuicConnection``.
+
+Everything protocol-shaped (packets, TLS, loss recovery, congestion control)
+happens in aioquic's sans-I/O connection.  This module wraps it so that:
+
+* the layers above see plain method calls and a :class:`CoreSink` callback
+  interface instead of aioquic's event classes;
+* a close becomes visible the moment it begins (aioquic reports it only when
+  the terminating period ends), with whether it was local or remote;
+* receive credit is granted as the *application* consumes data, not as it
+  arrives, so memory per connection is bounded by the flow-control windows
+  (aioquic's own policy doubles the window whenever half of it is used);
+* one misbehaving datagram can never raise into the reactor.
+
+The flow-control and close-state pieces read or override private members of
+``QuicConnection``; that coupling is confined to this file, and the aioquic
+minor version is pinned in ``pyproject.toml`` because of it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import ssl
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TextIO
+
+from aioquic.buffer import Buffer
+from aioquic.quic import events as quic_events
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.connection import QuicConnection, QuicConnectionState
+from aioquic.quic.logger import QuicFileLogger
+from aioquic.quic.packet import (
+    QuicErrorCode,
+    QuicFrameType,
+    QuicProtocolVersion,
+    pull_quic_header,
+)
+from aioquic.tls import load_pem_private_key, load_pem_x509_certificates
+
+from ._errors import ConnCloseInfo
+
+logger = logging.getLogger("quicconn.core")
+
+Address = tuple[Any, ...]
+
+#: TLS alerts (RFC 8446 section 6) that mean "your certificate is not acceptable".
+_CERTIFICATE_ALERTS = frozenset({42, 43, 44, 45, 46, 48})
+_CRYPTO_ERROR_BASE = 0x100
+_PEM_PRIVATE_KEY = re.compile(
+    rb"-----BEGIN [A-Z ]*PRIVATE KEY-----.+?-----END [A-Z ]*PRIVATE KEY-----", re.S
+)
+
+#: Frame capacities used when writing flow-control updates (type + 2 varints).
+_MAX_STREAM_DATA_FRAME_CAPACITY = 1 + 8 + 8
+_CONNECTION_LIMIT_FRAME_CAPACITY = 1 + 8
+
+SUPPORTED_VERSIONS = (QuicProtocolVersion.VERSION_1, QuicProtocolVersion.VERSION_2)
+
+
+def is_verification_failure(info: ConnCloseInfo) -> bool:
+    """Whether a close was this endpoint rejecting the peer's certificate."""
+    alert = info.error_code - _CRYPTO_ERROR_BASE
+    return info.is_local and info.is_transport and alert in _CERTIFICATE_ALERTS
+
+
+@dataclass
+class CoreSettings:
+    """Everything a :class:`QuicCore` needs to know before it starts.
+
+    A :class:`~quicconn.Context` owns one and copies it per connection.
+    """
+
+    is_client: bool = True
+    alpn_protocols: list[str] | None = None
+    idle_timeout: float = 30.0
+    max_datagram_size: int = 1200
+    max_data: int = 4 * 1024 * 1024
+    max_stream_data: int = 1024 * 1024
+    congestion_control: str = "reno"
+    verify_peer: bool = True
+    cafile: str | None = None
+    capath: str | None = None
+    cadata: bytes | None = None
+    certificate: Any = None
+    certificate_chain: list[Any] = field(default_factory=list)
+    private_key: Any = None
+    server_name: str | None = None
+    secrets_log_file: TextIO | None = None
+    qlog_dir: str | None = None
+    supported_versions: list[int] = field(
+        default_factory=lambda: [int(v) for v in SUPPORTED_VERSIONS]
+    )
+    connection_id_length: int = 8
+
+    def load_cert_chain(
+        self,
+        certfile: str | os.PathLike[str],
+        keyfile: str | os.PathLike[str] | None = None,
+        password: bytes | str | None = None,
+    ) -> None:
+        """Load a PEM certificate chain and its private key."""
+        with open(certfile, "rb") as fp:
+            pem = fp.read()
+        certificates = load_pem_x509_certificates(pem)
+        if not certificates:
+            raise ValueError(f"{os.fspath(certfile)!r} holds no PEM certificate")
+        key_pem = pem
+        if keyfile is not None:
+            with open(keyfile, "rb") as fp:
+                key_pem = fp.read()
+        match = _PEM_PRIVATE_KEY.search(key_pem)
+        if match is None:
+            raise ValueError(
+                "no PEM private key found: pass keyfile=, or put the key in certfile"
+            )
+        pw = password.encode() if isinstance(password, str) else password
+        try:
+            self.private_key = load_pem_private_key(match.group(0), password=pw)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"cannot load the private key: {exc}") from exc
+        self.certificate = certificates[0]
+        self.certificate_chain = certificates[1:]
+
+    def load_default_verify_paths(self) -> None:
+        """Trust the system's CA store (OpenSSL's default locations)."""
+        paths = ssl.get_default_verify_paths()
+        cafile = paths.cafile or paths.openssl_cafile
+        capath = paths.capath or paths.openssl_capath
+        self.cafile = cafile if cafile and os.path.exists(cafile) else self.cafile
+        self.capath = capath if capath and os.path.isdir(capath) else self.capath
+
+    def has_trust_anchors(self) -> bool:
+        return bool(self.cafile or self.capath or self.cadata)
+
+    def build(self, server_name: str | None = None) -> QuicConfiguration:
+        """Make aioquic's configuration object."""
+        config = QuicConfiguration(
+            alpn_protocols=list(self.alpn_protocols) if self.alpn_protocols else None,
+            congestion_control_algorithm=self.congestion_control,
+            connection_id_length=self.connection_id_length,
+            idle_timeout=self.idle_timeout,
+            is_client=self.is_client,
+            max_data=self.max_data,
+            max_datagram_size=self.max_datagram_size,
+            max_stream_data=self.max_stream_data,
+            secrets_log_file=self.secrets_log_file,
+            server_name=server_name,
+            supported_versions=list(self.supported_versions),
+        )
+        config.verify_mode = ssl.CERT_REQUIRED if self.verify_peer else ssl.CERT_NONE
+        if self.is_client and self.verify_peer and not self.has_trust_anchors():
+            # OpenSSL trusts nothing until told to; aioquic would fall back to
+            # certifi.  An empty store keeps OpenSSL's behaviour.
+            config.cadata = b""
+        else:
+            config.cafile = self.cafile
+            config.capath = self.capath
+            config.cadata = self.cadata
+        config.certificate = self.certificate
+        config.certificate_chain = list(self.certificate_chain)
+        config.private_key = self.private_key
+        if self.qlog_dir is not None:
+            config.quic_logger = _qlog_logger(self.qlog_dir)
+        return config
+
+
+_QLOG_LOGGERS: dict[str, QuicFileLogger] = {}
+
+
+def _qlog_logger(directory: str) -> QuicFileLogger:
+    """One file logger per directory: it writes one ``.qlog`` per connection."""
+    found = _QLOG_LOGGERS.get(directory)
+    if found is None:
+        os.makedirs(directory, exist_ok=True)
+        found = _QLOG_LOGGERS[directory] = QuicFileLogger(directory)
+    return found
+
+
+class CoreSink(Protocol):
+    """Receives what a :class:`QuicCore` has to report, as plain calls."""
+
+    def on_handshake_complete(
+        self, alpn: str | None, session_resumed: bool, early_data_accepted: bool
+    ) -> None: ...
+
+    def on_stream_data(self, stream_id: int, data: bytes, fin: bool) -> None: ...
+
+    def on_stream_reset(self, stream_id: int, error_code: int) -> None: ...
+
+    def on_stop_sending(self, stream_id: int, error_code: int) -> None: ...
+
+    def on_connection_id_issued(self, cid: bytes) -> None: ...
+
+    def on_connection_id_retired(self, cid: bytes) -> None: ...
+
+    def on_closing(self, info: ConnCloseInfo) -> None: ...
+
+    def on_terminated(self) -> None: ...
+
+
+class _CreditOnConsumeConnection(QuicConnection):
+    """``QuicConnection`` granting receive credit as the application consumes.
+
+    The window stays ``max_stream_data`` (per stream) and ``max_data`` (per
+    connection) ahead of what the application has *read*, and an update is
+    sent once half a window has been consumed.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.consumed_by_stream: dict[int, int] = {}
+        self.consumed_total = 0
+
+    def _write_stream_limits(self, builder: Any, space: Any, stream: Any) -> None:
+        if not stream.max_stream_data_local:
+            return  # a send-only stream grants nothing
+        window = self._configuration.max_stream_data
+        target = self.consumed_by_stream.get(stream.stream_id, 0) + window
+        if target - stream.max_stream_data_local >= window // 2:
+            stream.max_stream_data_local = target
+        if stream.max_stream_data_local_sent == stream.max_stream_data_local:
+            return
+        buf = builder.start_frame(
+            QuicFrameType.MAX_STREAM_DATA,
+            capacity=_MAX_STREAM_DATA_FRAME_CAPACITY,
+            handler=self._on_max_stream_data_delivery,
+            handler_args=(stream,),
+        )
+        buf.push_uint_var(stream.stream_id)
+        buf.push_uint_var(stream.max_stream_data_local)
+        stream.max_stream_data_local_sent = stream.max_stream_data_local
+        if self._quic_logger is not None:
+            builder.quic_logger_frames.append(
+                self._quic_logger.encode_max_stream_data_frame(
+                    maximum=stream.max_stream_data_local, stream_id=stream.stream_id
+                )
+            )
+
+    def _write_connection_limits(self, builder: Any, space: Any) -> None:
+        max_data = self._local_max_data
+        window = self._configuration.max_data
+        target = self.consumed_total + window
+        if target - max_data.value >= window // 2:
+            max_data.value = target
+        for limit in (
+            max_data,
+            self._local_max_streams_bidi,
+            self._local_max_streams_uni,
+        ):
+            if limit is not max_data and (
+                limit.sent - limit.used >= limit.value - limit.sent
+            ):
+                continue  # batch MAX_STREAMS until the peer has used half
+            if limit.value == limit.sent:
+                continue
+            buf = builder.start_frame(
+                limit.frame_type,
+                capacity=_CONNECTION_LIMIT_FRAME_CAPACITY,
+                handler=self._on_connection_limit_delivery,
+                handler_args=(limit,),
+            )
+            buf.push_uint_var(limit.value)
+            limit.sent = limit.value
+            if self._quic_logger is not None:
+                builder.quic_logger_frames.append(
+                    self._quic_logger.encode_connection_limit_frame(
+                        frame_type=limit.frame_type, maximum=limit.value
+                    )
+                )
+
+
+class QuicCore:
+    """One QUIC connection's protocol state, driven by the reactor.
+
+    The reactor calls :meth:`receive_datagram`, :meth:`handle_timer` and
+    :meth:`datagrams_to_send`; the objects layer calls the stream and close
+    methods; :meth:`dispatch_events` reports progress to the sink.
+    """
+
+    def __init__(
+        self,
+        settings: CoreSettings,
+        sink: CoreSink,
+        *,
+        server_name: str | None = None,
+        original_destination_connection_id: bytes | None = None,
+        retry_source_connection_id: bytes | None = None,
+    ) -> None:
+        self.settings = settings
+        self._sink = sink
+        configuration = settings.build(server_name)
+        self._quic = _CreditOnConsumeConnection(
+            configuration=configuration,
+            original_destination_connection_id=original_destination_connection_id,
+            retry_source_connection_id=retry_source_connection_id,
+        )
+        self._stream_window = settings.max_stream_data
+        self._closing_reported = False
+        self._terminated_reported = False
+        self.close_info: ConnCloseInfo | None = None
+        self.handshake_complete = False
+        self.alpn_protocol: str | None = None
+        self.session_resumed = False
+        self.receive_errors = 0
+
+    # -- identity ---------------------------------------------------------
+
+    @property
+    def is_client(self) -> bool:
+        return self.settings.is_client
+
+    @property
+    def host_cid(self) -> bytes:
+        return self._quic.host_cid
+
+    @property
+    def original_destination_connection_id(self) -> bytes:
+        return self._quic.original_destination_connection_id
+
+    def peer_address(self) -> Address | None:
+        return self._quic.get_peer_address()
+
+    # -- driving ----------------------------------------------------------
+
+    def connect(self, addr: Address, now: float) -> None:
+        """Start the client handshake towards ``addr``."""
+        self._quic.connect(addr, now=now)
+
+    def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
+        """Feed one datagram.  Never raises: bad input is logged and dropped."""
+        try:
+            self._quic.receive_datagram(data, addr, now=now)
+        except Exception:
+            self.receive_errors += 1
+            logger.exception("dropped a datagram the QUIC core could not process")
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
+        return self._quic.datagrams_to_send(now=now)
+
+    def get_timer(self) -> float | None:
+        return self._quic.get_timer()
+
+    def handle_timer(self, now: float) -> None:
+        self._quic.handle_timer(now=now)
+
+    def dispatch_events(self) -> None:
+        """Report everything that happened since the last call to the sink."""
+        quic = self._quic
+        sink = self._sink
+        event = quic.next_event()
+        while event is not None:
+            if isinstance(event, quic_events.StreamDataReceived):
+                sink.on_stream_data(event.stream_id, event.data, event.end_stream)
+            elif isinstance(event, quic_events.StreamReset):
+                self._credit_reset_stream(event.stream_id)
+                sink.on_stream_reset(event.stream_id, event.error_code)
+            elif isinstance(event, quic_events.StopSendingReceived):
+                sink.on_stop_sending(event.stream_id, event.error_code)
+            elif isinstance(event, quic_events.HandshakeCompleted):
+                self.handshake_complete = True
+                self.alpn_protocol = event.alpn_protocol
+                self.session_resumed = event.session_resumed
+                sink.on_handshake_complete(
+                    event.alpn_protocol,
+                    event.session_resumed,
+                    event.early_data_accepted,
+                )
+            elif isinstance(event, quic_events.ConnectionIdIssued):
+                sink.on_connection_id_issued(event.connection_id)
+            elif isinstance(event, quic_events.ConnectionIdRetired):
+                sink.on_connection_id_retired(event.connection_id)
+            event = quic.next_event()
+        self._report_close_state()
+
+    def _report_close_state(self) -> None:
+        quic = self._quic
+        if not self._closing_reported and quic._close_event is not None:
+            self._closing_reported = True
+            close = quic._close_event
+            # Only a received CONNECTION_CLOSE puts aioquic in DRAINING.
+            is_local = quic._state is not QuicConnectionState.DRAINING
+            self.close_info = ConnCloseInfo(
+                error_code=close.error_code,
+                frame_type=close.frame_type,
+                reason=close.reason_phrase,
+                is_local=is_local,
+                is_transport=close.frame_type is not None,
+            )
+            self._sink.on_closing(self.close_info)
+        if (
+            not self._terminated_reported
+            and quic._state is QuicConnectionState.TERMINATED
+        ):
+            self._terminated_reported = True
+            self._sink.on_terminated()
+
+    # -- state ------------------------------------------------------------
+
+    @property
+    def is_closing(self) -> bool:
+        """True once a close has begun, locally or by the peer."""
+        return self._quic._close_event is not None
+
+    @property
+    def is_terminated(self) -> bool:
+        """True once the terminating (closing/draining) period is over."""
+        return self._quic._state is QuicConnectionState.TERMINATED
+
+    def idle_timeout(self) -> float:
+        """The idle timeout this endpoint asked for, in seconds."""
+        return float(self._quic.configuration.idle_timeout)
+
+    def set_idle_timeout(self, seconds: float) -> None:
+        self._quic.configuration.idle_timeout = seconds
+
+    def peer_idle_timeout(self) -> float | None:
+        """The idle timeout the peer asked for, once known (seconds)."""
+        value = self._quic._remote_max_idle_timeout
+        return None if value is None else float(value)
+
+    def negotiated_idle_timeout(self) -> float | None:
+        """The effective idle timeout: the smaller non-zero of both requests."""
+        local = self.idle_timeout()
+        peer = self.peer_idle_timeout()
+        if peer is None or peer == 0:
+            return local or None
+        if local == 0:
+            return peer
+        return min(local, peer)
+
+    # -- streams ----------------------------------------------------------
+
+    def next_stream_id(self, unidirectional: bool) -> int:
+        return self._quic.get_next_available_stream_id(is_unidirectional=unidirectional)
+
+    def local_streams_available(self, unidirectional: bool) -> int:
+        """How many more streams of this kind the peer lets us open now."""
+        quic = self._quic
+        if unidirectional:
+            limit, next_id = (
+                quic._remote_max_streams_uni,
+                quic._local_next_stream_id_uni,
+            )
+        else:
+            limit, next_id = (
+                quic._remote_max_streams_bidi,
+                quic._local_next_stream_id_bidi,
+            )
+        return max(0, limit - next_id // 4)
+
+    def remote_streams_available(self, unidirectional: bool) -> int:
+        """How many more streams of this kind the peer may open now."""
+        quic = self._quic
+        limit = (
+            quic._local_max_streams_uni
+            if unidirectional
+            else quic._local_max_streams_bidi
+        )
+        return max(0, limit.value - limit.used)
+
+    def open_stream(self, unidirectional: bool) -> int:
+        """Allocate the next local stream ID (the caller checked the limit)."""
+        stream_id = self.next_stream_id(unidirectional)
+        self._quic.send_stream_data(stream_id, b"", end_stream=False)
+        return stream_id
+
+    def send_stream_data(self, stream_id: int, data: bytes, fin: bool) -> None:
+        self._quic.send_stream_data(stream_id, data, end_stream=fin)
+
+    def send_buffered(self, stream_id: int) -> int:
+        """Bytes written to the stream but not yet acknowledged by the peer."""
+        stream = self._quic._streams.get(stream_id)
+        if stream is None:
+            return 0
+        sender = stream.sender
+        return int(sender._buffer_stop - sender._buffer_start)
+
+    def send_fully_acked(self, stream_id: int) -> bool:
+        """True when every byte (and the FIN, if any) written was acknowledged."""
+        stream = self._quic._streams.get(stream_id)
+        if stream is None:
+            return True  # discarded: aioquic drops a stream once it is done
+        return bool(stream.sender.is_finished) or (
+            stream.sender._buffer_stop == stream.sender._buffer_start
+            and stream.sender._buffer_fin is None
+        )
+
+    def all_sends_acked(self) -> bool:
+        return all(self.send_fully_acked(sid) for sid in list(self._quic._streams))
+
+    def consume(self, stream_id: int, nbytes: int) -> None:
+        """Record that the application consumed ``nbytes`` of received data."""
+        if nbytes <= 0:
+            return
+        quic = self._quic
+        quic.consumed_by_stream[stream_id] = (
+            quic.consumed_by_stream.get(stream_id, 0) + nbytes
+        )
+        quic.consumed_total += nbytes
+
+    def forget_stream(self, stream_id: int) -> None:
+        """Drop per-stream credit bookkeeping once the stream is gone."""
+        self._quic.consumed_by_stream.pop(stream_id, None)
+
+    def _credit_reset_stream(self, stream_id: int) -> None:
+        # Bytes up to a reset stream's final size count against the
+        # connection window but will never be read: credit them now.
+        quic = self._quic
+        stream = quic._streams.get(stream_id)
+        if stream is None:
+            return
+        consumed = quic.consumed_by_stream.get(stream_id, 0)
+        unread = stream.receiver.highest_offset - consumed
+        if unread > 0:
+            self.consume(stream_id, unread)
+
+    def reset_stream(self, stream_id: int, error_code: int) -> None:
+        self._quic.reset_stream(stream_id, error_code)
+
+    def stop_sending(self, stream_id: int, error_code: int) -> None:
+        with contextlib.suppress(ValueError):  # already discarded: nothing to stop
+            self._quic.stop_stream(stream_id, error_code)
+
+    # -- connection-wide --------------------------------------------------
+
+    def close(self, error_code: int, reason: str, *, application: bool = True) -> None:
+        """Begin closing: CONNECTION_CLOSE goes out with the next flush."""
+        self._quic.close(
+            error_code=error_code,
+            frame_type=None if application else QuicFrameType.PADDING,
+            reason_phrase=reason,
+        )
+
+    def request_key_update(self) -> None:
+        self._quic.request_key_update()
+
+    def finish_qlog(self) -> None:
+        """Write the qlog trace now if the connection was abandoned unclosed."""
+        quic = self._quic
+        trace = quic._quic_logger
+        quic_logger = quic._configuration.quic_logger
+        if trace is not None and quic_logger is not None:
+            quic_logger.end_trace(trace)
+            quic._quic_logger = None
+
+
+def peek_destination_cid(data: bytes, host_cid_length: int) -> bytes | None:
+    """The destination connection ID of a datagram's first packet, if parseable."""
+    try:
+        header = pull_quic_header(Buffer(data=data), host_cid_length=host_cid_length)
+    except ValueError:
+        return None
+    return bytes(header.destination_cid)
+
+
+__all__ = [
+    "SUPPORTED_VERSIONS",
+    "CoreSettings",
+    "CoreSink",
+    "QuicCore",
+    "QuicErrorCode",
+    "is_verification_failure",
+    "peek_destination_cid",
+]

@@ -1,0 +1,281 @@
+"""The reactor: one per transport, it turns time and datagrams into progress.
+
+A reactor owns a :class:`~quicconn._transport.DatagramTransport` and drives
+every :class:`~quicconn._core.QuicCore` that shares it (one for a client
+socket, many on a listener).  Its unit of work is the *tick*
+(``SSL_handle_events``):
+
+1. fire every core timer that is due (a heap, so a listener with thousands of
+   connections pays O(log n) per timer, not a scan);
+2. drain every datagram that is ready and route each to its core by
+   destination connection ID;
+3. let each touched core report events to its objects, then collect what it
+   wants to send, and hand it all to the transport in one batch.
+
+Blocking calls use :meth:`Reactor.block_until`: tick, test a predicate,
+otherwise sleep in ``poll(2)`` on the socket until the next timer deadline.
+No busy waiting, no fixed sleeps: an idle connection costs one wake-up per
+timer.  With several threads blocked on one reactor, one (the *leader*)
+polls the socket with the lock released while the others wait on a
+condition; every tick wakes them, and a tick made by another thread while
+the leader sleeps cuts its ``poll`` short through a waker descriptor.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import threading
+from collections.abc import Callable
+
+from ._core import QuicCore, peek_destination_cid
+from ._transport import Address, DatagramTransport, Waker
+
+logger = logging.getLogger("quicconn.reactor")
+
+UnroutableHandler = Callable[[bytes, Address, float], None]
+
+
+class Reactor:
+    """Drives the cores on one transport; see the module docstring."""
+
+    def __init__(self, transport: DatagramTransport) -> None:
+        self.transport = transport
+        self.clock = transport.clock
+        self.lock = threading.Lock()
+        self._cond = threading.Condition(self.lock)
+        self._cores: set[QuicCore] = set()
+        self._by_cid: dict[bytes, QuicCore] = {}
+        self._single: QuicCore | None = None
+        self._timers: dict[QuicCore, float] = {}
+        self._heap: list[tuple[float, int, QuicCore]] = []
+        self._seq = itertools.count()
+        self._dirty: dict[QuicCore, None] = {}
+        self.cid_length = 8
+        #: Called (under the lock) for datagrams no core claims: a listener
+        #: uses it to create connections, answer version negotiation, etc.
+        self.unroutable_handler: UnroutableHandler | None = None
+        self._waker = Waker()
+        self._leader: int | None = None
+        self._followers = 0
+        self._users = 0
+        self.closed = False
+
+    # -- membership -------------------------------------------------------
+
+    def add_core(self, core: QuicCore, *cids: bytes) -> None:
+        """Start driving ``core``; datagrams to any of ``cids`` reach it."""
+        self._cores.add(core)
+        for cid in cids:
+            self._by_cid[cid] = core
+        self._single = next(iter(self._cores)) if self._can_shortcut() else None
+
+    def remove_core(self, core: QuicCore) -> None:
+        """Stop driving ``core`` and forget its connection IDs and timer."""
+        self._cores.discard(core)
+        for cid in [c for c, owner in self._by_cid.items() if owner is core]:
+            del self._by_cid[cid]
+        self._timers.pop(core, None)
+        self._dirty.pop(core, None)
+        self._single = next(iter(self._cores)) if self._can_shortcut() else None
+
+    def add_cid(self, core: QuicCore, cid: bytes) -> None:
+        self._by_cid[cid] = core
+
+    def remove_cid(self, cid: bytes) -> None:
+        self._by_cid.pop(cid, None)
+
+    def find_core(self, cid: bytes) -> QuicCore | None:
+        return self._by_cid.get(cid)
+
+    def _can_shortcut(self) -> bool:
+        # One client connection and no listener: every datagram is its.
+        return len(self._cores) == 1 and self.unroutable_handler is None
+
+    def retain(self) -> None:
+        """Count one more object sharing this reactor."""
+        self._users += 1
+
+    def release(self) -> bool:
+        """Count one object gone; True when none is left."""
+        self._users -= 1
+        return self._users <= 0
+
+    # -- the tick ---------------------------------------------------------
+
+    def mark_dirty(self, core: QuicCore) -> None:
+        """Ask for ``core``'s events and output to be processed next flush."""
+        self._dirty[core] = None
+
+    def tick(self) -> None:
+        """One round of event handling (``SSL_handle_events``).  Lock held."""
+        if self.closed:
+            return
+        transport = self.transport
+        now = self.clock.now()
+        if self._heap and self._heap[0][0] <= now:
+            self._fire_timers(now)
+        if transport.has_pending_writes():
+            transport.flush()
+        batch = transport.recv_batch()
+        if batch:
+            single = self._single
+            if single is not None:
+                for data, addr in batch:
+                    single.receive_datagram(data, addr, now)
+                self._dirty[single] = None
+            else:
+                for data, addr in batch:
+                    self._route(data, addr, now)
+        if self._dirty:
+            self.flush(now)
+        self._after_tick()
+
+    def flush(self, now: float | None = None) -> None:
+        """Process events and send output of every dirty core.  Lock held."""
+        if now is None:
+            now = self.clock.now()
+        outgoing: list[tuple[bytes, Address]] = []
+        while self._dirty:
+            dirty = list(self._dirty)
+            self._dirty.clear()
+            for core in dirty:
+                core.dispatch_events()
+                outgoing += core.datagrams_to_send(now)
+                self._schedule(core)
+        if outgoing:
+            self.transport.send_batch(outgoing)
+
+    def _route(self, data: bytes, addr: Address, now: float) -> None:
+        cid = peek_destination_cid(data, self.cid_length)
+        core = self._by_cid.get(cid) if cid is not None else None
+        if core is not None:
+            core.receive_datagram(data, addr, now)
+            self._dirty[core] = None
+        elif self.unroutable_handler is not None:
+            try:
+                self.unroutable_handler(data, addr, now)
+            except Exception:
+                logger.exception("unroutable datagram handler failed")
+
+    def _fire_timers(self, now: float) -> None:
+        heap = self._heap
+        timers = self._timers
+        while heap and heap[0][0] <= now:
+            deadline, _, core = heapq.heappop(heap)
+            if timers.get(core) != deadline:
+                continue  # superseded by a later reschedule
+            del timers[core]
+            core.handle_timer(now)
+            self._dirty[core] = None
+
+    def _schedule(self, core: QuicCore) -> None:
+        if core not in self._cores:
+            return
+        deadline = core.get_timer()
+        if deadline is None:
+            self._timers.pop(core, None)
+        elif self._timers.get(core) != deadline:
+            self._timers[core] = deadline
+            heapq.heappush(self._heap, (deadline, next(self._seq), core))
+            if len(self._heap) > 4 * len(self._timers) + 64:
+                self._compact_heap()
+
+    def _compact_heap(self) -> None:
+        self._heap = [
+            entry for entry in self._heap if self._timers.get(entry[2]) == entry[0]
+        ]
+        heapq.heapify(self._heap)
+
+    def next_deadline(self) -> float | None:
+        """The earliest armed timer of any core here, or None."""
+        heap = self._heap
+        timers = self._timers
+        while heap:
+            deadline, _, core = heap[0]
+            if timers.get(core) == deadline:
+                return deadline
+            heapq.heappop(heap)
+        return None
+
+    def timeout(self) -> float | None:
+        """Seconds until the next deadline, clamped at 0; None for infinity."""
+        deadline = self.next_deadline()
+        if deadline is None:
+            return None
+        return max(0.0, deadline - self.clock.now())
+
+    def net_write_desired(self) -> bool:
+        return self.transport.has_pending_writes()
+
+    # -- blocking ---------------------------------------------------------
+
+    def _after_tick(self) -> None:
+        if self._followers:
+            self._cond.notify_all()
+        if self._leader is not None and self._leader != threading.get_ident():
+            self._waker.wake()
+
+    def block_until(
+        self, predicate: Callable[[], bool], deadline: float | None = None
+    ) -> bool:
+        """Tick and wait until ``predicate()`` holds; False at ``deadline``.
+
+        Called with :attr:`lock` held exactly once; it is released while
+        sleeping.  Wakes for datagrams, timer deadlines and other threads'
+        progress only.
+        """
+        me = threading.get_ident()
+        while True:
+            self.tick()
+            if predicate():
+                return True
+            now = self.clock.now()
+            if deadline is not None and now >= deadline:
+                return False
+            if self.closed:
+                return False
+            timeout = self._wait_timeout(now, deadline)
+            if self._leader is None:
+                self._leader = me
+                self.lock.release()
+                try:
+                    self.transport.wait(
+                        True,
+                        self.transport.has_pending_writes(),
+                        timeout,
+                        self._waker.fileno(),
+                    )
+                finally:
+                    self.lock.acquire()
+                    self._leader = None
+                    self._waker.clear()
+                    if self._followers:
+                        self._cond.notify()  # let a follower take over polling
+            else:
+                self._followers += 1
+                try:
+                    self._cond.wait(timeout)
+                finally:
+                    self._followers -= 1
+
+    def _wait_timeout(self, now: float, deadline: float | None) -> float | None:
+        timer = self.next_deadline()
+        candidates = [t - now for t in (timer, deadline) if t is not None]
+        return max(0.0, min(candidates)) if candidates else None
+
+    # -- teardown ---------------------------------------------------------
+
+    def close(self, close_transport: bool) -> None:
+        """Stop for good; optionally close the transport too."""
+        if self.closed:
+            return
+        self.closed = True
+        self._cores.clear()
+        self._by_cid.clear()
+        self._timers.clear()
+        self._heap.clear()
+        self._waker.close()
+        if close_transport:
+            self.transport.close()

@@ -1,0 +1,184 @@
+"""Deterministic test tools: a fake clock and an in-memory datagram pair.
+
+Like ``trio.testing``, these ship with the library so that applications can
+test their own event loops against quicconn without sockets or sleeps::
+
+    clock = FakeClock()
+    pair = DatagramPair(clock)
+    client.set_transport(pair.client)
+    server_listener = ctx.new_listener(pair.server)
+
+Time only moves when a test moves it (:meth:`FakeClock.advance`) or when a
+*blocking* call waits on a pair endpoint: the wait jumps the clock to the
+next deadline or datagram arrival instead of sleeping.  Each direction is a
+:class:`Link` whose drop/delay rules are plain Python callables, so a test
+can say exactly which datagram is lost.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import select
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from ._clock import MONOTONIC, Clock, FakeClock
+from ._transport import Address, Datagram, Waker
+
+__all__ = ["DatagramPair", "FakeClock", "Link", "PairEndpoint", "drop_first"]
+
+DropRule = Callable[[int, bytes], bool]
+
+
+def drop_first(count: int) -> DropRule:
+    """A drop rule that loses the first ``count`` datagrams of a link."""
+    return lambda index, _data: index < count
+
+
+@dataclass
+class Link:
+    """One direction of a :class:`DatagramPair`.
+
+    ``drop(index, data)`` decides the fate of the ``index``-th datagram sent
+    on this link (0-based); ``delay`` is a fixed one-way delay in seconds;
+    ``blackhole`` drops everything while True.
+    """
+
+    delay: float = 0.0
+    drop: DropRule | None = None
+    blackhole: bool = False
+    sent: int = 0
+    dropped: int = 0
+    log: list[tuple[float, int, bool]] = field(default_factory=list)
+
+    def admit(self, now: float, data: bytes) -> bool:
+        index = self.sent
+        self.sent += 1
+        lost = self.blackhole or (self.drop is not None and self.drop(index, data))
+        if lost:
+            self.dropped += 1
+        self.log.append((now, len(data), lost))
+        return not lost
+
+
+class PairEndpoint:
+    """One end of a :class:`DatagramPair`; a :class:`DatagramTransport`."""
+
+    def __init__(self, pair: DatagramPair, address: Address, link: Link) -> None:
+        self._pair = pair
+        self.clock: Clock = pair.clock
+        self.fatal_error: OSError | None = None
+        self.address = address
+        self.link = link  # the outgoing direction
+        self.peer: PairEndpoint | None = None
+        self._inbox: list[tuple[float, int, bytes, Address]] = []
+        self._seq = itertools.count()
+        self._signal = Waker()
+        self._closed = False
+
+    # identity
+    def fileno(self) -> int:
+        return self._signal.fileno()
+
+    def local_address(self) -> Address:
+        return self.address
+
+    def connected_peer(self) -> Address | None:
+        return None
+
+    # data path
+    def _deliver(self, at: float, data: bytes, source: Address) -> None:
+        heapq.heappush(self._inbox, (at, next(self._seq), data, source))
+        self._signal.wake()
+
+    def next_arrival(self) -> float | None:
+        return self._inbox[0][0] if self._inbox else None
+
+    def recv_batch(self) -> list[Datagram]:
+        now = self.clock.now()
+        batch: list[Datagram] = []
+        inbox = self._inbox
+        while inbox and inbox[0][0] <= now:
+            _, _, data, source = heapq.heappop(inbox)
+            batch.append((data, source))
+        if not inbox:
+            self._signal.clear()
+        return batch
+
+    def send_batch(self, datagrams: Sequence[Datagram]) -> None:
+        peer = self.peer
+        if peer is None or self._closed:
+            return
+        now = self.clock.now()
+        for data, _addr in datagrams:
+            if self.link.admit(now, data):
+                peer._deliver(now + self.link.delay, data, self.address)
+
+    def flush(self) -> None:
+        pass
+
+    def has_pending_writes(self) -> bool:
+        return False
+
+    def wait(
+        self,
+        want_read: bool,
+        want_write: bool,
+        timeout: float | None,
+        interrupt_fd: int | None = None,
+    ) -> None:
+        now = self.clock.now()
+        arrival = self.next_arrival()
+        if arrival is not None and arrival <= now:
+            return
+        if isinstance(self.clock, FakeClock):
+            candidates = [
+                t
+                for t in (arrival, None if timeout is None else now + timeout)
+                if t is not None
+            ]
+            if not candidates:
+                raise RuntimeError(
+                    "a blocking call on a fake-clock DatagramPair would wait forever: "
+                    "nothing is in flight and no timer is armed"
+                )
+            self.clock.advance_to(min(candidates))
+            return
+        if arrival is not None:
+            wait_for = arrival - now
+            timeout = wait_for if timeout is None else min(timeout, wait_for)
+        poller = select.poll()
+        poller.register(self.fileno(), select.POLLIN)
+        if interrupt_fd is not None:
+            poller.register(interrupt_fd, select.POLLIN)
+        poller.poll(None if timeout is None else max(0.0, timeout) * 1000.0)
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._signal.close()
+
+
+class DatagramPair:
+    """Two connected in-memory datagram endpoints (like BIO_s_dgram_pair).
+
+    ``pair.client`` and ``pair.server`` have distinct documentation-range
+    addresses; ``pair.to_server`` / ``pair.to_client`` are the two
+    :class:`Link` objects carrying datagrams in each direction.
+    """
+
+    CLIENT_ADDRESS: Address = ("192.0.2.1", 50000)
+    SERVER_ADDRESS: Address = ("192.0.2.2", 4433)
+
+    def __init__(self, clock: Clock | None = None) -> None:
+        self.clock: Clock = clock if clock is not None else MONOTONIC
+        self.to_server = Link()
+        self.to_client = Link()
+        self.client = PairEndpoint(self, self.CLIENT_ADDRESS, self.to_server)
+        self.server = PairEndpoint(self, self.SERVER_ADDRESS, self.to_client)
+        self.client.peer = self.server
+        self.server.peer = self.client
+
+    def in_flight(self) -> int:
+        return len(self.client._inbox) + len(self.server._inbox)

@@ -1,0 +1,105 @@
+"""An aioquic asyncio server used as an independent peer by tests and bench/.
+
+Run as a program::
+
+    python tests/peers/aioquic_server.py --cert C --key K --port 0 [--retry]
+
+It prints ``READY <port>`` once listening.  On every bidirectional stream the
+first line picks the behaviour:
+
+* ``echo\\n`` - send back everything that follows; FIN answers FIN;
+* ``send N\\n`` - send N bytes of a repeating pattern, then FIN;
+* ``sink\\n`` - read everything, then answer with the byte count and FIN;
+* ``close CODE\\n`` - close the connection with application error CODE.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from aioquic.asyncio import QuicConnectionProtocol, serve
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.events import StreamDataReceived
+
+PATTERN = bytes(range(256)) * 256  # 64 KiB
+
+
+def pattern_bytes(n: int) -> bytes:
+    reps, rest = divmod(n, len(PATTERN))
+    return PATTERN * reps + PATTERN[:rest]
+
+
+class AppProtocol(QuicConnectionProtocol):
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._modes: dict[int, str] = {}
+        self._heads: dict[int, bytearray] = {}
+        self._counts: dict[int, int] = {}
+
+    def quic_event_received(self, event) -> None:
+        if not isinstance(event, StreamDataReceived):
+            return
+        sid = event.stream_id
+        data = event.data
+        mode = self._modes.get(sid)
+        if mode is None:
+            head = self._heads.setdefault(sid, bytearray())
+            head += data
+            if b"\n" not in head:
+                return
+            line, _, rest = bytes(head).partition(b"\n")
+            del self._heads[sid]
+            words = line.decode().split()
+            mode = self._modes[sid] = words[0]
+            data = rest
+            if mode == "send":
+                self._quic.send_stream_data(sid, pattern_bytes(int(words[1])), True)
+            elif mode == "close":
+                self._quic.close(error_code=int(words[1]), reason_phrase="asked to")
+            self._counts[sid] = 0
+        if mode == "echo":
+            self._quic.send_stream_data(sid, data, event.end_stream)
+        elif mode == "sink":
+            self._counts[sid] += len(data)
+            if event.end_stream:
+                self._quic.send_stream_data(sid, b"%d" % self._counts[sid], True)
+        self.transmit()
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--cert", required=True)
+    parser.add_argument("--key", required=True)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--alpn", action="append", default=None)
+    parser.add_argument("--retry", action="store_true")
+    parser.add_argument("--idle-timeout", type=float, default=60.0)
+    args = parser.parse_args()
+    config = QuicConfiguration(
+        is_client=False,
+        alpn_protocols=args.alpn or ["quicconn-test", "h3"],
+        idle_timeout=args.idle_timeout,
+        max_data=4 * 1024 * 1024,
+        max_stream_data=1024 * 1024,
+    )
+    config.load_cert_chain(args.cert, args.key)
+    server = await serve(
+        args.host,
+        args.port,
+        configuration=config,
+        create_protocol=AppProtocol,
+        retry=args.retry,
+    )
+    port = server._transport.get_extra_info("sockname")[1]
+    print(f"READY {port}", flush=True)
+    await asyncio.Future()
+
+
+if __name__ == "__main__":
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        sys.exit(0)
