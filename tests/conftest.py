@@ -1,0 +1,91 @@
+"""Shared fixtures: certificates (made once per session), free ports, peers.
+
+Peer processes are started through :func:`peer_process`, which guarantees
+they are killed when the test (or session) that started them ends.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from tests.support.certs import CertFiles, make_pki  # noqa: E402
+
+PEERS = Path(__file__).resolve().parent / "peers"
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> CertFiles:
+    """A CA and a leaf for localhost/127.0.0.1/::1 (EC P-256)."""
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture(scope="session")
+def other_pki(tmp_path_factory: pytest.TempPathFactory) -> CertFiles:
+    """A second, unrelated CA and leaf: a 'wrong CA' for negative tests."""
+    return make_pki(tmp_path_factory.mktemp("other-pki"), prefix="other-")
+
+
+def free_udp_port(host: str = "127.0.0.1") -> int:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def peer_process(
+    args: list[str],
+    *,
+    ready_prefix: str | None = None,
+    env: dict[str, str] | None = None,
+) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """Start a peer; wait for a line starting with ``ready_prefix``; always kill it."""
+    proc = subprocess.Popen(
+        args,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+    line = ""
+    try:
+        if ready_prefix is not None:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                if line.startswith(ready_prefix):
+                    break
+            else:
+                raise RuntimeError(f"peer {args[0]} exited before it was ready")
+        yield proc, line.strip()
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def aioquic_server(pki: CertFiles) -> Iterator[int]:
+    """tests/peers/aioquic_server.py (aioquic's asyncio stack); yields its port."""
+    args = [
+        sys.executable,
+        str(PEERS / "aioquic_server.py"),
+        "--cert",
+        str(pki.cert),
+        "--key",
+        str(pki.key),
+        "--port",
+        "0",
+    ]
+    with peer_process(args, ready_prefix="READY") as (_, line):
+        yield int(line.split()[1])
