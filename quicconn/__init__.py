@@ -31,6 +31,7 @@ from ._errors import (
     WantWriteError,
     ZeroReturnError,
 )
+from ._listener import Listener, ListenerStats
 from ._stream import Stream
 
 __version__ = "0.1.0"
@@ -63,14 +64,7 @@ def connect(
         ctx.verify_mode = VERIFY_NONE  # noqa: F405
     if alpn:
         ctx.set_alpn_protos(alpn)
-    for name, value in ctx_options.items():
-        if (
-            name.startswith("_")
-            or not hasattr(ctx, name)
-            or callable(getattr(ctx, name))
-        ):
-            raise TypeError(f"connect() got an unknown option {name!r}")
-        setattr(ctx, name, value)
+    _apply_options(ctx, ctx_options, "connect")
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
     except socket.gaierror as exc:
@@ -92,6 +86,42 @@ def connect(
     return conn
 
 
+def listen(
+    addr: tuple[str, int],
+    certfile: str,
+    keyfile: str | None = None,
+    *,
+    alpn: list[str] | None = None,
+    flags: int = 0,
+    **ctx_options: Any,
+) -> Listener:
+    """Bind ``addr`` and return a listening :class:`Listener` (blocking).
+
+    ``alpn`` lists the protocols the server accepts; ``flags`` are
+    ``LISTENER_FLAG_*``; other keyword arguments set :class:`Context`
+    attributes.  Accept with ``listener.accept_connection()``.
+    """
+    ctx = Context(SERVER)  # noqa: F405
+    ctx.load_cert_chain(certfile, keyfile)
+    if alpn:
+        ctx.set_alpn_protos(alpn)
+    _apply_options(ctx, ctx_options, "listen")
+    listener = ctx.new_listener(addr, flags)
+    listener.listen()
+    return listener
+
+
+def _apply_options(ctx: Context, options: dict[str, Any], caller: str) -> None:
+    for name, value in options.items():
+        if (
+            name.startswith("_")
+            or not hasattr(ctx, name)
+            or callable(getattr(ctx, name))
+        ):
+            raise TypeError(f"{caller}() got an unknown option {name!r}")
+        setattr(ctx, name, value)
+
+
 __all__ = [
     "ConnCloseInfo",
     "ConnState",
@@ -100,6 +130,8 @@ __all__ = [
     "Context",
     "Error",
     "FakeClock",
+    "Listener",
+    "ListenerStats",
     "MonotonicClock",
     "Role",
     "SSLError",
@@ -113,5 +145,6 @@ __all__ = [
     "WantWriteError",
     "ZeroReturnError",
     "connect",
+    "listen",
     *[name for name in dir(_constants) if name.isupper()],
 ]

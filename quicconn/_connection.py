@@ -412,9 +412,10 @@ class Connection:
         reactor.mark_dirty(core)
         reactor.flush()
 
-    def _adopt_core(self, core: QuicCore) -> None:
+    def _adopt_core(self, core: QuicCore, peer: Address) -> None:
         """Take over a server core the listener created."""
         self._core = core
+        self._peer_addr = peer
         self._state = ConnState.HANDSHAKING
 
     # ==================================================================
@@ -1263,17 +1264,30 @@ class Connection:
         """
         if self._freed:
             return
-        self._freed = True
         reactor = self._reactor
         if reactor is None:
+            self._freed = True
             return
         with reactor.lock:
-            if self._core is not None:
-                self._core.finish_qlog()
-                reactor.remove_core(self._core)
-            if self._listener is not None:
-                self._listener._on_connection_freed(self)
+            self._forget()
         self._detach_reactor()
+
+    def free_locked(self) -> None:
+        """:meth:`free` for callers already holding the reactor lock."""
+        if not self._freed:
+            self._forget()
+            self._detach_reactor()
+
+    def _forget(self) -> None:
+        self._freed = True
+        reactor = self._reactor
+        if self._core is not None:
+            self._core.finish_qlog()
+            if reactor is not None:
+                reactor.remove_core(self._core)
+        if self._listener is not None:
+            self._listener._on_connection_freed(self)
+            self._listener = None
 
     def _detach_reactor(self) -> None:
         reactor = self._reactor

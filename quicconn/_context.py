@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Callable, Iterable
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from ._constants import (
     MODE_ASYNC,
@@ -15,6 +15,9 @@ from ._constants import (
     Role,
 )
 from ._core import CoreSettings
+
+if TYPE_CHECKING:
+    from ._listener import Listener
 
 AsyncCallback = Callable[[Any, Any], Any]
 
@@ -49,6 +52,14 @@ class Context:
         #: Bytes a stream may hold written but unacknowledged before a
         #: nonblocking write returns short (``SSL_VALUE_STREAM_WRITE_BUF_SIZE``).
         self.stream_write_buffer_size = 1024 * 1024
+        #: Server: connections queued for accept_connection() before new ones
+        #: are refused with CONNECTION_REFUSED.
+        self.max_pending_connections = 256
+        #: Server: live connections per listener before new ones are refused.
+        self.max_connections = 10_000
+        #: Server: secret from which stateless reset tokens are derived; keep
+        #: it across restarts to reset connections a previous process owned.
+        self.stateless_reset_key: bytes | None = None
 
     # -- verification -----------------------------------------------------
 
@@ -223,6 +234,22 @@ class Context:
     def set_async_callback_arg(self, arg: Any) -> None:
         """The ``arg`` passed to the async callback (SSL_CTX_set_async_callback_arg)."""
         self.async_callback_arg = arg
+
+    # -- factories --------------------------------------------------------
+
+    def new_listener(self, where: Any, flags: int = 0) -> Listener:
+        """Make a QUIC listener (SSL_new_listener + SSL_set_fd).
+
+        ``where`` is a bound UDP socket (not closed by the listener), a
+        ``(host, port)`` to bind (the listener owns that socket), or a
+        datagram transport such as ``DatagramPair.server``.  Flags:
+        ``LISTENER_FLAG_NO_VALIDATE`` turns off Retry address validation,
+        ``LISTENER_FLAG_NO_ACCEPT`` makes a listener only for
+        ``new_from_listener()`` clients.
+        """
+        from ._listener import make_listener
+
+        return make_listener(self, where, flags)
 
     # -- for the objects layer --------------------------------------------
 

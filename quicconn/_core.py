@@ -20,25 +20,39 @@ minor version is pinned in ``pyproject.toml`` because of it.
 from __future__ import annotations
 
 import contextlib
+import enum
+import hashlib
+import hmac
 import logging
 import os
 import re
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TextIO
 
 from aioquic.buffer import Buffer
 from aioquic.quic import events as quic_events
-from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.configuration import SMALLEST_MAX_DATAGRAM_SIZE, QuicConfiguration
 from aioquic.quic.connection import QuicConnection, QuicConnectionState
+from aioquic.quic.crypto import CryptoPair
 from aioquic.quic.logger import QuicFileLogger
 from aioquic.quic.packet import (
     QuicErrorCode,
     QuicFrameType,
+    QuicPacketType,
     QuicProtocolVersion,
+    encode_quic_retry,
+    encode_quic_version_negotiation,
     pull_quic_header,
 )
-from aioquic.tls import load_pem_private_key, load_pem_x509_certificates
+from aioquic.quic.packet_builder import QuicPacketBuilder
+from aioquic.quic.retry import QuicRetryTokenHandler
+from aioquic.tls import (
+    SessionTicket,
+    load_pem_private_key,
+    load_pem_x509_certificates,
+)
 
 from ._errors import ConnCloseInfo
 
@@ -49,6 +63,8 @@ Address = tuple[Any, ...]
 #: TLS alerts (RFC 8446 section 6) that mean "your certificate is not acceptable".
 _CERTIFICATE_ALERTS = frozenset({42, 43, 44, 45, 46, 48})
 _CRYPTO_ERROR_BASE = 0x100
+#: 1 byte header + 4 unpredictable bytes + 16-byte token (RFC 9000 section 10.3).
+_MIN_STATELESS_RESET_SIZE = 21
 _PEM_PRIVATE_KEY = re.compile(
     rb"-----BEGIN [A-Z ]*PRIVATE KEY-----.+?-----END [A-Z ]*PRIVATE KEY-----", re.S
 )
@@ -201,18 +217,76 @@ class CoreSink(Protocol):
     def on_terminated(self) -> None: ...
 
 
-class _CreditOnConsumeConnection(QuicConnection):
-    """``QuicConnection`` granting receive credit as the application consumes.
+def stateless_reset_token(key: bytes, cid: bytes) -> bytes:
+    """The stateless reset token for ``cid`` (RFC 9000 section 10.3.2).
 
-    The window stays ``max_stream_data`` (per stream) and ``max_data`` (per
-    connection) ahead of what the application has *read*, and an update is
-    sent once half a window has been consumed.
+    Derived from a server secret so that a server which lost a connection's
+    state can still prove, with a reset, that it once issued ``cid``.
+    """
+    return hmac.new(key, cid, hashlib.sha256).digest()[:16]
+
+
+class _AdaptedQuicConnection(QuicConnection):
+    """``QuicConnection`` with quicconn's policies where aioquic has its own.
+
+    * Receive credit is granted as the application consumes: the window
+      stays ``max_stream_data`` (per stream) and ``max_data`` (per
+      connection) ahead of what was *read*, updated once half a window was
+      consumed.
+    * A server's stateless reset tokens are derived from a listener secret
+      (aioquic draws random ones, which no one could reproduce later).
     """
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, *, reset_key: bytes | None = None, **kwargs: Any) -> None:
+        self._reset_key = reset_key
+        self._reset_tokens_key: tuple[Any, ...] | None = None
+        self._reset_tokens: frozenset[bytes] = frozenset()
         super().__init__(**kwargs)
         self.consumed_by_stream: dict[int, int] = {}
         self.consumed_total = 0
+        self._derive_reset_tokens()
+
+    def _derive_reset_tokens(self) -> None:
+        if self._reset_key is None:
+            return
+        for host_cid in self._host_cids:
+            host_cid.stateless_reset_token = stateless_reset_token(
+                self._reset_key, host_cid.cid
+            )
+
+    def _replenish_connection_ids(self) -> None:
+        super()._replenish_connection_ids()
+        self._derive_reset_tokens()
+
+    def peer_reset_tokens(self) -> frozenset[bytes]:
+        """Every stateless reset token the peer gave us (cached: hot path)."""
+        key = (
+            self._peer_cid.stateless_reset_token,
+            len(self._peer_cid_available),
+            max(self._peer_cid_sequence_numbers, default=0),
+        )
+        if key != self._reset_tokens_key:
+            self._reset_tokens_key = key
+            self._reset_tokens = frozenset(
+                cid.stateless_reset_token
+                for cid in (self._peer_cid, *self._peer_cid_available)
+                if cid.stateless_reset_token
+            )
+        return self._reset_tokens
+
+    def enter_draining(self, reason: str, now: float) -> None:
+        """Treat the connection as closed by the peer (RFC 9000 section 10.3.1)."""
+        if self._close_event is None and self._state not in (
+            QuicConnectionState.CLOSING,
+            QuicConnectionState.DRAINING,
+            QuicConnectionState.TERMINATED,
+        ):
+            self._close_event = quic_events.ConnectionTerminated(
+                error_code=QuicErrorCode.NO_ERROR,
+                frame_type=QuicFrameType.PADDING,
+                reason_phrase=reason,
+            )
+            self._close_begin(is_initiator=False, now=now)
 
     def _write_stream_limits(self, builder: Any, space: Any, stream: Any) -> None:
         if not stream.max_stream_data_local:
@@ -288,14 +362,23 @@ class QuicCore:
         server_name: str | None = None,
         original_destination_connection_id: bytes | None = None,
         retry_source_connection_id: bytes | None = None,
+        reset_key: bytes | None = None,
+        session_ticket: SessionTicket | None = None,
+        session_ticket_fetcher: Callable[[bytes], SessionTicket | None] | None = None,
+        session_ticket_handler: Callable[[SessionTicket], None] | None = None,
     ) -> None:
         self.settings = settings
         self._sink = sink
         configuration = settings.build(server_name)
-        self._quic = _CreditOnConsumeConnection(
+        if session_ticket is not None:
+            configuration.session_ticket = session_ticket
+        self._quic = _AdaptedQuicConnection(
             configuration=configuration,
             original_destination_connection_id=original_destination_connection_id,
             retry_source_connection_id=retry_source_connection_id,
+            reset_key=reset_key,
+            session_ticket_fetcher=session_ticket_fetcher,
+            session_ticket_handler=session_ticket_handler,
         )
         self._stream_window = settings.max_stream_data
         self._closing_reported = False
@@ -331,6 +414,16 @@ class QuicCore:
 
     def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
         """Feed one datagram.  Never raises: bad input is logged and dropped."""
+        if (
+            self.settings.is_client
+            and len(data) >= _MIN_STATELESS_RESET_SIZE
+            and not data[0] & 0x80
+            and data[-16:] in self._quic.peer_reset_tokens()
+        ):
+            # A short-header datagram ending in a token the server gave us:
+            # the server lost our state (RFC 9000 section 10.3.1).
+            self._quic.enter_draining("stateless reset received", now)
+            return
         try:
             self._quic.receive_datagram(data, addr, now=now)
         except Exception:
@@ -547,6 +640,190 @@ class QuicCore:
             quic._quic_logger = None
 
 
+class GateAction(enum.Enum):
+    """What a server does with a datagram that no connection claims."""
+
+    DROP = "drop"
+    REPLY = "reply"  #: answer statelessly with :attr:`GateDecision.reply`
+    ACCEPT = "accept"  #: create a connection for it
+
+
+@dataclass(frozen=True, slots=True)
+class GateDecision:
+    action: GateAction
+    reason: str
+    reply: bytes | None = None
+    version: int = 0
+    #: The connection ID the client chose for us: later Initials carry it.
+    client_dcid: bytes = b""
+    client_scid: bytes = b""
+    original_destination_cid: bytes | None = None
+    retry_source_cid: bytes | None = None
+    #: True if the client proved its address with a Retry token.
+    address_validated: bool = False
+
+
+class ServerGate:
+    """Stateless server-side handling of datagrams for unknown connections.
+
+    Answers unknown versions with Version Negotiation, performs Retry
+    address validation (on by default), sends stateless resets for short
+    header packets to unknown connection IDs, and otherwise tells the
+    listener to create a connection.  Nothing here keeps per-client state.
+    """
+
+    #: Stateless resets sent per second at most (they are unauthenticated).
+    RESET_RATE_LIMIT = 100
+
+    def __init__(
+        self, settings: CoreSettings, *, validate_addresses: bool, reset_key: bytes
+    ) -> None:
+        self._versions = [int(v) for v in settings.supported_versions]
+        self._cid_length = settings.connection_id_length
+        self._retry = QuicRetryTokenHandler() if validate_addresses else None
+        self._reset_key = reset_key
+        self._reset_window = 0.0
+        self._resets_in_window = 0
+
+    @property
+    def validates_addresses(self) -> bool:
+        return self._retry is not None
+
+    def inspect(self, data: bytes, addr: Address, now: float) -> GateDecision:
+        try:
+            header = pull_quic_header(
+                Buffer(data=data), host_cid_length=self._cid_length
+            )
+        except ValueError:
+            return GateDecision(GateAction.DROP, "unparseable header")
+        if header.version is None:
+            return self._reset_for(data, bytes(header.destination_cid), now)
+        if header.packet_type == QuicPacketType.VERSION_NEGOTIATION:
+            return GateDecision(GateAction.DROP, "version negotiation to a server")
+        if header.version not in self._versions:
+            if len(data) < SMALLEST_MAX_DATAGRAM_SIZE:
+                return GateDecision(GateAction.DROP, "unknown version, short datagram")
+            reply = encode_quic_version_negotiation(
+                source_cid=header.destination_cid,
+                destination_cid=header.source_cid,
+                supported_versions=self._versions,
+            )
+            return GateDecision(GateAction.REPLY, "version negotiation", reply=reply)
+        if header.packet_type != QuicPacketType.INITIAL:
+            return GateDecision(
+                GateAction.DROP, "not an Initial for an unknown connection"
+            )
+        if len(data) < SMALLEST_MAX_DATAGRAM_SIZE:
+            return GateDecision(
+                GateAction.DROP, "Initial in a datagram under 1200 bytes"
+            )
+        dcid = bytes(header.destination_cid)
+        scid = bytes(header.source_cid)
+        if self._retry is None:
+            return GateDecision(
+                GateAction.ACCEPT,
+                "new connection",
+                version=header.version,
+                client_dcid=dcid,
+                client_scid=scid,
+                original_destination_cid=dcid,
+            )
+        if not header.token:
+            retry_scid = os.urandom(self._cid_length)
+            token = self._retry.create_token(
+                address=addr,
+                original_destination_connection_id=dcid,
+                retry_source_connection_id=retry_scid,
+                now=now,
+            )
+            reply = encode_quic_retry(
+                version=header.version,
+                source_cid=retry_scid,
+                destination_cid=scid,
+                original_destination_cid=dcid,
+                retry_token=token,
+            )
+            return GateDecision(GateAction.REPLY, "retry", reply=reply)
+        try:
+            original_dcid = self._retry.validate_token(
+                address=addr, destination_cid=dcid, token=header.token, now=now
+            )
+        except ValueError as exc:
+            reply = initial_close(
+                header.version, dcid, scid, QuicErrorCode.INVALID_TOKEN, str(exc)
+            )
+            return GateDecision(GateAction.REPLY, f"invalid token: {exc}", reply=reply)
+        return GateDecision(
+            GateAction.ACCEPT,
+            "new connection, address validated",
+            version=header.version,
+            client_dcid=dcid,
+            client_scid=scid,
+            original_destination_cid=original_dcid,
+            retry_source_cid=dcid,
+            address_validated=True,
+        )
+
+    def refuse(self, decision: GateDecision, reason: str) -> bytes:
+        """An Initial CONNECTION_CLOSE(CONNECTION_REFUSED) for ``decision``."""
+        return initial_close(
+            decision.version,
+            decision.client_dcid,
+            decision.client_scid,
+            QuicErrorCode.CONNECTION_REFUSED,
+            reason,
+        )
+
+    def _reset_for(self, data: bytes, dcid: bytes, now: float) -> GateDecision:
+        # The reset must be shorter than what triggered it, so two endpoints
+        # can never reset each other forever (RFC 9000 section 10.3.3).
+        size = min(len(data) - 1, 43)
+        if size < _MIN_STATELESS_RESET_SIZE + 1:
+            return GateDecision(GateAction.DROP, "short packet, too small to reset")
+        if now - self._reset_window >= 1.0:
+            self._reset_window = now
+            self._resets_in_window = 0
+        if self._resets_in_window >= self.RESET_RATE_LIMIT:
+            return GateDecision(GateAction.DROP, "stateless reset rate limit")
+        self._resets_in_window += 1
+        unpredictable = bytearray(os.urandom(size - 16))
+        unpredictable[0] = 0x40 | (unpredictable[0] & 0x3F)
+        token = stateless_reset_token(self._reset_key, dcid)
+        return GateDecision(
+            GateAction.REPLY, "stateless reset", reply=bytes(unpredictable) + token
+        )
+
+
+def initial_close(
+    version: int, client_dcid: bytes, client_scid: bytes, error_code: int, reason: str
+) -> bytes:
+    """A server Initial packet carrying only CONNECTION_CLOSE (transport).
+
+    Protected with the Initial keys derived from the client's chosen
+    destination connection ID, so the client can read it.
+    """
+    crypto = CryptoPair()
+    crypto.setup_initial(cid=client_dcid, is_client=False, version=version)
+    builder = QuicPacketBuilder(
+        host_cid=client_dcid,
+        is_client=False,
+        max_datagram_size=SMALLEST_MAX_DATAGRAM_SIZE,
+        peer_cid=client_scid,
+        version=version,
+    )
+    builder.start_packet(QuicPacketType.INITIAL, crypto)
+    phrase = reason.encode("utf8")[:100]
+    buf = builder.start_frame(
+        QuicFrameType.TRANSPORT_CLOSE, capacity=1 + 8 + 8 + 8 + len(phrase)
+    )
+    buf.push_uint_var(error_code)
+    buf.push_uint_var(QuicFrameType.PADDING)
+    buf.push_uint_var(len(phrase))
+    buf.push_bytes(phrase)
+    datagrams, _ = builder.flush()
+    return bytes(datagrams[0])
+
+
 def peek_destination_cid(data: bytes, host_cid_length: int) -> bytes | None:
     """The destination connection ID of a datagram's first packet, if parseable."""
     try:
@@ -560,8 +837,12 @@ __all__ = [
     "SUPPORTED_VERSIONS",
     "CoreSettings",
     "CoreSink",
+    "GateAction",
+    "GateDecision",
     "QuicCore",
     "QuicErrorCode",
+    "ServerGate",
+    "SessionTicket",
     "is_verification_failure",
     "peek_destination_cid",
 ]

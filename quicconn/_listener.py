@@ -1,0 +1,388 @@
+"""``Listener``: OpenSSL 3.5's QUIC server object (``SSL_new_listener``).
+
+One listener owns one UDP socket (through a reactor) and demultiplexes
+every connection on it by connection ID.  Datagrams no connection claims go
+to the listener's :class:`~quicconn._core.ServerGate`, which answers
+statelessly (Version Negotiation, Retry, stateless reset) or says "accept";
+accepted connections are created at once and queued for
+:meth:`Listener.accept_connection`, possibly still mid-handshake, exactly as
+OpenSSL hands them out.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections import OrderedDict, deque
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ._constants import (
+    ACCEPT_CONNECTION_NO_BLOCK,
+    LISTENER_FLAG_NO_ACCEPT,
+    LISTENER_FLAG_NO_VALIDATE,
+    Role,
+)
+from ._core import GateAction, GateDecision, QuicCore, ServerGate, SessionTicket
+from ._errors import Error, SyscallError
+from ._reactor import Reactor
+from ._transport import Address, DatagramTransport, UdpTransport
+
+if TYPE_CHECKING:
+    from ._connection import Connection
+    from ._context import Context
+
+#: Session tickets a listener remembers for resumption.
+_TICKET_STORE_SIZE = 4096
+
+
+@dataclass
+class ListenerStats:
+    """Counters of what the listener did with datagrams it owned."""
+
+    connections_accepted: int = 0
+    connections_refused: int = 0
+    retries_sent: int = 0
+    version_negotiations_sent: int = 0
+    stateless_resets_sent: int = 0
+    datagrams_dropped: int = 0
+
+
+class Listener:
+    """A QUIC listener: accepts incoming connections on one UDP socket.
+
+    Made by :meth:`Context.new_listener`.  Blocking by default, like every
+    OpenSSL QUIC object; connections it returns inherit its blocking mode.
+    """
+
+    def __init__(
+        self,
+        ctx: Context,
+        transport: DatagramTransport,
+        flags: int = 0,
+        *,
+        owns_socket: bool = False,
+    ) -> None:
+        known = LISTENER_FLAG_NO_ACCEPT | LISTENER_FLAG_NO_VALIDATE
+        if flags & ~known:
+            raise ValueError(f"unknown listener flags 0x{flags & ~known:x}")
+        self._ctx = ctx
+        self._flags = flags
+        self._owns_socket = owns_socket
+        settings = ctx._core_settings()
+        self._reset_key = ctx.stateless_reset_key or os.urandom(32)
+        self._gate = ServerGate(
+            settings,
+            validate_addresses=not flags & LISTENER_FLAG_NO_VALIDATE,
+            reset_key=self._reset_key,
+        )
+        reactor = Reactor(transport)
+        reactor.cid_length = settings.connection_id_length
+        reactor.unroutable_handler = self._on_unroutable
+        reactor.retain()
+        self._reactor: Reactor | None = reactor
+        self._listening = False
+        self._blocking = True
+        self._accept_queue: deque[Connection] = deque()
+        self._live: set[Connection] = set()
+        self._tickets: OrderedDict[bytes, SessionTicket] = OrderedDict()
+        self._last_error = 0
+        self.stats = ListenerStats()
+        #: Connections waiting in the accept queue before new ones are refused.
+        self.max_pending_connections = ctx.max_pending_connections
+        #: Live connections (accepted or queued) before new ones are refused.
+        self.max_connections = ctx.max_connections
+
+    # -- OpenSSL API ------------------------------------------------------
+
+    def listen(self) -> None:
+        """Start accepting incoming connections (SSL_listen)."""
+        if self._flags & LISTENER_FLAG_NO_ACCEPT:
+            raise ValueError("this listener was made with LISTENER_FLAG_NO_ACCEPT")
+        self._require_reactor()
+        self._listening = True
+
+    def accept_connection(self, flags: int = 0) -> Connection | None:
+        """Return the next incoming connection (SSL_accept_connection).
+
+        The connection may still be mid-handshake: its ``accept()`` or
+        ``do_handshake()`` completes it.  Blocking listeners wait for one;
+        with ``ACCEPT_CONNECTION_NO_BLOCK`` or a nonblocking listener, None
+        is returned when the queue is empty (after one tick).
+        """
+        if flags & ~ACCEPT_CONNECTION_NO_BLOCK:
+            raise ValueError(f"unknown accept_connection() flags 0x{flags:x}")
+        reactor = self._require_reactor()
+        if not self._listening:
+            self.listen()
+        with reactor.lock:
+            conn = self._pop_accepted()
+            if conn is not None:
+                return conn
+            if flags & ACCEPT_CONNECTION_NO_BLOCK or not self._blocking:
+                reactor.tick()
+                return self._pop_accepted()
+            reactor.block_until(lambda: bool(self._accept_queue) or reactor.closed)
+            conn = self._pop_accepted()
+        if conn is None:
+            raise SyscallError("the listener's socket was closed while accepting")
+        return conn
+
+    def _pop_accepted(self) -> Connection | None:
+        if not self._accept_queue:
+            return None
+        conn = self._accept_queue.popleft()
+        conn.set_blocking_mode(self._blocking)
+        return conn
+
+    def get_accept_connection_queue_len(self) -> int:
+        """Connections waiting to be accepted (SSL_get_accept_connection_queue_len)."""
+        return len(self._accept_queue)
+
+    def new_from_listener(
+        self, flags: int = 0, ctx: Context | None = None
+    ) -> Connection:
+        """A client connection sharing this listener's socket (SSL_new_from_listener).
+
+        OpenSSL takes the client settings from the listener's SSL_CTX; a
+        quicconn context has one role, so pass a client ``ctx`` when the
+        listener's context is a server one.
+        """
+        from ._connection import Connection
+
+        if flags:
+            raise ValueError("new_from_listener() takes no flags (pass 0)")
+        client_ctx = ctx if ctx is not None else self._ctx
+        if client_ctx.role is not Role.CLIENT:
+            raise ValueError(
+                "new_from_listener() makes a client connection: pass a client "
+                "Context, e.g. listener.new_from_listener(ctx=client_ctx)"
+            )
+        conn = Connection(client_ctx)
+        conn._use_reactor(self._require_reactor())
+        return conn
+
+    def handle_events(self) -> None:
+        """Tick timers and I/O for every connection here (SSL_handle_events)."""
+        reactor = self._reactor
+        if reactor is not None:
+            with reactor.lock:
+                reactor.tick()
+
+    def get_event_timeout(self) -> float | None:
+        """Seconds until any connection here needs events; None if never.
+
+        Mirrors SSL_get_event_timeout on a listener: the earliest deadline
+        of all its connections, from a heap.
+        """
+        reactor = self._reactor
+        if reactor is None:
+            return None
+        with reactor.lock:
+            return reactor.timeout()
+
+    def net_read_desired(self) -> bool:
+        """True while the listener has a socket to read (SSL_net_read_desired)."""
+        return self._reactor is not None
+
+    def net_write_desired(self) -> bool:
+        """True while datagrams wait for the socket (SSL_net_write_desired)."""
+        return self._reactor is not None and self._reactor.net_write_desired()
+
+    def get_rpoll_descriptor(self) -> int:
+        """The socket descriptor to poll for reading (SSL_get_rpoll_descriptor)."""
+        return self._require_reactor().transport.fileno()
+
+    def get_wpoll_descriptor(self) -> int:
+        """The socket descriptor to poll for writing (SSL_get_wpoll_descriptor)."""
+        return self._require_reactor().transport.fileno()
+
+    def fileno(self) -> int:
+        """The socket descriptor (SSL_get_fd)."""
+        return self._require_reactor().transport.fileno()
+
+    def set_blocking_mode(self, blocking: bool) -> None:
+        """Blocking (default) or nonblocking accepts (SSL_set_blocking_mode)."""
+        self._blocking = bool(blocking)
+
+    def get_blocking_mode(self) -> bool:
+        """Whether accept_connection() blocks (SSL_get_blocking_mode)."""
+        return self._blocking
+
+    def get_error(self) -> int:
+        """The ``ERROR_*`` code of the last failed call (SSL_get_error)."""
+        return self._last_error
+
+    def local_address(self) -> Address:
+        """The address the listener receives on."""
+        return self._require_reactor().transport.local_address()
+
+    @property
+    def validates_addresses(self) -> bool:
+        """Whether Retry address validation is on (no LISTENER_FLAG_NO_VALIDATE)."""
+        return self._gate.validates_addresses
+
+    # -- lifetime ---------------------------------------------------------
+
+    def free(self) -> None:
+        """Stop listening and release the listener (SSL_free).
+
+        Connections already accepted keep working until they are freed; the
+        socket closes when the last of them (and the listener) is gone, and
+        only if the listener created it.
+        """
+        reactor = self._reactor
+        if reactor is None:
+            return
+        with reactor.lock:
+            self._listening = False
+            for conn in list(self._accept_queue):
+                conn._listener = None
+                conn.free_locked()
+            self._accept_queue.clear()
+        self._reactor = None
+        if reactor.release():
+            reactor.close(close_transport=self._owns_socket)
+
+    def __enter__(self) -> Listener:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.free()
+
+    def __repr__(self) -> str:
+        where = self.local_address() if self._reactor is not None else "freed"
+        return f"<quicconn.Listener {where} live={len(self._live)}>"
+
+    # -- datagrams no connection claims (reactor callback, lock held) ----
+
+    def _on_unroutable(self, data: bytes, addr: Address, now: float) -> None:
+        reactor = self._reactor
+        if reactor is None or not self._listening:
+            self.stats.datagrams_dropped += 1
+            return
+        decision = self._gate.inspect(data, addr, now)
+        if decision.action is GateAction.DROP:
+            self.stats.datagrams_dropped += 1
+        elif decision.action is GateAction.REPLY:
+            assert decision.reply is not None
+            reactor.transport.send_batch([(decision.reply, addr)])
+            self._count_reply(decision)
+        elif self._full():
+            self.stats.connections_refused += 1
+            refusal = self._gate.refuse(decision, "server busy: too many connections")
+            reactor.transport.send_batch([(refusal, addr)])
+        else:
+            self._create_connection(decision, data, addr, now)
+
+    def _count_reply(self, decision: GateDecision) -> None:
+        if decision.reason == "retry":
+            self.stats.retries_sent += 1
+        elif decision.reason == "version negotiation":
+            self.stats.version_negotiations_sent += 1
+        elif decision.reason == "stateless reset":
+            self.stats.stateless_resets_sent += 1
+
+    def _full(self) -> bool:
+        return (
+            len(self._accept_queue) >= self.max_pending_connections
+            or len(self._live) >= self.max_connections
+        )
+
+    def _create_connection(
+        self, decision: GateDecision, data: bytes, addr: Address, now: float
+    ) -> None:
+        from ._connection import Connection
+
+        reactor = self._require_reactor()
+        conn = Connection(self._ctx)
+        core = QuicCore(
+            conn._settings,
+            conn,
+            original_destination_connection_id=decision.original_destination_cid,
+            retry_source_connection_id=decision.retry_source_cid,
+            reset_key=self._reset_key,
+            session_ticket_fetcher=self._fetch_ticket,
+            session_ticket_handler=self._store_ticket,
+        )
+        conn._use_reactor(reactor)
+        conn._adopt_core(core, addr)
+        conn._listener = self
+        reactor.add_core(core, decision.client_dcid, core.host_cid)
+        core.receive_datagram(data, addr, now)
+        reactor.mark_dirty(core)
+        self._live.add(conn)
+        self._accept_queue.append(conn)
+        self.stats.connections_accepted += 1
+
+    def _fetch_ticket(self, label: bytes) -> SessionTicket | None:
+        return self._tickets.get(label)
+
+    def _store_ticket(self, ticket: SessionTicket) -> None:
+        self._tickets[ticket.ticket] = ticket
+        while len(self._tickets) > _TICKET_STORE_SIZE:
+            self._tickets.popitem(last=False)
+
+    # -- notifications from connections (lock held) ------------------------
+
+    def _on_handshake_complete(self, conn: Connection) -> None:
+        pass  # connections are queued when created, as OpenSSL does
+
+    def _on_connection_closing(self, conn: Connection) -> None:
+        pass
+
+    def _on_connection_terminated(self, conn: Connection) -> None:
+        self._live.discard(conn)
+        if conn in self._accept_queue:
+            # Never accepted and now dead: the application never sees it.
+            self._accept_queue.remove(conn)
+            conn._listener = None
+            conn.free_locked()
+        elif conn._core is not None and self._reactor is not None:
+            self._reactor.remove_core(conn._core)
+
+    def _on_connection_freed(self, conn: Connection) -> None:
+        self._live.discard(conn)
+        if conn in self._accept_queue:
+            self._accept_queue.remove(conn)
+
+    def _require_reactor(self) -> Reactor:
+        if self._reactor is None:
+            raise ValueError("the listener was freed")
+        return self._reactor
+
+
+def make_listener(ctx: Context, where: Any, flags: int) -> Listener:
+    """Build a listener on a socket, an address to bind, or a transport."""
+    if ctx.role is not Role.SERVER:
+        raise ValueError(
+            "new_listener() needs a server Context: Context(quicconn.SERVER)"
+        )
+    if ctx._settings.certificate is None:
+        raise ValueError(
+            "the server Context has no certificate: call load_cert_chain()"
+        )
+    if isinstance(where, socket.socket):
+        return Listener(ctx, UdpTransport(where), flags)
+    if isinstance(where, tuple):
+        host = where[0]
+        family = socket.AF_INET6 if ":" in str(host) else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            sock.bind(where)
+        except OSError as exc:
+            sock.close()
+            raise SyscallError(
+                f"cannot bind {where!r}: {exc.strerror}", exc.errno
+            ) from exc
+        return Listener(ctx, UdpTransport(sock), flags, owns_socket=True)
+    for name in ("recv_batch", "send_batch", "wait", "fileno", "clock"):
+        if not hasattr(where, name):
+            raise TypeError(
+                "new_listener() takes a bound UDP socket, a (host, port) to bind, "
+                f"or a datagram transport; got {where!r}"
+            )
+    return Listener(ctx, where, flags)
+
+
+__all__ = ["Error", "Listener", "ListenerStats", "make_listener"]
