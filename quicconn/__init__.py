@@ -33,6 +33,7 @@ from ._errors import (
 )
 from ._listener import Listener, ListenerStats
 from ._stream import Stream
+from ._transport import enlarge_socket_buffers
 
 __version__ = "0.1.0"
 
@@ -71,6 +72,7 @@ def connect(
         raise ValueError(f"cannot resolve {host!r}: {exc.strerror}") from exc
     family, _, _, _, address = infos[0]
     sock = socket.socket(family, socket.SOCK_DGRAM)
+    enlarge_socket_buffers(sock)
     conn = Connection(ctx)
     try:
         sock.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", 0))

@@ -26,7 +26,7 @@ from ._constants import (
 from ._core import GateAction, GateDecision, QuicCore, ServerGate, SessionTicket
 from ._errors import Error, SyscallError
 from ._reactor import Reactor
-from ._transport import Address, DatagramTransport, UdpTransport
+from ._transport import Address, DatagramTransport, UdpTransport, enlarge_socket_buffers
 
 if TYPE_CHECKING:
     from ._connection import Connection
@@ -368,6 +368,7 @@ def make_listener(ctx: Context, where: Any, flags: int) -> Listener:
         host = where[0]
         family = socket.AF_INET6 if ":" in str(host) else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_DGRAM)
+        enlarge_socket_buffers(sock)
         try:
             sock.bind(where)
         except OSError as exc:

@@ -41,6 +41,10 @@ GSO_MAX_BYTES = 65000
 #: Upper bound on datagrams drained per tick, so a flood cannot starve sending.
 RECV_BATCH_LIMIT = 1024
 RECV_BUFFER_SIZE = 65535
+#: Kernel socket buffer size requested for sockets quicconn creates itself:
+#: the default (about 210 kB) holds only ~90 full datagrams, so a burst that
+#: arrives while a batch is being processed would be dropped.
+SOCKET_BUFFER_SIZE = 4 * 1024 * 1024
 
 #: errno values after which a socket is unusable.
 _FATAL_ERRNOS = frozenset({errno.EBADF, errno.ENOTSOCK, errno.EINVAL, errno.EFAULT})
@@ -119,6 +123,16 @@ def resolve_address(family: int, address: tuple[object, ...]) -> Address:
         scope_id = int(sockaddr[3]) if len(sockaddr) > 3 else 0
         return (str(sockaddr[0]), int(sockaddr[1]), 0, scope_id)
     return (str(sockaddr[0]), int(sockaddr[1]))
+
+
+def enlarge_socket_buffers(sock: socket.socket, size: int = SOCKET_BUFFER_SIZE) -> None:
+    """Ask for larger kernel buffers (best effort; capped by net.core.*mem_max)."""
+    for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+        try:
+            if sock.getsockopt(socket.SOL_SOCKET, option) < size:
+                sock.setsockopt(socket.SOL_SOCKET, option, size)
+        except OSError as exc:
+            logger.debug("cannot set socket buffer option %d: %s", option, exc)
 
 
 def _gso_supported(sock: socket.socket) -> bool:

@@ -76,6 +76,10 @@ class PairEndpoint:
         self._seq = itertools.count()
         self._signal = Waker()
         self._closed = False
+        #: While True the endpoint behaves like a socket whose send buffer is
+        #: full: datagrams queue as they would behind EAGAIN.
+        self.congested = False
+        self._pending: list[Datagram] = []
 
     # identity
     def fileno(self) -> int:
@@ -107,19 +111,23 @@ class PairEndpoint:
         return batch
 
     def send_batch(self, datagrams: Sequence[Datagram]) -> None:
+        self._pending.extend(datagrams)
+        self.flush()
+
+    def flush(self) -> None:
         peer = self.peer
+        if self.congested or not self._pending:
+            return
+        pending, self._pending = self._pending, []
         if peer is None or self._closed:
             return
         now = self.clock.now()
-        for data, _addr in datagrams:
+        for data, _addr in pending:
             if self.link.admit(now, data):
                 peer._deliver(now + self.link.delay, data, self.address)
 
-    def flush(self) -> None:
-        pass
-
     def has_pending_writes(self) -> bool:
-        return False
+        return bool(self._pending)
 
     def wait(
         self,

@@ -10,7 +10,10 @@ first line picks the behaviour:
 * ``echo\\n`` - send back everything that follows; FIN answers FIN;
 * ``send N\\n`` - send N bytes of a repeating pattern, then FIN;
 * ``sink\\n`` - read everything, then answer with the byte count and FIN;
-* ``close CODE\\n`` - close the connection with application error CODE.
+* ``close CODE\\n`` - close the connection with application error CODE;
+* ``after SECONDS send N\\n`` - stay silent for SECONDS, then ``send N``;
+* ``GET /path HTTP/1.0`` - (OpenSSL's guide demos) once the request ends
+  with FIN, answer a short HTTP/1.0 response, then FIN.
 """
 
 from __future__ import annotations
@@ -24,6 +27,10 @@ from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.events import StreamDataReceived
 
 PATTERN = bytes(range(256)) * 256  # 64 KiB
+HTTP_RESPONSE = (
+    b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\n"
+    b"hello from the aioquic test server\n"
+)
 
 
 def pattern_bytes(n: int) -> bytes:
@@ -52,19 +59,35 @@ class AppProtocol(QuicConnectionProtocol):
             line, _, rest = bytes(head).partition(b"\n")
             del self._heads[sid]
             words = line.decode().split()
+            delay = 0.0
+            if words[0] == "after":
+                delay, words = float(words[1]), words[2:]
             mode = self._modes[sid] = words[0]
             data = rest
             if mode == "send":
-                self._quic.send_stream_data(sid, pattern_bytes(int(words[1])), True)
+                payload = pattern_bytes(int(words[1]))
+                if delay:
+                    asyncio.get_running_loop().call_later(
+                        delay, self._send_later, sid, payload
+                    )
+                else:
+                    self._quic.send_stream_data(sid, payload, True)
             elif mode == "close":
                 self._quic.close(error_code=int(words[1]), reason_phrase="asked to")
             self._counts[sid] = 0
         if mode == "echo":
             self._quic.send_stream_data(sid, data, event.end_stream)
+        elif mode == "GET":
+            if event.end_stream:
+                self._quic.send_stream_data(sid, HTTP_RESPONSE, True)
         elif mode == "sink":
             self._counts[sid] += len(data)
             if event.end_stream:
                 self._quic.send_stream_data(sid, b"%d" % self._counts[sid], True)
+        self.transmit()
+
+    def _send_later(self, sid: int, payload: bytes) -> None:
+        self._quic.send_stream_data(sid, payload, True)
         self.transmit()
 
 
@@ -80,7 +103,7 @@ async def main() -> None:
     args = parser.parse_args()
     config = QuicConfiguration(
         is_client=False,
-        alpn_protocols=args.alpn or ["quicconn-test", "h3"],
+        alpn_protocols=args.alpn or ["quicconn-test", "h3", "http/1.0"],
         idle_timeout=args.idle_timeout,
         max_data=4 * 1024 * 1024,
         max_stream_data=1024 * 1024,

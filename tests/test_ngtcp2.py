@@ -1,0 +1,82 @@
+"""Interoperability with an independent C implementation: ngtcp2 (GnuTLS)."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+
+import pytest
+
+import quicconn
+from tests.conftest import free_udp_port, peer_process
+from tests.support.certs import CertFiles
+
+pytestmark = pytest.mark.peer
+
+
+def gtlsserver_path() -> str:
+    path = shutil.which("gtlsserver") or "/usr/sbin/gtlsserver"
+    if not shutil.which(path):
+        pytest.fail("ngtcp2's gtlsserver is missing: .ci/run installs ngtcp2-server")
+    return path
+
+
+def test_h3_handshake_against_gtlsserver_verifies_its_certificate(
+    pki: CertFiles, tmp_path
+):
+    port = free_udp_port()
+    docroot = tmp_path / "www"
+    docroot.mkdir()
+    args = [
+        gtlsserver_path(),
+        "-q",
+        "-d",
+        str(docroot),
+        "127.0.0.1",
+        str(port),
+        str(pki.key),
+        str(pki.cert),
+    ]
+    with peer_process(args):
+        ctx = quicconn.Context(quicconn.CLIENT)
+        ctx.load_verify_locations(pki.ca)
+        ctx.set_alpn_protos(["h3"])
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        conn = quicconn.Connection(ctx)
+        conn.set_fd(sock)
+        conn.set1_initial_peer_addr(("127.0.0.1", port))
+        conn.set1_host("localhost")
+        conn.connect()  # retransmits until the server is up; verifies the chain
+        assert conn.get0_alpn_selected() == "h3"
+        assert conn.shutdown() is True
+        conn.free()
+        sock.close()
+
+
+def test_gtlsserver_certificate_from_another_ca_is_rejected(
+    pki: CertFiles, other_pki: CertFiles, tmp_path
+):
+    port = free_udp_port()
+    args = [
+        gtlsserver_path(),
+        "-q",
+        "-d",
+        str(tmp_path),
+        "127.0.0.1",
+        str(port),
+        str(other_pki.key),
+        str(other_pki.cert),
+    ]
+    with peer_process(args):
+        ctx = quicconn.Context(quicconn.CLIENT)
+        ctx.load_verify_locations(pki.ca)
+        ctx.set_alpn_protos(["h3"])
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        conn = quicconn.Connection(ctx)
+        conn.set_fd(sock)
+        conn.set1_initial_peer_addr(("127.0.0.1", port))
+        conn.set1_host("localhost")
+        with pytest.raises(quicconn.VerificationError):
+            conn.connect()
+        conn.free()
+        sock.close()

@@ -1,0 +1,135 @@
+"""Timer semantics, pinned deterministically: DatagramPair + FakeClock.
+
+No sockets and no sleeping: time moves only when a test moves it, so each
+assertion about *when* something happens is exact.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+import quicconn
+from quicconn.testing import drop_first
+from tests.support.pair import make_pair
+
+
+def test_nonblocking_connect_raises_want_read_until_the_server_answers(pki):
+    ends = make_pair(pki)
+    with pytest.raises(quicconn.WantReadError):
+        ends.client.connect()
+    assert ends.pair.to_server.sent == 1  # the first flight went out
+    with pytest.raises(quicconn.WantReadError):
+        ends.client.connect()  # no answer yet: still WANT_READ
+    ends.listener.handle_events()  # the server answers
+    ends.client.connect()
+    assert ends.client.is_init_finished()
+
+
+def test_lost_first_flight_is_retransmitted_at_the_pto_deadline(pki):
+    ends = make_pair(pki)
+    ends.pair.to_server.drop = drop_first(1)
+    with pytest.raises(quicconn.WantReadError):
+        ends.client.connect()
+    ends.listener.handle_events()
+    assert ends.listener.get_accept_connection_queue_len() == 0
+    pto = ends.client.get_event_timeout()
+    assert pto is not None and pto > 0
+
+    ends.clock.advance(pto * 0.99)  # just before the deadline: nothing resent
+    ends.client.handle_events()
+    assert ends.pair.to_server.sent == 1
+    assert ends.client.get_event_timeout() == pytest.approx(pto * 0.01)
+
+    ends.clock.advance(pto * 0.01)  # at the deadline: the PTO fires
+    ends.client.handle_events()
+    assert ends.pair.to_server.sent >= 2
+    assert ends.pair.to_server.dropped == 1
+    ends.listener.handle_events()
+    ends.client.connect()  # completes without any further clock movement
+    assert ends.client.is_init_finished()
+    assert ends.clock.now() - 1000.0 == pytest.approx(pto)
+
+
+def test_idle_timeout_closes_the_connection_with_local_close_info(pki):
+    ends = make_pair(pki, client_idle_ms=3000)
+    ends.handshake()
+    established_at = ends.clock.now()
+    while ends.client.get_conn_close_info() is None:
+        ends.step()
+        assert ends.clock.now() - established_at < 10, "idle timeout never fired"
+    info = ends.client.get_conn_close_info()
+    assert info.is_local and info.is_transport
+    assert info.reason == "Idle timeout"
+    assert ends.clock.now() - established_at == pytest.approx(3.0, abs=0.2)
+    assert ends.client.state is quicconn.ConnState.TERMINATED
+    assert ends.client.get_event_timeout() is None  # nothing left to arm
+    with pytest.raises(quicconn.ConnectionTerminatedError, match="Idle timeout"):
+        ends.client.write(b"late")
+
+
+def test_event_timeout_is_none_exactly_when_no_timer_is_armed(pki):
+    ends = make_pair(pki, client_idle_ms=2000)
+    assert ends.client.get_event_timeout() is None  # nothing started
+    assert ends.listener.get_event_timeout() is None  # no connections yet
+    ends.handshake()
+    core = ends.client._core
+    assert core is not None
+    observed = 0
+    while ends.client.state is not quicconn.ConnState.TERMINATED:
+        timeout = ends.client.get_event_timeout()
+        assert (timeout is None) == (core.get_timer() is None)
+        if timeout is not None:
+            assert timeout == pytest.approx(
+                max(0.0, core.get_timer() - ends.clock.now())
+            )
+        observed += 1
+        ends.step()
+    assert observed > 1
+    assert ends.client.get_event_timeout() is None
+
+
+def test_event_timeout_is_zero_when_a_timer_is_already_due(pki):
+    ends = make_pair(pki)
+    ends.handshake()
+    timeout = ends.client.get_event_timeout()
+    assert timeout is not None
+    ends.clock.advance(timeout + 5.0)  # overdue
+    assert ends.client.get_event_timeout() == 0.0
+
+
+def test_net_write_desired_only_while_datagrams_are_queued(pki):
+    ends = make_pair(pki)
+    ends.handshake()
+    assert not ends.client.net_write_desired()
+    ends.pair.client.congested = True  # the "socket" now answers EAGAIN
+    ends.client.write(b"queued behind EAGAIN")
+    for _ in range(5):  # the pacer may hold the packet until its deadline
+        if ends.client.net_write_desired():
+            break
+        ends.clock.advance(ends.client.get_event_timeout() or 0.0)
+        ends.client.handle_events()
+    assert ends.client.net_write_desired()
+    ends.client.handle_events()
+    assert ends.client.net_write_desired()  # still congested
+    ends.pair.client.congested = False
+    ends.client.handle_events()
+    assert not ends.client.net_write_desired()
+    ends.tick_all()
+    assert ends.server is not None
+    assert ends.server.read() == b"queued behind EAGAIN"
+
+
+def test_explicit_event_handling_mode_skips_the_implicit_tick(pki):
+    ends = make_pair(pki)
+    ends.handshake()
+    ends.client.set_value_uint(
+        quicconn.VALUE_CLASS_GENERIC,
+        quicconn.VALUE_EVENT_HANDLING_MODE,
+        quicconn.VALUE_EVENT_HANDLING_MODE_EXPLICIT,
+    )
+    ends.server.write(b"hello")
+    ends.listener.handle_events()
+    with pytest.raises(quicconn.WantReadError):
+        ends.client.read()  # the datagram waits: no implicit tick
+    ends.client.handle_events()
+    assert ends.client.read() == b"hello"
