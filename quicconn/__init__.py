@@ -32,6 +32,7 @@ from ._errors import (
     ZeroReturnError,
 )
 from ._listener import Listener, ListenerStats
+from ._session import Session
 from ._stream import Stream
 from ._transport import enlarge_socket_buffers
 
@@ -137,6 +138,7 @@ __all__ = [
     "MonotonicClock",
     "Role",
     "SSLError",
+    "Session",
     "Stream",
     "StreamResetError",
     "SyscallError",

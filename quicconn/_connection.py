@@ -29,6 +29,9 @@ from ._constants import (
     DEFAULT_STREAM_MODE_AUTO_BIDI,
     DEFAULT_STREAM_MODE_AUTO_UNI,
     DEFAULT_STREAM_MODE_NONE,
+    EARLY_DATA_ACCEPTED,
+    EARLY_DATA_NOT_SENT,
+    EARLY_DATA_REJECTED,
     INCOMING_STREAM_POLICY_ACCEPT,
     INCOMING_STREAM_POLICY_AUTO,
     INCOMING_STREAM_POLICY_REJECT,
@@ -82,6 +85,7 @@ from ._errors import (
     ZeroReturnError,
 )
 from ._reactor import Reactor
+from ._session import Session
 from ._stream import Stream, StreamRecord, conclude_requested, is_unidirectional
 from ._transport import Address, DatagramTransport, UdpTransport, resolve_address
 
@@ -169,6 +173,9 @@ class Connection:
         self._write_buffer_size = ctx.stream_write_buffer_size
         self._freed = False
         self._listener: Any = None
+        self._session: Session | None = None
+        self._new_session: Session | None = None
+        self._early_data_sent = False
 
     # ==================================================================
     # setup
@@ -272,6 +279,70 @@ class Connection:
     def session_reused(self) -> bool:
         """Whether the TLS session was resumed (SSL_session_reused)."""
         return self._core is not None and self._core.session_resumed
+
+    def set_session(self, session: Session | None) -> None:
+        """Resume ``session`` on the next handshake (SSL_set_session).
+
+        A session issued for another server name is ignored by the
+        handshake, as in OpenSSL: a full handshake happens instead.
+        """
+        if session is not None and not isinstance(session, Session):
+            raise TypeError(f"set_session() takes a quicconn.Session, not {session!r}")
+        if not self._is_client:
+            raise ValueError("only client connections resume sessions")
+        if self._core is not None:
+            raise ValueError("set_session() must be called before the handshake")
+        self._session = session
+
+    def get1_session(self) -> Session | None:
+        """The newest session ticket the server sent, or None (SSL_get1_session).
+
+        Servers send tickets after the handshake; read some data (or call
+        :meth:`handle_events`) before asking.
+        """
+        return self._new_session
+
+    def _on_session_ticket(self, ticket: Any) -> None:
+        self._new_session = Session(ticket)
+
+    @_api
+    def write_early_data(self, data: Buffer) -> int:
+        """Send ``data`` as 0-RTT on the default stream (SSL_write_early_data).
+
+        Needs a resumed session that allows early data (:meth:`set_session`)
+        and must come before the handshake completes; it starts the handshake
+        without waiting for it.  OpenSSL's QUIC stack has no 0-RTT; this
+        follows its TLS function.  If the server rejects the early data, QUIC
+        retransmits it after the handshake, so nothing is lost.
+        """
+        if not self._is_client:
+            raise ValueError("only clients send early data")
+        if self._session is None or not self._session.get_max_early_data():
+            raise ValueError(
+                "write_early_data() needs set_session() with a session that "
+                "allows early data (Session.get_max_early_data() > 0)"
+            )
+        if self._core is None:
+            self._start()
+        core = self._require_core()
+        if core.handshake_complete:
+            raise ValueError("the handshake is complete: use write()")
+        record = self._default_for_write()
+        self._writable_or_raise(record)
+        view = memoryview(data).cast("B")
+        core.send_stream_data(record.stream_id, bytes(view), False)
+        self._early_data_sent = True
+        reactor = self._require_reactor()
+        reactor.mark_dirty(core)
+        reactor.flush()
+        return len(view)
+
+    def get_early_data_status(self) -> int:
+        """EARLY_DATA_NOT_SENT, _REJECTED or _ACCEPTED (SSL_get_early_data_status)."""
+        core = self._core
+        if core is None or not self._early_data_sent or not core.handshake_complete:
+            return EARLY_DATA_NOT_SENT
+        return EARLY_DATA_ACCEPTED if core.early_data_accepted else EARLY_DATA_REJECTED
 
     def is_server(self) -> bool:
         """True for a server-side connection (SSL_is_server)."""
@@ -404,7 +475,13 @@ class Connection:
                     "set_tlsext_host_name() and set1_host() name different hosts; "
                     "quicconn verifies the SNI name, so they must agree"
                 )
-        core = QuicCore(self._settings, self, server_name=server_name)
+        core = QuicCore(
+            self._settings,
+            self,
+            server_name=server_name,
+            session_ticket=None if self._session is None else self._session._ticket,
+            session_ticket_handler=self._on_session_ticket,
+        )
         self._core = core
         self._state = ConnState.HANDSHAKING
         reactor.add_core(core, core.host_cid)

@@ -20,9 +20,11 @@ minor version is pinned in ``pyproject.toml`` because of it.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import enum
 import hashlib
 import hmac
+import json
 import logging
 import os
 import re
@@ -49,6 +51,7 @@ from aioquic.quic.packet import (
 from aioquic.quic.packet_builder import QuicPacketBuilder
 from aioquic.quic.retry import QuicRetryTokenHandler
 from aioquic.tls import (
+    CipherSuite,
     SessionTicket,
     load_pem_private_key,
     load_pem_x509_certificates,
@@ -235,6 +238,7 @@ class _AdaptedQuicConnection(QuicConnection):
       consumed.
     * A server's stateless reset tokens are derived from a listener secret
       (aioquic draws random ones, which no one could reproduce later).
+    * Stream data sent before a Retry (0-RTT) is queued again after it.
     """
 
     def __init__(self, *, reset_key: bytes | None = None, **kwargs: Any) -> None:
@@ -257,6 +261,30 @@ class _AdaptedQuicConnection(QuicConnection):
     def _replenish_connection_ids(self) -> None:
         super()._replenish_connection_ids()
         self._derive_reset_tokens()
+
+    def _receive_retry_packet(
+        self, header: Any, packet_without_tag: bytes, now: float
+    ) -> None:
+        retries = self._retry_count
+        super()._receive_retry_packet(header, packet_without_tag, now)
+        if self._retry_count != retries:
+            self._requeue_stream_data()
+
+    def _requeue_stream_data(self) -> None:
+        """Mark all stream data sent before a Retry as unsent.
+
+        aioquic restarts its packet spaces on Retry, forgetting the 0-RTT
+        packets it had sent, so their stream data would otherwise never be
+        retransmitted (the server drops 0-RTT sent before its Retry).
+        """
+        for stream in self._streams.values():
+            sender = stream.sender
+            if sender._buffer_stop > sender._buffer_start:
+                sender._pending.add(sender._buffer_start, sender._buffer_stop)
+                sender.buffer_is_empty = False
+            if sender._buffer_fin is not None and not sender._acked_fin:
+                sender._pending_eof = True
+                sender.buffer_is_empty = False
 
     def peer_reset_tokens(self) -> frozenset[bytes]:
         """Every stateless reset token the peer gave us (cached: hot path)."""
@@ -387,6 +415,10 @@ class QuicCore:
         self.handshake_complete = False
         self.alpn_protocol: str | None = None
         self.session_resumed = False
+        self.early_data_attempted = session_ticket is not None and bool(
+            session_ticket.max_early_data_size
+        )
+        self.early_data_accepted = False
         self.receive_errors = 0
 
     # -- identity ---------------------------------------------------------
@@ -456,6 +488,7 @@ class QuicCore:
                 self.handshake_complete = True
                 self.alpn_protocol = event.alpn_protocol
                 self.session_resumed = event.session_resumed
+                self.early_data_accepted = event.early_data_accepted
                 sink.on_handshake_complete(
                     event.alpn_protocol,
                     event.session_resumed,
@@ -824,6 +857,47 @@ def initial_close(
     return bytes(datagrams[0])
 
 
+def encode_session_ticket(ticket: SessionTicket) -> bytes:
+    """Serialise a TLS session ticket (no pickle: a file must not run code)."""
+    fields = {
+        "age_add": ticket.age_add,
+        "cipher_suite": int(ticket.cipher_suite),
+        "not_valid_after": ticket.not_valid_after.isoformat(),
+        "not_valid_before": ticket.not_valid_before.isoformat(),
+        "resumption_secret": ticket.resumption_secret.hex(),
+        "server_name": ticket.server_name,
+        "ticket": ticket.ticket.hex(),
+        "max_early_data_size": ticket.max_early_data_size,
+        "other_extensions": [[t, v.hex()] for t, v in ticket.other_extensions],
+    }
+    return json.dumps({"quicconn-session": 1, **fields}).encode()
+
+
+def decode_session_ticket(data: bytes) -> SessionTicket:
+    """The inverse of :func:`encode_session_ticket`; ValueError if malformed."""
+    try:
+        fields = json.loads(data)
+        if fields.pop("quicconn-session") != 1:
+            raise ValueError("unknown session format version")
+        return SessionTicket(
+            age_add=int(fields["age_add"]),
+            cipher_suite=CipherSuite(int(fields["cipher_suite"])),
+            not_valid_after=datetime.datetime.fromisoformat(fields["not_valid_after"]),
+            not_valid_before=datetime.datetime.fromisoformat(
+                fields["not_valid_before"]
+            ),
+            resumption_secret=bytes.fromhex(fields["resumption_secret"]),
+            server_name=str(fields["server_name"]),
+            ticket=bytes.fromhex(fields["ticket"]),
+            max_early_data_size=fields["max_early_data_size"],
+            other_extensions=[
+                (int(t), bytes.fromhex(v)) for t, v in fields["other_extensions"]
+            ],
+        )
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ValueError(f"not a quicconn session: {exc}") from exc
+
+
 def peek_destination_cid(data: bytes, host_cid_length: int) -> bytes | None:
     """The destination connection ID of a datagram's first packet, if parseable."""
     try:
@@ -843,6 +917,8 @@ __all__ = [
     "QuicErrorCode",
     "ServerGate",
     "SessionTicket",
+    "decode_session_ticket",
+    "encode_session_ticket",
     "is_verification_failure",
     "peek_destination_cid",
 ]

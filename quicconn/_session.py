@@ -1,0 +1,50 @@
+"""``Session``: a resumable TLS session (OpenSSL's ``SSL_SESSION``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._core import decode_session_ticket, encode_session_ticket
+
+
+class Session:
+    """A session ticket from a server, for resumption and 0-RTT.
+
+    Get one with ``conn.get1_session()`` after a handshake, give it to a new
+    connection with ``conn.set_session()`` before connecting.  ``to_bytes()``
+    / ``Session.from_bytes()`` mirror i2d_SSL_SESSION / d2i_SSL_SESSION (a
+    JSON document; nothing in it is executed when loaded).
+    """
+
+    __slots__ = ("_ticket",)
+
+    def __init__(self, ticket: Any) -> None:
+        self._ticket = ticket
+
+    def to_bytes(self) -> bytes:
+        """Serialise the session (i2d_SSL_SESSION)."""
+        return encode_session_ticket(self._ticket)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Session:
+        """Load a serialised session (d2i_SSL_SESSION); ValueError if malformed."""
+        return cls(decode_session_ticket(data))
+
+    def is_resumable(self) -> bool:
+        """Whether the ticket is still valid (SSL_SESSION_is_resumable)."""
+        return bool(self._ticket.is_valid)
+
+    def get_max_early_data(self) -> int:
+        """0-RTT bytes the server allows, 0 if none (SSL_SESSION_get_max_early_data)."""
+        return int(self._ticket.max_early_data_size or 0)
+
+    @property
+    def server_name(self) -> str:
+        """The server name the session was issued for."""
+        return str(self._ticket.server_name)
+
+    def __repr__(self) -> str:
+        return (
+            f"<quicconn.Session server_name={self.server_name!r} "
+            f"early_data={self.get_max_early_data()}>"
+        )
