@@ -176,6 +176,7 @@ class Connection:
         self._session: Session | None = None
         self._new_session: Session | None = None
         self._early_data_sent = False
+        self._early_data_enabled = False
 
     # ==================================================================
     # setup
@@ -324,18 +325,24 @@ class Connection:
             )
         if self._core is None:
             self._start()
-        core = self._require_core()
-        if core.handshake_complete:
+        if self._require_core().handshake_complete:
             raise ValueError("the handshake is complete: use write()")
-        record = self._default_for_write()
-        self._writable_or_raise(record)
-        view = memoryview(data).cast("B")
-        core.send_stream_data(record.stream_id, bytes(view), False)
-        self._early_data_sent = True
-        reactor = self._require_reactor()
-        reactor.mark_dirty(core)
-        reactor.flush()
-        return len(view)
+        self._early_data_enabled = True
+        return self._write(None, data, 0)
+
+    def set_early_data_enabled(self, enabled: bool) -> None:
+        """Let stream I/O before the handshake completes go as 0-RTT.
+
+        A quicconn extension generalising SSL_write_early_data to every
+        stream (HTTP/3 requests, for instance): with a session that allows
+        early data (:meth:`set_session`), ``new_stream()`` and writes made
+        before the handshake completes are sent in 0-RTT instead of waiting.
+        Early data can be replayed by an attacker; enable it only for
+        idempotent requests.
+        """
+        if enabled and not self._is_client:
+            raise ValueError("only clients send early data")
+        self._early_data_enabled = bool(enabled)
 
     def get_early_data_status(self) -> int:
         """EARLY_DATA_NOT_SENT, _REJECTED or _ACCEPTED (SSL_get_early_data_status)."""
@@ -717,6 +724,14 @@ class Connection:
         """Reset the default stream's sending part (SSL_stream_reset)."""
         self._reset(None, error_code)
 
+    def pending(self) -> int:
+        """Bytes readable now on the default stream, without I/O (SSL_pending)."""
+        return 0 if self._default is None else self._default.buffered
+
+    def has_pending(self) -> bool:
+        """Whether a read would return data without I/O (SSL_has_pending)."""
+        return self.pending() > 0
+
     def get_stream_read_state(self) -> int:
         """Read state of the default stream (SSL_get_stream_read_state)."""
         return self._read_state(self._default)
@@ -771,13 +786,33 @@ class Connection:
     # -- reading ----------------------------------------------------------
 
     def _ensure_ready_for_stream_io(self) -> None:
-        """Implicitly run the handshake, as SSL_read/SSL_write do."""
+        """Implicitly run the handshake, as SSL_read/SSL_write do.
+
+        A client resuming a session that allows early data may use streams
+        at once: what it writes before the handshake completes goes as 0-RTT.
+        """
         if self._core is None:
             if not self._is_client:
                 raise ValueError("this server connection has no handshake to run")
             self._start()
-        if not self._core.handshake_complete:  # type: ignore[union-attr]
-            self._run(self._handshake_done, WantReadError)
+        core = self._core
+        assert core is not None
+        if core.handshake_complete:
+            return
+        if self._early_data_possible():
+            self._raise_if_failed()
+            self._early_data_sent = True
+            return
+        self._run(self._handshake_done, WantReadError)
+
+    def _early_data_possible(self) -> bool:
+        core = self._core
+        return (
+            self._early_data_enabled
+            and core is not None
+            and core.early_data_attempted
+            and not core.handshake_complete
+        )
 
     def _default_for_read(self) -> StreamRecord | None:
         """The default stream, adopting the first incoming stream if needed."""

@@ -898,6 +898,23 @@ def decode_session_ticket(data: bytes) -> SessionTicket:
         raise ValueError(f"not a quicconn session: {exc}") from exc
 
 
+def stream_data_event(stream_id: int, data: bytes, fin: bool) -> Any:
+    """An aioquic StreamDataReceived event, for layers (aioquic.h3) that eat them."""
+    return quic_events.StreamDataReceived(
+        data=data, end_stream=fin, stream_id=stream_id
+    )
+
+
+def stream_reset_event(stream_id: int, error_code: int) -> Any:
+    """An aioquic StreamReset event (see :func:`stream_data_event`)."""
+    return quic_events.StreamReset(error_code=error_code, stream_id=stream_id)
+
+
+def stop_sending_event(stream_id: int, error_code: int) -> Any:
+    """An aioquic StopSendingReceived event (see :func:`stream_data_event`)."""
+    return quic_events.StopSendingReceived(error_code=error_code, stream_id=stream_id)
+
+
 def peek_destination_cid(data: bytes, host_cid_length: int) -> bytes | None:
     """The destination connection ID of a datagram's first packet, if parseable."""
     try:
@@ -921,4 +938,7 @@ __all__ = [
     "encode_session_ticket",
     "is_verification_failure",
     "peek_destination_cid",
+    "stop_sending_event",
+    "stream_data_event",
+    "stream_reset_event",
 ]

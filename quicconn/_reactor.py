@@ -143,6 +143,10 @@ class Reactor:
             for core in dirty:
                 core.dispatch_events()
                 outgoing += core.datagrams_to_send(now)
+                # Building datagrams can itself produce events: a
+                # NEW_CONNECTION_ID frame announces a connection ID, which
+                # must be routable before the peer can use it.
+                core.dispatch_events()
                 self._schedule(core)
         if outgoing:
             self.transport.send_batch(outgoing)

@@ -208,6 +208,14 @@ class Stream:
         """Abort sending with RESET_STREAM (SSL_stream_reset)."""
         self._conn._api_reset(self._rec, error_code)
 
+    def pending(self) -> int:
+        """Bytes readable now, without I/O (SSL_pending)."""
+        return self._rec.buffered
+
+    def has_pending(self) -> bool:
+        """Whether a read would return data without I/O (SSL_has_pending)."""
+        return self._rec.buffered > 0
+
     # -- state ------------------------------------------------------------
 
     def get_stream_read_state(self) -> int:

@@ -1,0 +1,48 @@
+"""HTTP events a session reports, the same for HTTP/3 and hq-interop."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+Headers = list[tuple[bytes, bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class RequestReceived:
+    """Server side: a request's head arrived on ``stream_id``."""
+
+    stream_id: int
+    method: str
+    path: str
+    authority: str
+    headers: Headers
+    ended: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseReceived:
+    """Client side: a response's head arrived (HTTP/3 only; hq has none)."""
+
+    stream_id: int
+    status: int
+    headers: Headers
+
+
+@dataclass(frozen=True, slots=True)
+class DataReceived:
+    """Body bytes on ``stream_id``; ``ended`` once the peer sent FIN."""
+
+    stream_id: int
+    data: bytes
+    ended: bool
+
+
+@dataclass(frozen=True, slots=True)
+class StreamAborted:
+    """The peer reset ``stream_id`` (or refused to read it)."""
+
+    stream_id: int
+    error_code: int
+
+
+HttpEvent = RequestReceived | ResponseReceived | DataReceived | StreamAborted

@@ -1,0 +1,457 @@
+"""HTTP sessions on quicconn stream objects: HTTP/3 and hq-interop.
+
+A session owns one quicconn :class:`~quicconn.Connection` and speaks HTTP
+over its streams the way OpenSSL's nghttp3 demo sits on its stream API: the
+connection runs in nonblocking mode with *explicit* event handling, the
+session accepts incoming streams, reads whatever each stream has buffered,
+feeds it to the HTTP state machine, and writes what that produces back with
+partial writes (the unsent rest waits in a per-stream backlog).
+
+Event loops drive a session like a connection: wait on :meth:`fileno` for
+what :meth:`net_read_desired`/:meth:`net_write_desired` say, no longer than
+:meth:`get_event_timeout`, then call :meth:`handle_events`, which returns the
+:mod:`HTTP events <quicconn.http._events>` that happened.  :meth:`wait` does
+that wait for blocking users, and the connection can sit in a
+``quicconn.poll()`` set like any other.
+
+HTTP/3 framing and QPACK come from aioquic's ``H3Connection`` (and pylsqpack):
+it talks to a small shim that looks like the part of aioquic's
+``QuicConnection`` it uses, implemented over quicconn streams.
+"""
+
+from __future__ import annotations
+
+import selectors
+from collections import deque
+from types import SimpleNamespace
+from typing import Any
+
+from aioquic.h3 import events as h3_events
+from aioquic.h3.connection import H3Connection
+
+from .._connection import Connection
+from .._constants import (
+    ACCEPT_STREAM_NO_BLOCK,
+    DEFAULT_STREAM_MODE_NONE,
+    INCOMING_STREAM_POLICY_ACCEPT,
+    SHUTDOWN_FLAG_NO_BLOCK,
+    SHUTDOWN_FLAG_NO_STREAM_FLUSH,
+    STREAM_FLAG_UNI,
+    STREAM_STATE_CONN_CLOSED,
+    STREAM_STATE_FINISHED,
+    STREAM_STATE_RESET_REMOTE,
+    VALUE_CLASS_GENERIC,
+    VALUE_EVENT_HANDLING_MODE,
+    VALUE_EVENT_HANDLING_MODE_EXPLICIT,
+    VALUE_QUIC_STREAM_BIDI_LOCAL_AVAIL,
+)
+from .._core import stop_sending_event, stream_data_event, stream_reset_event
+from .._errors import ConnectionTerminatedError, StreamResetError, WantWriteError
+from .._stream import Stream
+from ._events import (
+    DataReceived,
+    Headers,
+    HttpEvent,
+    RequestReceived,
+    ResponseReceived,
+    StreamAborted,
+)
+
+ALPN_H3 = "h3"
+ALPN_HQ = "hq-interop"
+
+#: The longest hq-interop request line a server accepts.
+MAX_HQ_REQUEST_LINE = 8192
+
+
+class HttpSession:
+    """Common machinery: streams, backlogs, reading, waiting."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.is_client = not conn.is_server()
+        conn.set_blocking_mode(False)
+        conn.set_value_uint(
+            VALUE_CLASS_GENERIC,
+            VALUE_EVENT_HANDLING_MODE,
+            VALUE_EVENT_HANDLING_MODE_EXPLICIT,
+        )
+        conn.set_default_stream_mode(DEFAULT_STREAM_MODE_NONE)
+        conn.set_incoming_stream_policy(INCOMING_STREAM_POLICY_ACCEPT)
+        self.streams: dict[int, Stream] = {}
+        self._backlog: dict[int, deque[tuple[memoryview, bool]]] = {}
+        self._finished_reading: set[int] = set()
+        self._forget_when_flushed: set[int] = set()
+
+    # -- event-loop surface ------------------------------------------------
+
+    def fileno(self) -> int:
+        return self.conn.fileno()
+
+    def get_event_timeout(self) -> float | None:
+        return self.conn.get_event_timeout()
+
+    def net_read_desired(self) -> bool:
+        return self.conn.net_read_desired()
+
+    def net_write_desired(self) -> bool:
+        return self.conn.net_write_desired()
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Sleep until the socket is ready, a timer is due, or ``timeout``."""
+        deadline = self.conn.get_event_timeout()
+        if deadline is not None:
+            timeout = deadline if timeout is None else min(timeout, deadline)
+        events = selectors.EVENT_READ
+        if self.conn.net_write_desired():
+            events |= selectors.EVENT_WRITE
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.conn.fileno(), events)
+            selector.select(timeout)
+
+    def handle_events(self) -> list[HttpEvent]:
+        """Tick the connection and return the HTTP events that resulted."""
+        self.conn.handle_events()
+        return self.process()
+
+    def process(self) -> list[HttpEvent]:
+        """Return HTTP events for data already received (no network I/O)."""
+        events: list[HttpEvent] = []
+        while True:
+            stream = self.conn.accept_stream(ACCEPT_STREAM_NO_BLOCK)
+            if stream is None:
+                break
+            self.streams[stream.get_stream_id()] = stream
+        for stream_id, stream in list(self.streams.items()):
+            if stream_id not in self._finished_reading:
+                self._read_stream(stream_id, stream, events)
+        self.flush()
+        return events
+
+    def _read_stream(
+        self, stream_id: int, stream: Stream, events: list[HttpEvent]
+    ) -> None:
+        if not stream.get_stream_type() & 1:  # send-only: nothing to read
+            return
+        if stream.pending():
+            data = stream.read()
+            ended = stream.get_stream_read_state() == STREAM_STATE_FINISHED
+            self.on_stream_data(stream_id, data, ended, events)
+            if ended:
+                self._finished_reading.add(stream_id)
+            return
+        state = stream.get_stream_read_state()
+        if state == STREAM_STATE_FINISHED:
+            self._finished_reading.add(stream_id)
+            self.on_stream_data(stream_id, b"", True, events)
+        elif state == STREAM_STATE_RESET_REMOTE:
+            self._finished_reading.add(stream_id)
+            code = stream.get_stream_read_error_code() or 0
+            self.on_stream_reset(stream_id, code, events)
+        elif state == STREAM_STATE_CONN_CLOSED:
+            self._finished_reading.add(stream_id)
+
+    # -- writing with back-pressure -----------------------------------------
+
+    def write(self, stream_id: int, data: bytes, end: bool) -> None:
+        """Queue bytes for a stream; they go out as its send buffer allows."""
+        queue = self._backlog.setdefault(stream_id, deque())
+        queue.append((memoryview(data), end))
+        self._flush_stream(stream_id)
+
+    def backlog(self, stream_id: int) -> int:
+        """Bytes accepted by :meth:`write` but not yet given to the stream."""
+        return sum(len(chunk) for chunk, _ in self._backlog.get(stream_id, ()))
+
+    def flush(self) -> None:
+        for stream_id in list(self._backlog):
+            self._flush_stream(stream_id)
+
+    def _flush_stream(self, stream_id: int) -> None:
+        queue = self._backlog.get(stream_id)
+        stream = self.streams.get(stream_id)
+        if not queue or stream is None:
+            return
+        try:
+            while queue:
+                chunk, end = queue[0]
+                if chunk:
+                    sent = stream.write(chunk)
+                    if sent < len(chunk):
+                        queue[0] = (chunk[sent:], end)
+                        return
+                if end:
+                    stream.stream_conclude()
+                queue.popleft()
+        except WantWriteError:
+            return
+        except (StreamResetError, ConnectionTerminatedError):
+            queue.clear()  # the peer stopped reading: drop what is left
+        if not queue:
+            del self._backlog[stream_id]
+            if stream_id in self._forget_when_flushed:
+                self.forget(stream_id)
+
+    def open_stream(self, unidirectional: bool = False) -> Stream:
+        stream = self.conn.new_stream(STREAM_FLAG_UNI if unidirectional else 0)
+        self.streams[stream.get_stream_id()] = stream
+        return stream
+
+    def can_open_request(self) -> bool:
+        """Whether the peer's stream limit allows another request now."""
+        return (
+            self.conn.get_value_uint(
+                VALUE_CLASS_GENERIC, VALUE_QUIC_STREAM_BIDI_LOCAL_AVAIL
+            )
+            > 0
+        )
+
+    def forget(self, stream_id: int) -> None:
+        """Release a finished request's stream once its backlog is sent."""
+        if stream_id in self._backlog:
+            self._forget_when_flushed.add(stream_id)
+            return
+        self._forget_when_flushed.discard(stream_id)
+        self._finished_reading.discard(stream_id)
+        stream = self.streams.pop(stream_id, None)
+        if stream is not None:
+            stream.free()
+
+    def close(self, error_code: int = 0, reason: str = "") -> None:
+        """Start closing the connection without blocking."""
+        self.conn.shutdown(SHUTDOWN_FLAG_NO_BLOCK, error_code, reason)
+
+    # -- protocol hooks -----------------------------------------------------
+
+    def on_stream_data(
+        self, stream_id: int, data: bytes, ended: bool, events: list[HttpEvent]
+    ) -> None:
+        raise NotImplementedError
+
+    def on_stream_reset(
+        self, stream_id: int, code: int, events: list[HttpEvent]
+    ) -> None:
+        events.append(StreamAborted(stream_id, code))
+
+    def send_request(
+        self, method: str, authority: str, path: str, headers: Headers | None = None
+    ) -> int:
+        raise NotImplementedError
+
+    def send_response_head(
+        self, stream_id: int, status: int, headers: Headers | None = None
+    ) -> None:
+        raise NotImplementedError
+
+    def send_body(self, stream_id: int, data: bytes, end: bool) -> None:
+        raise NotImplementedError
+
+
+class HqSession(HttpSession):
+    """hq-interop: HTTP/0.9 over QUIC, one bidirectional stream per request.
+
+    The request is ``GET /path\\r\\n`` and FIN; the response is the raw bytes
+    and FIN.  There are no headers or status codes.
+    """
+
+    alpn = ALPN_HQ
+
+    def __init__(self, conn: Connection) -> None:
+        super().__init__(conn)
+        self._request_lines: dict[int, bytearray] = {}
+        self._heads_done: set[int] = set()
+
+    def send_request(
+        self, method: str, authority: str, path: str, headers: Headers | None = None
+    ) -> int:
+        if method != "GET":
+            raise ValueError("hq-interop only has GET")
+        if not path.startswith("/") or any(ch in path for ch in " \r\n"):
+            raise ValueError(f"not a request path for hq-interop: {path!r}")
+        stream = self.open_stream()
+        stream_id = stream.get_stream_id()
+        self.write(stream_id, f"GET {path}\r\n".encode("ascii"), True)
+        return stream_id
+
+    def send_response_head(
+        self, stream_id: int, status: int, headers: Headers | None = None
+    ) -> None:
+        """Nothing: hq-interop responses have no head, only the body."""
+
+    def send_body(self, stream_id: int, data: bytes, end: bool) -> None:
+        self.write(stream_id, data, end)
+
+    def on_stream_data(
+        self, stream_id: int, data: bytes, ended: bool, events: list[HttpEvent]
+    ) -> None:
+        if self.is_client:
+            events.append(DataReceived(stream_id, data, ended))
+            return
+        if stream_id in self._heads_done:
+            return  # a request body: hq-interop has none, ignore it
+        line = self._request_lines.setdefault(stream_id, bytearray())
+        line += data
+        if b"\n" not in line and not ended:
+            if len(line) > MAX_HQ_REQUEST_LINE:
+                self._reject(stream_id)
+            return
+        del self._request_lines[stream_id]
+        self._heads_done.add(stream_id)
+        words = bytes(line).split(b"\n", 1)[0].strip().split()
+        if len(words) < 2 or words[0] != b"GET":
+            self._reject(stream_id)
+            return
+        path = words[1].decode("latin-1")
+        events.append(RequestReceived(stream_id, "GET", path, "", [], True))
+
+    def _reject(self, stream_id: int) -> None:
+        stream = self.streams.get(stream_id)
+        if stream is not None:
+            stream.stream_reset(0x10C)  # H3_REQUEST_REJECTED, as a courtesy
+        self._heads_done.add(stream_id)
+
+
+class _QuicShim:
+    """The slice of aioquic's ``QuicConnection`` that ``H3Connection`` calls."""
+
+    def __init__(self, session: H3Session) -> None:
+        self._session = session
+        self.configuration = SimpleNamespace(is_client=session.is_client)
+        self._quic_logger = None
+        self._remote_max_datagram_frame_size = None
+
+    def get_next_available_stream_id(self, is_unidirectional: bool = False) -> int:
+        return self._session.open_stream(is_unidirectional).get_stream_id()
+
+    def send_stream_data(
+        self, stream_id: int, data: bytes, end_stream: bool = False
+    ) -> None:
+        self._session.write(stream_id, data, end_stream)
+
+    def reset_stream(self, stream_id: int, error_code: int) -> None:
+        stream = self._session.streams.get(stream_id)
+        if stream is not None:
+            stream.stream_reset(error_code)
+
+    def stop_stream(self, stream_id: int, error_code: int) -> None:
+        stream = self._session.streams.get(stream_id)
+        if stream is not None:
+            stream.free()
+
+    def close(
+        self,
+        error_code: int = 0,
+        frame_type: int | None = None,
+        reason_phrase: str = "",
+    ) -> None:
+        self._session.protocol_error = (error_code, reason_phrase)
+        self._session.conn.shutdown(
+            SHUTDOWN_FLAG_NO_BLOCK | SHUTDOWN_FLAG_NO_STREAM_FLUSH,
+            error_code,
+            reason_phrase,
+        )
+
+    def send_datagram_frame(self, data: bytes) -> None:
+        raise ValueError("HTTP/3 datagrams are not supported")
+
+
+class H3Session(HttpSession):
+    """HTTP/3 (RFC 9114) with QPACK, using aioquic's ``H3Connection``."""
+
+    alpn = ALPN_H3
+
+    def __init__(self, conn: Connection) -> None:
+        super().__init__(conn)
+        #: (error code, reason) if the peer violated HTTP/3 and we closed.
+        self.protocol_error: tuple[int, str] | None = None
+        self._h3 = H3Connection(_QuicShim(self))  # type: ignore[arg-type]
+
+    def on_stream_data(
+        self, stream_id: int, data: bytes, ended: bool, events: list[HttpEvent]
+    ) -> None:
+        for event in self._h3.handle_event(stream_data_event(stream_id, data, ended)):
+            self._translate(event, events)
+
+    def on_stream_reset(
+        self, stream_id: int, code: int, events: list[HttpEvent]
+    ) -> None:
+        self._h3.handle_event(stream_reset_event(stream_id, code))
+        events.append(StreamAborted(stream_id, code))
+
+    def on_stop_sending(self, stream_id: int, code: int) -> None:
+        self._h3.handle_event(stop_sending_event(stream_id, code))
+
+    def _translate(self, event: Any, events: list[HttpEvent]) -> None:
+        if isinstance(event, h3_events.HeadersReceived):
+            pseudo = {k: v for k, v in event.headers if k.startswith(b":")}
+            regular = [(k, v) for k, v in event.headers if not k.startswith(b":")]
+            if self.is_client:
+                try:
+                    status = int(pseudo.get(b":status", b"0"))
+                except ValueError:
+                    status = 0
+                events.append(ResponseReceived(event.stream_id, status, regular))
+                if event.stream_ended:
+                    events.append(DataReceived(event.stream_id, b"", True))
+            else:
+                events.append(
+                    RequestReceived(
+                        event.stream_id,
+                        pseudo.get(b":method", b"").decode("latin-1"),
+                        pseudo.get(b":path", b"").decode("latin-1"),
+                        pseudo.get(b":authority", b"").decode("latin-1"),
+                        regular,
+                        event.stream_ended,
+                    )
+                )
+        elif isinstance(event, h3_events.DataReceived):
+            events.append(DataReceived(event.stream_id, event.data, event.stream_ended))
+
+    def send_request(
+        self, method: str, authority: str, path: str, headers: Headers | None = None
+    ) -> int:
+        stream = self.open_stream()
+        stream_id = stream.get_stream_id()
+        head = [
+            (b":method", method.encode()),
+            (b":scheme", b"https"),
+            (b":authority", authority.encode()),
+            (b":path", path.encode()),
+            (b"user-agent", b"quicconn"),
+            *(headers or []),
+        ]
+        self._h3.send_headers(stream_id, head, end_stream=True)
+        return stream_id
+
+    def send_response_head(
+        self, stream_id: int, status: int, headers: Headers | None = None
+    ) -> None:
+        head = [
+            (b":status", str(status).encode()),
+            (b"server", b"quicconn"),
+            *(headers or []),
+        ]
+        self._h3.send_headers(stream_id, head, end_stream=False)
+
+    def send_body(self, stream_id: int, data: bytes, end: bool) -> None:
+        self._h3.send_data(stream_id, data, end)
+
+
+def session_for(conn: Connection) -> HttpSession:
+    """The session matching the connection's negotiated ALPN."""
+    alpn = conn.get0_alpn_selected()
+    if alpn == ALPN_H3:
+        return H3Session(conn)
+    if alpn == ALPN_HQ:
+        return HqSession(conn)
+    raise ValueError(f"no HTTP mapping for ALPN {alpn!r} (expected h3 or hq-interop)")
+
+
+__all__ = [
+    "ALPN_H3",
+    "ALPN_HQ",
+    "H3Session",
+    "HqSession",
+    "HttpSession",
+    "session_for",
+]

@@ -1,0 +1,200 @@
+"""A static file server over HTTP/3 and hq-interop, on one quicconn listener.
+
+Every connection on the listener shares its socket and reactor, so the
+server runs from one thread with one wait: ``poll`` on the listener's
+descriptor until its event timeout, one ``listener.handle_events()``, then
+each session turns what arrived into requests and the server writes
+responses with back-pressure (a response only reads more of its file once
+the stream took the previous chunk).
+"""
+
+from __future__ import annotations
+
+import logging
+import selectors
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+from .._connection import Connection
+from .._constants import ACCEPT_CONNECTION_NO_BLOCK, SHUTDOWN_FLAG_NO_BLOCK
+from .._errors import Error
+from .._listener import Listener
+from ._events import HttpEvent, RequestReceived, StreamAborted
+from ._paths import resolve_request_path
+from ._session import HttpSession, session_for
+
+logger = logging.getLogger("quicconn.http.server")
+
+CHUNK_SIZE = 64 * 1024
+
+
+@dataclass
+class _Response:
+    stream_id: int
+    file: BinaryIO
+    remaining: int
+
+
+@dataclass
+class ServerStats:
+    connections: int = 0
+    requests: int = 0
+    not_found: int = 0
+    bytes_sent: int = 0
+
+
+@dataclass
+class _Client:
+    conn: Connection
+    session: HttpSession | None = None
+    responses: dict[int, _Response] = field(default_factory=dict)
+
+
+class FileServer:
+    """Serve the files below ``root`` to every connection of ``listener``.
+
+    Requests are answered only with regular files under ``root``; anything
+    else (``..``, absolute or encoded escapes, symlinks leading out, missing
+    files, directories) is a 404.  Drive it with :meth:`serve_forever` or
+    call :meth:`run_once` from your own loop.
+    """
+
+    def __init__(self, listener: Listener, root: str | Path) -> None:
+        self.root = Path(root).resolve()
+        if not self.root.is_dir():
+            raise ValueError(f"document root {str(root)!r} is not a directory")
+        self.listener = listener
+        listener.set_blocking_mode(False)
+        listener.listen()
+        self._clients: list[_Client] = []
+        self.stats = ServerStats()
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(listener.fileno(), selectors.EVENT_READ)
+
+    # -- driving ------------------------------------------------------------
+
+    def serve_forever(self, stop: threading.Event | None = None) -> None:
+        """Serve until ``stop`` is set (checked at least every 0.2 s)."""
+        while stop is None or not stop.is_set():
+            self.run_once(0.2)
+
+    def run_once(self, timeout: float | None = None) -> None:
+        """Wait for activity (up to ``timeout``), then handle everything due."""
+        wait = self.listener.get_event_timeout()
+        if timeout is not None:
+            wait = timeout if wait is None else min(wait, timeout)
+        events = selectors.EVENT_READ
+        if self.listener.net_write_desired():
+            events |= selectors.EVENT_WRITE
+        self._selector.modify(self.listener.fileno(), events)
+        self._selector.select(wait)
+        self.listener.handle_events()
+        self._accept_new()
+        for client in list(self._clients):
+            try:
+                self._serve_client(client)
+            except Error as exc:
+                logger.warning("dropping %r: %s", client.conn, exc)
+                self._drop(client)
+
+    def close(self) -> None:
+        for client in list(self._clients):
+            client.conn.shutdown(SHUTDOWN_FLAG_NO_BLOCK)
+            self._drop(client)
+        self._selector.close()
+
+    # -- per connection -------------------------------------------------------
+
+    def _accept_new(self) -> None:
+        while True:
+            conn = self.listener.accept_connection(ACCEPT_CONNECTION_NO_BLOCK)
+            if conn is None:
+                return
+            conn.set_blocking_mode(False)
+            self._clients.append(_Client(conn))
+            self.stats.connections += 1
+
+    def _serve_client(self, client: _Client) -> None:
+        conn = client.conn
+        if conn.get_conn_close_info() is not None:
+            self._drop(client)
+            return
+        if client.session is None:
+            if not conn.is_init_finished():
+                return
+            try:
+                client.session = session_for(conn)
+            except ValueError as exc:
+                logger.info("closing %r: %s", conn, exc)
+                conn.shutdown(SHUTDOWN_FLAG_NO_BLOCK, 0x10, "no HTTP over this ALPN")
+                return
+        session = client.session
+        for event in session.process():
+            self._handle(client, session, event)
+        self._pump(client, session)
+
+    def _handle(self, client: _Client, session: HttpSession, event: HttpEvent) -> None:
+        if isinstance(event, RequestReceived):
+            self.stats.requests += 1
+            self._respond(client, session, event)
+        elif isinstance(event, StreamAborted):
+            response = client.responses.pop(event.stream_id, None)
+            if response is not None:
+                response.file.close()
+
+    def _respond(
+        self, client: _Client, session: HttpSession, request: RequestReceived
+    ) -> None:
+        path = (
+            resolve_request_path(self.root, request.path)
+            if request.method
+            in (
+                "GET",
+                "HEAD",
+            )
+            else None
+        )
+        if path is None:
+            self.stats.not_found += 1
+            session.send_response_head(
+                request.stream_id, 404, [(b"content-length", b"10")]
+            )
+            session.send_body(request.stream_id, b"not found\n", True)
+            logger.info("404 %s", request.path)
+            return
+        size = path.stat().st_size
+        session.send_response_head(
+            request.stream_id, 200, [(b"content-length", str(size).encode())]
+        )
+        if request.method == "HEAD" or size == 0:
+            session.send_body(request.stream_id, b"", True)
+            return
+        client.responses[request.stream_id] = _Response(
+            request.stream_id, path.open("rb"), size
+        )
+
+    def _pump(self, client: _Client, session: HttpSession) -> None:
+        for stream_id, response in list(client.responses.items()):
+            while response.remaining and not session.backlog(stream_id):
+                chunk = response.file.read(min(CHUNK_SIZE, response.remaining))
+                if not chunk:  # the file shrank under us: end the response
+                    response.remaining = 0
+                    session.send_body(stream_id, b"", True)
+                    break
+                response.remaining -= len(chunk)
+                self.stats.bytes_sent += len(chunk)
+                session.send_body(stream_id, chunk, response.remaining == 0)
+            if not response.remaining:
+                response.file.close()
+                del client.responses[stream_id]
+                session.forget(stream_id)
+
+    def _drop(self, client: _Client) -> None:
+        for response in client.responses.values():
+            response.file.close()
+        client.responses.clear()
+        if client in self._clients:
+            self._clients.remove(client)
+        client.conn.free()
