@@ -85,6 +85,6 @@ def test_demo_command_explains_a_verified_exchange():
         text=True,
     )
     assert result.returncode == 0, result.stderr
-    assert "certificate for 'localhost' verified" in result.stdout
-    assert "100,000 bytes" in result.stdout and "(verified)" in result.stdout
+    assert "certificate verified" in result.stdout
+    assert "status 200, 100,000 bytes (matches the file)" in result.stdout
     assert "closed locally with application error 0x0" in result.stdout
