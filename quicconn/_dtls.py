@@ -142,6 +142,7 @@ class RetransmitTimer:
     flight: list[bytes] = field(default_factory=list)
 
     def disarm(self) -> None:
+        """Stop the timer (dtls1_stop_timer): the flight was answered."""
         self.deadline = None
         self.interval = INITIAL_TIMEOUT
         self.expirations = 0
@@ -171,15 +172,19 @@ class DatagramRouter:
         self.closed = False
 
     def add_route(self, peer: Address, deliver: Callable[[bytes], None]) -> None:
+        """Give datagrams from ``peer`` to ``deliver``."""
         self._routes[peer] = deliver
 
     def remove_route(self, peer: Address) -> None:
+        """Forget ``peer``'s route."""
         self._routes.pop(peer, None)
 
     def has_route(self, peer: Address) -> bool:
+        """Whether datagrams from ``peer`` have a destination."""
         return peer in self._routes
 
     def retain(self) -> None:
+        """Count one more object sharing the transport."""
         self._users += 1
 
     def release(self) -> bool:
@@ -235,6 +240,7 @@ class DatagramRouter:
                 self._followers -= 1
 
     def close(self, close_transport: bool) -> None:
+        """Stop for good; optionally close the transport too."""
         if self.closed:
             return
         self.closed = True
@@ -458,11 +464,15 @@ class DTLSConnection:
     # ==================================================================
 
     def set_blocking_mode(self, blocking: bool) -> None:
-        """Choose blocking (default) or nonblocking calls (like a blocking BIO)."""
+        """Blocking (default) or nonblocking calls (SSL_set_blocking_mode).
+
+        OpenSSL takes DTLS blocking behaviour from the BIO; quicconn's sockets
+        are always nonblocking underneath, so the mode is set here instead.
+        """
         self._blocking = bool(blocking)
 
     def get_blocking_mode(self) -> bool:
-        """Whether calls block."""
+        """Whether calls block (SSL_get_blocking_mode)."""
         return self._blocking
 
     @_api
@@ -520,7 +530,7 @@ class DTLSConnection:
         )
 
     def net_write_desired(self) -> bool:
-        """Whether datagrams wait for the socket to drain (EAGAIN)."""
+        """Whether datagrams wait behind EAGAIN (SSL_net_write_desired)."""
         return self._router is not None and self._router.transport.has_pending_writes()
 
     def get_rpoll_descriptor(self) -> int:
@@ -574,7 +584,10 @@ class DTLSConnection:
         router = self._require_router()
         now = router.clock.now()
         left = ssl.DTLSv1_get_timeout()
-        openssl_due = left is not None and left <= 0.0
+        if left is None:  # pragma: no cover - kept in step after every call
+            timer.disarm()
+            return 0
+        openssl_due = left <= 0.0
         ours_due = now >= timer.deadline
         if not (openssl_due or ours_due):
             return 0
@@ -794,6 +807,17 @@ class DTLSConnection:
                 self._close_received = True
                 self._update_close_state()
                 raise ZeroReturnError("the peer sent close_notify") from None
+            except SSL.SysCallError:
+                if not self._close_sent:
+                    raise self._fail(SyscallError("DTLS memory BIO failure")) from None
+                # After our close_notify OpenSSL discards incoming records and
+                # reports the empty memory BIO as SSL_ERROR_SYSCALL: more is
+                # needed, exactly as WANT_READ.
+                self._flush_output()
+                if not self._inbox:
+                    return None
+                ssl.bio_write(self._inbox.popleft())
+                continue
             except SSL.Error as exc:
                 self._flush_output()
                 raise self._fail(self._translate(exc)) from None
@@ -898,6 +922,9 @@ class DTLSConnection:
         ``n`` < 0 reads the whole record.  DTLS keeps message boundaries: a
         read never joins two records.  Raises ``ZeroReturnError`` once the
         peer's close_notify arrived.  Runs the handshake first if needed.
+        After :meth:`shutdown` sent close_notify the peer's data can still be
+        read until its own close_notify (a second ``shutdown()`` call
+        discards it instead).
         """
         size = MAX_RECORD_PLAINTEXT if n < 0 else n
         if size == 0:
@@ -937,6 +964,8 @@ class DTLSConnection:
                 f"not {view.nbytes}"
             )
         self._ensure_established()
+        if self._close_sent:
+            raise SSLError("cannot write after shutdown() sent close_notify")
         ssl = self._ssl
         assert ssl is not None
         return self._run(lambda: int(ssl.send(view)), writes=True)
@@ -978,12 +1007,7 @@ class DTLSConnection:
             return self._close_received
 
         def wait_for_peer() -> bool | None:
-            try:
-                return True if ssl.shutdown() else None
-            except SSL.SysCallError:
-                # After close_notify was sent OpenSSL reports an empty memory
-                # BIO as SSL_ERROR_SYSCALL rather than WANT_READ.
-                raise SSL.WantReadError() from None
+            return True if ssl.shutdown() else None
 
         try:
             self._run(wait_for_peer)
@@ -1049,7 +1073,7 @@ class DTLSConnection:
 
     @property
     def state(self) -> DTLSState:
-        """Where the connection is in its lifecycle."""
+        """Where the connection is in its lifecycle (cf. SSL_get_state)."""
         return self._state
 
     # ==================================================================
@@ -1124,4 +1148,4 @@ def _is_ip_address(name: str) -> bool:
     return True
 
 
-__all__ = ["DTLSConnection", "DTLSState", "DatagramRouter", "RetransmitTimer"]
+__all__ = ["DTLSConnection", "DTLSState"]

@@ -76,9 +76,11 @@ class CookieMint:
     secret: bytes = field(default_factory=lambda: os.urandom(32))
 
     def make(self, peer: Address, now: float) -> bytes:
+        """The cookie for ``peer`` now (SSL_CTX_set_cookie_generate_cb)."""
         return self._mac(peer, int(now // COOKIE_LIFETIME))
 
     def check(self, peer: Address, now: float, cookie: bytes) -> bool:
+        """Whether ``cookie`` is ``peer``'s (SSL_CTX_set_cookie_verify_cb)."""
         window = int(now // COOKIE_LIFETIME)
         return any(
             hmac.compare_digest(cookie, self._mac(peer, w))
@@ -276,7 +278,7 @@ class DTLSContext:
         self._changed()
 
     def has_trust_anchors(self) -> bool:
-        """Whether any CA certificate was loaded."""
+        """Whether any CA certificate was loaded (quicconn addition)."""
         return bool(self._cafiles or self._capaths or self._cadata)
 
     def load_cert_chain(
@@ -311,6 +313,7 @@ class DTLSContext:
         self._changed()
 
     def has_certificate(self) -> bool:
+        """Whether load_cert_chain() was called (cf. SSL_CTX_get0_certificate)."""
         return self._chain is not None
 
     # -- protocol ---------------------------------------------------------
@@ -331,6 +334,7 @@ class DTLSContext:
         self._changed()
 
     def get_alpn_protos(self) -> list[str]:
+        """The ALPN names given to set_alpn_protos (SSL_CTX_set_alpn_protos)."""
         return list(self._alpn)
 
     @property

@@ -98,6 +98,15 @@ class DTLSListener:
         """
         if flags & ~ACCEPT_CONNECTION_NO_BLOCK:
             raise ValueError(f"unknown accept_connection() flags 0x{flags:x}")
+        try:
+            conn = self._accept(flags)
+        except Error as exc:
+            self._last_error = exc.code
+            raise
+        self._last_error = 0
+        return conn
+
+    def _accept(self, flags: int) -> DTLSConnection | None:
         router = self._require_router()
         if not self._listening:
             self.listen()
@@ -156,11 +165,11 @@ class DTLSListener:
         return min(timeouts) if timeouts else None
 
     def net_read_desired(self) -> bool:
-        """True while listening."""
+        """True while listening (SSL_net_read_desired)."""
         return self._listening and self._router is not None
 
     def net_write_desired(self) -> bool:
-        """Whether datagrams wait for the socket to drain."""
+        """Whether datagrams wait behind EAGAIN (SSL_net_write_desired)."""
         router = self._router
         return router is not None and router.transport.has_pending_writes()
 
@@ -173,19 +182,23 @@ class DTLSListener:
         return self._require_router().transport.fileno()
 
     def fileno(self) -> int:
+        """The socket's descriptor (SSL_get_fd)."""
         return self._require_router().transport.fileno()
 
     def set_blocking_mode(self, blocking: bool) -> None:
-        """Blocking (default) or nonblocking accept_connection()."""
+        """Blocking (default) or nonblocking accepts (SSL_set_blocking_mode)."""
         self._blocking = bool(blocking)
 
     def get_blocking_mode(self) -> bool:
+        """Whether accept_connection() blocks (SSL_get_blocking_mode)."""
         return self._blocking
 
     def get_error(self) -> int:
+        """The code of the last failed call, 0 if none (SSL_get_error)."""
         return self._last_error
 
     def local_address(self) -> Address:
+        """The address the socket is bound to (BIO_get_... / getsockname)."""
         return self._require_router().transport.local_address()
 
     # -- lifetime ---------------------------------------------------------

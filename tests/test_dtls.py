@@ -560,6 +560,58 @@ def test_malformed_datagrams_are_ignored_during_and_after_the_handshake(pki):
     assert ends.client.read() == b"still fine"
 
 
+def test_after_shutdown_writes_are_refused_and_reads_continue_until_close_notify(
+    pki,
+):
+    ends = established(pki)
+    assert ends.client.shutdown() is False
+    with pytest.raises(quicconn.SSLError, match="after shutdown"):
+        ends.client.write(b"late")
+    assert ends.client.state is quicconn.DTLSState.CLOSING  # not failed
+    ends.server.write(b"half-closed")
+    assert ends.client.read() == b"half-closed"
+    ends.server.write(b"discarded by the second shutdown() call")
+    assert ends.client.shutdown() is False  # nonblocking: not yet
+    with pytest.raises(quicconn.ZeroReturnError):
+        ends.server.read()
+    assert ends.server.shutdown() is True
+    with pytest.raises(quicconn.ZeroReturnError):
+        ends.client.read()
+    assert ends.client.shutdown() is True
+
+
+def test_alpn_is_negotiated(pki):
+    pair = DatagramPair(FakeClock())
+    cctx = quicconn.DTLSContext(quicconn.CLIENT)
+    cctx.load_verify_locations(pki.ca)
+    cctx.set_alpn_protos(["coap", "webrtc"])
+    sctx = quicconn.DTLSContext(quicconn.SERVER)
+    sctx.load_cert_chain(pki.cert, pki.key)
+    sctx.set_alpn_protos(["webrtc"])
+    client = client_for(cctx, pair)
+    client.set1_host("localhost")
+    server = quicconn.DTLSConnection(sctx)
+    server.set_transport(pair.server)
+    server.set_blocking_mode(False)
+    for _ in range(4):
+        for conn in (client, server):
+            with contextlib.suppress(quicconn.WantReadError):
+                conn.do_handshake()
+    assert client.get0_alpn_selected() == server.get0_alpn_selected() == "webrtc"
+
+
+def test_keys_are_logged_only_when_asked(pki, tmp_path, monkeypatch):
+    monkeypatch.delenv("SSLKEYLOGFILE", raising=False)
+    quiet = dtls_ends(pki)
+    assert quiet.client._ctx.keylog_filename is None
+    keylog = tmp_path / "keys.log"
+    ends = dtls_ends(pki)
+    ends.client._ctx.keylog_filename = str(keylog)
+    assert ends.settle()
+    lines = keylog.read_text().splitlines()
+    assert lines and all(line.startswith("CLIENT_RANDOM ") for line in lines)
+
+
 # ----------------------------------------------------------------------------
 # verification (on by default, host names checked)
 # ----------------------------------------------------------------------------
@@ -605,6 +657,15 @@ def test_client_verifies_the_certificate_chain_by_default(pki, other_pki):
         run_against_server(pki, client, pair)
     assert client.get_error() == quicconn.ERROR_SSL
     assert client.state is quicconn.DTLSState.FAILED
+    with pytest.raises(quicconn.VerificationError):
+        client.connect()  # the failure sticks
+    # Like an SSL_CTX, the context may change between connections.
+    ctx.load_verify_locations(pki.ca)
+    pair = DatagramPair(FakeClock())
+    client = client_for(ctx, pair)
+    client.set1_host("localhost")
+    run_against_server(pki, client, pair)
+    assert client.is_init_finished()
 
 
 def test_client_checks_the_host_name(pki):
