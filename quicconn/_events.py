@@ -11,7 +11,7 @@ add the third, so an event loop can treat every object alike.
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import Protocol, cast
 
 from ._connection import Connection
 from ._dtls import DTLSConnection
@@ -20,7 +20,6 @@ from ._listener import Listener
 from ._stream import Stream
 
 
-@runtime_checkable
 class _HasEvents(Protocol):
     def handle_events(self) -> None: ...
 
@@ -44,8 +43,8 @@ def handle_events(obj: object) -> None:
     DTLSv1_handle_timeout (retransmits an expired flight, nothing else);
     any other object: a successful no-op.  Never raises for network trouble.
     """
-    if isinstance(obj, EVENT_OBJECT_TYPES) and isinstance(obj, _HasEvents):
-        obj.handle_events()
+    if isinstance(obj, EVENT_OBJECT_TYPES):
+        cast(_HasEvents, obj).handle_events()
 
 
 def get_event_timeout(obj: object) -> float | None:
@@ -54,8 +53,8 @@ def get_event_timeout(obj: object) -> float | None:
     0.0 when due now; None (OpenSSL's ``is_infinite``) when no timer is
     armed, and always for objects that are neither QUIC nor DTLS.
     """
-    if isinstance(obj, EVENT_OBJECT_TYPES) and isinstance(obj, _HasEvents):
-        return obj.get_event_timeout()
+    if isinstance(obj, EVENT_OBJECT_TYPES):
+        return cast(_HasEvents, obj).get_event_timeout()
     return None
 
 
