@@ -226,6 +226,45 @@ def test_every_record_travels_in_a_datagram_of_its_own_within_the_mtu(pki):
     assert ends.pair.to_client.sent >= 5
 
 
+def test_handshake_raises_want_write_while_the_socket_refuses_datagrams(pki):
+    ends = dtls_ends(pki)
+    ends.pair.client.congested = True
+    with pytest.raises(quicconn.WantReadError):
+        ends.client.do_handshake()  # the ClientHello is queued behind EAGAIN
+    assert ends.pair.to_server.sent == 0 and ends.client.net_write_desired()
+    with pytest.raises(quicconn.WantWriteError):
+        ends.client.do_handshake()
+    assert ends.client.get_error() == quicconn.ERROR_WANT_WRITE
+    ends.pair.client.congested = False
+    with pytest.raises(quicconn.WantReadError):
+        ends.client.do_handshake()  # flushed; now waiting for the server
+    assert ends.pair.to_server.sent == 1 and not ends.client.net_write_desired()
+    assert ends.settle()
+
+
+def test_set_connect_and_accept_state_choose_the_handshake_role(pki):
+    pair = DatagramPair(FakeClock())
+    sctx = quicconn.DTLSContext(quicconn.SERVER)
+    sctx.load_cert_chain(pki.cert, pki.key)  # verify_mode VERIFY_NONE
+    active = quicconn.DTLSConnection(sctx)
+    active.set_connect_state()  # SSL_set_connect_state on a server context
+    assert not active.is_server()
+    active.set_transport(pair.client)
+    active.set1_initial_peer_addr(pair.SERVER_ADDRESS)
+    active.set_blocking_mode(False)
+    passive = quicconn.DTLSConnection(sctx)
+    passive.set_accept_state()
+    passive.set_transport(pair.server)
+    passive.set_blocking_mode(False)
+    for _ in range(4):
+        for conn in (active, passive):
+            with contextlib.suppress(quicconn.WantReadError):
+                conn.do_handshake()
+    assert active.is_init_finished() and passive.is_init_finished()
+    with pytest.raises(ValueError, match="role cannot change"):
+        active.set_accept_state()
+
+
 def test_connect_and_accept_refuse_the_wrong_role(pki):
     ends = dtls_ends(pki)
     with pytest.raises(ValueError, match="accept"):
