@@ -42,7 +42,6 @@ from __future__ import annotations
 import enum
 import functools
 import logging
-import math
 import os
 import socket
 import threading
@@ -102,6 +101,18 @@ OPENSSL_TIMER_GUARD = 0.05
 INBOX_LIMIT = 1024
 
 
+def _openssl_duration(left: float) -> float:
+    """The timer duration OpenSSL just started, from the time it has left.
+
+    Without ``DTLS_set_timer_cb`` (which pyOpenSSL does not expose) OpenSSL's
+    DTLS timer runs 1 s, doubled per expiry, at most 60 s.
+    """
+    duration = INITIAL_TIMEOUT
+    while duration < left and duration < MAX_TIMEOUT:
+        duration = min(duration * 2, MAX_TIMEOUT)
+    return max(duration, left)
+
+
 def split_records(data: bytes) -> list[bytes]:
     """Cut OpenSSL's output (a run of whole DTLS records) into records."""
     records: list[bytes] = []
@@ -115,6 +126,69 @@ def split_records(data: bytes) -> list[bytes]:
         records.append(data[i:end])
         i = end
     return records
+
+
+_CONTENT_TYPES = frozenset(
+    {
+        CONTENT_CHANGE_CIPHER_SPEC,
+        CONTENT_ALERT,
+        CONTENT_HANDSHAKE,
+        CONTENT_APPLICATION_DATA,
+    }
+)
+
+
+def well_formed(datagram: bytes) -> bool:
+    """Whether ``datagram`` is a run of whole, plausible DTLS 1.0/1.2 records.
+
+    RFC 6347 section 4.1.2.7: invalid records should be silently discarded.
+    OpenSSL drops some, but fails a handshake on others (an unknown content
+    type, bytes after the last record, a malformed plaintext record in epoch
+    0); quicconn drops datagrams holding such records before OpenSSL sees
+    them.  Plaintext (epoch 0) records are checked against their framing:
+    ChangeCipherSpec is one byte 1, an alert two bytes, a handshake fragment
+    its 12-byte header plus the fragment it announces; application data is
+    never in epoch 0.
+    """
+    i = 0
+    n = len(datagram)
+    if n == 0:
+        return False
+    while i < n:
+        if n - i < RECORD_HEADER_LENGTH:
+            return False
+        kind = datagram[i]
+        if kind not in _CONTENT_TYPES or datagram[i + 1] != 0xFE:
+            return False
+        if datagram[i + 2] not in (0xFF, 0xFD):  # DTLS 1.0, DTLS 1.2
+            return False
+        length = int.from_bytes(datagram[i + 11 : i + 13], "big")
+        body = i + RECORD_HEADER_LENGTH
+        end = body + length
+        if end > n:
+            return False
+        if datagram[i + 3 : i + 5] == b"\0\0" and not _plaintext_ok(
+            kind, datagram[body:end]
+        ):
+            return False
+        i = end
+    return True
+
+
+def _plaintext_ok(kind: int, body: bytes) -> bool:
+    if kind == CONTENT_CHANGE_CIPHER_SPEC:
+        return body == b"\x01"
+    if kind == CONTENT_ALERT:
+        return len(body) == 2
+    if kind == CONTENT_HANDSHAKE:
+        # type(1) length(3) message_seq(2) fragment_offset(3) fragment_length(3)
+        if len(body) < 12:
+            return False
+        msg_len = int.from_bytes(body[1:4], "big")
+        frag_off = int.from_bytes(body[6:9], "big")
+        frag_len = int.from_bytes(body[9:12], "big")
+        return frag_len == len(body) - 12 and frag_off + frag_len <= msg_len
+    return False  # application data is never sent in the clear
 
 
 class DTLSState(enum.Enum):
@@ -322,6 +396,8 @@ class DTLSConnection:
         self._freed = False
         #: Datagrams dropped because the inbox was full.
         self.datagrams_dropped = 0
+        #: Datagrams dropped because they were not whole DTLS records.
+        self.datagrams_malformed = 0
 
     @classmethod
     def _from_listener(
@@ -630,13 +706,16 @@ class DTLSConnection:
         if left is None:
             timer.disarm()
             return
-        # OpenSSL's durations are whole milliseconds; what it reports is a
-        # few microseconds less by the time it is read.
-        left = math.ceil(left * 1000.0 - 0.05) / 1000.0
         now = self._require_router().clock.now()
-        if sent or restart or timer.deadline is None:
-            timer.deadline = now + left
+        if sent or restart:
+            # The timer was (re)started during this call with one of
+            # OpenSSL's durations; what it reports is that less the time the
+            # call took, which on a loaded machine can be milliseconds.
+            timer.interval = _openssl_duration(left)
+            timer.deadline = now + timer.interval
+        elif timer.deadline is None:
             timer.interval = left
+            timer.deadline = now + left
         if sent:
             timer.flight = sent
             if not restart:
@@ -849,8 +928,9 @@ class DTLSConnection:
 
     def _deliver(self, data: bytes) -> None:
         """A datagram from the peer (router callback, lock held)."""
-        if not data:
-            return  # no record fits in an empty datagram
+        if not well_formed(data):
+            self.datagrams_malformed += 1
+            return
         if len(self._inbox) >= INBOX_LIMIT:
             self.datagrams_dropped += 1
             return

@@ -692,6 +692,33 @@ def test_keys_are_logged_only_when_asked(pki, tmp_path, monkeypatch):
     assert lines and all(line.startswith("CLIENT_RANDOM ") for line in lines)
 
 
+def _record(kind: int, epoch: int, body: bytes, extra: int = 0) -> bytes:
+    header = bytes([kind, 0xFE, 0xFD]) + epoch.to_bytes(2, "big") + bytes(5) + b"\7"
+    return header + (len(body) + extra).to_bytes(2, "big") + body
+
+
+def test_invalid_records_from_the_peer_address_are_dropped_before_openssl(pki):
+    """RFC 6347 4.1.2.7: invalid records are discarded, not a handshake failure."""
+    ends = dtls_ends(pki)
+    with pytest.raises(quicconn.WantReadError):
+        ends.client.connect()
+    junk = [
+        _record(99, 0, b"\x01"),  # unknown content type
+        _record(23, 0, b"clear application data"),  # never in epoch 0
+        _record(20, 0, b"\x01\x02"),  # ChangeCipherSpec is one byte
+        _record(21, 0, b"\x02"),  # an alert is two bytes
+        _record(22, 0, b"\x02"),  # shorter than a handshake header
+        _record(22, 0, bytes(40)) + b"trailing",  # bytes after the last record
+        _record(22, 0, bytes(40), extra=10),  # longer than the datagram
+        b"\x16\x03\x03" + bytes(40),  # a TLS (not DTLS) version
+    ]
+    ends.pair.server.send_batch([(j, ends.pair.CLIENT_ADDRESS) for j in junk])
+    assert ends.settle()
+    assert ends.client.datagrams_malformed == len(junk)
+    ends.server.write(b"intact")
+    assert ends.client.read() == b"intact"
+
+
 # ----------------------------------------------------------------------------
 # verification (on by default, host names checked)
 # ----------------------------------------------------------------------------
