@@ -17,6 +17,9 @@ from ._connection import Connection, ConnState
 from ._constants import *  # noqa: F403 - OpenSSL's constants, by design
 from ._constants import CLIENT, Role
 from ._context import Context
+from ._dtls import DTLSConnection, DTLSState
+from ._dtls_context import DTLSContext
+from ._dtls_listener import DTLSListener, DTLSListenerStats
 from ._errors import (
     ConnCloseInfo,
     ConnectionTerminatedError,
@@ -31,6 +34,7 @@ from ._errors import (
     WantWriteError,
     ZeroReturnError,
 )
+from ._events import get_event_timeout, handle_events
 from ._listener import Listener, ListenerStats
 from ._session import Session
 from ._stream import Stream
@@ -131,6 +135,11 @@ __all__ = [
     "Connection",
     "ConnectionTerminatedError",
     "Context",
+    "DTLSConnection",
+    "DTLSContext",
+    "DTLSListener",
+    "DTLSListenerStats",
+    "DTLSState",
     "Error",
     "FakeClock",
     "Listener",
@@ -149,6 +158,8 @@ __all__ = [
     "WantWriteError",
     "ZeroReturnError",
     "connect",
+    "get_event_timeout",
+    "handle_events",
     "listen",
     *[name for name in dir(_constants) if name.isupper()],
 ]

@@ -50,10 +50,15 @@ def peer_process(
     *,
     ready_prefix: str | None = None,
     env: dict[str, str] | None = None,
+    stdin: bool = False,
 ) -> Iterator[tuple[subprocess.Popen[str], str]]:
-    """Start a peer; wait for a line starting with ``ready_prefix``; always kill it."""
+    """Start a peer; wait for a line starting with ``ready_prefix``; always kill it.
+
+    ``stdin=True`` gives the peer a pipe to write to (``proc.stdin``).
+    """
     proc = subprocess.Popen(
         args,
+        stdin=subprocess.PIPE if stdin else None,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -72,6 +77,8 @@ def peer_process(
     finally:
         proc.kill()
         proc.wait(timeout=10)
+        if proc.stdin is not None:
+            proc.stdin.close()
 
 
 @pytest.fixture(scope="session")
