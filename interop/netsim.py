@@ -58,6 +58,7 @@ import selectors
 import shlex
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -669,11 +670,9 @@ class NetSimProcess:
         self.args = list(args)
         self.log_path = log_path
         self.address: Address = ("127.0.0.1", 0)
-        self._proc: Any = None
+        self._proc: subprocess.Popen[str] | None = None
 
-    def start(self, timeout: float = 20.0) -> NetSimProcess:
-        import subprocess
-
+    def start(self) -> NetSimProcess:
         host, port = self.server
         self._proc = subprocess.Popen(
             [
@@ -706,7 +705,7 @@ class NetSimProcess:
             self._proc.send_signal(signal.SIGTERM)
             try:
                 self._proc.wait(timeout=10)
-            except Exception:
+            except subprocess.TimeoutExpired:
                 self._proc.kill()
                 self._proc.wait(timeout=10)
             if self._proc.stdout is not None:
