@@ -12,7 +12,10 @@ Time only moves when a test moves it (:meth:`FakeClock.advance`) or when a
 *blocking* call waits on a pair endpoint: the wait jumps the clock to the
 next deadline or datagram arrival instead of sleeping.  Each direction is a
 :class:`Link` whose drop/delay rules are plain Python callables, so a test
-can say exactly which datagram is lost.
+can say exactly which datagram is lost.  A link can also carry an
+:class:`Impairment` (seeded random loss with burst caps, corruption,
+droplists, blackhole windows): the same policy ``interop.netsim`` applies to
+real UDP traffic between independent peers.
 """
 
 from __future__ import annotations
@@ -24,9 +27,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from ._clock import MONOTONIC, Clock, FakeClock
+from ._impairment import Fate, Impairment, ImpairmentSpec
 from ._transport import Address, Datagram, Waker
 
-__all__ = ["DatagramPair", "FakeClock", "Link", "PairEndpoint", "drop_first"]
+__all__ = [
+    "DatagramPair",
+    "FakeClock",
+    "Fate",
+    "Impairment",
+    "ImpairmentSpec",
+    "Link",
+    "PairEndpoint",
+    "drop_first",
+]
 
 DropRule = Callable[[int, bytes], bool]
 
@@ -42,24 +55,40 @@ class Link:
 
     ``drop(index, data)`` decides the fate of the ``index``-th datagram sent
     on this link (0-based); ``delay`` is a fixed one-way delay in seconds;
-    ``blackhole`` drops everything while True.
+    ``blackhole`` drops everything while True.  ``impairment``, if set, then
+    judges each datagram that survived those rules (its blackhole windows
+    are in the pair's clock time); it may drop or corrupt it.
     """
 
     delay: float = 0.0
     drop: DropRule | None = None
     blackhole: bool = False
+    impairment: Impairment | None = None
     sent: int = 0
     dropped: int = 0
+    corrupted: int = 0
     log: list[tuple[float, int, bool]] = field(default_factory=list)
 
-    def admit(self, now: float, data: bytes) -> bool:
+    def transmit(self, now: float, data: bytes) -> bytes | None:
+        """Judge one datagram: the bytes to deliver, or None if it is lost."""
         index = self.sent
         self.sent += 1
         lost = self.blackhole or (self.drop is not None and self.drop(index, data))
-        if lost:
+        out: bytes | None = None if lost else data
+        if out is not None and self.impairment is not None:
+            fate, out = self.impairment.judge(now, out)
+            if not fate.delivered:
+                out = None
+            elif fate is Fate.CORRUPT:
+                self.corrupted += 1
+        if out is None:
             self.dropped += 1
-        self.log.append((now, len(data), lost))
-        return not lost
+        self.log.append((now, len(data), out is None))
+        return out
+
+    def admit(self, now: float, data: bytes) -> bool:
+        """Whether the next datagram gets through (see :meth:`transmit`)."""
+        return self.transmit(now, data) is not None
 
 
 class PairEndpoint:
@@ -123,8 +152,9 @@ class PairEndpoint:
             return
         now = self.clock.now()
         for data, _addr in pending:
-            if self.link.admit(now, data):
-                peer._deliver(now + self.link.delay, data, self.address)
+            out = self.link.transmit(now, data)
+            if out is not None:
+                peer._deliver(now + self.link.delay, out, self.address)
 
     def has_pending_writes(self) -> bool:
         return bool(self._pending)
