@@ -22,6 +22,7 @@ from ._errors import (
     ConnectionTerminatedError,
     Error,
     SSLError,
+    StreamCountLimitedError,
     StreamResetError,
     SyscallError,
     VerificationError,
@@ -32,6 +33,7 @@ from ._errors import (
     ZeroReturnError,
 )
 from ._listener import Listener, ListenerStats
+from ._poll import PollItem, poll
 from ._stream import Stream
 
 __version__ = "0.1.0"
@@ -135,7 +137,9 @@ __all__ = [
     "MonotonicClock",
     "Role",
     "SSLError",
+    "PollItem",
     "Stream",
+    "StreamCountLimitedError",
     "StreamResetError",
     "SyscallError",
     "VerificationError",
@@ -146,5 +150,6 @@ __all__ = [
     "ZeroReturnError",
     "connect",
     "listen",
+    "poll",
     *[name for name in dir(_constants) if name.isupper()],
 ]

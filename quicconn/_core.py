@@ -110,6 +110,9 @@ class CoreSettings:
         default_factory=lambda: [int(v) for v in SUPPORTED_VERSIONS]
     )
     connection_id_length: int = 8
+    #: Streams of each kind the peer may open at once (initial_max_streams_*).
+    max_streams_bidi: int = 128
+    max_streams_uni: int = 128
 
     def load_cert_chain(
         self,
@@ -381,6 +384,11 @@ class QuicCore:
             session_ticket_handler=session_ticket_handler,
         )
         self._stream_window = settings.max_stream_data
+        for limit, value in (
+            (self._quic._local_max_streams_bidi, settings.max_streams_bidi),
+            (self._quic._local_max_streams_uni, settings.max_streams_uni),
+        ):
+            limit.value = limit.sent = value  # before transport parameters go out
         self._closing_reported = False
         self._terminated_reported = False
         self.close_info: ConnCloseInfo | None = None
@@ -559,6 +567,22 @@ class QuicCore:
         stream_id = self.next_stream_id(unidirectional)
         self._quic.send_stream_data(stream_id, b"", end_stream=False)
         return stream_id
+
+    def send_credit(self, stream_id: int) -> int:
+        """Bytes the peer's MAX_STREAM_DATA still lets this stream append.
+
+        OpenSSL accepts a write only up to the stream's flow-control credit
+        (``xso_sstream_append``); this is that figure.  0 for a stream the
+        core has already discarded.
+        """
+        stream = self._quic._streams.get(stream_id)
+        if stream is None:
+            return 0
+        return max(0, int(stream.max_stream_data_remote - stream.sender._buffer_stop))
+
+    def stream_discarded(self, stream_id: int) -> bool:
+        """True once the core finished with a stream and dropped its state."""
+        return stream_id not in self._quic._streams
 
     def send_stream_data(self, stream_id: int, data: bytes, fin: bool) -> None:
         self._quic.send_stream_data(stream_id, data, end_stream=fin)

@@ -57,6 +57,8 @@ class Reactor:
         #: uses it to create connections, answer version negotiation, etc.
         self.unroutable_handler: UnroutableHandler | None = None
         self._waker = Waker()
+        #: Wakers of threads blocked in ``quicconn.poll()`` on this reactor.
+        self._watchers: set[Waker] = set()
         self._leader: int | None = None
         self._followers = 0
         self._users = 0
@@ -216,6 +218,16 @@ class Reactor:
             self._cond.notify_all()
         if self._leader is not None and self._leader != threading.get_ident():
             self._waker.wake()
+        for watcher in self._watchers:
+            watcher.wake()
+
+    def add_watcher(self, waker: Waker) -> None:
+        """Wake ``waker`` after every tick (a poll() waiting elsewhere).  Lock held."""
+        self._watchers.add(waker)
+
+    def remove_watcher(self, waker: Waker) -> None:
+        """Stop waking ``waker``.  Lock held."""
+        self._watchers.discard(waker)
 
     def block_until(
         self, predicate: Callable[[], bool], deadline: float | None = None
