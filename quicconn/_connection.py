@@ -125,6 +125,10 @@ def _api(method: Callable[Concatenate[Connection, P], T]) -> Callable[..., T]:
         reactor = self._reactor
         try:
             if reactor is None:
+                if self._freed:
+                    raise ValueError(
+                        "the connection was freed (SSL_free); it is unusable"
+                    )
                 result = method(self, *args, **kwargs)
             else:
                 with reactor.lock:
