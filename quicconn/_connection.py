@@ -513,7 +513,19 @@ class Connection:
                 record.reset_sent_code = self._incoming_error_code
         else:
             self._accept_queue.append(record)
+            self._note_accept_queue()
         return record
+
+    def _note_accept_queue(self) -> None:
+        """Queued peer streams keep their MAX_STREAMS slot until accepted."""
+        core = self._core
+        if core is None:
+            return
+        uni = sum(1 for record in self._accept_queue if record.is_uni)
+        core.hold_incoming_streams(True, uni)
+        core.hold_incoming_streams(False, len(self._accept_queue) - uni)
+        if self._reactor is not None:
+            self._reactor.mark_dirty(core)
 
     def _effective_incoming_policy(self) -> int:
         policy = self._incoming_policy
@@ -813,6 +825,7 @@ class Connection:
             return None
         if record in self._accept_queue:
             self._accept_queue.remove(record)
+            self._note_accept_queue()
         self._default = record
         self._touch_default()
         return record
@@ -903,7 +916,6 @@ class Connection:
                 record.reset_received_code,
             )
         if record.fin_received:
-            record.fin_read = True
             raise ZeroReturnError(f"stream {record.stream_id}: the peer concluded it")
         if record.stop_sent_code is not None:
             raise SSLError(f"stream {record.stream_id}: reading was stopped locally")
@@ -1286,6 +1298,7 @@ class Connection:
                 if (want_uni and not record.is_uni) or (want_bidi and record.is_uni):
                     continue
                 self._accept_queue.remove(record)
+                self._note_accept_queue()
                 return record
             self._raise_if_failed()
             return None

@@ -247,7 +247,41 @@ class _AdaptedQuicConnection(QuicConnection):
         super().__init__(**kwargs)
         self.consumed_by_stream: dict[int, int] = {}
         self.consumed_total = 0
+        #: Peer-opened streams (bidi, uni) waiting in the application's
+        #: accept queue: they keep their MAX_STREAMS slot, as in OpenSSL.
+        self.held_streams = [0, 0]
+        #: The stream limits aioquic would grant (it adds one per finished
+        #: peer stream) and the values last written, to notice its additions.
+        initial = (
+            self._local_max_streams_bidi.value,
+            self._local_max_streams_uni.value,
+        )
+        self._stream_limit_base = initial
+        self._natural_stream_limits = list(initial)
+        self._stream_limits_set = list(initial)
         self._derive_reset_tokens()
+
+    def set_stream_limits(self, bidi: int, uni: int) -> None:
+        """The initial MAX_STREAMS values (before transport parameters go out)."""
+        limits = (self._local_max_streams_bidi, self._local_max_streams_uni)
+        for index, (limit, value) in enumerate(zip(limits, (bidi, uni), strict=True)):
+            limit.value = limit.sent = value
+            self._natural_stream_limits[index] = value
+            self._stream_limits_set[index] = value
+        self._stream_limit_base = (bidi, uni)
+
+    def _hold_back_stream_credit(self) -> None:
+        # aioquic gives a slot back as soon as a peer stream is finished on
+        # the wire; a stream still waiting in the accept queue keeps its
+        # slot here, so the queue can never outgrow the configured limit.
+        limits = (self._local_max_streams_bidi, self._local_max_streams_uni)
+        for index, limit in enumerate(limits):
+            natural = self._natural_stream_limits[index]
+            natural += limit.value - self._stream_limits_set[index]
+            self._natural_stream_limits[index] = natural
+            cap = limit.used + self._stream_limit_base[index] - self.held_streams[index]
+            limit.value = max(limit.sent, min(natural, cap))
+            self._stream_limits_set[index] = limit.value
 
     def _derive_reset_tokens(self) -> None:
         if self._reset_key is None:
@@ -317,6 +351,7 @@ class _AdaptedQuicConnection(QuicConnection):
             )
 
     def _write_connection_limits(self, builder: Any, space: Any) -> None:
+        self._hold_back_stream_credit()
         max_data = self._local_max_data
         window = self._configuration.max_data
         target = self.consumed_total + window
@@ -384,11 +419,9 @@ class QuicCore:
             session_ticket_handler=session_ticket_handler,
         )
         self._stream_window = settings.max_stream_data
-        for limit, value in (
-            (self._quic._local_max_streams_bidi, settings.max_streams_bidi),
-            (self._quic._local_max_streams_uni, settings.max_streams_uni),
-        ):
-            limit.value = limit.sent = value  # before transport parameters go out
+        self._quic.set_stream_limits(
+            settings.max_streams_bidi, settings.max_streams_uni
+        )
         self._closing_reported = False
         self._terminated_reported = False
         self.close_info: ConnCloseInfo | None = None
@@ -579,6 +612,10 @@ class QuicCore:
         if stream is None:
             return 0
         return max(0, int(stream.max_stream_data_remote - stream.sender._buffer_stop))
+
+    def hold_incoming_streams(self, unidirectional: bool, count: int) -> None:
+        """How many peer streams of this kind wait to be accepted."""
+        self._quic.held_streams[int(unidirectional)] = count
 
     def stream_discarded(self, stream_id: int) -> bool:
         """True once the core finished with a stream and dropped its state."""

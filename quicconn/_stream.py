@@ -61,7 +61,6 @@ class StreamRecord:
         "can_read",
         "can_write",
         "concluded",
-        "fin_read",
         "fin_received",
         "handle_released",
         "is_local",
@@ -83,8 +82,6 @@ class StreamRecord:
         self._first_offset = 0
         self.buffered = 0
         self.fin_received = False
-        #: The application read up to the FIN (OpenSSL's "retired" FIN).
-        self.fin_read = False
         self.concluded = False
         #: RESET_STREAM received from the peer (its application error code).
         self.reset_received_code: int | None = None
@@ -159,7 +156,6 @@ class StreamRecord:
                 self._chunks.clear()
             self._first_offset = 0
             self.buffered = 0
-            self._note_drained()
             return data
         out = bytearray()
         while len(out) < limit:
@@ -175,7 +171,6 @@ class StreamRecord:
                 out += chunk[start:end]
                 self._first_offset = end
         self.buffered -= len(out)
-        self._note_drained()
         return bytes(out)
 
     def take_into(self, buffer: memoryview) -> int:
@@ -194,14 +189,7 @@ class StreamRecord:
             else:
                 self._first_offset = start + n
         self.buffered -= filled
-        self._note_drained()
         return filled
-
-    def _note_drained(self) -> None:
-        # A read that returns the last byte before a known FIN retires the
-        # FIN, as OpenSSL's rstream read reports is_fin with that data.
-        if self.fin_received and not self.buffered:
-            self.fin_read = True
 
     def peek(self, limit: int) -> bytes:
         if limit < 0 or limit > self.buffered:

@@ -573,6 +573,33 @@ SCRIPTS: list[Script] = [
         S.expect_fin("early"),
         server_ctx=ContextConfig(max_streams_bidi=1),
     ),
+    script(
+        "streams_waiting_in_the_accept_queue_keep_their_slots",
+        *[C.new_stream(f"u{i}", UNI, expect_id=2 + 4 * i) for i in range(3)],
+        *[C.write(f"u{i}", b"%d" % i, conclude=True) for i in range(3)],
+        S.expect_queue_len(3),
+        *sync("queued"),
+        # A round trip: a MAX_STREAMS frame, had one been sent, came first.
+        C.new_stream("p"),
+        C.write("p", b"ping"),
+        S.accept("p", q.ACCEPT_STREAM_BIDI),
+        S.read_expect("p", b"ping"),
+        S.write("p", b"pong"),
+        C.read_expect("p", b"pong"),
+        C.raises(
+            lambda s: s.conn.new_stream(UNI | q.STREAM_FLAG_NO_BLOCK),
+            q.StreamCountLimitedError,
+            "finished streams still queued hold every uni slot",
+        ),
+        *sync("limited"),
+        S.accept("a", q.ACCEPT_STREAM_UNI, expect_id=2),
+        S.read_expect("a", b"0"),
+        C.new_stream("u3", UNI, expect_id=14),
+        C.write("u3", b"3", conclude=True),
+        S.accept("b", q.ACCEPT_STREAM_UNI, expect_id=6),
+        S.expect_queue_len(2),
+        server_ctx=ContextConfig(max_streams_uni=3),
+    ),
     # -- accept queue ---------------------------------------------------
     script(
         "accept_queue_length_and_kind_filters",
