@@ -132,13 +132,13 @@ class Reactor:
                     self._route(data, addr, now)
         if self._dirty:
             self.flush(now)
-        self._after_tick()
 
     def flush(self, now: float | None = None) -> None:
         """Process events and send output of every dirty core.  Lock held."""
         if now is None:
             now = self.clock.now()
         outgoing: list[tuple[bytes, Address]] = []
+        worked = bool(self._dirty)
         while self._dirty:
             dirty = list(self._dirty)
             self._dirty.clear()
@@ -148,6 +148,11 @@ class Reactor:
                 self._schedule(core)
         if outgoing:
             self.transport.send_batch(outgoing)
+        if worked:
+            # Something changed (input, a timer, or a call on some object):
+            # wake the other waiters.  Never for a tick that did nothing, or
+            # two waiting threads would take turns waking each other.
+            self._after_tick()
 
     def _route(self, data: bytes, addr: Address, now: float) -> None:
         cid = peek_destination_cid(data, self.cid_length)

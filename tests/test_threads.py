@@ -9,7 +9,9 @@ thread released when the connection dies.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import resource
 import socket
 import threading
 import time
@@ -427,3 +429,58 @@ def test_stress_thirty_two_threads_share_one_connection(echo: EchoServer) -> Non
     finally:
         conn.free()
         sock.close()
+
+
+def test_threads_waiting_on_one_socket_do_not_wake_each_other(
+    echo: EchoServer,
+) -> None:
+    """A blocked read and a blocked poll() on one connection stay asleep.
+
+    Each tick wakes the other waiters; an idle tick must not, or the two
+    would take turns ticking and waking each other, spinning the CPU.
+    """
+    conn, sock = echo.client()
+    try:
+        a = conn.new_stream()
+        b = conn.new_stream()
+        a.write(b"a")
+        b.write(b"b")
+        assert a.read() == b"a" and b.read() == b"b"
+        done = threading.Event()
+
+        def role(i: int) -> None:
+            if i == 0:
+                with contextlib.suppress(q.ConnectionTerminatedError):
+                    a.read()  # nothing more will come until the end
+            else:
+                while not done.is_set():
+                    q.poll([(b, q.POLL_EVENT_R)], timeout=0.5)
+
+        errors: list[BaseException] = []
+        threads = [
+            threading.Thread(target=lambda i=i: _catch(role, i, errors))
+            for i in range(2)
+        ]
+        for t in threads:
+            t.start()
+        time.sleep(0.3)
+        before = resource.getrusage(resource.RUSAGE_SELF)
+        time.sleep(1.5)
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        done.set()
+        conn.shutdown(q.SHUTDOWN_FLAG_RAPID | q.SHUTDOWN_FLAG_NO_STREAM_FLUSH)
+        for t in threads:
+            t.join(10)
+        assert not errors, errors
+        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        assert cpu < 0.15, f"{cpu * 1000:.0f} ms of CPU in 1.5 s of waiting"
+    finally:
+        conn.free()
+        sock.close()
+
+
+def _catch(fn: Callable[[int], None], i: int, errors: list[BaseException]) -> None:
+    try:
+        fn(i)
+    except BaseException as exc:
+        errors.append(exc)
