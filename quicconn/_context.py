@@ -191,7 +191,11 @@ class Context:
 
     @property
     def max_streams_bidi(self) -> int:
-        """Bidirectional streams the peer may have open at once (MAX_STREAMS)."""
+        """Bidirectional streams the peer may open at once (MAX_STREAMS).
+
+        No OpenSSL call sets this (OpenSSL fixes it at 100); a peer stream
+        finished on the wire and accepted gives its slot back.
+        """
         return self._settings.max_streams_bidi
 
     @max_streams_bidi.setter
@@ -200,7 +204,10 @@ class Context:
 
     @property
     def max_streams_uni(self) -> int:
-        """Unidirectional streams the peer may have open at once (MAX_STREAMS)."""
+        """Unidirectional streams the peer may open at once (MAX_STREAMS).
+
+        See :attr:`max_streams_bidi`.
+        """
         return self._settings.max_streams_uni
 
     @max_streams_uni.setter

@@ -524,7 +524,7 @@ class Stream:
 
     @property
     def freed(self) -> bool:
-        """True once :meth:`free` was called."""
+        """True once :meth:`free` was called (a quicconn addition)."""
         return self._rec.handle_released
 
     def free(self) -> None:

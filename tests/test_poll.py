@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import pytest
 
 import quicconn as q
+from quicconn.testing import DatagramPair
 from tests.support.certs import CertFiles
 from tests.support.stream_scripts import (
     ContextConfig,
@@ -635,7 +636,7 @@ def test_blocking_poll_on_a_fake_clock_jumps_to_the_idle_timeout(
     pki: CertFiles,
 ) -> None:
     clock = q.FakeClock()
-    pair = q.testing.DatagramPair(clock)
+    pair = DatagramPair(clock)
     cfg = ContextConfig(idle_timeout=10.0)
     lis = server_context(pki, cfg).new_listener(
         pair.server, q.LISTENER_FLAG_NO_VALIDATE
@@ -670,7 +671,7 @@ def test_blocking_poll_on_a_fake_clock_jumps_to_the_idle_timeout(
 
 def test_poll_timeout_on_a_fake_clock_is_fake_time(pki: CertFiles) -> None:
     clock = q.FakeClock()
-    pair = q.testing.DatagramPair(clock)
+    pair = DatagramPair(clock)
     client = q.Connection(client_context(pki, ContextConfig()))
     client.set_transport(pair.client)
     client.set1_initial_peer_addr(pair.SERVER_ADDRESS)
