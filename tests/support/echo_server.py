@@ -121,11 +121,13 @@ class EchoServer:
                 try:
                     data = stream.read(65536)
                 except quicconn.ZeroReturnError:
+                    # Count before the FIN goes out: a client that saw the
+                    # FIN may check the count at once.
+                    with self._lock:
+                        self.streams_served += 1
                     stream.stream_conclude()
                     break
                 stream.write(data)
-            with self._lock:
-                self.streams_served += 1
         except (quicconn.ConnectionTerminatedError, quicconn.StreamResetError):
             pass
         except BaseException as exc:
