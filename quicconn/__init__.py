@@ -25,6 +25,7 @@ from ._errors import (
     ConnectionTerminatedError,
     Error,
     SSLError,
+    StreamCountLimitedError,
     StreamResetError,
     SyscallError,
     VerificationError,
@@ -36,6 +37,7 @@ from ._errors import (
 )
 from ._events import get_event_timeout, handle_events
 from ._listener import Listener, ListenerStats
+from ._poll import PollItem, poll
 from ._session import Session
 from ._stream import Stream
 from ._transport import enlarge_socket_buffers
@@ -147,8 +149,10 @@ __all__ = [
     "MonotonicClock",
     "Role",
     "SSLError",
+    "PollItem",
     "Session",
     "Stream",
+    "StreamCountLimitedError",
     "StreamResetError",
     "SyscallError",
     "VerificationError",
@@ -161,5 +165,6 @@ __all__ = [
     "get_event_timeout",
     "handle_events",
     "listen",
+    "poll",
     *[name for name in dir(_constants) if name.isupper()],
 ]

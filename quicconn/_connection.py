@@ -38,6 +38,16 @@ from ._constants import (
     KEY_UPDATE_NOT_REQUESTED,
     KEY_UPDATE_REQUESTED,
     MODE_ENABLE_PARTIAL_WRITE,
+    POLL_EVENT_EC,
+    POLL_EVENT_ECD,
+    POLL_EVENT_F,
+    POLL_EVENT_IS,
+    POLL_EVENT_ISB,
+    POLL_EVENT_ISU,
+    POLL_EVENT_OS,
+    POLL_EVENT_OSB,
+    POLL_EVENT_OSU,
+    POLL_EVENT_W,
     SHUTDOWN_FLAG_NO_BLOCK,
     SHUTDOWN_FLAG_NO_STREAM_FLUSH,
     SHUTDOWN_FLAG_RAPID,
@@ -45,13 +55,8 @@ from ._constants import (
     STREAM_FLAG_ADVANCE,
     STREAM_FLAG_NO_BLOCK,
     STREAM_FLAG_UNI,
-    STREAM_STATE_CONN_CLOSED,
-    STREAM_STATE_FINISHED,
-    STREAM_STATE_NONE,
-    STREAM_STATE_OK,
-    STREAM_STATE_RESET_LOCAL,
-    STREAM_STATE_RESET_REMOTE,
-    STREAM_STATE_WRONG_DIR,
+    STREAM_TYPE_BIDI,
+    STREAM_TYPE_NONE,
     VALUE_CLASS_FEATURE_NEGOTIATED,
     VALUE_CLASS_FEATURE_PEER_REQUEST,
     VALUE_CLASS_FEATURE_REQUEST,
@@ -77,6 +82,7 @@ from ._errors import (
     ConnectionTerminatedError,
     Error,
     SSLError,
+    StreamCountLimitedError,
     StreamResetError,
     SyscallError,
     VerificationError,
@@ -86,7 +92,16 @@ from ._errors import (
 )
 from ._reactor import Reactor
 from ._session import Session
-from ._stream import Stream, StreamRecord, conclude_requested, is_unidirectional
+from ._stream import (
+    Stream,
+    StreamRecord,
+    conclude_requested,
+    read_error_code,
+    read_state,
+    stream_poll_events,
+    write_error_code,
+    write_state,
+)
 from ._transport import Address, DatagramTransport, UdpTransport, resolve_address
 
 if TYPE_CHECKING:
@@ -114,6 +129,10 @@ def _api(method: Callable[Concatenate[Connection, P], T]) -> Callable[..., T]:
         reactor = self._reactor
         try:
             if reactor is None:
+                if self._freed:
+                    raise ValueError(
+                        "the connection was freed (SSL_free); it is unusable"
+                    )
                 result = method(self, *args, **kwargs)
             else:
                 with reactor.lock:
@@ -165,6 +184,10 @@ class Connection:
         self._incoming_policy = INCOMING_STREAM_POLICY_AUTO
         self._incoming_error_code = 0
         self._accept_queue: deque[StreamRecord] = deque()
+        #: Released (freed or rejected) streams, forgotten once the core is done.
+        self._released: list[StreamRecord] = []
+        #: shutdown() was called: send-side calls are refused, as in OpenSSL.
+        self._shutting_down = False
         self._close_info: ConnCloseInfo | None = None
         self._last_error = 0
         self._mode = ctx.get_mode()
@@ -562,14 +585,31 @@ class Connection:
         self._streams[stream_id] = record
         if self._effective_incoming_policy() == INCOMING_STREAM_POLICY_REJECT:
             record.rejected = True
+            record.handle_released = True
+            if record.can_read:
+                record.stop_sent_code = self._incoming_error_code
+            self._released.append(record)
             core = self._core
             assert core is not None
             core.stop_sending(stream_id, self._incoming_error_code)
             if record.can_write:
                 core.reset_stream(stream_id, self._incoming_error_code)
+                record.reset_sent_code = self._incoming_error_code
         else:
             self._accept_queue.append(record)
+            self._note_accept_queue()
         return record
+
+    def _note_accept_queue(self) -> None:
+        """Queued peer streams keep their MAX_STREAMS slot until accepted."""
+        core = self._core
+        if core is None:
+            return
+        uni = sum(1 for record in self._accept_queue if record.is_uni)
+        core.hold_incoming_streams(True, uni)
+        core.hold_incoming_streams(False, len(self._accept_queue) - uni)
+        if self._reactor is not None:
+            self._reactor.mark_dirty(core)
 
     def _effective_incoming_policy(self) -> int:
         policy = self._incoming_policy
@@ -586,17 +626,25 @@ class Connection:
     # the blocking / nonblocking engine
     # ==================================================================
 
-    def _run(self, attempt: Callable[[], T | None], want: type[Error]) -> T:
+    def _run(
+        self,
+        attempt: Callable[[], T | None],
+        want: type[Error],
+        blocking: bool | None = None,
+    ) -> T:
         """Try ``attempt``; tick and retry; wait (blocking) or raise ``want``.
 
         ``attempt`` returns None when it cannot complete yet, a value when it
-        did, and raises for a definite failure.
+        did, and raises for a definite failure.  ``blocking`` overrides the
+        connection's blocking mode (a stream may have its own).
         """
         result = attempt()
         if result is not None:
             return result
         reactor = self._require_reactor()
-        if not self._blocking:
+        if blocking is None:
+            blocking = self._blocking
+        if not blocking:
             if self._event_mode != VALUE_EVENT_HANDLING_MODE_EXPLICIT:
                 reactor.tick()
                 result = attempt()
@@ -614,6 +662,8 @@ class Connection:
 
         reactor.block_until(ready)
         if not box:
+            if self._freed:
+                raise ValueError("the connection was freed while a call was waiting")
             raise SyscallError("the connection's transport was closed while waiting")
         return box[0]
 
@@ -668,6 +718,8 @@ class Connection:
 
     def _require_reactor(self) -> Reactor:
         if self._reactor is None:
+            if self._freed:
+                raise ValueError("the connection was freed (SSL_free); it is unusable")
             raise ValueError("no transport: call set_fd() or set_transport() first")
         return self._reactor
 
@@ -685,7 +737,9 @@ class Connection:
         """Read up to ``n`` bytes from the default stream (SSL_read_ex).
 
         ``n`` < 0 returns everything buffered (at least one byte).  Raises
-        ``ZeroReturnError`` once the peer's FIN has been read.
+        ``ZeroReturnError`` once the peer's FIN has been read.  Without a
+        default stream yet, a read binds the peer's first stream as the
+        default stream (waiting for it in blocking mode), as OpenSSL does.
         """
         return self._read(None, n, peek=False)
 
@@ -703,15 +757,28 @@ class Connection:
     def write(self, data: Buffer) -> int:
         """Write to the default stream; return the count (SSL_write_ex).
 
-        Blocking: returns once all of ``data`` is buffered for sending.
-        Nonblocking: returns how much fit (at least one byte) or raises
-        ``WantWriteError`` when the send buffer is full.
+        Writes are accepted up to the stream's flow-control credit (the
+        peer's MAX_STREAM_DATA) and the send buffer
+        (``Context.stream_write_buffer_size``), as OpenSSL's are.
+
+        Blocking: returns once all of ``data`` is taken, waiting for credit.
+        Nonblocking, the default (all-or-nothing, OpenSSL without
+        ``MODE_ENABLE_PARTIAL_WRITE``): returns ``len(data)`` once all of it
+        is taken; until then raises ``WantWriteError`` and keeps what was
+        taken, so the call must be repeated with the same data.  With
+        ``set_mode(MODE_ENABLE_PARTIAL_WRITE)``: returns the count taken (at
+        least one byte) or raises ``WantWriteError``.
         """
         return self._write(None, data, 0)
 
     @_api
     def write_ex2(self, data: Buffer, flags: int = 0) -> int:
-        """Write, optionally concluding the stream (SSL_write_ex2)."""
+        """Write, optionally concluding the stream (SSL_write_ex2).
+
+        ``WRITE_FLAG_CONCLUDE`` sends the FIN with the last byte; with empty
+        ``data`` it concludes at once.  An empty write without the flag
+        does nothing and creates no default stream.
+        """
         return self._write(None, data, flags)
 
     @_api
@@ -733,24 +800,42 @@ class Connection:
         return self.pending() > 0
 
     def get_stream_read_state(self) -> int:
-        """Read state of the default stream (SSL_get_stream_read_state)."""
+        """Default stream's read state; NONE without one (SSL_get_stream_read_state)."""
         return self._read_state(self._default)
 
     def get_stream_write_state(self) -> int:
-        """Write state of the default stream (SSL_get_stream_write_state)."""
+        """Default stream's write state (SSL_get_stream_write_state)."""
         return self._write_state(self._default)
 
     def get_stream_read_error_code(self) -> int | None:
-        """RESET_STREAM code on the default stream (SSL_get_stream_read_error_code)."""
-        return None if self._default is None else self._default.reset_received_code
+        """Default stream's receive reset code (SSL_get_stream_read_error_code)."""
+        return read_error_code(self._default, self._conn_closed())
 
     def get_stream_write_error_code(self) -> int | None:
-        """STOP_SENDING code on the default stream (SSL_get_stream_write_error_code)."""
-        return None if self._default is None else self._default.stop_received_code
+        """Default stream's send reset code (SSL_get_stream_write_error_code)."""
+        return write_error_code(self._default, self._conn_closed())
 
     def get_stream_id(self) -> int | None:
         """The default stream's ID, or None if there is none (SSL_get_stream_id)."""
         return None if self._default is None else self._default.stream_id
+
+    def get_stream_type(self) -> int:
+        """Type of the default stream (SSL_get_stream_type).
+
+        Before a default stream exists: ``STREAM_TYPE_BIDI`` while one may
+        still be created automatically, else ``STREAM_TYPE_NONE``.
+        """
+        if self._default is not None:
+            return self._default.stream_type
+        if self._default_created or self._default_mode == DEFAULT_STREAM_MODE_NONE:
+            return STREAM_TYPE_NONE
+        return STREAM_TYPE_BIDI
+
+    def is_stream_local(self) -> bool:
+        """Whether this endpoint opened the default stream (SSL_is_stream_local)."""
+        if self._default is None:
+            raise SSLError("there is no default stream")
+        return self._default.is_local
 
     # -- stream API entry points used by Stream objects ---------------------
 
@@ -765,23 +850,17 @@ class Connection:
         self._last_error = 0
         return result
 
-    def _api_read(self, record: StreamRecord, n: int, peek: bool) -> bytes:
-        return self._locked(lambda: self._read(record, n, peek))
-
-    def _api_readinto(self, record: StreamRecord, buffer: Buffer) -> int:
-        return self._locked(lambda: self._readinto(record, buffer))
-
-    def _api_write(self, record: StreamRecord, data: Buffer, flags: int) -> int:
-        return self._locked(lambda: self._write(record, data, flags))
-
-    def _api_conclude(self, record: StreamRecord, flags: int) -> None:
-        self._locked(lambda: self._conclude(record, flags))
-
-    def _api_reset(self, record: StreamRecord, error_code: int) -> None:
-        self._locked(lambda: self._reset(record, error_code))
-
-    def _api_release_stream(self, record: StreamRecord) -> None:
-        self._locked(lambda: self._release_stream(record))
+    def _stream_call(self, stream: Stream, fn: Callable[[], T]) -> T:
+        """Run a Stream method under the lock; record the stream's get_error()."""
+        reactor = self._require_reactor()
+        try:
+            with reactor.lock:
+                result = fn()
+        except Error as exc:
+            stream._last_error = exc.code
+            raise
+        stream._last_error = 0
+        return result
 
     # -- reading ----------------------------------------------------------
 
@@ -814,34 +893,66 @@ class Connection:
             and not core.handshake_complete
         )
 
-    def _default_for_read(self) -> StreamRecord | None:
-        """The default stream, adopting the first incoming stream if needed."""
-        if self._default is not None:
-            return self._default
+    def _touch_default(self) -> None:
+        """Inhibit automatic default stream creation (OpenSSL's touch)."""
+        self._default_created = True
+
+    def _no_default_stream(self, hint: str) -> SSLError:
         if self._default_mode == DEFAULT_STREAM_MODE_NONE:
-            raise SSLError(
-                "no default stream (default stream mode is NONE): use accept_stream()"
-            )
-        if self._accept_queue:
-            self._default = self._accept_queue.popleft()
-            self._default_created = True
-            return self._default
+            why = "the default stream mode is DEFAULT_STREAM_MODE_NONE"
+        else:
+            why = "new_stream()/accept_stream() was used, which inhibits it"
+        return SSLError(f"no default stream ({why}): use {hint}")
+
+    def _peer_first_stream(self) -> StreamRecord | None:
+        """The peer's stream of ordinal 0 (bidi or uni), if it exists yet."""
+        base = 0x1 if self._is_client else 0x0
+        for stream_id in (base, base | 0x2):
+            record = self._streams.get(stream_id)
+            if record is not None and not record.rejected:
+                return record
         return None
 
-    def _default_for_write(self) -> StreamRecord:
+    def _default_for_read(self) -> StreamRecord | None:
+        """The default stream; binds the peer's first stream if read comes first.
+
+        OpenSSL waits for the stream of ordinal 0 the peer opens (either
+        direction), takes it out of the accept queue and makes it the
+        default stream.
+        """
         if self._default is not None:
             return self._default
-        if self._default_mode == DEFAULT_STREAM_MODE_NONE:
-            raise SSLError(
-                "no default stream (default stream mode is NONE): use new_stream()"
-            )
-        uni = self._default_mode == DEFAULT_STREAM_MODE_AUTO_UNI
-        record = self._run(lambda: self._try_open_stream(uni), WantWriteError)
+        if self._default_created or self._default_mode == DEFAULT_STREAM_MODE_NONE:
+            raise self._no_default_stream("accept_stream()")
+        record = self._peer_first_stream()
+        if record is None:
+            return None
+        if record in self._accept_queue:
+            self._accept_queue.remove(record)
+            self._note_accept_queue()
         self._default = record
-        self._default_created = True
+        self._touch_default()
         return record
 
-    def _read(self, record: StreamRecord | None, n: int, peek: bool) -> bytes:
+    def _default_for_write(self) -> StreamRecord:
+        """The default stream; creates a local one if write comes first."""
+        if self._default is not None:
+            return self._default
+        if self._default_created or self._default_mode == DEFAULT_STREAM_MODE_NONE:
+            raise self._no_default_stream("new_stream()")
+        uni = self._default_mode == DEFAULT_STREAM_MODE_AUTO_UNI
+        record = self._open_stream(uni, no_block=False, advance=False)
+        self._default = record
+        self._touch_default()
+        return record
+
+    def _read(
+        self,
+        record: StreamRecord | None,
+        n: int,
+        peek: bool,
+        blocking: bool | None = None,
+    ) -> bytes:
         if not isinstance(n, int):
             raise TypeError(f"read size must be an int, not {type(n).__name__}")
         if n == 0:
@@ -864,9 +975,11 @@ class Connection:
             self._core_consume(target.stream_id, len(data))
             return data
 
-        return self._run(attempt, WantReadError)
+        return self._run(attempt, WantReadError, blocking)
 
-    def _readinto(self, record: StreamRecord | None, buffer: Buffer) -> int:
+    def _readinto(
+        self, record: StreamRecord | None, buffer: Buffer, blocking: bool | None = None
+    ) -> int:
         view = memoryview(buffer).cast("B")
         if view.readonly:
             raise TypeError("readinto() needs a writable buffer")
@@ -888,10 +1001,14 @@ class Connection:
             self._core_consume(target.stream_id, count)
             return count
 
-        return self._run(attempt, WantReadError)
+        return self._run(attempt, WantReadError, blocking)
 
     def _readable_or_raise(self, record: StreamRecord) -> bool:
-        """True if data is buffered; raise if none will ever come; else False."""
+        """True if data is buffered; raise if none will ever come; else False.
+
+        The order is OpenSSL's: buffered data first (even on a closed
+        connection), then a reset, then the FIN, then a closed connection.
+        """
         if not record.can_read:
             raise SSLError(f"stream {record.stream_id} is send-only; it cannot be read")
         if record.buffered:
@@ -918,49 +1035,136 @@ class Connection:
 
     # -- writing ----------------------------------------------------------
 
-    def _write(self, record: StreamRecord | None, data: Buffer, flags: int) -> int:
+    def _write(
+        self,
+        record: StreamRecord | None,
+        data: Buffer,
+        flags: int,
+        blocking: bool | None = None,
+        partial: bool | None = None,
+    ) -> int:
         conclude = conclude_requested(flags)
         view = memoryview(data).cast("B")
+        total = len(view)
+        if total == 0:
+            # OpenSSL: an empty write touches nothing (no default stream is
+            # created for it) unless it carries the FIN.
+            if conclude:
+                self._conclude(record, 0)
+            return 0
+        self._mutation_allowed_or_raise()
         self._ensure_ready_for_stream_io()
         target = record if record is not None else self._default_for_write()
         self._writable_or_raise(target)
+        if blocking is None:
+            blocking = self._blocking
+        if partial is None:
+            partial = self.partial_writes
+        if blocking:
+            offset = 0
+
+            def attempt_all() -> int | None:
+                nonlocal offset
+                self._writable_or_raise(target)
+                offset += self._append(target, view, offset, conclude)
+                return offset if offset == total else None
+
+            return self._run(attempt_all, WantWriteError, True)
+        if partial:
+
+            def attempt_some() -> int | None:
+                self._writable_or_raise(target)
+                return self._append(target, view, 0, conclude) or None
+
+            return self._run(attempt_some, WantWriteError, False)
+        return self._write_all_or_nothing(target, view, conclude)
+
+    def _write_all_or_nothing(
+        self, target: StreamRecord, view: memoryview, conclude: bool
+    ) -> int:
+        """OpenSSL's nonblocking write without MODE_ENABLE_PARTIAL_WRITE.
+
+        What fits is taken at once, but the call only succeeds, returning
+        the full length, when all of the buffer is taken; until then it
+        raises WantWriteError and must be repeated with the same buffer
+        (OpenSSL checks the length; the contents are the caller's promise).
+        """
         total = len(view)
-        if total == 0:
-            if conclude:
-                self._conclude(target, 0)
-            return 0
-        core = self._require_core()
-        reactor = self._require_reactor()
-        limit = self._write_buffer_size
-        offset = 0
+        if target.aon_len is not None and target.aon_len != total:
+            raise SSLError(
+                f"bad write retry: a {target.aon_len}-byte write is in progress on "
+                f"stream {target.stream_id}; repeat it with the same data, not "
+                f"{total} bytes (or set MODE_ENABLE_PARTIAL_WRITE)"
+            )
+        start = target.aon_pos if target.aon_len is not None else 0
+        position = start
 
         def attempt() -> int | None:
-            nonlocal offset
+            nonlocal position
             self._writable_or_raise(target)
-            space = limit - core.send_buffered(target.stream_id)
-            if space <= 0:
-                return None
-            end = min(total, offset + space)
-            fin = conclude and end == total
-            core.send_stream_data(target.stream_id, bytes(view[offset:end]), fin)
-            if fin:
-                target.concluded = True
-            reactor.mark_dirty(core)
-            reactor.flush()
-            written = end - offset
-            offset = end
-            return written
+            position += self._append(target, view, position, conclude)
+            return total if position == total else None
 
-        if not self._blocking:
-            return self._run(attempt, WantWriteError)
-        while offset < total:
-            self._run(attempt, WantWriteError)
-        return total
+        try:
+            return self._run(attempt, WantWriteError, False)
+        except WantWriteError:
+            if position > 0:
+                target.aon_len, target.aon_pos = total, position
+            raise
+        finally:
+            if position == total:
+                target.aon_len, target.aon_pos = None, 0
+
+    def _write_space(self, record: StreamRecord) -> int:
+        """Bytes a write could append now: credit, capped by the send buffer."""
+        core = self._core
+        if core is None:
+            return 0
+        credit = core.send_credit(record.stream_id)
+        room = self._write_buffer_size - core.send_buffered(record.stream_id)
+        return max(0, min(credit, room))
+
+    def _append(
+        self, target: StreamRecord, view: memoryview, offset: int, conclude: bool
+    ) -> int:
+        """Append what fits of ``view[offset:]``; FIN with the last byte."""
+        total = len(view)
+        count = min(self._write_space(target), total - offset)
+        if count <= 0:
+            return 0
+        end = offset + count
+        fin = conclude and end == total
+        core = self._require_core()
+        core.send_stream_data(target.stream_id, bytes(view[offset:end]), fin)
+        if fin:
+            target.concluded = True
+        reactor = self._require_reactor()
+        reactor.mark_dirty(core)
+        reactor.flush()
+        return count
+
+    def _mutation_allowed_or_raise(self) -> None:
+        """OpenSSL refuses send-side calls once closing or shutting down."""
+        if self._close_info is not None or (
+            self._reactor is not None and self._reactor.transport.fatal_error
+        ):
+            self._raise_if_failed()
+        if self._shutting_down:
+            raise ConnectionTerminatedError(
+                "the connection is shutting down (shutdown() was called)",
+                self._close_info,
+            )
 
     def _writable_or_raise(self, record: StreamRecord) -> None:
         if not record.can_write:
             raise SSLError(
                 f"stream {record.stream_id} is receive-only; it cannot be written"
+            )
+        self._mutation_allowed_or_raise()
+        if record.reset_sent_code is not None:
+            raise SSLError(
+                f"stream {record.stream_id} was reset locally "
+                f"(error code {record.reset_sent_code})"
             )
         if record.stop_received_code is not None:
             raise StreamResetError(
@@ -968,22 +1172,17 @@ class Connection:
                 f"(STOP_SENDING, error code {record.stop_received_code})",
                 record.stop_received_code,
             )
-        if record.reset_sent_code is not None:
-            raise SSLError(f"stream {record.stream_id} was reset locally")
         if record.concluded:
             raise SSLError(f"stream {record.stream_id} was already concluded")
-        if self._close_info is not None or (
-            self._reactor is not None and self._reactor.transport.fatal_error
-        ):
-            self._raise_if_failed()
 
     def _conclude(self, record: StreamRecord | None, flags: int) -> None:
         if flags:
             raise ValueError("stream_conclude() takes no flags (pass 0)")
+        self._mutation_allowed_or_raise()
         self._ensure_ready_for_stream_io()
         target = record if record is not None else self._default_for_write()
-        if target.concluded:
-            return  # idempotent, as in OpenSSL
+        if target.concluded and target.can_write and target.reset_sent_code is None:
+            return  # only the first call has an effect (SSL_stream_conclude)
         self._writable_or_raise(target)
         core = self._require_core()
         core.send_stream_data(target.stream_id, b"", True)
@@ -994,18 +1193,32 @@ class Connection:
 
     def _reset(self, record: StreamRecord | None, error_code: int) -> None:
         self._check_error_code(error_code)
-        target = record if record is not None else self._default
-        if target is None:
-            raise SSLError("there is no default stream to reset")
+        if record is None:
+            self._ensure_ready_for_stream_io()
+        target = record if record is not None else self._default_for_write()
         if not target.can_write:
             raise SSLError(
                 f"stream {target.stream_id} is receive-only; it cannot be reset"
             )
         if target.reset_sent_code is not None:
-            return
+            return  # later calls succeed and keep the first code
+        if target.stop_received_code is not None:
+            raise StreamResetError(
+                f"stream {target.stream_id} was already reset after the peer's "
+                f"STOP_SENDING (error code {target.stop_received_code})",
+                target.stop_received_code,
+            )
+        if target.concluded:
+            raise SSLError(
+                f"stream {target.stream_id} was concluded; a finished stream "
+                "cannot be reset"
+            )
+        if self._conn_closed():
+            return  # nothing can be sent any more
         core = self._require_core()
         core.reset_stream(target.stream_id, error_code)
         target.reset_sent_code = error_code
+        target.aon_len, target.aon_pos = None, 0
         reactor = self._require_reactor()
         reactor.mark_dirty(core)
         reactor.flush()
@@ -1017,35 +1230,81 @@ class Connection:
 
     # -- stream states ----------------------------------------------------
 
+    def _conn_closed(self) -> bool:
+        """Terminating or terminated, or the socket failed (OpenSSL's term_any)."""
+        return self._close_info is not None or (
+            self._reactor is not None
+            and self._reactor.transport.fatal_error is not None
+        )
+
     def _read_state(self, record: StreamRecord | None) -> int:
-        if record is None:
-            return STREAM_STATE_NONE
-        if not record.can_read:
-            return STREAM_STATE_WRONG_DIR
-        if record.reset_received_code is not None:
-            return STREAM_STATE_RESET_REMOTE
-        if record.stop_sent_code is not None:
-            return STREAM_STATE_RESET_LOCAL
-        if record.fin_received and not record.buffered:
-            return STREAM_STATE_FINISHED
-        if self._close_info is not None and not record.buffered:
-            return STREAM_STATE_CONN_CLOSED
-        return STREAM_STATE_OK
+        return read_state(record, self._conn_closed())
 
     def _write_state(self, record: StreamRecord | None) -> int:
-        if record is None:
-            return STREAM_STATE_NONE
-        if not record.can_write:
-            return STREAM_STATE_WRONG_DIR
-        if record.reset_sent_code is not None:
-            return STREAM_STATE_RESET_LOCAL
-        if record.stop_received_code is not None:
-            return STREAM_STATE_RESET_REMOTE
-        if record.concluded:
-            return STREAM_STATE_FINISHED
-        if self._close_info is not None:
-            return STREAM_STATE_CONN_CLOSED
-        return STREAM_STATE_OK
+        return write_state(record, self._conn_closed())
+
+    def _stream_value(
+        self, record: StreamRecord, value_class: int, value_id: int
+    ) -> int:
+        """SSL_get_value_uint on a stream: its write-buffer figures."""
+        if value_class != VALUE_CLASS_GENERIC:
+            raise ValueError(
+                f"stream values are in VALUE_CLASS_GENERIC, not class {value_class}"
+            )
+        if value_id not in (
+            VALUE_STREAM_WRITE_BUF_SIZE,
+            VALUE_STREAM_WRITE_BUF_USED,
+            VALUE_STREAM_WRITE_BUF_AVAIL,
+        ):
+            raise ValueError(
+                f"value {value_id} is not a stream value; ask the connection"
+            )
+        reactor = self._require_reactor()
+        with reactor.lock:
+            return self._write_buffer_value(record, value_id)
+
+    # -- polling ----------------------------------------------------------
+
+    def _record_poll_events(self, record: StreamRecord) -> int:
+        """R/ER/W/EW of a stream of this connection (lock held)."""
+        failed = self._conn_closed()
+        space = 0
+        if record.send_open and not failed and not self._shutting_down:
+            space = self._write_space(record)
+        return stream_poll_events(record, failed, space)
+
+    def _poll_revents(self, events: int) -> int:
+        """``SSL_poll`` bits of the connection object (lock held).
+
+        Connection bits (EC, ECD, ISB, ISU, OSB, OSU) plus the stream bits of
+        the default stream, if any.  Before the connection starts only W
+        can be reported, as in OpenSSL.  F for a freed connection.
+        """
+        if self._freed:
+            return POLL_EVENT_F
+        core = self._core
+        if core is None:
+            return events & POLL_EVENT_W
+        revents = 0
+        if self._default is not None:
+            revents |= self._record_poll_events(self._default)
+        failed = self._conn_closed()
+        if failed:
+            revents |= POLL_EVENT_EC
+            if self._state is ConnState.TERMINATED or (
+                self._reactor is not None
+                and self._reactor.transport.fatal_error is not None
+            ):
+                revents |= POLL_EVENT_ECD
+        if events & POLL_EVENT_IS:
+            for queued in self._accept_queue:
+                revents |= POLL_EVENT_ISU if queued.is_uni else POLL_EVENT_ISB
+        if events & POLL_EVENT_OS and not failed and not self._shutting_down:
+            if core.local_streams_available(False) > 0:
+                revents |= POLL_EVENT_OSB
+            if core.local_streams_available(True) > 0:
+                revents |= POLL_EVENT_OSU
+        return revents & events
 
     # ==================================================================
     # multiple streams
@@ -1056,53 +1315,94 @@ class Connection:
         """Open a new local stream (SSL_new_stream).
 
         ``STREAM_FLAG_UNI`` for a send-only stream.  When the peer's stream
-        limit is reached, blocking mode waits for credit; nonblocking mode
-        (or ``STREAM_FLAG_NO_BLOCK``) raises ``WantWriteError``.
+        limit (MAX_STREAMS) is reached, blocking mode waits for credit;
+        nonblocking mode or ``STREAM_FLAG_NO_BLOCK`` raises
+        ``StreamCountLimitedError`` (OpenSSL's SSL_R_STREAM_COUNT_LIMITED).
+        ``STREAM_FLAG_ADVANCE`` opens the stream anyway: it can be written
+        at once, and its data goes out when the peer allows the stream.
+        Opening a stream inhibits the automatic default stream.
         """
         known = STREAM_FLAG_UNI | STREAM_FLAG_NO_BLOCK | STREAM_FLAG_ADVANCE
+        if not isinstance(flags, int):
+            raise TypeError(f"new_stream() flags must be an int, not {flags!r}")
         if flags & ~known:
             raise ValueError(f"unknown new_stream() flags 0x{flags & ~known:x}")
+        self._mutation_allowed_or_raise()
         self._ensure_ready_for_stream_io()
-        uni = bool(flags & STREAM_FLAG_UNI)
-        if flags & STREAM_FLAG_NO_BLOCK and self._blocking:
-            record = self._try_open_stream(uni)
-            if record is None:
-                raise WantWriteError("the peer's stream limit is reached")
-        else:
-            record = self._run(lambda: self._try_open_stream(uni), WantWriteError)
+        record = self._open_stream(
+            bool(flags & STREAM_FLAG_UNI),
+            no_block=bool(flags & STREAM_FLAG_NO_BLOCK),
+            advance=bool(flags & STREAM_FLAG_ADVANCE),
+        )
+        self._touch_default()
         return Stream(self, record)
 
-    def _try_open_stream(self, uni: bool) -> StreamRecord | None:
-        self._raise_if_failed()
-        core = self._require_core()
-        if core.local_streams_available(uni) <= 0:
-            return None
-        stream_id = core.open_stream(uni)
-        record = StreamRecord(stream_id, self._is_client)
-        self._streams[stream_id] = record
-        return record
+    def _open_stream(self, uni: bool, *, no_block: bool, advance: bool) -> StreamRecord:
+        """Allocate a local stream, honouring the peer's stream limit."""
+        self._reap_streams()
+
+        def attempt() -> StreamRecord | None:
+            self._mutation_allowed_or_raise()
+            core = self._require_core()
+            if not advance and core.local_streams_available(uni) <= 0:
+                return None
+            stream_id = core.open_stream(uni)
+            record = StreamRecord(stream_id, self._is_client)
+            self._streams[stream_id] = record
+            return record
+
+        record = attempt()
+        if record is not None:
+            return record
+        if no_block or not self._blocking:
+            if self._event_mode != VALUE_EVENT_HANDLING_MODE_EXPLICIT:
+                self._require_reactor().tick()
+                record = attempt()
+                if record is not None:
+                    return record
+            kind = "unidirectional" if uni else "bidirectional"
+            raise StreamCountLimitedError(
+                f"the peer's limit on {kind} streams (MAX_STREAMS) is reached; "
+                "retry when poll() reports POLL_EVENT_OS"
+                f"{'U' if uni else 'B'}, or use blocking mode"
+            )
+        return self._run(attempt, WantWriteError, True)
 
     @_api
     def accept_stream(self, flags: int = 0) -> Stream | None:
         """Take the next peer-opened stream (SSL_accept_stream).
 
         Returns None when none is queued and ``ACCEPT_STREAM_NO_BLOCK`` is
-        given or the connection is nonblocking (OpenSSL returns NULL there).
+        given or the connection is nonblocking (OpenSSL returns NULL there);
+        a nonblocking call processes pending network events once first.
         ``ACCEPT_STREAM_UNI``/``ACCEPT_STREAM_BIDI`` restrict the kind.
+        Raises ``ConnectionTerminatedError`` once the connection is closed,
+        and ``ValueError`` if the incoming stream policy rejects streams
+        (AUTO turns into REJECT once a default stream exists or
+        new_stream()/accept_stream() was called, unless the default stream
+        mode is NONE).  Accepting a stream inhibits the default stream.
         """
         known = ACCEPT_STREAM_NO_BLOCK | ACCEPT_STREAM_UNI | ACCEPT_STREAM_BIDI
+        if not isinstance(flags, int):
+            raise TypeError(f"accept_stream() flags must be an int, not {flags!r}")
         if flags & ~known:
             raise ValueError(f"unknown accept_stream() flags 0x{flags & ~known:x}")
+        if self._effective_incoming_policy() == INCOMING_STREAM_POLICY_REJECT:
+            raise ValueError(
+                "accept_stream(): the incoming stream policy rejects peer streams; "
+                "call set_incoming_stream_policy(INCOMING_STREAM_POLICY_ACCEPT) or "
+                "set_default_stream_mode(DEFAULT_STREAM_MODE_NONE) first"
+            )
         self._ensure_ready_for_stream_io()
         want_uni = bool(flags & ACCEPT_STREAM_UNI)
         want_bidi = bool(flags & ACCEPT_STREAM_BIDI)
 
         def attempt() -> StreamRecord | None:
             for record in self._accept_queue:
-                uni = is_unidirectional(record.stream_id)
-                if (want_uni and not uni) or (want_bidi and uni):
+                if (want_uni and not record.is_uni) or (want_bidi and record.is_uni):
                     continue
                 self._accept_queue.remove(record)
+                self._note_accept_queue()
                 return record
             self._raise_if_failed()
             return None
@@ -1115,8 +1415,13 @@ class Connection:
             ):
                 self._require_reactor().tick()
                 record = attempt()
-            return None if record is None else Stream(self, record)
-        return Stream(self, self._run(attempt, WantReadError))
+            if record is None:
+                return None
+        else:
+            record = self._run(attempt, WantReadError, True)
+        self._touch_default()
+        self._reap_streams()
+        return Stream(self, record)
 
     def get_accept_stream_queue_len(self) -> int:
         """Peer-opened streams not yet accepted (SSL_get_accept_stream_queue_len)."""
@@ -1125,7 +1430,12 @@ class Connection:
     def set_default_stream_mode(self, mode: int) -> None:
         """How the default stream is created (SSL_set_default_stream_mode).
 
-        Only allowed before the default stream exists, as in OpenSSL.
+        ``DEFAULT_STREAM_MODE_AUTO_BIDI`` (default): the first write opens a
+        local bidirectional stream, or the first read binds the peer's first
+        stream.  ``AUTO_UNI``: the same, but a write opens a unidirectional
+        stream.  ``NONE``: no default stream; use new_stream()/
+        accept_stream().  Only allowed before a default stream was created
+        or inhibited (by new_stream()/accept_stream()), as in OpenSSL.
         """
         if mode not in (
             DEFAULT_STREAM_MODE_NONE,
@@ -1134,11 +1444,21 @@ class Connection:
         ):
             raise ValueError(f"unknown default stream mode {mode!r}")
         if self._default_created:
-            raise ValueError("the default stream already exists; set the mode earlier")
+            raise ValueError(
+                "too late to change the default stream mode: a default stream was "
+                "created, or new_stream()/accept_stream() was used; set it first"
+            )
         self._default_mode = mode
 
     def set_incoming_stream_policy(self, policy: int, app_error_code: int = 0) -> None:
-        """Accept or reject peer-opened streams (SSL_set_incoming_stream_policy)."""
+        """Accept or reject peer-opened streams (SSL_set_incoming_stream_policy).
+
+        ``INCOMING_STREAM_POLICY_AUTO`` (default): accept while no default
+        stream exists (and nothing inhibited it) or when the default stream
+        mode is NONE; otherwise reject.  ``ACCEPT``/``REJECT``: always.
+        Rejected streams get STOP_SENDING (and RESET_STREAM if they are
+        bidirectional) with ``app_error_code`` as soon as they arrive.
+        """
         if policy not in (
             INCOMING_STREAM_POLICY_AUTO,
             INCOMING_STREAM_POLICY_ACCEPT,
@@ -1150,22 +1470,46 @@ class Connection:
         self._incoming_error_code = app_error_code
 
     def _release_stream(self, record: StreamRecord) -> None:
+        """SSL_free on a stream: reset the send part, stop the receive part.
+
+        As OpenSSL: a send part not yet concluded is reset with code 0; a
+        receive part still expecting data (no FIN, no reset) gets
+        STOP_SENDING with code 0.  Data left unread is dropped and its
+        flow-control credit returned.  The record is forgotten once the
+        core discarded the stream.
+        """
         if record.handle_released:
             return
         record.handle_released = True
+        record.aon_len, record.aon_pos = None, 0
+        self._released.append(record)
         core = self._core
-        if core is None or self._close_info is not None:
+        if core is None or self._conn_closed():
             return
-        unread = (
-            record.can_read
-            and not record.fin_received
-            and (record.reset_received_code is None)
-        )
-        if unread and record.stop_sent_code is None:
+        if record.send_open:
+            core.reset_stream(record.stream_id, 0)
+            record.reset_sent_code = 0
+        if record.receive_open:
             record.stop_sent_code = 0
-            self._core_consume(record.stream_id, record.discard())
             core.stop_sending(record.stream_id, 0)
-            self._require_reactor().mark_dirty(core)
+        self._core_consume(record.stream_id, record.discard())
+        reactor = self._require_reactor()
+        reactor.mark_dirty(core)
+        reactor.flush()
+
+    def _reap_streams(self) -> None:
+        """Forget released streams whose state the core has discarded."""
+        core = self._core
+        if core is None or not self._released:
+            return
+        keep: list[StreamRecord] = []
+        for record in self._released:
+            if core.stream_discarded(record.stream_id):
+                self._streams.pop(record.stream_id, None)
+                core.forget_stream(record.stream_id)
+            else:
+                keep.append(record)
+        self._released = keep
 
     # ==================================================================
     # closing
@@ -1197,6 +1541,8 @@ class Connection:
             return True  # nothing was ever sent
         reactor = self._require_reactor()
         blocking = self._blocking and not flags & SHUTDOWN_FLAG_NO_BLOCK
+        if not flags & SHUTDOWN_FLAG_WAIT_PEER:
+            self._shutting_down = True  # OpenSSL refuses new writes from here on
 
         def finished() -> bool:
             if core.is_terminated or reactor.transport.fatal_error is not None:

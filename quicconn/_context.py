@@ -190,6 +190,31 @@ class Context:
         self._settings.max_stream_data = size
 
     @property
+    def max_streams_bidi(self) -> int:
+        """Bidirectional streams the peer may open at once (MAX_STREAMS).
+
+        No OpenSSL call sets this (OpenSSL fixes it at 100); a peer stream
+        finished on the wire and accepted gives its slot back.
+        """
+        return self._settings.max_streams_bidi
+
+    @max_streams_bidi.setter
+    def max_streams_bidi(self, count: int) -> None:
+        self._settings.max_streams_bidi = _stream_count(count, "max_streams_bidi")
+
+    @property
+    def max_streams_uni(self) -> int:
+        """Unidirectional streams the peer may open at once (MAX_STREAMS).
+
+        See :attr:`max_streams_bidi`.
+        """
+        return self._settings.max_streams_uni
+
+    @max_streams_uni.setter
+    def max_streams_uni(self, count: int) -> None:
+        self._settings.max_streams_uni = _stream_count(count, "max_streams_uni")
+
+    @property
     def congestion_control(self) -> str:
         """Congestion controller: ``"reno"`` or ``"cubic"``."""
         return self._settings.congestion_control
@@ -274,3 +299,9 @@ class Context:
 
     def __repr__(self) -> str:
         return f"<quicconn.Context {self.role.name}>"
+
+
+def _stream_count(count: int, name: str) -> int:
+    if not isinstance(count, int) or isinstance(count, bool) or not 0 <= count < 2**60:
+        raise ValueError(f"{name} must be an int in [0, 2**60), not {count!r}")
+    return count

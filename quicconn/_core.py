@@ -113,6 +113,9 @@ class CoreSettings:
         default_factory=lambda: [int(v) for v in SUPPORTED_VERSIONS]
     )
     connection_id_length: int = 8
+    #: Streams of each kind the peer may open at once (initial_max_streams_*).
+    max_streams_bidi: int = 128
+    max_streams_uni: int = 128
 
     def load_cert_chain(
         self,
@@ -248,7 +251,41 @@ class _AdaptedQuicConnection(QuicConnection):
         super().__init__(**kwargs)
         self.consumed_by_stream: dict[int, int] = {}
         self.consumed_total = 0
+        #: Peer-opened streams (bidi, uni) waiting in the application's
+        #: accept queue: they keep their MAX_STREAMS slot, as in OpenSSL.
+        self.held_streams = [0, 0]
+        #: The stream limits aioquic would grant (it adds one per finished
+        #: peer stream) and the values last written, to notice its additions.
+        initial = (
+            self._local_max_streams_bidi.value,
+            self._local_max_streams_uni.value,
+        )
+        self._stream_limit_base = initial
+        self._natural_stream_limits = list(initial)
+        self._stream_limits_set = list(initial)
         self._derive_reset_tokens()
+
+    def set_stream_limits(self, bidi: int, uni: int) -> None:
+        """The initial MAX_STREAMS values (before transport parameters go out)."""
+        limits = (self._local_max_streams_bidi, self._local_max_streams_uni)
+        for index, (limit, value) in enumerate(zip(limits, (bidi, uni), strict=True)):
+            limit.value = limit.sent = value
+            self._natural_stream_limits[index] = value
+            self._stream_limits_set[index] = value
+        self._stream_limit_base = (bidi, uni)
+
+    def _hold_back_stream_credit(self) -> None:
+        # aioquic gives a slot back as soon as a peer stream is finished on
+        # the wire; a stream still waiting in the accept queue keeps its
+        # slot here, so the queue can never outgrow the configured limit.
+        limits = (self._local_max_streams_bidi, self._local_max_streams_uni)
+        for index, limit in enumerate(limits):
+            natural = self._natural_stream_limits[index]
+            natural += limit.value - self._stream_limits_set[index]
+            self._natural_stream_limits[index] = natural
+            cap = limit.used + self._stream_limit_base[index] - self.held_streams[index]
+            limit.value = max(limit.sent, min(natural, cap))
+            self._stream_limits_set[index] = limit.value
 
     def _derive_reset_tokens(self) -> None:
         if self._reset_key is None:
@@ -342,6 +379,7 @@ class _AdaptedQuicConnection(QuicConnection):
             )
 
     def _write_connection_limits(self, builder: Any, space: Any) -> None:
+        self._hold_back_stream_credit()
         max_data = self._local_max_data
         window = self._configuration.max_data
         target = self.consumed_total + window
@@ -409,6 +447,9 @@ class QuicCore:
             session_ticket_handler=session_ticket_handler,
         )
         self._stream_window = settings.max_stream_data
+        self._quic.set_stream_limits(
+            settings.max_streams_bidi, settings.max_streams_uni
+        )
         self._closing_reported = False
         self._terminated_reported = False
         self.close_info: ConnCloseInfo | None = None
@@ -592,6 +633,26 @@ class QuicCore:
         stream_id = self.next_stream_id(unidirectional)
         self._quic.send_stream_data(stream_id, b"", end_stream=False)
         return stream_id
+
+    def send_credit(self, stream_id: int) -> int:
+        """Bytes the peer's MAX_STREAM_DATA still lets this stream append.
+
+        OpenSSL accepts a write only up to the stream's flow-control credit
+        (``xso_sstream_append``); this is that figure.  0 for a stream the
+        core has already discarded.
+        """
+        stream = self._quic._streams.get(stream_id)
+        if stream is None:
+            return 0
+        return max(0, int(stream.max_stream_data_remote - stream.sender._buffer_stop))
+
+    def hold_incoming_streams(self, unidirectional: bool, count: int) -> None:
+        """How many peer streams of this kind wait to be accepted."""
+        self._quic.held_streams[int(unidirectional)] = count
+
+    def stream_discarded(self, stream_id: int) -> bool:
+        """True once the core finished with a stream and dropped its state."""
+        return stream_id not in self._quic._streams
 
     def send_stream_data(self, stream_id: int, data: bytes, fin: bool) -> None:
         self._quic.send_stream_data(stream_id, data, end_stream=fin)

@@ -105,6 +105,15 @@ class StreamResetError(SSLError):
         self.error_code = error_code
 
 
+class StreamCountLimitedError(SSLError):
+    """The peer's stream limit (MAX_STREAMS) allows no new stream right now.
+
+    ``SSL_R_STREAM_COUNT_LIMITED``: ``new_stream()`` in nonblocking mode (or
+    with ``STREAM_FLAG_NO_BLOCK``).  Retry after the peer raises the limit,
+    for example when ``poll()`` reports ``POLL_EVENT_OSB``/``OSU``.
+    """
+
+
 class ConnectionTerminatedError(SSLError):
     """The connection is closing or closed; ``close_info`` says why."""
 

@@ -57,6 +57,8 @@ class Reactor:
         #: uses it to create connections, answer version negotiation, etc.
         self.unroutable_handler: UnroutableHandler | None = None
         self._waker = Waker()
+        #: Wakers of threads blocked in ``quicconn.poll()`` on this reactor.
+        self._watchers: set[Waker] = set()
         self._leader: int | None = None
         self._followers = 0
         self._users = 0
@@ -130,13 +132,13 @@ class Reactor:
                     self._route(data, addr, now)
         if self._dirty:
             self.flush(now)
-        self._after_tick()
 
     def flush(self, now: float | None = None) -> None:
         """Process events and send output of every dirty core.  Lock held."""
         if now is None:
             now = self.clock.now()
         outgoing: list[tuple[bytes, Address]] = []
+        worked = bool(self._dirty)
         while self._dirty:
             dirty = list(self._dirty)
             self._dirty.clear()
@@ -150,6 +152,11 @@ class Reactor:
                 self._schedule(core)
         if outgoing:
             self.transport.send_batch(outgoing)
+        if worked:
+            # Something changed (input, a timer, or a call on some object):
+            # wake the other waiters.  Never for a tick that did nothing, or
+            # two waiting threads would take turns waking each other.
+            self._after_tick()
 
     def _route(self, data: bytes, addr: Address, now: float) -> None:
         cid = peek_destination_cid(data, self.cid_length)
@@ -220,6 +227,16 @@ class Reactor:
             self._cond.notify_all()
         if self._leader is not None and self._leader != threading.get_ident():
             self._waker.wake()
+        for watcher in self._watchers:
+            watcher.wake()
+
+    def add_watcher(self, waker: Waker) -> None:
+        """Wake ``waker`` after every tick (a poll() waiting elsewhere).  Lock held."""
+        self._watchers.add(waker)
+
+    def remove_watcher(self, waker: Waker) -> None:
+        """Stop waking ``waker``.  Lock held."""
+        self._watchers.discard(waker)
 
     def block_until(
         self, predicate: Callable[[], bool], deadline: float | None = None

@@ -239,30 +239,44 @@ class TestNonblocking:
         assert read_to_fin(conn) == bytes(range(10))
         conn.free()
 
-    def test_nonblocking_write_is_partial_when_the_buffer_fills(
-        self, pki, aioquic_server
-    ):
+    def _small_buffer_connection(self, pki, port, mode: int = 0) -> quicconn.Connection:
         ctx = client_ctx(pki)
         ctx.stream_write_buffer_size = 64 * 1024
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         conn = quicconn.Connection(ctx)
         conn.set_fd(sock)
-        conn.set1_initial_peer_addr(("127.0.0.1", aioquic_server))
+        conn._owns_socket = True
+        conn.set1_initial_peer_addr(("127.0.0.1", port))
         conn.set1_host("localhost")
         conn.set_blocking_mode(False)
+        conn.set_mode(mode)
         retry(conn, conn.connect)
-        conn.write(b"sink\n")
+        retry(conn, lambda: conn.write(b"sink\n"))
+        return conn
+
+    def test_nonblocking_write_is_all_or_nothing_by_default(self, pki, aioquic_server):
+        """As in OpenSSL without SSL_MODE_ENABLE_PARTIAL_WRITE."""
+        conn = self._small_buffer_connection(pki, aioquic_server)
+        with pytest.raises(quicconn.WantWriteError) as info:
+            conn.write(bytes(1_000_000))
+        assert info.value.code == quicconn.ERROR_WANT_WRITE
+        assert conn.get_error() == quicconn.ERROR_WANT_WRITE
+        # retrying with the same buffer eventually takes all of it
+        assert retry(conn, lambda: conn.write(bytes(1_000_000))) == 1_000_000
+        conn.free()
+
+    def test_partial_write_mode_returns_what_fits(self, pki, aioquic_server):
+        conn = self._small_buffer_connection(
+            pki, aioquic_server, quicconn.MODE_ENABLE_PARTIAL_WRITE
+        )
         accepted = conn.write(bytes(1_000_000))
         assert 0 < accepted <= 64 * 1024  # never more than the buffer holds
         # Keep writing: each call takes at most a buffer's worth (its implicit
         # tick may process ACKs that free space), until one finds it full.
-        with pytest.raises(quicconn.WantWriteError) as info:
+        with pytest.raises(quicconn.WantWriteError):
             for _ in range(10_000):
                 assert conn.write(bytes(1_000_000)) <= 64 * 1024
-        assert info.value.code == quicconn.ERROR_WANT_WRITE
-        assert conn.get_error() == quicconn.ERROR_WANT_WRITE
         conn.free()
-        sock.close()
 
 
 class TestObservability:

@@ -34,6 +34,7 @@ from .._constants import (
     ACCEPT_STREAM_NO_BLOCK,
     DEFAULT_STREAM_MODE_NONE,
     INCOMING_STREAM_POLICY_ACCEPT,
+    MODE_ENABLE_PARTIAL_WRITE,
     SHUTDOWN_FLAG_NO_BLOCK,
     SHUTDOWN_FLAG_NO_STREAM_FLUSH,
     STREAM_FLAG_UNI,
@@ -78,6 +79,7 @@ class HttpSession:
         )
         conn.set_default_stream_mode(DEFAULT_STREAM_MODE_NONE)
         conn.set_incoming_stream_policy(INCOMING_STREAM_POLICY_ACCEPT)
+        conn.set_mode(MODE_ENABLE_PARTIAL_WRITE)  # backlogs take the remainder
         self.streams: dict[int, Stream] = {}
         self._backlog: dict[int, deque[tuple[memoryview, bool]]] = {}
         self._finished_reading: set[int] = set()
