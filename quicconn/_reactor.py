@@ -58,6 +58,10 @@ class Reactor:
         self.unroutable_handler: UnroutableHandler | None = None
         self._waker = Waker()
         self._leader: int | None = None
+        #: Guards the hand-over of descriptors between :meth:`close` and a
+        #: thread sleeping in ``poll`` on them (close may run unlocked).
+        self._poll_guard = threading.Lock()
+        self._deferred_close: bool | None = None
         self._followers = 0
         self._users = 0
         self.closed = False
@@ -200,7 +204,13 @@ class Reactor:
         return None
 
     def timeout(self) -> float | None:
-        """Seconds until the next deadline, clamped at 0; None for infinity."""
+        """Seconds until the next deadline, clamped at 0; None for infinity.
+
+        0.0 while a core has unprocessed work (a read granted credit, a
+        datagram was fed without a flush): the next tick must send it.
+        """
+        if self._dirty:
+            return 0.0
         deadline = self.next_deadline()
         if deadline is None:
             return None
@@ -238,7 +248,10 @@ class Reactor:
                 return False
             timeout = self._wait_timeout(now, deadline)
             if self._leader is None:
-                self._leader = me
+                with self._poll_guard:
+                    if self.closed:
+                        return False
+                    self._leader = me
                 self.lock.release()
                 try:
                     self.transport.wait(
@@ -249,8 +262,13 @@ class Reactor:
                     )
                 finally:
                     self.lock.acquire()
-                    self._leader = None
-                    self._waker.clear()
+                    with self._poll_guard:
+                        self._leader = None
+                        deferred = self._deferred_close
+                    if deferred is not None:
+                        self._release_descriptors(deferred)
+                    else:
+                        self._waker.clear()
                     if self._followers:
                         self._cond.notify()  # let a follower take over polling
             else:
@@ -276,6 +294,17 @@ class Reactor:
         self._by_cid.clear()
         self._timers.clear()
         self._heap.clear()
+        with self._poll_guard:
+            if self._leader is not None and self._leader != threading.get_ident():
+                # Another thread sleeps in poll() on these descriptors: closing
+                # them under it would not wake it.  Wake it; it closes them.
+                self._deferred_close = close_transport
+                self._waker.wake()
+                return
+        self._release_descriptors(close_transport)
+
+    def _release_descriptors(self, close_transport: bool) -> None:
+        self._deferred_close = None
         self._waker.close()
         if close_transport:
             self.transport.close()
