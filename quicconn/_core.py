@@ -690,6 +690,12 @@ class ServerGate:
         return self._retry is not None
 
     def inspect(self, data: bytes, addr: Address, now: float) -> GateDecision:
+        if len(data) >= 7 and data[0] & 0x80:
+            version = int.from_bytes(data[1:5], "big")
+            if version != 0 and version not in self._versions:
+                # Only the version-independent header (RFC 8999) can be
+                # read: the rest of the packet is in an unknown format.
+                return self._negotiate_version(data)
         try:
             header = pull_quic_header(
                 Buffer(data=data), host_cid_length=self._cid_length
@@ -700,15 +706,6 @@ class ServerGate:
             return self._reset_for(data, bytes(header.destination_cid), now)
         if header.packet_type == QuicPacketType.VERSION_NEGOTIATION:
             return GateDecision(GateAction.DROP, "version negotiation to a server")
-        if header.version not in self._versions:
-            if len(data) < SMALLEST_MAX_DATAGRAM_SIZE:
-                return GateDecision(GateAction.DROP, "unknown version, short datagram")
-            reply = encode_quic_version_negotiation(
-                source_cid=header.destination_cid,
-                destination_cid=header.source_cid,
-                supported_versions=self._versions,
-            )
-            return GateDecision(GateAction.REPLY, "version negotiation", reply=reply)
         if header.packet_type != QuicPacketType.INITIAL:
             return GateDecision(
                 GateAction.DROP, "not an Initial for an unknown connection"
@@ -763,6 +760,25 @@ class ServerGate:
             retry_source_cid=dcid,
             address_validated=True,
         )
+
+    def _negotiate_version(self, data: bytes) -> GateDecision:
+        """Answer a long header of an unknown version (RFC 9000 section 6.1)."""
+        if len(data) < SMALLEST_MAX_DATAGRAM_SIZE:
+            # A server may only answer datagrams at least as large as the
+            # smallest Initial, so it cannot be used as an amplifier.
+            return GateDecision(GateAction.DROP, "unknown version, short datagram")
+        dcid_end = 6 + data[5]
+        if dcid_end >= len(data):
+            return GateDecision(GateAction.DROP, "unparseable long header")
+        scid_end = dcid_end + 1 + data[dcid_end]
+        if scid_end > len(data):
+            return GateDecision(GateAction.DROP, "unparseable long header")
+        reply = encode_quic_version_negotiation(
+            source_cid=data[6:dcid_end],
+            destination_cid=data[dcid_end + 1 : scid_end],
+            supported_versions=self._versions,
+        )
+        return GateDecision(GateAction.REPLY, "version negotiation", reply=reply)
 
     def refuse(self, decision: GateDecision, reason: str) -> bytes:
         """An Initial CONNECTION_CLOSE(CONNECTION_REFUSED) for ``decision``."""
