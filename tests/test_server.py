@@ -785,3 +785,115 @@ def test_memory_of_a_never_reading_server_is_bounded_by_its_windows(
         client.free()
         csock.close()
         lst.free()
+
+
+# ----------------------------------------------------------------------
+# independent clients: OpenSSL 3.5 s_client, ngtcp2 gtlsclient
+# ----------------------------------------------------------------------
+
+
+@pytest.mark.peer
+def test_openssl_s_client_gets_an_hq_interop_answer(
+    pki: CertFiles, openssl35: str
+) -> None:
+    import subprocess
+
+    from tests.support.hq import start_responder
+
+    body = b"served by quicconn to OpenSSL\n" * 100
+    lst = quicconn.listen(
+        ("127.0.0.1", 0), str(pki.cert), str(pki.key), alpn=["hq-interop"]
+    )
+    thread, log = start_responder(lst, {"/hello.txt": body})
+    args = [
+        openssl35,
+        "s_client",
+        "-quic",
+        "-alpn",
+        "hq-interop",
+        "-connect",
+        f"127.0.0.1:{port_of(lst)}",
+        "-CAfile",
+        str(pki.ca),
+        "-verify_hostname",
+        "localhost",
+        "-verify_return_error",
+        "-quiet",
+        "-no_ign_eof",
+    ]
+    proc = subprocess.Popen(
+        args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write(b"GET /hello.txt\r\n")
+        proc.stdin.flush()
+        received = bytearray()
+        reader = threading.Thread(
+            target=lambda: received.extend(proc.stdout.read(len(body))),  # type: ignore[union-attr]
+            daemon=True,
+        )
+        reader.start()
+        reader.join(20)
+        proc.stdin.close()  # s_client closes the connection at EOF
+        proc.wait(10)
+    finally:
+        proc.kill()
+        proc.wait()
+        thread.join(10)
+        lst.free()
+    assert bytes(received) == body, proc.stderr.read().decode()  # type: ignore[union-attr]
+    assert log.alpn == ["hq-interop"]
+    assert log.requests == [b"GET /hello.txt"]
+    assert not log.errors
+    # s_client followed the Retry; its ClientHello (with an ML-KEM key share)
+    # spans two Initial datagrams, and a stateless server answers each.
+    assert lst.stats.retries_sent >= 1
+    assert lst.stats.connections_accepted == 1
+
+
+@pytest.mark.peer
+def test_ngtcp2_client_completes_an_h3_handshake(pki: CertFiles) -> None:
+    import shutil
+
+    from tests.conftest import peer_process
+
+    gtlsclient = shutil.which("gtlsclient")
+    if gtlsclient is None:
+        pytest.fail("gtlsclient is not installed: apt-get install ngtcp2-client")
+    lst = quicconn.listen(("127.0.0.1", 0), str(pki.cert), str(pki.key), alpn=["h3"])
+    port = port_of(lst)
+    args = [
+        gtlsclient,
+        "-q",
+        "--exit-on-all-streams-close",
+        "--timeout=5s",
+        "127.0.0.1",
+        str(port),
+        f"https://127.0.0.1:{port}/",
+    ]
+    try:
+        with peer_process(args):
+            conn = lst.accept_connection()
+            assert conn is not None
+            conn.accept()
+            assert conn.is_init_finished()
+            assert conn.get0_alpn_selected() == "h3"
+            # The client opens its HTTP/3 control and QPACK streams at once.
+            streams = []
+            deadline = time.monotonic() + 5
+            while len(streams) < 3 and time.monotonic() < deadline:
+                stream = conn.accept_stream(quicconn.ACCEPT_STREAM_NO_BLOCK)
+                if stream is None:
+                    lst.handle_events()
+                    time.sleep(0.01)
+                else:
+                    streams.append(stream)
+            assert {s.get_stream_type() for s in streams} >= {
+                quicconn.STREAM_TYPE_READ
+            }
+            conn.shutdown(quicconn.SHUTDOWN_FLAG_RAPID, 0x100, "H3_NO_ERROR")
+            conn.free()
+    finally:
+        lst.free()
+    assert lst.stats.retries_sent == 1  # gtlsclient followed the Retry
