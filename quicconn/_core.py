@@ -430,6 +430,17 @@ class QuicCore:
             self.receive_errors += 1
             logger.exception("dropped a datagram the QUIC core could not process")
 
+    def received_a_packet(self) -> bool:
+        """True once a packet from the peer was decrypted (or a close began).
+
+        A server's first datagram can look like an Initial and still be
+        junk: only a packet that decrypts proves a real client.
+        """
+        quic = self._quic
+        return quic._close_event is not None or any(
+            space.largest_received_packet >= 0 for space in quic._spaces.values()
+        )
+
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
         return self._quic.datagrams_to_send(now=now)
 

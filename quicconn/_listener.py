@@ -305,11 +305,17 @@ class Listener:
             session_ticket_fetcher=self._fetch_ticket,
             session_ticket_handler=self._store_ticket,
         )
+        core.receive_datagram(data, addr, now)
+        if not core.received_a_packet():
+            # Shaped like an Initial but undecryptable: junk, which must
+            # not take a connection slot or a place in the accept queue.
+            core.finish_qlog()
+            self.stats.datagrams_dropped += 1
+            return
         conn._use_reactor(reactor)
         conn._adopt_core(core, addr)
         conn._listener = self
         reactor.add_core(core, decision.client_dcid, core.host_cid)
-        core.receive_datagram(data, addr, now)
         reactor.mark_dirty(core)
         self._live.add(conn)
         self._accept_queue.append(conn)

@@ -897,3 +897,35 @@ def test_ngtcp2_client_completes_an_h3_handshake(pki: CertFiles) -> None:
     finally:
         lst.free()
     assert lst.stats.retries_sent == 1  # gtlsclient followed the Retry
+
+
+def junk_initial(size: int = 1200) -> bytes:
+    """A datagram shaped like a v1 Initial whose payload is random bytes."""
+    head = bytes([0xC3]) + struct.pack("!I", 1)
+    head += bytes([8]) + os.urandom(8) + bytes([8]) + os.urandom(8) + b"\x00"
+    length = size - len(head) - 2
+    return head + struct.pack("!H", 0x4000 | length) + os.urandom(length)
+
+
+def test_undecryptable_initials_take_no_connection_slot(pki: CertFiles) -> None:
+    # Without Retry, anything shaped like an Initial reaches connection
+    # creation; only a packet that decrypts may create a connection.
+    lst = server_ctx(pki).new_listener(
+        ("127.0.0.1", 0), quicconn.LISTENER_FLAG_NO_VALIDATE
+    )
+    lst.listen()
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            for _ in range(50):
+                sock.sendto(junk_initial(), ("127.0.0.1", port_of(lst)))
+            pump(
+                [lst],
+                lambda: lst.stats.datagrams_dropped == 50,
+                what="50 junk Initials to be dropped",
+            )
+        assert lst.get_accept_connection_queue_len() == 0
+        assert lst.stats.connections_accepted == 0
+        assert not lst._live
+        assert lst.get_event_timeout() is None
+    finally:
+        lst.free()
