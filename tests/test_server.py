@@ -889,9 +889,7 @@ def test_ngtcp2_client_completes_an_h3_handshake(pki: CertFiles) -> None:
                     time.sleep(0.01)
                 else:
                     streams.append(stream)
-            assert {s.get_stream_type() for s in streams} >= {
-                quicconn.STREAM_TYPE_READ
-            }
+            assert {s.get_stream_type() for s in streams} >= {quicconn.STREAM_TYPE_READ}
             conn.shutdown(quicconn.SHUTDOWN_FLAG_RAPID, 0x100, "H3_NO_ERROR")
             conn.free()
     finally:

@@ -11,8 +11,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 import quicconn
 from tests.support.certs import CertFiles
 from tests.support.echo import EchoServer
@@ -22,9 +20,7 @@ ALPN = ["quicconn-test"]
 CLIENTS = Path(__file__).resolve().parent / "peers" / "aioquic_clients.py"
 
 
-def new_client(
-    pki: CertFiles, port: int
-) -> tuple[quicconn.Connection, socket.socket]:
+def new_client(pki: CertFiles, port: int) -> tuple[quicconn.Connection, socket.socket]:
     ctx = quicconn.Context(quicconn.CLIENT)
     ctx.load_verify_locations(pki.ca)
     ctx.set_alpn_protos(ALPN)
