@@ -277,6 +277,14 @@ class Connection:
         """True for a server-side connection (SSL_is_server)."""
         return not self._is_client
 
+    def is_listener(self) -> bool:
+        """Always False for a connection (SSL_is_listener)."""
+        return False
+
+    def get0_listener(self) -> Any:
+        """The listener this connection came from, or None (SSL_get0_listener)."""
+        return self._listener
+
     # ==================================================================
     # blocking mode, events, polling
     # ==================================================================

@@ -96,9 +96,11 @@ class Listener:
     # -- OpenSSL API ------------------------------------------------------
 
     def listen(self) -> None:
-        """Start accepting incoming connections (SSL_listen)."""
-        if self._flags & LISTENER_FLAG_NO_ACCEPT:
-            raise ValueError("this listener was made with LISTENER_FLAG_NO_ACCEPT")
+        """Start accepting incoming connections (SSL_listen).
+
+        Idempotent.  On a ``LISTENER_FLAG_NO_ACCEPT`` listener it only
+        starts handling the network: incoming connections are never made.
+        """
         self._require_reactor()
         self._listening = True
 
@@ -113,8 +115,21 @@ class Listener:
         if flags & ~ACCEPT_CONNECTION_NO_BLOCK:
             raise ValueError(f"unknown accept_connection() flags 0x{flags:x}")
         reactor = self._require_reactor()
+        if self._flags & LISTENER_FLAG_NO_ACCEPT:
+            raise ValueError(
+                "this listener accepts no connections (LISTENER_FLAG_NO_ACCEPT, or "
+                "a client Context): use new_from_listener()"
+            )
         if not self._listening:
             self.listen()
+        try:
+            return self._accept(reactor, flags)
+        except Error as exc:
+            self._last_error = exc.code
+            raise
+
+    def _accept(self, reactor: Reactor, flags: int) -> Connection | None:
+        self._last_error = 0
         with reactor.lock:
             conn = self._pop_accepted()
             if conn is not None:
@@ -209,6 +224,14 @@ class Listener:
         """Whether accept_connection() blocks (SSL_get_blocking_mode)."""
         return self._blocking
 
+    def is_listener(self) -> bool:
+        """Always True for a listener (SSL_is_listener)."""
+        return True
+
+    def get0_listener(self) -> Listener:
+        """The listener itself (SSL_get0_listener)."""
+        return self
+
     def get_error(self) -> int:
         """The ``ERROR_*`` code of the last failed call (SSL_get_error)."""
         return self._last_error
@@ -258,7 +281,11 @@ class Listener:
 
     def _on_unroutable(self, data: bytes, addr: Address, now: float) -> None:
         reactor = self._reactor
-        if reactor is None or not self._listening:
+        if (
+            reactor is None
+            or not self._listening
+            or self._flags & LISTENER_FLAG_NO_ACCEPT
+        ):
             self.stats.datagrams_dropped += 1
             return
         decision = self._gate.inspect(data, addr, now)
@@ -361,10 +388,9 @@ class Listener:
 def make_listener(ctx: Context, where: Any, flags: int) -> Listener:
     """Build a listener on a socket, an address to bind, or a transport."""
     if ctx.role is not Role.SERVER:
-        raise ValueError(
-            "new_listener() needs a server Context: Context(quicconn.SERVER)"
-        )
-    if ctx._settings.certificate is None:
+        # As in OpenSSL, a client context makes a client-only listener.
+        flags |= LISTENER_FLAG_NO_ACCEPT
+    elif ctx._settings.certificate is None:
         raise ValueError(
             "the server Context has no certificate: call load_cert_chain()"
         )

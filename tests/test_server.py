@@ -296,15 +296,26 @@ def test_accept_queue_holds_connections_until_accepted(pki: CertFiles) -> None:
         lst.free()
 
 
+@pytest.mark.parametrize("listener_role", ["client", "server"])
 def test_new_from_listener_makes_a_client_on_the_listener_socket(
-    pki: CertFiles, listener: quicconn.Listener
+    pki: CertFiles, listener: quicconn.Listener, listener_role: str
 ) -> None:
     server = ServerThread(listener)
-    other = server_ctx(pki).new_listener(("127.0.0.1", 0))
+    if listener_role == "client":
+        # OpenSSL's client-only listener: a client SSL_CTX implies NO_ACCEPT,
+        # and new_from_listener() takes the listener's context.
+        other = client_ctx(pki).new_listener(("127.0.0.1", 0))
+        with pytest.raises(ValueError, match="accepts no connections"):
+            other.accept_connection()
+    else:
+        other = server_ctx(pki).new_listener(("127.0.0.1", 0))
     try:
-        with pytest.raises(ValueError, match="client Context"):
-            other.new_from_listener()
-        conn = other.new_from_listener(ctx=client_ctx(pki))
+        if listener_role == "client":
+            conn = other.new_from_listener()
+        else:
+            with pytest.raises(ValueError, match="client Context"):
+                other.new_from_listener()
+            conn = other.new_from_listener(ctx=client_ctx(pki))
         conn.set1_initial_peer_addr(("127.0.0.1", port_of(listener)))
         conn.set1_host("localhost")
         conn.connect()
@@ -322,6 +333,8 @@ def test_new_from_listener_makes_a_client_on_the_listener_socket(
         conn.free()
         server.join()
         assert server.conns[0].get0_alpn_selected() == "quicconn-test"
+        assert server.conns[0].get0_listener() is listener
+        assert listener.is_listener() and not conn.is_listener()
         remote = server.conns[0]._core.peer_address()  # type: ignore[union-attr]
         assert remote is not None and remote[1] == other.local_address()[1]
     finally:
@@ -340,8 +353,6 @@ def test_listen_helper_binds_and_listens(pki: CertFiles) -> None:
 
 
 def test_listener_misuse_raises_actionable_errors(pki: CertFiles) -> None:
-    with pytest.raises(ValueError, match="server Context"):
-        client_ctx(pki).new_listener(("127.0.0.1", 0))
     bare = quicconn.Context(quicconn.SERVER)
     with pytest.raises(ValueError, match="load_cert_chain"):
         bare.new_listener(("127.0.0.1", 0))
@@ -352,6 +363,7 @@ def test_listener_misuse_raises_actionable_errors(pki: CertFiles) -> None:
     lst = server_ctx(pki).new_listener(
         ("127.0.0.1", 0), quicconn.LISTENER_FLAG_NO_ACCEPT
     )
+    lst.listen()  # allowed: it starts handling the network, nothing more
     with pytest.raises(ValueError, match="NO_ACCEPT"):
         lst.accept_connection()
     lst.free()
