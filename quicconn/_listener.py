@@ -130,18 +130,40 @@ class Listener:
 
     def _accept(self, reactor: Reactor, flags: int) -> Connection | None:
         self._last_error = 0
+        transport = reactor.transport
+
+        def settled() -> bool:
+            return (
+                bool(self._accept_queue)
+                or reactor.closed
+                or transport.fatal_error is not None
+            )
+
         with reactor.lock:
             conn = self._pop_accepted()
             if conn is not None:
                 return conn
             if flags & ACCEPT_CONNECTION_NO_BLOCK or not self._blocking:
                 reactor.tick()
-                return self._pop_accepted()
-            reactor.block_until(lambda: bool(self._accept_queue) or reactor.closed)
-            conn = self._pop_accepted()
-        if conn is None:
-            raise SyscallError("the listener's socket was closed while accepting")
+                conn = self._pop_accepted()
+            else:
+                reactor.block_until(settled)
+                conn = self._pop_accepted()
+                if conn is None and not reactor.closed:
+                    self._raise_if_socket_failed(transport)
+                if conn is None:
+                    raise SyscallError(
+                        "the listener's socket was closed while accepting"
+                    )
+            if conn is None:
+                self._raise_if_socket_failed(transport)
         return conn
+
+    @staticmethod
+    def _raise_if_socket_failed(transport: DatagramTransport) -> None:
+        err = transport.fatal_error
+        if err is not None:
+            raise SyscallError(f"the listener's UDP socket failed: {err}", err.errno)
 
     def _pop_accepted(self) -> Connection | None:
         if not self._accept_queue:

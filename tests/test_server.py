@@ -939,3 +939,35 @@ def test_undecryptable_initials_take_no_connection_slot(pki: CertFiles) -> None:
         assert lst.get_event_timeout() is None
     finally:
         lst.free()
+
+
+@pytest.mark.parametrize("blocking", [True, False], ids=["blocking", "nonblocking"])
+def test_accept_on_a_failed_socket_raises_syscall_error(
+    pki: CertFiles, blocking: bool
+) -> None:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    lst = server_ctx(pki).new_listener(sock)
+    lst.set_blocking_mode(blocking)
+    sock.close()  # pulled out from under the listener
+    started = time.process_time()
+    with pytest.raises(quicconn.SyscallError, match="socket failed"):
+        lst.accept_connection()
+    assert lst.get_error() == quicconn.ERROR_SYSCALL
+    assert time.process_time() - started < 0.5  # no spinning on a dead descriptor
+    lst.free()
+
+
+def test_ipv6_loopback_listener_serves_a_client(pki: CertFiles) -> None:
+    lst = quicconn.listen(("::1", 0), str(pki.cert), str(pki.key), alpn=ALPN)
+    server = ServerThread(lst)
+    try:
+        with quicconn.connect(
+            "::1", port_of(lst), alpn=ALPN, cafile=str(pki.ca)
+        ) as conn:
+            conn.write_ex2(b"over IPv6", quicconn.WRITE_FLAG_CONCLUDE)
+            assert conn.read() == b"over IPv6"
+        server.join()
+    finally:
+        lst.free()
+    assert lst.stats.retries_sent == 1
