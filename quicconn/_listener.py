@@ -407,6 +407,22 @@ class Listener:
         return self._reactor
 
 
+#: Socket buffer size asked for on sockets a listener binds itself: one
+#: socket carries every connection's traffic, and the kernel's default
+#: (about 200 KiB) overflows when a few hundred clients send at once.
+#: The kernel caps it at net.core.rmem_max / wmem_max.
+SOCKET_BUFFER_SIZE = 4 * 1024 * 1024
+
+
+def _enlarge_buffers(sock: socket.socket) -> None:
+    for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+        try:
+            if sock.getsockopt(socket.SOL_SOCKET, option) < SOCKET_BUFFER_SIZE:
+                sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER_SIZE)
+        except OSError:  # pragma: no cover - refused: keep the default
+            pass
+
+
 def make_listener(ctx: Context, where: Any, flags: int) -> Listener:
     """Build a listener on a socket, an address to bind, or a transport."""
     if ctx.role is not Role.SERVER:
@@ -423,6 +439,7 @@ def make_listener(ctx: Context, where: Any, flags: int) -> Listener:
         family = socket.AF_INET6 if ":" in str(host) else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
+            _enlarge_buffers(sock)
             sock.bind(where)
         except OSError as exc:
             sock.close()

@@ -236,3 +236,20 @@ def test_200_clients_at_once_each_echo_64k_over_one_listener(
     assert checks > 10
     # Every connection was freed: no state is left behind.
     assert not lst._live
+
+
+def test_a_listener_binding_its_own_socket_enlarges_its_buffers(
+    pki: CertFiles,
+) -> None:
+    with open("/proc/sys/net/core/rmem_max") as fp:
+        rmem_max = int(fp.read())
+    lst = make_listener(pki)
+    try:
+        reactor = lst._reactor
+        assert reactor is not None
+        sock = reactor.transport.socket  # type: ignore[attr-defined]
+        # Linux reports twice the size asked for (bookkeeping overhead).
+        expected = 2 * min(rmem_max, 4 * 1024 * 1024)
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) >= expected
+    finally:
+        lst.free()
