@@ -141,22 +141,18 @@ class Listener:
 
         with reactor.lock:
             conn = self._pop_accepted()
-            if conn is not None:
-                return conn
-            if flags & ACCEPT_CONNECTION_NO_BLOCK or not self._blocking:
-                reactor.tick()
+            if conn is None:
+                if flags & ACCEPT_CONNECTION_NO_BLOCK or not self._blocking:
+                    reactor.tick()
+                else:
+                    reactor.block_until(settled)
                 conn = self._pop_accepted()
-            else:
-                reactor.block_until(settled)
-                conn = self._pop_accepted()
-                if conn is None and not reactor.closed:
-                    self._raise_if_socket_failed(transport)
-                if conn is None:
+            if conn is None:
+                self._raise_if_socket_failed(transport)
+                if reactor.closed:
                     raise SyscallError(
                         "the listener's socket was closed while accepting"
                     )
-            if conn is None:
-                self._raise_if_socket_failed(transport)
         return conn
 
     @staticmethod
