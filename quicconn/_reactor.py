@@ -47,6 +47,7 @@ class Reactor:
         self._cond = threading.Condition(self.lock)
         self._cores: set[QuicCore] = set()
         self._by_cid: dict[bytes, QuicCore] = {}
+        self._cids_of: dict[QuicCore, set[bytes]] = {}
         self._single: QuicCore | None = None
         self._timers: dict[QuicCore, float] = {}
         self._heap: list[tuple[float, int, QuicCore]] = []
@@ -72,23 +73,30 @@ class Reactor:
         """Start driving ``core``; datagrams to any of ``cids`` reach it."""
         self._cores.add(core)
         for cid in cids:
-            self._by_cid[cid] = core
+            self.add_cid(core, cid)
         self._single = next(iter(self._cores)) if self._can_shortcut() else None
 
     def remove_core(self, core: QuicCore) -> None:
         """Stop driving ``core`` and forget its connection IDs and timer."""
         self._cores.discard(core)
-        for cid in [c for c, owner in self._by_cid.items() if owner is core]:
-            del self._by_cid[cid]
+        # Per-core bookkeeping: O(own CIDs), not a scan of every connection's.
+        for cid in self._cids_of.pop(core, ()):
+            if self._by_cid.get(cid) is core:
+                del self._by_cid[cid]
         self._timers.pop(core, None)
         self._dirty.pop(core, None)
         self._single = next(iter(self._cores)) if self._can_shortcut() else None
 
     def add_cid(self, core: QuicCore, cid: bytes) -> None:
+        if core not in self._cores:
+            return  # a connection already removed gets no new routes
         self._by_cid[cid] = core
+        self._cids_of.setdefault(core, set()).add(cid)
 
     def remove_cid(self, cid: bytes) -> None:
-        self._by_cid.pop(cid, None)
+        core = self._by_cid.pop(cid, None)
+        if core is not None:
+            self._cids_of.get(core, set()).discard(cid)
 
     def find_core(self, cid: bytes) -> QuicCore | None:
         return self._by_cid.get(cid)
@@ -292,6 +300,7 @@ class Reactor:
         self.closed = True
         self._cores.clear()
         self._by_cid.clear()
+        self._cids_of.clear()
         self._timers.clear()
         self._heap.clear()
         with self._poll_guard:
