@@ -244,6 +244,10 @@ class _AdaptedQuicConnection(QuicConnection):
         super().__init__(**kwargs)
         self.consumed_by_stream: dict[int, int] = {}
         self.consumed_total = 0
+        #: Peer-opened streams the application is done with, by kind
+        #: (key: unidirectional?); each lets the peer open one more.
+        self.peer_streams_released = {False: 0, True: 0}
+        self._stream_credit_base: dict[bool, int] = {}
         self._derive_reset_tokens()
 
     def _derive_reset_tokens(self) -> None:
@@ -313,7 +317,32 @@ class _AdaptedQuicConnection(QuicConnection):
                 )
             )
 
+    def _serialize_transport_parameters(self) -> bytes:
+        # The stream counts announced here are the base of all later credit.
+        self._stream_credit_base = {
+            False: self._local_max_streams_bidi.value,
+            True: self._local_max_streams_uni.value,
+        }
+        return bytes(super()._serialize_transport_parameters())
+
+    def _limit_stream_credit(self) -> None:
+        # aioquic lets the peer open a new stream as soon as it has discarded
+        # one, whether or not the application ever accepted it: a peer could
+        # then queue unbounded streams at a server that does not accept
+        # them.  As in OpenSSL, credit comes back only for streams the
+        # application is done with (QuicCore.forget_stream); aioquic's own
+        # increments are overridden, and nothing announced is taken back.
+        for uni, limit in (
+            (False, self._local_max_streams_bidi),
+            (True, self._local_max_streams_uni),
+        ):
+            base = self._stream_credit_base.get(uni)
+            if base is not None:
+                allowed = base + self.peer_streams_released[uni]
+                limit.value = max(limit.sent, allowed)
+
     def _write_connection_limits(self, builder: Any, space: Any) -> None:
+        self._limit_stream_credit()
         max_data = self._local_max_data
         window = self._configuration.max_data
         target = self.consumed_total + window
@@ -606,8 +635,16 @@ class QuicCore:
         quic.consumed_total += nbytes
 
     def forget_stream(self, stream_id: int) -> None:
-        """Drop per-stream credit bookkeeping once the stream is gone."""
-        self._quic.consumed_by_stream.pop(stream_id, None)
+        """Drop per-stream bookkeeping once the application is done with it.
+
+        For a stream the peer opened, this also lets the peer open one more
+        of its kind (MAX_STREAMS goes out with the next packet).
+        """
+        quic = self._quic
+        quic.consumed_by_stream.pop(stream_id, None)
+        peer_opened = bool(stream_id & 1) == self.is_client
+        if peer_opened:
+            quic.peer_streams_released[bool(stream_id & 2)] += 1
 
     def _credit_reset_stream(self, stream_id: int) -> None:
         # Bytes up to a reset stream's final size count against the

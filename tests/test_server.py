@@ -971,3 +971,61 @@ def test_ipv6_loopback_listener_serves_a_client(pki: CertFiles) -> None:
     finally:
         lst.free()
     assert lst.stats.retries_sent == 1
+
+
+def test_streams_a_server_never_accepts_cannot_pile_up(pki: CertFiles) -> None:
+    # aioquic alone lets a peer open a new stream whenever it discarded a
+    # finished one, accepted or not: a client could queue unbounded streams.
+    ctx = server_ctx(pki)
+    lst = ctx.new_listener(("127.0.0.1", 0), quicconn.LISTENER_FLAG_NO_VALIDATE)
+    lst.set_blocking_mode(False)
+    client, csock = new_client(pki, port_of(lst), blocking=False)
+    try:
+        accepted: list[quicconn.Connection] = []
+
+        def take() -> None:
+            conn = lst.accept_connection()
+            if conn is not None:
+                accepted.append(conn)
+
+        pump(
+            [lst, client],
+            lambda: completes(client.connect) and bool(accepted),
+            step=take,
+            what="the handshake",
+        )
+        opened = 0
+
+        def flood() -> None:
+            nonlocal opened
+            for _ in range(50):
+                try:
+                    stream = client.new_stream(
+                        quicconn.STREAM_FLAG_UNI | quicconn.STREAM_FLAG_NO_BLOCK
+                    )
+                except quicconn.WantWriteError:
+                    return  # no stream credit left
+                stream.write_ex2(b"x", quicconn.WRITE_FLAG_CONCLUDE)
+                opened += 1
+
+        run_for([lst, client], 1.0, step=flood)
+        server = accepted[0]
+        assert opened == 128  # the initial credit, and no more
+        assert server.get_accept_stream_queue_len() == 128
+        # The application takes 28 streams, reads them, and is done with
+        # them (the objects layer reports that through forget_stream()).
+        core = server._core
+        assert core is not None
+        for _ in range(28):
+            stream = server.accept_stream(quicconn.ACCEPT_STREAM_NO_BLOCK)
+            assert stream is not None and stream.read() == b"x"
+            core.forget_stream(stream.get_stream_id())
+        assert lst._reactor is not None
+        lst._reactor.mark_dirty(core)  # MAX_STREAMS goes out with the next tick
+        run_for([lst, client], 1.0, step=flood)
+        assert opened == 128 + 28
+        assert server.get_accept_stream_queue_len() == 128
+    finally:
+        client.free()
+        csock.close()
+        lst.free()
