@@ -20,7 +20,7 @@ CLIENTS = Path(__file__).resolve().parent / "peers" / "aioquic_clients.py"
 
 def echo_once(pki: CertFiles, port: int, payload: bytes) -> bytes:
     with quicconn.connect(
-        "localhost", port, alpn=["hq-interop"], cafile=str(pki.ca)
+        "127.0.0.1", port, alpn=["hq-interop"], cafile=str(pki.ca)
     ) as conn:
         conn.write_ex2(payload, quicconn.WRITE_FLAG_CONCLUDE)
         got = bytearray()

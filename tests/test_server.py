@@ -133,7 +133,7 @@ def test_blocking_client_and_server_echo_over_loopback(
 ) -> None:
     server = ServerThread(listener)
     with quicconn.connect(
-        "localhost", port_of(listener), alpn=ALPN, cafile=str(pki.ca)
+        "127.0.0.1", port_of(listener), alpn=ALPN, cafile=str(pki.ca)
     ) as conn:
         conn.write_ex2(PATTERN, quicconn.WRITE_FLAG_CONCLUDE)
         received = bytearray()
