@@ -1008,7 +1008,8 @@ def test_streams_a_server_never_accepts_cannot_pile_up(pki: CertFiles) -> None:
                 stream.write_ex2(b"x", quicconn.WRITE_FLAG_CONCLUDE)
                 opened += 1
 
-        run_for([lst, client], 1.0, step=flood)
+        pump([lst, client], lambda: opened >= 128, step=flood, what="128 streams")
+        run_for([lst, client], 0.3, step=flood)  # keep trying: no more credit
         server = accepted[0]
         assert opened == 128  # the initial credit, and no more
         assert server.get_accept_stream_queue_len() == 128
@@ -1022,7 +1023,8 @@ def test_streams_a_server_never_accepts_cannot_pile_up(pki: CertFiles) -> None:
             core.forget_stream(stream.get_stream_id())
         assert lst._reactor is not None
         lst._reactor.mark_dirty(core)  # MAX_STREAMS goes out with the next tick
-        run_for([lst, client], 1.0, step=flood)
+        pump([lst, client], lambda: opened >= 156, step=flood, what="28 more")
+        run_for([lst, client], 0.3, step=flood)
         assert opened == 128 + 28
         assert server.get_accept_stream_queue_len() == 128
     finally:
