@@ -378,6 +378,14 @@ class Connection:
         """True for a server-side connection (SSL_is_server)."""
         return not self._is_client
 
+    def is_listener(self) -> bool:
+        """Always False for a connection (SSL_is_listener)."""
+        return False
+
+    def get0_listener(self) -> Any:
+        """The listener this connection came from, or None (SSL_get0_listener)."""
+        return self._listener
+
     # ==================================================================
     # blocking mode, events, polling
     # ==================================================================
@@ -588,7 +596,7 @@ class Connection:
             record.handle_released = True
             if record.can_read:
                 record.stop_sent_code = self._incoming_error_code
-            self._released.append(record)
+            self._mark_released(record)
             core = self._core
             assert core is not None
             core.stop_sending(stream_id, self._incoming_error_code)
@@ -597,19 +605,7 @@ class Connection:
                 record.reset_sent_code = self._incoming_error_code
         else:
             self._accept_queue.append(record)
-            self._note_accept_queue()
         return record
-
-    def _note_accept_queue(self) -> None:
-        """Queued peer streams keep their MAX_STREAMS slot until accepted."""
-        core = self._core
-        if core is None:
-            return
-        uni = sum(1 for record in self._accept_queue if record.is_uni)
-        core.hold_incoming_streams(True, uni)
-        core.hold_incoming_streams(False, len(self._accept_queue) - uni)
-        if self._reactor is not None:
-            self._reactor.mark_dirty(core)
 
     def _effective_incoming_policy(self) -> int:
         policy = self._incoming_policy
@@ -929,7 +925,6 @@ class Connection:
             return None
         if record in self._accept_queue:
             self._accept_queue.remove(record)
-            self._note_accept_queue()
         self._default = record
         self._touch_default()
         return record
@@ -1402,7 +1397,6 @@ class Connection:
                 if (want_uni and not record.is_uni) or (want_bidi and record.is_uni):
                     continue
                 self._accept_queue.remove(record)
-                self._note_accept_queue()
                 return record
             self._raise_if_failed()
             return None
@@ -1482,7 +1476,7 @@ class Connection:
             return
         record.handle_released = True
         record.aon_len, record.aon_pos = None, 0
-        self._released.append(record)
+        self._mark_released(record)
         core = self._core
         if core is None or self._conn_closed():
             return
@@ -1496,6 +1490,11 @@ class Connection:
         reactor = self._require_reactor()
         reactor.mark_dirty(core)
         reactor.flush()
+
+    def _mark_released(self, record: StreamRecord) -> None:
+        self._released.append(record)
+        if self._core is not None:
+            self._core.release_stream(record.stream_id)
 
     def _reap_streams(self) -> None:
         """Forget released streams whose state the core has discarded."""

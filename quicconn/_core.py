@@ -251,41 +251,22 @@ class _AdaptedQuicConnection(QuicConnection):
         super().__init__(**kwargs)
         self.consumed_by_stream: dict[int, int] = {}
         self.consumed_total = 0
-        #: Peer-opened streams (bidi, uni) waiting in the application's
-        #: accept queue: they keep their MAX_STREAMS slot, as in OpenSSL.
-        self.held_streams = [0, 0]
-        #: The stream limits aioquic would grant (it adds one per finished
-        #: peer stream) and the values last written, to notice its additions.
-        initial = (
-            self._local_max_streams_bidi.value,
-            self._local_max_streams_uni.value,
-        )
-        self._stream_limit_base = initial
-        self._natural_stream_limits = list(initial)
-        self._stream_limits_set = list(initial)
+        #: Peer-opened streams the application is done with, by kind
+        #: (key: unidirectional?); each lets the peer open one more.
+        self.peer_streams_released = {False: 0, True: 0}
+        self._stream_credit_base: dict[bool, int] = {}
+        #: Peer-opened streams the application released that may still be
+        #: live on the wire; each returns its slot once finished there too.
+        self.app_released: set[int] = set()
         self._derive_reset_tokens()
 
     def set_stream_limits(self, bidi: int, uni: int) -> None:
         """The initial MAX_STREAMS values (before transport parameters go out)."""
-        limits = (self._local_max_streams_bidi, self._local_max_streams_uni)
-        for index, (limit, value) in enumerate(zip(limits, (bidi, uni), strict=True)):
+        for limit, value in (
+            (self._local_max_streams_bidi, bidi),
+            (self._local_max_streams_uni, uni),
+        ):
             limit.value = limit.sent = value
-            self._natural_stream_limits[index] = value
-            self._stream_limits_set[index] = value
-        self._stream_limit_base = (bidi, uni)
-
-    def _hold_back_stream_credit(self) -> None:
-        # aioquic gives a slot back as soon as a peer stream is finished on
-        # the wire; a stream still waiting in the accept queue keeps its
-        # slot here, so the queue can never outgrow the configured limit.
-        limits = (self._local_max_streams_bidi, self._local_max_streams_uni)
-        for index, limit in enumerate(limits):
-            natural = self._natural_stream_limits[index]
-            natural += limit.value - self._stream_limits_set[index]
-            self._natural_stream_limits[index] = natural
-            cap = limit.used + self._stream_limit_base[index] - self.held_streams[index]
-            limit.value = max(limit.sent, min(natural, cap))
-            self._stream_limits_set[index] = limit.value
 
     def _derive_reset_tokens(self) -> None:
         if self._reset_key is None:
@@ -378,8 +359,43 @@ class _AdaptedQuicConnection(QuicConnection):
                 )
             )
 
+    def _serialize_transport_parameters(self) -> bytes:
+        # The stream counts announced here are the base of all later credit.
+        self._stream_credit_base = {
+            False: self._local_max_streams_bidi.value,
+            True: self._local_max_streams_uni.value,
+        }
+        return bytes(super()._serialize_transport_parameters())
+
+    def _limit_stream_credit(self) -> None:
+        # aioquic lets the peer open a new stream as soon as it has discarded
+        # one, whether or not the application ever accepted it: a peer could
+        # then queue unbounded streams at a server that does not accept
+        # them.  As in OpenSSL, credit comes back only for streams the
+        # application released (QuicCore.release_stream) and that are
+        # finished on the wire; aioquic's own
+        # increments are overridden, and nothing announced is taken back.
+        if self.app_released:
+            streams = self._streams
+            done = [
+                sid
+                for sid in self.app_released
+                if sid not in streams or streams[sid].is_finished
+            ]
+            for sid in done:
+                self.app_released.discard(sid)
+                self.peer_streams_released[bool(sid & 2)] += 1
+        for uni, limit in (
+            (False, self._local_max_streams_bidi),
+            (True, self._local_max_streams_uni),
+        ):
+            base = self._stream_credit_base.get(uni)
+            if base is not None:
+                allowed = base + self.peer_streams_released[uni]
+                limit.value = max(limit.sent, allowed)
+
     def _write_connection_limits(self, builder: Any, space: Any) -> None:
-        self._hold_back_stream_credit()
+        self._limit_stream_credit()
         max_data = self._local_max_data
         window = self._configuration.max_data
         target = self.consumed_total + window
@@ -502,6 +518,17 @@ class QuicCore:
         except Exception:
             self.receive_errors += 1
             logger.exception("dropped a datagram the QUIC core could not process")
+
+    def received_a_packet(self) -> bool:
+        """True once a packet from the peer was decrypted (or a close began).
+
+        A server's first datagram can look like an Initial and still be
+        junk: only a packet that decrypts proves a real client.
+        """
+        quic = self._quic
+        return quic._close_event is not None or any(
+            space.largest_received_packet >= 0 for space in quic._spaces.values()
+        )
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
         return self._quic.datagrams_to_send(now=now)
@@ -646,10 +673,6 @@ class QuicCore:
             return 0
         return max(0, int(stream.max_stream_data_remote - stream.sender._buffer_stop))
 
-    def hold_incoming_streams(self, unidirectional: bool, count: int) -> None:
-        """How many peer streams of this kind wait to be accepted."""
-        self._quic.held_streams[int(unidirectional)] = count
-
     def stream_discarded(self, stream_id: int) -> bool:
         """True once the core finished with a stream and dropped its state."""
         return stream_id not in self._quic._streams
@@ -688,8 +711,18 @@ class QuicCore:
         )
         quic.consumed_total += nbytes
 
+    def release_stream(self, stream_id: int) -> None:
+        """The application is done with a stream (freed, or rejected).
+
+        For a stream the peer opened, the peer may open one more of its kind
+        once this one is also finished on the wire (MAX_STREAMS goes out
+        with a following packet), as OpenSSL does.
+        """
+        if bool(stream_id & 1) == self.is_client:  # peer-opened
+            self._quic.app_released.add(stream_id)
+
     def forget_stream(self, stream_id: int) -> None:
-        """Drop per-stream credit bookkeeping once the stream is gone."""
+        """Drop per-stream bookkeeping once the core discarded the stream."""
         self._quic.consumed_by_stream.pop(stream_id, None)
 
     def _credit_reset_stream(self, stream_id: int) -> None:
@@ -784,6 +817,12 @@ class ServerGate:
         return self._retry is not None
 
     def inspect(self, data: bytes, addr: Address, now: float) -> GateDecision:
+        if len(data) >= 7 and data[0] & 0x80:
+            version = int.from_bytes(data[1:5], "big")
+            if version != 0 and version not in self._versions:
+                # Only the version-independent header (RFC 8999) can be
+                # read: the rest of the packet is in an unknown format.
+                return self._negotiate_version(data)
         try:
             header = pull_quic_header(
                 Buffer(data=data), host_cid_length=self._cid_length
@@ -794,15 +833,6 @@ class ServerGate:
             return self._reset_for(data, bytes(header.destination_cid), now)
         if header.packet_type == QuicPacketType.VERSION_NEGOTIATION:
             return GateDecision(GateAction.DROP, "version negotiation to a server")
-        if header.version not in self._versions:
-            if len(data) < SMALLEST_MAX_DATAGRAM_SIZE:
-                return GateDecision(GateAction.DROP, "unknown version, short datagram")
-            reply = encode_quic_version_negotiation(
-                source_cid=header.destination_cid,
-                destination_cid=header.source_cid,
-                supported_versions=self._versions,
-            )
-            return GateDecision(GateAction.REPLY, "version negotiation", reply=reply)
         if header.packet_type != QuicPacketType.INITIAL:
             return GateDecision(
                 GateAction.DROP, "not an Initial for an unknown connection"
@@ -857,6 +887,25 @@ class ServerGate:
             retry_source_cid=dcid,
             address_validated=True,
         )
+
+    def _negotiate_version(self, data: bytes) -> GateDecision:
+        """Answer a long header of an unknown version (RFC 9000 section 6.1)."""
+        if len(data) < SMALLEST_MAX_DATAGRAM_SIZE:
+            # A server may only answer datagrams at least as large as the
+            # smallest Initial, so it cannot be used as an amplifier.
+            return GateDecision(GateAction.DROP, "unknown version, short datagram")
+        dcid_end = 6 + data[5]
+        if dcid_end >= len(data):
+            return GateDecision(GateAction.DROP, "unparseable long header")
+        scid_end = dcid_end + 1 + data[dcid_end]
+        if scid_end > len(data):
+            return GateDecision(GateAction.DROP, "unparseable long header")
+        reply = encode_quic_version_negotiation(
+            source_cid=data[6:dcid_end],
+            destination_cid=data[dcid_end + 1 : scid_end],
+            supported_versions=self._versions,
+        )
+        return GateDecision(GateAction.REPLY, "version negotiation", reply=reply)
 
     def refuse(self, decision: GateDecision, reason: str) -> bytes:
         """An Initial CONNECTION_CLOSE(CONNECTION_REFUSED) for ``decision``."""

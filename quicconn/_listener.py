@@ -96,9 +96,11 @@ class Listener:
     # -- OpenSSL API ------------------------------------------------------
 
     def listen(self) -> None:
-        """Start accepting incoming connections (SSL_listen)."""
-        if self._flags & LISTENER_FLAG_NO_ACCEPT:
-            raise ValueError("this listener was made with LISTENER_FLAG_NO_ACCEPT")
+        """Start accepting incoming connections (SSL_listen).
+
+        Idempotent.  On a ``LISTENER_FLAG_NO_ACCEPT`` listener it only
+        starts handling the network: incoming connections are never made.
+        """
         self._require_reactor()
         self._listening = True
 
@@ -113,20 +115,51 @@ class Listener:
         if flags & ~ACCEPT_CONNECTION_NO_BLOCK:
             raise ValueError(f"unknown accept_connection() flags 0x{flags:x}")
         reactor = self._require_reactor()
+        if self._flags & LISTENER_FLAG_NO_ACCEPT:
+            raise ValueError(
+                "this listener accepts no connections (LISTENER_FLAG_NO_ACCEPT, or "
+                "a client Context): use new_from_listener()"
+            )
         if not self._listening:
             self.listen()
+        try:
+            return self._accept(reactor, flags)
+        except Error as exc:
+            self._last_error = exc.code
+            raise
+
+    def _accept(self, reactor: Reactor, flags: int) -> Connection | None:
+        self._last_error = 0
+        transport = reactor.transport
+
+        def settled() -> bool:
+            return (
+                bool(self._accept_queue)
+                or reactor.closed
+                or transport.fatal_error is not None
+            )
+
         with reactor.lock:
             conn = self._pop_accepted()
-            if conn is not None:
-                return conn
-            if flags & ACCEPT_CONNECTION_NO_BLOCK or not self._blocking:
-                reactor.tick()
-                return self._pop_accepted()
-            reactor.block_until(lambda: bool(self._accept_queue) or reactor.closed)
-            conn = self._pop_accepted()
-        if conn is None:
-            raise SyscallError("the listener's socket was closed while accepting")
+            if conn is None:
+                if flags & ACCEPT_CONNECTION_NO_BLOCK or not self._blocking:
+                    reactor.tick()
+                else:
+                    reactor.block_until(settled)
+                conn = self._pop_accepted()
+            if conn is None:
+                self._raise_if_socket_failed(transport)
+                if reactor.closed:
+                    raise SyscallError(
+                        "the listener's socket was closed while accepting"
+                    )
         return conn
+
+    @staticmethod
+    def _raise_if_socket_failed(transport: DatagramTransport) -> None:
+        err = transport.fatal_error
+        if err is not None:
+            raise SyscallError(f"the listener's UDP socket failed: {err}", err.errno)
 
     def _pop_accepted(self) -> Connection | None:
         if not self._accept_queue:
@@ -209,6 +242,14 @@ class Listener:
         """Whether accept_connection() blocks (SSL_get_blocking_mode)."""
         return self._blocking
 
+    def is_listener(self) -> bool:
+        """Always True for a listener (SSL_is_listener)."""
+        return True
+
+    def get0_listener(self) -> Listener:
+        """The listener itself (SSL_get0_listener)."""
+        return self
+
     def get_error(self) -> int:
         """The ``ERROR_*`` code of the last failed call (SSL_get_error)."""
         return self._last_error
@@ -258,7 +299,11 @@ class Listener:
 
     def _on_unroutable(self, data: bytes, addr: Address, now: float) -> None:
         reactor = self._reactor
-        if reactor is None or not self._listening:
+        if (
+            reactor is None
+            or not self._listening
+            or self._flags & LISTENER_FLAG_NO_ACCEPT
+        ):
             self.stats.datagrams_dropped += 1
             return
         decision = self._gate.inspect(data, addr, now)
@@ -305,11 +350,17 @@ class Listener:
             session_ticket_fetcher=self._fetch_ticket,
             session_ticket_handler=self._store_ticket,
         )
+        core.receive_datagram(data, addr, now)
+        if not core.received_a_packet():
+            # Shaped like an Initial but undecryptable: junk, which must
+            # not take a connection slot or a place in the accept queue.
+            core.finish_qlog()
+            self.stats.datagrams_dropped += 1
+            return
         conn._use_reactor(reactor)
         conn._adopt_core(core, addr)
         conn._listener = self
         reactor.add_core(core, decision.client_dcid, core.host_cid)
-        core.receive_datagram(data, addr, now)
         reactor.mark_dirty(core)
         self._live.add(conn)
         self._accept_queue.append(conn)
@@ -352,13 +403,28 @@ class Listener:
         return self._reactor
 
 
+#: Socket buffer size asked for on sockets a listener binds itself: one
+#: socket carries every connection's traffic, and the kernel's default
+#: (about 200 KiB) overflows when a few hundred clients send at once.
+#: The kernel caps it at net.core.rmem_max / wmem_max.
+SOCKET_BUFFER_SIZE = 4 * 1024 * 1024
+
+
+def _enlarge_buffers(sock: socket.socket) -> None:
+    for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+        try:
+            if sock.getsockopt(socket.SOL_SOCKET, option) < SOCKET_BUFFER_SIZE:
+                sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER_SIZE)
+        except OSError:  # pragma: no cover - refused: keep the default
+            pass
+
+
 def make_listener(ctx: Context, where: Any, flags: int) -> Listener:
     """Build a listener on a socket, an address to bind, or a transport."""
     if ctx.role is not Role.SERVER:
-        raise ValueError(
-            "new_listener() needs a server Context: Context(quicconn.SERVER)"
-        )
-    if ctx._settings.certificate is None:
+        # As in OpenSSL, a client context makes a client-only listener.
+        flags |= LISTENER_FLAG_NO_ACCEPT
+    elif ctx._settings.certificate is None:
         raise ValueError(
             "the server Context has no certificate: call load_cert_chain()"
         )
@@ -370,6 +436,7 @@ def make_listener(ctx: Context, where: Any, flags: int) -> Listener:
         sock = socket.socket(family, socket.SOCK_DGRAM)
         enlarge_socket_buffers(sock)
         try:
+            _enlarge_buffers(sock)
             sock.bind(where)
         except OSError as exc:
             sock.close()

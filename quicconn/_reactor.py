@@ -47,6 +47,7 @@ class Reactor:
         self._cond = threading.Condition(self.lock)
         self._cores: set[QuicCore] = set()
         self._by_cid: dict[bytes, QuicCore] = {}
+        self._cids_of: dict[QuicCore, set[bytes]] = {}
         self._single: QuicCore | None = None
         self._timers: dict[QuicCore, float] = {}
         self._heap: list[tuple[float, int, QuicCore]] = []
@@ -60,6 +61,10 @@ class Reactor:
         #: Wakers of threads blocked in ``quicconn.poll()`` on this reactor.
         self._watchers: set[Waker] = set()
         self._leader: int | None = None
+        #: Guards the hand-over of descriptors between :meth:`close` and a
+        #: thread sleeping in ``poll`` on them (close may run unlocked).
+        self._poll_guard = threading.Lock()
+        self._deferred_close: bool | None = None
         self._followers = 0
         self._users = 0
         self.closed = False
@@ -70,23 +75,30 @@ class Reactor:
         """Start driving ``core``; datagrams to any of ``cids`` reach it."""
         self._cores.add(core)
         for cid in cids:
-            self._by_cid[cid] = core
+            self.add_cid(core, cid)
         self._single = next(iter(self._cores)) if self._can_shortcut() else None
 
     def remove_core(self, core: QuicCore) -> None:
         """Stop driving ``core`` and forget its connection IDs and timer."""
         self._cores.discard(core)
-        for cid in [c for c, owner in self._by_cid.items() if owner is core]:
-            del self._by_cid[cid]
+        # Per-core bookkeeping: O(own CIDs), not a scan of every connection's.
+        for cid in self._cids_of.pop(core, ()):
+            if self._by_cid.get(cid) is core:
+                del self._by_cid[cid]
         self._timers.pop(core, None)
         self._dirty.pop(core, None)
         self._single = next(iter(self._cores)) if self._can_shortcut() else None
 
     def add_cid(self, core: QuicCore, cid: bytes) -> None:
+        if core not in self._cores:
+            return  # a connection already removed gets no new routes
         self._by_cid[cid] = core
+        self._cids_of.setdefault(core, set()).add(cid)
 
     def remove_cid(self, cid: bytes) -> None:
-        self._by_cid.pop(cid, None)
+        core = self._by_cid.pop(cid, None)
+        if core is not None:
+            self._cids_of.get(core, set()).discard(cid)
 
     def find_core(self, cid: bytes) -> QuicCore | None:
         return self._by_cid.get(cid)
@@ -211,7 +223,13 @@ class Reactor:
         return None
 
     def timeout(self) -> float | None:
-        """Seconds until the next deadline, clamped at 0; None for infinity."""
+        """Seconds until the next deadline, clamped at 0; None for infinity.
+
+        0.0 while a core has unprocessed work (a read granted credit, a
+        datagram was fed without a flush): the next tick must send it.
+        """
+        if self._dirty:
+            return 0.0
         deadline = self.next_deadline()
         if deadline is None:
             return None
@@ -259,7 +277,10 @@ class Reactor:
                 return False
             timeout = self._wait_timeout(now, deadline)
             if self._leader is None:
-                self._leader = me
+                with self._poll_guard:
+                    if self.closed:
+                        return False
+                    self._leader = me
                 self.lock.release()
                 try:
                     self.transport.wait(
@@ -270,8 +291,13 @@ class Reactor:
                     )
                 finally:
                     self.lock.acquire()
-                    self._leader = None
-                    self._waker.clear()
+                    with self._poll_guard:
+                        self._leader = None
+                        deferred = self._deferred_close
+                    if deferred is not None:
+                        self._release_descriptors(deferred)
+                    else:
+                        self._waker.clear()
                     if self._followers:
                         self._cond.notify()  # let a follower take over polling
             else:
@@ -295,8 +321,20 @@ class Reactor:
         self.closed = True
         self._cores.clear()
         self._by_cid.clear()
+        self._cids_of.clear()
         self._timers.clear()
         self._heap.clear()
+        with self._poll_guard:
+            if self._leader is not None and self._leader != threading.get_ident():
+                # Another thread sleeps in poll() on these descriptors: closing
+                # them under it would not wake it.  Wake it; it closes them.
+                self._deferred_close = close_transport
+                self._waker.wake()
+                return
+        self._release_descriptors(close_transport)
+
+    def _release_descriptors(self, close_transport: bool) -> None:
+        self._deferred_close = None
         self._waker.close()
         if close_transport:
             self.transport.close()

@@ -96,3 +96,21 @@ def aioquic_server(pki: CertFiles) -> Iterator[int]:
     ]
     with peer_process(args, ready_prefix="READY") as (_, line):
         yield int(line.split()[1])
+
+
+@pytest.fixture(scope="session")
+def openssl35() -> str:
+    """The OpenSSL 3.5 ``openssl`` program (its ``s_client -quic``).
+
+    Found through ``$QUICCONN_OPENSSL35`` or ``.peers/bin/openssl35`` (which
+    ``python -m interop.peers install`` creates); see shared PEERS.md.
+    """
+    candidates = [os.environ.get("QUICCONN_OPENSSL35"), ROOT / ".peers/bin/openssl35"]
+    for candidate in candidates:
+        if candidate and os.access(candidate, os.X_OK):
+            return str(candidate)
+    pytest.fail(
+        "OpenSSL 3.5 is not installed: run `python -m interop.peers install` "
+        "(it creates .peers/bin/openssl35) or point QUICCONN_OPENSSL35 at an "
+        "OpenSSL 3.5 `openssl` executable"
+    )

@@ -1,0 +1,135 @@
+"""Many aioquic asyncio clients at once, as an independent load generator.
+
+Run as a program (used by tests/test_server_limits.py and bench/handshakes.py)::
+
+    python tests/peers/aioquic_clients.py --port P --ca CA --clients 200 \\
+        [--concurrency 200] [--size 65536] [--alpn quicconn-test]
+
+Every client opens its own UDP socket, completes a handshake and then, with
+``--size N > 0``, sends N bytes of a pattern on one bidirectional stream
+with FIN, reads the echo to FIN and checks every byte; with ``--size 0`` it
+closes right after the handshake.  ``--concurrency`` clients run at a time
+(1 = sequential).  With ``--size 0`` a client gives its place to the next
+one as soon as its handshake completes (its close runs on in the
+background), so ``--concurrency`` counts handshakes in flight.  The program
+prints one JSON line: counts of successes and failures, the first few
+errors, wall-clock seconds, and handshakes per second (from the first
+start to the last completed handshake).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import ssl
+import sys
+import time
+from collections.abc import Callable
+
+from aioquic.asyncio import connect
+from aioquic.quic.configuration import QuicConfiguration
+
+PATTERN = bytes(range(251)) * 1024  # 251 is prime: misplaced bytes show
+
+
+def pattern_bytes(n: int, seed: int) -> bytes:
+    start = seed % 251
+    data = PATTERN[start:] + PATTERN
+    while len(data) < n:
+        data += PATTERN
+    return data[:n]
+
+
+async def one_client(
+    args: argparse.Namespace, index: int, handshaken: Callable[[], None]
+) -> None:
+    config = QuicConfiguration(
+        is_client=True,
+        alpn_protocols=args.alpn,
+        verify_mode=ssl.CERT_REQUIRED,
+        idle_timeout=args.idle_timeout,
+        server_name="localhost",
+    )
+    config.load_verify_locations(args.ca)
+    async with connect(args.host, args.port, configuration=config) as client:
+        handshaken()
+        if args.size:
+            payload = pattern_bytes(args.size, index)
+            reader, writer = await client.create_stream()
+            writer.write(payload)
+            writer.write_eof()
+            echoed = await reader.read()
+            if echoed != payload:
+                raise AssertionError(
+                    f"client {index}: got {len(echoed)} bytes back, "
+                    f"expected {len(payload)} (content differs)"
+                )
+        client.close()
+        await client.wait_closed()
+
+
+async def run(args: argparse.Namespace) -> dict[str, object]:
+    gate = asyncio.Semaphore(args.concurrency)
+    errors: list[str] = []
+    handshakes: list[float] = []
+    ok = 0
+
+    async def guarded(index: int) -> None:
+        nonlocal ok
+        await gate.acquire()
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                gate.release()
+
+        def handshaken() -> None:
+            handshakes.append(time.perf_counter())
+            if not args.size:
+                release()
+
+        try:
+            await asyncio.wait_for(one_client(args, index, handshaken), args.timeout)
+        except Exception as exc:
+            errors.append(f"client {index}: {type(exc).__name__}: {exc}")
+        else:
+            ok += 1
+        finally:
+            release()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(guarded(i) for i in range(args.clients)))
+    span = (max(handshakes) - started) if handshakes else 0.0
+    return {
+        "ok": ok,
+        "failed": len(errors),
+        "errors": errors[:5],
+        "seconds": time.perf_counter() - started,
+        "handshakes_per_s": len(handshakes) / span if span else 0.0,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--ca", required=True)
+    parser.add_argument("--clients", type=int, default=1)
+    parser.add_argument("--concurrency", type=int, default=0, help="0: all at once")
+    parser.add_argument("--size", type=int, default=0)
+    parser.add_argument("--alpn", action="append", default=None)
+    parser.add_argument("--timeout", type=float, default=60.0)
+    parser.add_argument("--idle-timeout", type=float, default=30.0)
+    args = parser.parse_args()
+    args.alpn = args.alpn or ["quicconn-test"]
+    args.concurrency = args.concurrency or args.clients
+    result = asyncio.run(run(args))
+    print(json.dumps(result), flush=True)
+    sys.exit(0 if not result["failed"] else 1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,89 @@
+"""The server examples (ports of OpenSSL's guide demos, and a many-client
+loop) run as programs and serve real clients over loopback."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import quicconn
+from tests.conftest import free_udp_port, peer_process
+from tests.support.certs import CertFiles
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+CLIENTS = Path(__file__).resolve().parent / "peers" / "aioquic_clients.py"
+
+
+def echo_once(pki: CertFiles, port: int, payload: bytes) -> bytes:
+    with quicconn.connect(
+        "127.0.0.1", port, alpn=["hq-interop"], cafile=str(pki.ca)
+    ) as conn:
+        conn.write_ex2(payload, quicconn.WRITE_FLAG_CONCLUDE)
+        got = bytearray()
+        while True:
+            try:
+                got += conn.read()
+            except quicconn.ZeroReturnError:
+                return bytes(got)
+
+
+@pytest.mark.parametrize(
+    "example", ["quic_server_block.py", "quic_server_non_block.py"]
+)
+def test_openssl_demo_ports_echo_one_client_after_another(
+    pki: CertFiles, example: str
+) -> None:
+    port = free_udp_port()
+    args = [
+        sys.executable,
+        str(EXAMPLES / example),
+        str(port),
+        str(pki.cert),
+        str(pki.key),
+    ]
+    with peer_process(args, ready_prefix="Waiting for connection") as (proc, _):
+        first = b"GET /first\r\n" * 100
+        second = bytes(range(256)) * 20  # 5 KiB: fits the non-block demo's buffer
+        assert echo_once(pki, port, first) == first
+        assert echo_once(pki, port, second) == second
+        assert proc.poll() is None  # still serving
+
+
+def test_many_client_example_serves_clients_concurrently(pki: CertFiles) -> None:
+    port = free_udp_port()
+    args = [
+        sys.executable,
+        str(EXAMPLES / "quic_server_multi.py"),
+        str(port),
+        str(pki.cert),
+        str(pki.key),
+    ]
+    with peer_process(args, ready_prefix="Listening on") as (proc, _):
+        clients = subprocess.run(
+            [
+                sys.executable,
+                str(CLIENTS),
+                "--port",
+                str(port),
+                "--ca",
+                str(pki.ca),
+                "--clients",
+                "30",
+                "--size",
+                "20000",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        result = json.loads(clients.stdout.strip().splitlines()[-1])
+        assert result["ok"] == 30, (result, clients.stderr[-2000:])
+        proc.terminate()
+        assert proc.stdout is not None
+        tail = proc.stdout.read()
+        proc.wait(10)
+    assert "served 30 clients" in tail

@@ -1,0 +1,317 @@
+"""Bad input: a property-based barrage of malformed, truncated, unknown-version
+and replayed datagrams against a listener with live connections, over real
+loopback UDP.  Nothing may raise out of handle_events(), nothing may be
+logged as an internal failure, the live connections must keep working, and
+memory must stay bounded."""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import random
+import select
+import socket
+import struct
+import tracemalloc
+from collections.abc import Sequence
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import quicconn
+from quicconn._transport import Address, Datagram, UdpTransport
+from tests.support.certs import CertFiles
+from tests.support.echo import EchoServer
+from tests.support.loop import pump
+
+ALPN = ["quicconn-test"]
+LIVE_CLIENTS = 3
+EXAMPLES = 100
+BATCH = (105, 125)  # datagrams per example: at least 10,500 in all
+TRACE_FROM = 70  # measure memory growth over the last 30 examples
+
+
+class RecordingTransport(UdpTransport):
+    """A client socket that keeps a copy of every datagram it sends."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        super().__init__(sock)
+        self.sent: list[bytes] = []
+
+    def send_batch(self, datagrams: Sequence[Datagram]) -> None:
+        self.sent.extend(bytes(d) for d, _ in datagrams)
+        super().send_batch(datagrams)
+
+
+def _long_header(first: int, version: int, dcid: bytes, scid: bytes) -> bytes:
+    return (
+        bytes([first | 0x80])
+        + struct.pack("!I", version)
+        + bytes([len(dcid)])
+        + dcid
+        + bytes([len(scid)])
+        + scid
+    )
+
+
+KINDS = [
+    "random",
+    "truncated",
+    "bitflip",
+    "replay",
+    "version",
+    "short_to_live",
+    "initial",
+    "coalesced",
+]
+VERSIONS = [0, 1, 0x6B3343CF, 0x57414954, 0xFF00001D, 0x1A2A3A4A]
+
+
+def make_datagram(
+    kind: str, seed: int, captured: list[bytes], live_cids: list[bytes]
+) -> bytes:
+    """One bad datagram of ``kind``; every other choice comes from ``seed``."""
+    rng = random.Random(seed)
+    if kind == "random":
+        return rng.randbytes(rng.randrange(0, 1501))
+    if kind in ("truncated", "bitflip", "replay"):
+        original = rng.choice(captured)
+        if kind == "replay":
+            return original
+        if kind == "truncated":
+            return original[: rng.randrange(0, len(original))]
+        flipped = bytearray(original)
+        for _ in range(rng.randrange(1, 9)):
+            flipped[rng.randrange(len(flipped))] ^= 1 << rng.randrange(8)
+        return bytes(flipped)
+    if kind == "version":
+        version = rng.choice(VERSIONS + [rng.getrandbits(32)] * 3)
+        dcid = rng.randbytes(rng.choice([0, 8, 20, 21, rng.randrange(256)]))
+        scid = rng.randbytes(rng.choice([0, 8, 20, 21, rng.randrange(256)]))
+        head = _long_header(rng.randrange(0x80), version, dcid, scid)
+        size = rng.choice([len(head), 600, 1199, 1200, 1350, 1500])
+        return head + rng.randbytes(max(0, size - len(head)))
+    if kind == "short_to_live":
+        first = bytes([0x40 | rng.randrange(0x40)])
+        body = rng.randbytes(rng.randrange(0, 1401))
+        return first + rng.choice(live_cids) + body
+    if kind == "initial":
+        version = rng.choice([1, 0x6B3343CF])
+        first = 0xC0 if version == 1 else 0xD0  # v2 renumbered the Initial type
+        dcid = rng.randbytes(rng.choice([0, 4, 8, 20, 21]))
+        head = _long_header(first | rng.randrange(4), version, dcid, b"")
+        token = rng.randbytes(rng.choice([0, 1, 12, 40, 90, 300]))
+        head += bytes([0x40 | len(token) >> 8, len(token) & 0xFF]) + token
+        size = rng.choice([1199, 1200, 1252, 1500])
+        head += struct.pack("!H", 0x4000 | rng.randrange(0x4000))
+        return head + rng.randbytes(max(0, size - len(head)))
+    # coalesced: a real packet followed by junk, or junk then a real packet
+    real = rng.choice(captured)
+    junk = rng.randbytes(rng.randrange(1, 301))
+    return real + junk if rng.random() < 0.5 else junk + real
+
+
+def datagrams(
+    captured: list[bytes], live_cids: list[bytes]
+) -> st.SearchStrategy[bytes]:
+    """Hypothesis picks the kind and the seed that shapes the rest."""
+    return st.builds(
+        make_datagram,
+        st.sampled_from(KINDS),
+        st.integers(0, 2**32),
+        st.just(captured),
+        st.just(live_cids),
+    )
+
+
+def _drain(lst: quicconn.Listener, clients: list[quicconn.Connection]) -> None:
+    """Tick until the listener's socket has nothing left to read."""
+    fd = lst.fileno()
+    while True:
+        lst.handle_events()
+        for conn in clients:
+            conn.handle_events()
+        readable, _, _ = select.select([fd], [], [], 0.02)
+        if not readable:
+            return
+
+
+def _echo(
+    lst: quicconn.Listener,
+    server: EchoServer,
+    conn: quicconn.Connection,
+    payload: bytes,
+    conclude: bool,
+) -> bytes:
+    conn.write(payload)
+    if conclude:
+        conn.stream_conclude()
+    got = bytearray()
+    finished = False
+
+    def step() -> None:
+        nonlocal finished
+        server.step()
+        try:
+            got.extend(conn.read())
+        except quicconn.WantReadError:
+            pass
+        except quicconn.ZeroReturnError:
+            finished = True
+
+    pump(
+        [lst, conn],
+        lambda: finished if conclude else len(got) >= len(payload),
+        step=step,
+        what="an echo on a live connection",
+    )
+    return bytes(got)
+
+
+@pytest.mark.filterwarnings("ignore::ResourceWarning")
+def test_malformed_and_replayed_datagrams_never_hurt_a_listener(
+    pki: CertFiles, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="quicconn")
+    ctx = quicconn.Context(quicconn.SERVER)
+    ctx.load_cert_chain(pki.cert, pki.key)
+    ctx.set_alpn_protos(ALPN)
+    ctx.idle_timeout = 300  # the barrage must not outlast a live connection
+    lst = ctx.new_listener(("127.0.0.1", 0))  # Retry validation on (default)
+    server = EchoServer(lst)
+    port = int(lst.local_address()[1])
+    target: Address = ("127.0.0.1", port)
+    cctx = quicconn.Context(quicconn.CLIENT)
+    cctx.load_verify_locations(pki.ca)
+    cctx.set_alpn_protos(ALPN)
+    cctx.idle_timeout = 300
+    clients: list[quicconn.Connection] = []
+    sockets: list[socket.socket] = []
+    recorders: list[RecordingTransport] = []
+    try:
+        for _ in range(LIVE_CLIENTS):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sock.bind(("127.0.0.1", 0))
+            sockets.append(sock)
+            transport = RecordingTransport(sock)
+            recorders.append(transport)
+            conn = quicconn.Connection(cctx)
+            conn.set_transport(transport)
+            conn.set1_initial_peer_addr(target)
+            conn.set1_host("localhost")
+            conn.set_blocking_mode(False)
+            clients.append(conn)
+
+        def connected() -> bool:
+            for conn in clients:
+                try:
+                    conn.connect()
+                except quicconn.WantReadError:
+                    return False
+            return True
+
+        pump([lst, *clients], connected, step=server.step, what="the handshakes")
+        for conn in clients:
+            assert _echo(lst, server, conn, b"before the barrage ", False) == (
+                b"before the barrage "
+            )
+        captured = [d for rec in recorders for d in rec.sent]
+        reactor = lst._reactor
+        assert reactor is not None
+        live_cids = list(reactor._by_cid)
+        junk_sockets = []
+        for _ in range(4):
+            junk = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            junk.bind(("127.0.0.1", 0))
+            junk_sockets.append(junk)
+        sockets += junk_sockets
+        senders = junk_sockets + sockets[:LIVE_CLIENTS]  # junk from live 4-tuples too
+        received_before = reactor.transport.datagrams_received  # type: ignore[attr-defined]
+        sent = 0
+
+        examples = 0
+        baseline = 0
+
+        @settings(
+            max_examples=EXAMPLES,
+            deadline=None,
+            database=None,
+            derandomize=True,
+            suppress_health_check=list(HealthCheck),
+        )
+        @given(
+            batch=st.lists(
+                st.tuples(
+                    st.integers(0, len(senders) - 1), datagrams(captured, live_cids)
+                ),
+                min_size=BATCH[0],
+                max_size=BATCH[1],
+            )
+        )
+        def barrage(batch: list[tuple[int, bytes]]) -> None:
+            nonlocal sent, examples, baseline
+            examples += 1
+            if examples == TRACE_FROM:
+                # Steady state reached: from here on, what quicconn and
+                # aioquic keep allocated must not grow with the barrage.
+                gc.collect()
+                tracemalloc.start()
+                baseline = _our_memory()
+            for i, (who, data) in enumerate(batch):
+                senders[who].sendto(data, target)
+                sent += 1
+                if i % 16 == 15:
+                    lst.handle_events()  # never raises, whatever arrived
+            _drain(lst, clients)
+            server.step()
+
+        barrage()
+        received = reactor.transport.datagrams_received - received_before  # type: ignore[attr-defined]
+        gc.collect()
+        growth = _our_memory() - baseline
+        tracemalloc.stop()
+
+        # Every datagram reached the listener, and it survived them all.
+        assert sent >= 10_000
+        assert received >= sent * 0.99, f"only {received} of {sent} arrived"
+        failures = [r for r in caplog.records if r.levelno >= logging.ERROR]
+        assert not failures, failures[0].getMessage()
+
+        # The live connections still work.
+        for conn in clients:
+            assert conn.get_conn_close_info() is None
+            assert _echo(lst, server, conn, b"after", True) == b"after"
+
+        # Nothing the barrage sent created state that outlives it.
+        assert lst.stats.connections_accepted == LIVE_CLIENTS
+        assert len(lst._live) == LIVE_CLIENTS
+        assert len(reactor._cores) == LIVE_CLIENTS
+        assert len(reactor._by_cid) <= LIVE_CLIENTS * 10
+        assert len(reactor._heap) <= 4 * len(reactor._timers) + 64
+        assert len(lst._tickets) <= LIVE_CLIENTS * 4
+        assert lst.get_accept_connection_queue_len() == 0
+        assert growth < 512 * 1024, f"quicconn/aioquic memory grew by {growth} bytes"
+        stats = lst.stats
+        assert stats.retries_sent + stats.version_negotiations_sent > 100
+        assert stats.stateless_resets_sent > 0 and stats.datagrams_dropped > 1000
+    finally:
+        if tracemalloc.is_tracing():
+            tracemalloc.stop()
+        for conn in clients:
+            conn.free()
+        lst.free()
+        for sock in sockets:
+            sock.close()
+
+
+def _our_memory() -> int:
+    """Bytes allocated by quicconn and aioquic code that are still alive."""
+    snapshot = tracemalloc.take_snapshot().filter_traces(
+        [
+            tracemalloc.Filter(True, f"*{os.sep}quicconn{os.sep}*"),
+            tracemalloc.Filter(True, f"*{os.sep}aioquic{os.sep}*"),
+        ]
+    )
+    return sum(stat.size for stat in snapshot.statistics("filename"))
