@@ -12,11 +12,18 @@ import socket
 from typing import Any
 
 from . import _constants
+from ._asyncjob import async_cleanup_thread, async_init_thread
 from ._clock import FakeClock, MonotonicClock
 from ._connection import Connection, ConnState
 from ._constants import *  # noqa: F403 - OpenSSL's constants, by design
 from ._constants import CLIENT, Role
 from ._context import Context
+from ._engine import (
+    AsyncEngine,
+    ProcessPoolEngine,
+    SignRequest,
+    ThreadPoolEngine,
+)
 from ._errors import (
     ConnCloseInfo,
     ConnectionTerminatedError,
@@ -123,6 +130,7 @@ def _apply_options(ctx: Context, options: dict[str, Any], caller: str) -> None:
 
 
 __all__ = [
+    "AsyncEngine",
     "ConnCloseInfo",
     "ConnState",
     "Connection",
@@ -133,17 +141,22 @@ __all__ = [
     "Listener",
     "ListenerStats",
     "MonotonicClock",
+    "ProcessPoolEngine",
     "Role",
     "SSLError",
+    "SignRequest",
     "Stream",
     "StreamResetError",
     "SyscallError",
+    "ThreadPoolEngine",
     "VerificationError",
     "WantAsyncError",
     "WantAsyncJobError",
     "WantReadError",
     "WantWriteError",
     "ZeroReturnError",
+    "async_cleanup_thread",
+    "async_init_thread",
     "connect",
     "listen",
     *[name for name in dir(_constants) if name.isupper()],

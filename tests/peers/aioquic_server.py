@@ -10,7 +10,13 @@ first line picks the behaviour:
 * ``echo\\n`` - send back everything that follows; FIN answers FIN;
 * ``send N\\n`` - send N bytes of a repeating pattern, then FIN;
 * ``sink\\n`` - read everything, then answer with the byte count and FIN;
-* ``close CODE\\n`` - close the connection with application error CODE.
+* ``close CODE\\n`` - close the connection with application error CODE;
+* ``whoami\\n`` - answer with the client certificate's common name (or
+  ``none``), then FIN.
+
+``--request-client-cert`` makes the server ask for a client certificate
+(aioquic's TLS stack has the switch, but only as a test hook), so a client's
+CertificateVerify can be exercised.
 """
 
 from __future__ import annotations
@@ -21,7 +27,9 @@ import sys
 
 from aioquic.asyncio import QuicConnectionProtocol, serve
 from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.connection import QuicConnection
 from aioquic.quic.events import StreamDataReceived
+from cryptography.x509.oid import NameOID
 
 PATTERN = bytes(range(256)) * 256  # 64 KiB
 
@@ -58,6 +66,8 @@ class AppProtocol(QuicConnectionProtocol):
                 self._quic.send_stream_data(sid, pattern_bytes(int(words[1])), True)
             elif mode == "close":
                 self._quic.close(error_code=int(words[1]), reason_phrase="asked to")
+            elif mode == "whoami":
+                self._quic.send_stream_data(sid, self._client_name(), True)
             self._counts[sid] = 0
         if mode == "echo":
             self._quic.send_stream_data(sid, data, event.end_stream)
@@ -66,6 +76,25 @@ class AppProtocol(QuicConnectionProtocol):
             if event.end_stream:
                 self._quic.send_stream_data(sid, b"%d" % self._counts[sid], True)
         self.transmit()
+
+    def _client_name(self) -> bytes:
+        cert = self._quic.tls._peer_certificate
+        if cert is None:
+            return b"none"
+        names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        return str(names[0].value).encode() if names else b"unnamed"
+
+
+def request_client_certificates() -> None:
+    """Turn on aioquic's (test-only) CertificateRequest for every connection."""
+    original = QuicConnection._initialize
+
+    def initialize(self, peer_cid: bytes) -> None:
+        original(self, peer_cid)
+        if not self._is_client:
+            self.tls._request_client_certificate = True
+
+    QuicConnection._initialize = initialize
 
 
 async def main() -> None:
@@ -77,7 +106,10 @@ async def main() -> None:
     parser.add_argument("--alpn", action="append", default=None)
     parser.add_argument("--retry", action="store_true")
     parser.add_argument("--idle-timeout", type=float, default=60.0)
+    parser.add_argument("--request-client-cert", action="store_true")
     args = parser.parse_args()
+    if args.request_client_cert:
+        request_client_certificates()
     config = QuicConfiguration(
         is_client=False,
         alpn_protocols=args.alpn or ["quicconn-test", "h3"],
