@@ -1374,6 +1374,8 @@ class Connection:
         engine = self.get_async_engine()
         if not self._mode & MODE_ASYNC or engine is None:
             return  # as in OpenSSL without an async engine: no pausing
+        if self._settings.private_key is None:
+            return  # no key (a client without a certificate): nothing to offload
         reactor = self._require_reactor()
         host = JobHost(
             engine,

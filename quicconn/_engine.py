@@ -30,7 +30,7 @@ import os
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection as Pipe
 from multiprocessing.connection import wait as wait_pipes
 from typing import Any
@@ -327,12 +327,18 @@ def _process_worker(pipe: Pipe) -> None:
             return
 
 
+#: Requests a worker may have queued in its pipe: it never waits for this
+#: process to hand it the next one, yet a send can never block.
+_WORKER_PIPELINE = 32
+
+
 @dataclass
 class _Worker:
     process: Any
     pipe: Pipe
     keys: set[int]
-    request: SignRequest | None = None
+    #: Sent and not answered yet, oldest first (a worker answers in order).
+    in_flight: deque[SignRequest] = field(default_factory=deque)
     alive: bool = True
 
 
@@ -395,10 +401,11 @@ class ProcessPoolEngine(AsyncEngine):
             if self._max_pending is not None and self._pending >= self._max_pending:
                 return ASYNC_STATUS_EAGAIN
             self._pending += 1
-            worker = next(
-                (w for w in self._workers if w.alive and w.request is None), None
+            worker = min(
+                (w for w in self._workers if w.alive),
+                key=lambda w: len(w.in_flight),
             )
-            if worker is None:
+            if len(worker.in_flight) >= _WORKER_PIPELINE:
                 self._queue.append(request)
                 return ASYNC_STATUS_OK
             failed = not self._dispatch(worker, request)
@@ -425,7 +432,7 @@ class ProcessPoolEngine(AsyncEngine):
             worker.alive = False
             return False
         worker.keys.add(key_id)
-        worker.request = request
+        worker.in_flight.append(request)
         return True
 
     # -- the engine thread: results --------------------------------------
@@ -460,19 +467,24 @@ class ProcessPoolEngine(AsyncEngine):
             else:
                 error = str(value)
         failed: list[SignRequest] = []
+        answered: list[SignRequest] = []
         with self._lock:
-            request, worker.request = worker.request, None
             if not worker.alive:
+                # Everything it was given is lost.
+                answered = list(worker.in_flight)
+                worker.in_flight.clear()
                 if not any(w.alive for w in self._workers):
                     failed = list(self._queue)
                     self._queue.clear()
             else:
-                while self._queue:
+                if worker.in_flight:
+                    answered.append(worker.in_flight.popleft())
+                while self._queue and len(worker.in_flight) < _WORKER_PIPELINE:
                     nxt = self._queue.popleft()
-                    if self._dispatch(worker, nxt):
+                    if not self._dispatch(worker, nxt):
+                        failed.append(nxt)
                         break
-                    failed.append(nxt)
-        if request is not None:
+        for request in answered:
             self._finished(request, signature, error)
         for lost in failed:
             self._finished(lost, None, "no signing process is left")
@@ -494,7 +506,7 @@ class ProcessPoolEngine(AsyncEngine):
             self._closed = True
             abandoned = list(self._queue)
             self._queue.clear()
-            in_flight = [w.request for w in self._workers if w.request is not None]
+            in_flight = [r for w in self._workers for r in w.in_flight]
         with contextlib.suppress(OSError):
             os.write(self._wake_w, b"x")
         if self._thread is not threading.current_thread():

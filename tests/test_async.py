@@ -924,3 +924,30 @@ def test_blocking_accept_waits_without_spinning_and_its_job_uses_the_job_thread(
         server.join(timeout=10)
         assert not server.is_alive()
         assert cpu and cpu[0] < 0.15, f"blocking accept() used {cpu[0]:.3f} s of CPU"
+
+
+def test_process_engine_fails_requests_when_its_worker_dies() -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    finished = threading.Event()
+    with quicconn.ProcessPoolEngine(max_workers=1) as engine:
+        request = quicconn.SignRequest(
+            key, b"data", 0x0403, done=lambda _r: finished.set()
+        )
+        assert engine.submit(request) == quicconn.ASYNC_STATUS_OK
+        assert finished.wait(10) and request.signature
+        worker = engine._workers[0].process
+        worker.kill()
+        worker.join(timeout=10)
+        finished.clear()
+        doomed = quicconn.SignRequest(
+            key, b"data", 0x0403, done=lambda _r: finished.set()
+        )
+        status = engine.submit(doomed)
+        if status == quicconn.ASYNC_STATUS_OK:
+            assert finished.wait(10)
+            assert doomed.error and "process" in doomed.error
+        else:
+            assert status == quicconn.ASYNC_STATUS_ERR
+        assert engine.submit(quicconn.SignRequest(key, b"x", 0x0403)) == (
+            quicconn.ASYNC_STATUS_ERR
+        )
