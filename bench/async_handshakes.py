@@ -29,6 +29,7 @@ import sys
 import threading
 import time
 from collections import deque
+from dataclasses import dataclass
 
 from _common import env_note, make_certs, median
 
@@ -112,9 +113,7 @@ class Server:
 # ---------------------------------------------------------------------------
 
 
-def run_clients(
-    port: int, ca: str, clients: int, warmup: float, seconds: float
-) -> None:
+def run_clients(port: int, clients: int, warmup: float, seconds: float) -> None:
     """Keep ``clients`` handshakes in flight; print how many completed."""
     ctx = quicconn.Context(quicconn.CLIENT)
     # A load generator, like h2load: it checks the CertificateVerify
@@ -146,13 +145,14 @@ def run_clients(
         sock.close()
 
     counted = 0
+    completed = 0
     failures = 0
     begin = time.monotonic()
     measure_from = begin + warmup
     end = measure_from + seconds
 
     def step(fd: int) -> None:
-        nonlocal counted, failures
+        nonlocal counted, completed, failures
         conn = live[fd][0]
         try:
             conn.connect()
@@ -162,6 +162,7 @@ def run_clients(
             failures += 1
             finish(fd)
             return
+        completed += 1
         if time.monotonic() >= measure_from:
             counted += 1
         finish(fd)
@@ -186,7 +187,7 @@ def run_clients(
             start()
     for fd in list(live):
         finish(fd)
-    print(f"RESULT {counted} {failures}", flush=True)
+    print(f"RESULT {counted} {failures} {completed}", flush=True)
 
 
 # ---------------------------------------------------------------------------
@@ -200,19 +201,52 @@ def cpu_seconds() -> tuple[float, float]:
     return t.user + t.system, t.children_user + t.children_system
 
 
+def pid_cpu_seconds(pids: list[int]) -> float:
+    """CPU seconds used so far by other processes (Linux /proc)."""
+    total = 0.0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as fp:
+                fields = fp.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+@dataclass
+class Round:
+    rate: float  #: handshakes/s in the measured window
+    handshakes: int  #: completed over the whole run, warm-up included
+    server_cpu: float  #: seconds, this process (event loop, engine threads)
+    signer_cpu: float  #: seconds, the engine's worker processes
+    client_cpu: float  #: seconds, the load generator
+
+    def per_handshake(self) -> str:
+        n = max(self.handshakes, 1)
+        return (
+            f"CPU ms/handshake: server {self.server_cpu * 1000 / n:.1f}, "
+            f"signer {self.signer_cpu * 1000 / n:.1f}, "
+            f"clients {self.client_cpu * 1000 / n:.1f}"
+        )
+
+
 def one_round(
     certs: object, engine: quicconn.AsyncEngine | None, args: argparse.Namespace
-) -> tuple[float, tuple[float, float]]:
+) -> Round:
     server = Server(certs, engine)
+    workers = (
+        engine.worker_pids() if isinstance(engine, quicconn.ProcessPoolEngine) else []
+    )
     try:
         self0, child0 = cpu_seconds()
+        signer0 = pid_cpu_seconds(workers)
         proc = subprocess.run(
             [
                 sys.executable,
                 __file__,
                 "--client-mode",
                 str(server.port),
-                str(certs.ca),  # type: ignore[attr-defined]
                 str(args.clients),
                 str(args.warmup),
                 str(args.seconds),
@@ -222,16 +256,22 @@ def one_round(
             timeout=args.warmup + args.seconds + 60,
         )
         self1, child1 = cpu_seconds()
-        cpu = (self1 - self0, child1 - child0)
+        signer1 = pid_cpu_seconds(workers)
     finally:
         server.close()
     line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT")), None)
     if line is None:
         raise RuntimeError(f"load generator failed:\n{proc.stdout}\n{proc.stderr}")
-    _, count, failures = line.split()
+    _, counted, failures, total = line.split()
     if int(failures):
         print(f"  ({failures} handshakes failed)")
-    return int(count) / args.seconds, cpu
+    return Round(
+        rate=int(counted) / args.seconds,
+        handshakes=int(total),
+        server_cpu=self1 - self0,
+        signer_cpu=signer1 - signer0,
+        client_cpu=child1 - child0,
+    )
 
 
 def main() -> None:
@@ -241,37 +281,54 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--clients", type=int, default=24)
     parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--client-mode", nargs=5, metavar="X", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--modes",
+        default="sync,process",
+        help="comma-separated: sync, process, thread (ThreadPoolEngine)",
+    )
+    parser.add_argument("--client-mode", nargs=4, metavar="X", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.client_mode:
-        port, ca, clients, warmup, seconds = args.client_mode
-        run_clients(int(port), ca, int(clients), float(warmup), float(seconds))
+        port, clients, warmup, seconds = args.client_mode
+        run_clients(int(port), int(clients), float(warmup), float(seconds))
         return
 
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    if "sync" not in modes or not set(modes) <= {"sync", "process", "thread"}:
+        parser.error("--modes must include sync, plus process and/or thread")
     certs = make_certs("rsa4096")
     print(
         f"RSA-4096 handshakes/s, {args.clients} concurrent clients in another "
-        f"process, {args.seconds:g} s per round ({env_note()}, "
-        f"load average {os.getloadavg()[0]:.2f})"
+        f"process, {args.seconds:g} s per round after {args.warmup:g} s warm-up, "
+        f"{args.workers} signing worker(s) ({env_note()}; load average before: "
+        f"{os.getloadavg()[0]:.2f})"
     )
-    results: dict[str, list[float]] = {"sync": [], "process": []}
-    with quicconn.ProcessPoolEngine(max_workers=args.workers) as engine:
+    results: dict[str, list[float]] = {m: [] for m in modes}
+    with contextlib.ExitStack() as stack:
+        engines: dict[str, quicconn.AsyncEngine | None] = {"sync": None}
+        if "process" in modes:
+            engines["process"] = stack.enter_context(
+                quicconn.ProcessPoolEngine(max_workers=args.workers)
+            )
+        if "thread" in modes:
+            engines["thread"] = stack.enter_context(
+                quicconn.ThreadPoolEngine(max_workers=args.workers)
+            )
         for rnd in range(args.rounds):
-            for name in ("sync", "process"):
-                rate, cpu = one_round(
-                    certs, engine if name == "process" else None, args
-                )
-                results[name].append(rate)
-                total = args.warmup + args.seconds
+            for name in modes:
+                result = one_round(certs, engines[name], args)
+                results[name].append(result.rate)
                 print(
-                    f"  round {rnd + 1} {name:8s} {rate:7.1f} handshakes/s "
-                    f"(CPU: server process {cpu[0] / total:.0%}, "
-                    f"clients {cpu[1] / total:.0%})"
+                    f"  round {rnd + 1} {name:8s} {result.rate:7.1f} handshakes/s "
+                    f"({result.per_handshake()})"
                 )
-    sync, offloaded = median(results["sync"]), median(results["process"])
-    print(f"median sync     {sync:7.1f} handshakes/s")
-    print(f"median process  {offloaded:7.1f} handshakes/s")
-    print(f"ratio process/sync: {offloaded / sync:.2f}")
+    sync = median(results["sync"])
+    for name in modes:
+        print(f"median {name:8s} {median(results[name]):7.1f} handshakes/s")
+    for name in modes:
+        if name != "sync":
+            print(f"ratio {name}/sync: {median(results[name]) / sync:.2f}")
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

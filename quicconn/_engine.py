@@ -392,6 +392,10 @@ class ProcessPoolEngine(AsyncEngine):
         )
         self._thread.start()
 
+    def worker_pids(self) -> list[int]:
+        """Process ids of the signing workers (for monitoring)."""
+        return [int(w.process.pid) for w in self._workers]
+
     # -- submission (any thread) -------------------------------------------
 
     def submit(self, request: SignRequest) -> int:
