@@ -733,9 +733,10 @@ def test_client_certificate_verify_pauses_under_client_authentication(
 ) -> None:
     ctx = client_context(pki)
     ctx.load_cert_chain(pki.cert, pki.key)
-    ctx.set_mode(quicconn.MODE_ASYNC)
-    ctx.set_async_engine(engine)
     client = new_client(client_auth_server, ctx)
+    # Per connection this time (SSL_set_mode), before the handshake starts.
+    assert client.set_mode(quicconn.MODE_ASYNC) & quicconn.MODE_ASYNC
+    client.set_async_engine(engine)
     assert not completes(client.connect)
     drive(lambda: bool(engine.held), client)
     with pytest.raises(quicconn.WantAsyncError):
