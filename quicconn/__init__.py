@@ -12,6 +12,7 @@ import socket
 from typing import Any
 
 from . import _constants
+from ._asyncjob import async_cleanup_thread, async_init_thread
 from ._clock import FakeClock, MonotonicClock
 from ._connection import Connection, ConnState
 from ._constants import *  # noqa: F403 - OpenSSL's constants, by design
@@ -20,6 +21,12 @@ from ._context import Context
 from ._dtls import DTLSConnection, DTLSState
 from ._dtls_context import DTLSContext
 from ._dtls_listener import DTLSListener, DTLSListenerStats
+from ._engine import (
+    AsyncEngine,
+    ProcessPoolEngine,
+    SignRequest,
+    ThreadPoolEngine,
+)
 from ._errors import (
     ConnCloseInfo,
     ConnectionTerminatedError,
@@ -132,6 +139,7 @@ def _apply_options(ctx: Context, options: dict[str, Any], caller: str) -> None:
 
 
 __all__ = [
+    "AsyncEngine",
     "ConnCloseInfo",
     "ConnState",
     "Connection",
@@ -147,20 +155,25 @@ __all__ = [
     "Listener",
     "ListenerStats",
     "MonotonicClock",
+    "ProcessPoolEngine",
     "Role",
     "SSLError",
     "PollItem",
     "Session",
+    "SignRequest",
     "Stream",
     "StreamCountLimitedError",
     "StreamResetError",
     "SyscallError",
+    "ThreadPoolEngine",
     "VerificationError",
     "WantAsyncError",
     "WantAsyncJobError",
     "WantReadError",
     "WantWriteError",
     "ZeroReturnError",
+    "async_cleanup_thread",
+    "async_init_thread",
     "connect",
     "get_event_timeout",
     "handle_events",

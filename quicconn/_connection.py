@@ -22,10 +22,12 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
+from ._asyncjob import JobHost
 from ._constants import (
     ACCEPT_STREAM_BIDI,
     ACCEPT_STREAM_NO_BLOCK,
     ACCEPT_STREAM_UNI,
+    ASYNC_STATUS_UNSUPPORTED,
     DEFAULT_STREAM_MODE_AUTO_BIDI,
     DEFAULT_STREAM_MODE_AUTO_UNI,
     DEFAULT_STREAM_MODE_NONE,
@@ -37,6 +39,7 @@ from ._constants import (
     INCOMING_STREAM_POLICY_REJECT,
     KEY_UPDATE_NOT_REQUESTED,
     KEY_UPDATE_REQUESTED,
+    MODE_ASYNC,
     MODE_ENABLE_PARTIAL_WRITE,
     POLL_EVENT_EC,
     POLL_EVENT_ECD,
@@ -76,7 +79,8 @@ from ._constants import (
     Role,
 )
 from ._context import AsyncCallback, Context
-from ._core import QuicCore, is_verification_failure
+from ._core import QuicCore, is_verification_failure, offloadable_key, plain_key
+from ._engine import AsyncEngine
 from ._errors import (
     ConnCloseInfo,
     ConnectionTerminatedError,
@@ -86,6 +90,7 @@ from ._errors import (
     StreamResetError,
     SyscallError,
     VerificationError,
+    WantAsyncError,
     WantReadError,
     WantWriteError,
     ZeroReturnError,
@@ -191,8 +196,12 @@ class Connection:
         self._close_info: ConnCloseInfo | None = None
         self._last_error = 0
         self._mode = ctx.get_mode()
-        self._async_callback: AsyncCallback | None = None
-        self._async_callback_arg: Any = None
+        # MODE_ASYNC: SSL_new copies the context's callback and argument.
+        self._async_callback: AsyncCallback | None = ctx.async_callback
+        self._async_callback_arg: Any = ctx.async_callback_arg
+        self._async_engine: AsyncEngine | None = None  # None: the context's
+        self._async_host: JobHost | None = None
+        self._async_prepare_key()
         self._write_buffer_size = ctx.stream_write_buffer_size
         self._freed = False
         self._listener: Any = None
@@ -513,6 +522,7 @@ class Connection:
                     "set_tlsext_host_name() and set1_host() name different hosts; "
                     "quicconn verifies the SNI name, so they must agree"
                 )
+        self._async_prepare_key()
         core = QuicCore(
             self._settings,
             self,
@@ -521,6 +531,7 @@ class Connection:
             session_ticket_handler=self._on_session_ticket,
         )
         self._core = core
+        self._async_attach(core)
         self._state = ConnState.HANDSHAKING
         reactor.add_core(core, core.host_cid)
         core.connect(self._peer_addr, reactor.clock.now())
@@ -532,6 +543,7 @@ class Connection:
         self._core = core
         self._peer_addr = peer
         self._state = ConnState.HANDSHAKING
+        self._async_attach(core)
 
     # ==================================================================
     # the core sink (called by the reactor during a tick, lock held)
@@ -646,6 +658,7 @@ class Connection:
                 result = attempt()
                 if result is not None:
                     return result
+            self._raise_if_async_pending()
             raise want(self._want_message(want))
         box: list[T] = []
 
@@ -688,6 +701,9 @@ class Connection:
         raise ConnectionTerminatedError(f"connection {info}", info)
 
     def _handshake_error(self, info: ConnCloseInfo) -> Error:
+        host = self._async_host
+        if host is not None and host.failure is not None and info.is_local:
+            return ConnectionTerminatedError(f"handshake failed: {host.failure}", info)
         if is_verification_failure(info):
             hint = ""
             if not self._settings.has_trust_anchors():
@@ -1546,6 +1562,8 @@ class Connection:
         def finished() -> bool:
             if core.is_terminated or reactor.transport.fatal_error is not None:
                 return True
+            if core.async_held:
+                return False  # MODE_ASYNC: let the paused job finish first
             if not core.is_closing:
                 if flags & SHUTDOWN_FLAG_WAIT_PEER:
                     return False
@@ -1565,7 +1583,10 @@ class Connection:
             return True
         if not blocking:
             reactor.tick()
-            return finished()
+            done = finished()
+            if not done:
+                self._raise_if_async_pending()
+            return done
         reactor.block_until(finished)
         return finished()
 
@@ -1710,6 +1731,141 @@ class Connection:
     def partial_writes(self) -> bool:
         return bool(self._mode & MODE_ENABLE_PARTIAL_WRITE)
 
+    # -- MODE_ASYNC (issue 5; the machinery is quicconn/_asyncjob.py) -------
+    #
+    # A connection in MODE_ASYNC with an engine runs its core's packet
+    # processing in async jobs until the handshake completes.  A job that
+    # needs the private key pauses while the engine signs; the call that
+    # finds it paused raises WantAsyncError (nonblocking) or sleeps until the
+    # engine finishes (blocking).  The next tick after the completion - any
+    # call on this connection or its listener - resumes it.
+
+    def set_async_engine(self, engine: AsyncEngine | None) -> None:
+        """Offload this connection's private-key operations to ``engine``.
+
+        quicconn's counterpart of using an async-capable ENGINE for the
+        key; overrides the context's engine (Context.set_async_engine).
+        Takes effect when the handshake starts, with MODE_ASYNC set.
+        """
+        if engine is not None and not isinstance(engine, AsyncEngine):
+            raise TypeError(f"expected a quicconn.AsyncEngine, not {engine!r}")
+        self._async_engine = engine
+
+    def get_async_engine(self) -> AsyncEngine | None:
+        """The engine this connection uses (its own, else the context's)."""
+        return self._async_engine or self._ctx.get_async_engine()
+
+    def set_async_callback(self, callback: AsyncCallback | None) -> None:
+        """Call ``callback(conn, arg)`` when a paused job can resume.
+
+        Mirrors SSL_set_async_callback.  The connection starts with its
+        context's callback (SSL_CTX_set_async_callback); this one wins.  It
+        runs once per engine completion, in the engine's thread (or, for an
+        engine that asks for a retry, at once): like OpenSSL's, it must be
+        small and nonblocking, and should only schedule the retry - calling
+        back into the connection from it is not allowed.
+        """
+        if callback is not None and not callable(callback):
+            raise TypeError("the async callback must be callable")
+        self._async_callback = callback
+
+    def set_async_callback_arg(self, arg: Any) -> None:
+        """The ``arg`` given to the async callback (SSL_set_async_callback_arg)."""
+        self._async_callback_arg = arg
+
+    def waiting_for_async(self) -> bool:
+        """Whether a job is paused for an engine (SSL_waiting_for_async)."""
+        host = self._async_host
+        return host is not None and host.waiting
+
+    def get_all_async_fds(self) -> list[int]:
+        """Descriptors that poll readable when the engine is done.
+
+        Mirrors SSL_get_all_async_fds: wait for "read ready" with
+        select/poll and do not read them; then retry the call that raised
+        WantAsyncError.  Empty until an engine first paused a job.
+        """
+        host = self._async_host
+        if host is None:
+            return []
+        return self._async_locked(host.wait_ctx.all_fds)
+
+    def get_changed_async_fds(self) -> tuple[list[int], list[int]]:
+        """``(added, deleted)`` wait fds since the last WANT_ASYNC.
+
+        Mirrors SSL_get_changed_async_fds (two lists instead of four
+        out-parameters).
+        """
+        host = self._async_host
+        if host is None:
+            return [], []
+        return self._async_locked(host.wait_ctx.changed_fds)
+
+    def get_async_status(self) -> int:
+        """The engine's status: ``ASYNC_STATUS_*`` (SSL_get_async_status).
+
+        UNSUPPORTED until an engine took an operation; then OK (submitted),
+        EAGAIN (the engine was busy: retry, and the job submits again) or
+        ERR (the engine failed: the handshake fails).
+        """
+        host = self._async_host
+        return ASYNC_STATUS_UNSUPPORTED if host is None else host.wait_ctx.status
+
+    def _async_locked(self, fn: Callable[[], T]) -> T:
+        reactor = self._reactor
+        if reactor is None:
+            return fn()
+        with reactor.lock:
+            return fn()
+
+    def _async_prepare_key(self) -> None:
+        """Wrap the private key so it can pause a job (before the core exists)."""
+        settings = self._settings
+        if self._mode & MODE_ASYNC:
+            settings.private_key = offloadable_key(settings.private_key)
+        else:
+            settings.private_key = plain_key(settings.private_key)
+
+    def _async_attach(self, core: QuicCore) -> None:
+        """Give ``core`` a job host if MODE_ASYNC is on and an engine is set."""
+        engine = self.get_async_engine()
+        if not self._mode & MODE_ASYNC or engine is None:
+            return  # as in OpenSSL without an async engine: no pausing
+        if self._settings.private_key is None:
+            return  # no key (a client without a certificate): nothing to offload
+        reactor = self._require_reactor()
+        host = JobHost(
+            engine,
+            notify_ready=lambda: reactor.post_async_ready(core),
+            wake_app=self._async_wake_app,
+            inline=reactor.async_inline,
+        )
+        core.async_host = host
+        self._async_host = host
+
+    def _async_wake_app(self) -> None:
+        callback = self._async_callback
+        if callback is not None:
+            callback(self, self._async_callback_arg)
+
+    def _raise_if_async_pending(self) -> None:
+        """Raise WantAsyncError / WantAsyncJobError while a job is held up."""
+        host = self._async_host
+        if host is None:
+            return
+        wanted = host.want()
+        if wanted is WantAsyncError:
+            raise WantAsyncError(
+                "an async private-key operation is in flight: wait for "
+                "get_all_async_fds() to poll readable (or the async callback), "
+                "then retry the call"
+            )
+        if wanted is not None:
+            raise wanted(
+                "no async job is free (async_init_thread limit): retry once a "
+                "paused connection has resumed"
+            )
+
     # ==================================================================
     # lifetime
     # ==================================================================
@@ -1738,6 +1894,8 @@ class Connection:
     def _forget(self) -> None:
         self._freed = True
         reactor = self._reactor
+        if self._async_host is not None:
+            self._async_host.close()
         if self._core is not None:
             self._core.finish_qlog()
             if reactor is not None:

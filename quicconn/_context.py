@@ -15,6 +15,7 @@ from ._constants import (
     Role,
 )
 from ._core import CoreSettings
+from ._engine import AsyncEngine
 
 if TYPE_CHECKING:
     from ._listener import Listener
@@ -49,6 +50,7 @@ class Context:
         self._mode = 0
         self.async_callback: AsyncCallback | None = None
         self.async_callback_arg: Any = None
+        self._async_engine: AsyncEngine | None = None
         #: Bytes a stream may hold written but unacknowledged before a
         #: nonblocking write returns short (``SSL_VALUE_STREAM_WRITE_BUF_SIZE``).
         self.stream_write_buffer_size = 1024 * 1024
@@ -259,6 +261,23 @@ class Context:
     def set_async_callback_arg(self, arg: Any) -> None:
         """The ``arg`` passed to the async callback (SSL_CTX_set_async_callback_arg)."""
         self.async_callback_arg = arg
+
+    def set_async_engine(self, engine: AsyncEngine | None) -> None:
+        """Offload private-key operations to ``engine`` under MODE_ASYNC.
+
+        quicconn's counterpart of an async-capable OpenSSL ENGINE/provider
+        (ThreadPoolEngine, ProcessPoolEngine, or an AsyncEngine subclass).
+        Without one, MODE_ASYNC changes nothing, as in OpenSSL: signing is
+        synchronous and get_async_status() is ASYNC_STATUS_UNSUPPORTED.
+        Connections take the engine when their handshake starts.
+        """
+        if engine is not None and not isinstance(engine, AsyncEngine):
+            raise TypeError(f"expected a quicconn.AsyncEngine, not {engine!r}")
+        self._async_engine = engine
+
+    def get_async_engine(self) -> AsyncEngine | None:
+        """The engine set with :meth:`set_async_engine`, or None."""
+        return self._async_engine
 
     # -- factories --------------------------------------------------------
 

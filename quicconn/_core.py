@@ -51,12 +51,16 @@ from aioquic.quic.packet import (
 from aioquic.quic.packet_builder import QuicPacketBuilder
 from aioquic.quic.retry import QuicRetryTokenHandler
 from aioquic.tls import (
+    AlertInternalError,
     CipherSuite,
     SessionTicket,
     load_pem_private_key,
     load_pem_x509_certificates,
 )
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
+from ._asyncjob import AsyncSignError, JobHost, Resumed, offload_sign
+from ._engine import scheme_for
 from ._errors import ConnCloseInfo
 
 logger = logging.getLogger("quicconn.core")
@@ -199,6 +203,82 @@ def _qlog_logger(directory: str) -> QuicFileLogger:
         os.makedirs(directory, exist_ok=True)
         found = _QLOG_LOGGERS[directory] = QuicFileLogger(directory)
     return found
+
+
+# -- MODE_ASYNC: a private key whose signatures an offload engine makes --------
+
+
+class _OffloadedKey:
+    """Wraps the certificate key so that ``sign()`` can pause an async job.
+
+    aioquic's TLS stack calls ``certificate_private_key.sign(data, *params)``
+    for CertificateVerify (server, and client under client authentication)
+    and picks signature algorithms with ``isinstance`` checks; the
+    subclasses below are registered as virtual subclasses of the matching
+    ``cryptography`` key type so those checks see the real kind of key.
+    Everything but ``sign`` is the wrapped key's.  Inside an async job the
+    signature goes through the job's engine (see quicconn/_asyncjob.py);
+    outside one it is made right here.
+    """
+
+    def __init__(self, key: Any) -> None:
+        self.wrapped_key = key
+
+    def sign(self, data: bytes, *params: Any) -> bytes:
+        key = self.wrapped_key
+        try:
+            return offload_sign(key, data, scheme_for(key, params))
+        except AsyncSignError as exc:
+            # The peer learns only that the handshake failed (internal_error
+            # alert); the engine's reason is kept for the local error.
+            raise AlertInternalError("private key operation failed") from exc
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.wrapped_key, name)
+
+
+class _OffloadedRSAKey(_OffloadedKey):
+    pass
+
+
+class _OffloadedECKey(_OffloadedKey):
+    pass
+
+
+class _OffloadedEd25519Key(_OffloadedKey):
+    pass
+
+
+class _OffloadedEd448Key(_OffloadedKey):
+    pass
+
+
+rsa.RSAPrivateKey.register(_OffloadedRSAKey)
+ec.EllipticCurvePrivateKey.register(_OffloadedECKey)
+ed25519.Ed25519PrivateKey.register(_OffloadedEd25519Key)
+ed448.Ed448PrivateKey.register(_OffloadedEd448Key)
+
+_OFFLOADED_KINDS: tuple[tuple[type, type[_OffloadedKey]], ...] = (
+    (rsa.RSAPrivateKey, _OffloadedRSAKey),
+    (ec.EllipticCurvePrivateKey, _OffloadedECKey),
+    (ed25519.Ed25519PrivateKey, _OffloadedEd25519Key),
+    (ed448.Ed448PrivateKey, _OffloadedEd448Key),
+)
+
+
+def offloadable_key(key: Any) -> Any:
+    """``key`` wrapped for MODE_ASYNC (unchanged if None or already wrapped)."""
+    if key is None or isinstance(key, _OffloadedKey):
+        return key
+    for kind, wrapper in _OFFLOADED_KINDS:
+        if isinstance(key, kind):
+            return wrapper(key)
+    return key  # a kind TLS 1.3 cannot use anyway: signed synchronously
+
+
+def plain_key(key: Any) -> Any:
+    """The key under an :func:`offloadable_key` wrapper."""
+    return key.wrapped_key if isinstance(key, _OffloadedKey) else key
 
 
 class CoreSink(Protocol):
@@ -477,6 +557,10 @@ class QuicCore:
         )
         self.early_data_accepted = False
         self.receive_errors = 0
+        #: MODE_ASYNC: runs packet processing in async jobs (set by the
+        #: connection; see quicconn/_asyncjob.py).  While it holds a paused
+        #: job, nothing else may enter the aioquic connection.
+        self.async_host: JobHost | None = None
 
     # -- identity ---------------------------------------------------------
 
@@ -503,6 +587,15 @@ class QuicCore:
 
     def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
         """Feed one datagram.  Never raises: bad input is logged and dropped."""
+        host = self.async_host
+        if host is not None and host.intercepts(self.handshake_complete):
+            # MODE_ASYNC: inside a job (it may pause to sign), or queued
+            # behind the paused one.
+            host.run(lambda at: self._receive_now(data, addr, at), now)
+            return
+        self._receive_now(data, addr, now)
+
+    def _receive_now(self, data: bytes, addr: Address, now: float) -> None:
         if (
             self.settings.is_client
             and len(data) >= _MIN_STATELESS_RESET_SIZE
@@ -523,24 +616,59 @@ class QuicCore:
         """True once a packet from the peer was decrypted (or a close began).
 
         A server's first datagram can look like an Initial and still be
-        junk: only a packet that decrypts proves a real client.
+        junk: only a packet that decrypts proves a real client.  A job
+        paused to sign counts too: signing follows a decrypted ClientHello,
+        but aioquic records the packet only once its processing finished.
         """
         quic = self._quic
-        return quic._close_event is not None or any(
+        return self.async_held or quic._close_event is not None or any(
             space.largest_received_packet >= 0 for space in quic._spaces.values()
         )
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
+        if self.async_held:
+            return []
         return self._quic.datagrams_to_send(now=now)
 
     def get_timer(self) -> float | None:
+        if self.async_held:
+            return None  # re-armed when the job resumes
         return self._quic.get_timer()
 
     def handle_timer(self, now: float) -> None:
+        if self.async_held:
+            return
         self._quic.handle_timer(now=now)
+
+    # -- MODE_ASYNC --------------------------------------------------------
+
+    @property
+    def async_held(self) -> bool:
+        """True while MODE_ASYNC work is outstanding: a job paused inside
+        this core, or datagrams waiting for a free job.  The core is then
+        left alone: no timers, no output, no events."""
+        host = self.async_host
+        return host is not None and host.busy
+
+    def resume_async(self, now: float) -> bool:
+        """Resume a paused job whose engine finished, then queued datagrams.
+
+        False if only another thread can resume it (the one it runs in).
+        """
+        host = self.async_host
+        if host is None:
+            return True
+        outcome = host.resume(now)
+        if outcome is Resumed.LOST:
+            self.close(
+                QuicErrorCode.INTERNAL_ERROR, "handshake abandoned", application=False
+            )
+        return outcome is not Resumed.ELSEWHERE
 
     def dispatch_events(self) -> None:
         """Report everything that happened since the last call to the sink."""
+        if self.async_held:
+            return
         quic = self._quic
         sink = self._sink
         event = quic.next_event()

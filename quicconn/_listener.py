@@ -350,15 +350,17 @@ class Listener:
             session_ticket_fetcher=self._fetch_ticket,
             session_ticket_handler=self._store_ticket,
         )
+        # Adopt before the first datagram: with MODE_ASYNC, its processing
+        # (the ClientHello leads to a signature) must already run in a job.
+        conn._use_reactor(reactor)
+        conn._adopt_core(core, addr)
         core.receive_datagram(data, addr, now)
         if not core.received_a_packet():
             # Shaped like an Initial but undecryptable: junk, which must
             # not take a connection slot or a place in the accept queue.
-            core.finish_qlog()
+            conn.free_locked()
             self.stats.datagrams_dropped += 1
             return
-        conn._use_reactor(reactor)
-        conn._adopt_core(core, addr)
         conn._listener = self
         reactor.add_core(core, decision.client_dcid, core.host_cid)
         reactor.mark_dirty(core)

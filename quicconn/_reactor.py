@@ -27,6 +27,7 @@ import heapq
 import itertools
 import logging
 import threading
+from collections import deque
 from collections.abc import Callable
 
 from ._core import QuicCore, peek_destination_cid
@@ -68,6 +69,17 @@ class Reactor:
         self._followers = 0
         self._users = 0
         self.closed = False
+        # MODE_ASYNC: cores whose paused job may resume, posted from engine
+        # threads (deque appends are atomic); see post_async_ready().
+        self._async_ready: deque[QuicCore] = deque()
+        self._async_elsewhere: list[QuicCore] = []
+        self._post_lock = threading.Lock()
+        #: Set once a second thread ticks: async jobs then stop running
+        #: inline (see quicconn/_asyncjob.py).
+        self.multi_threaded = False
+        self._tick_thread: int | None = None
+        #: True during a tick made inside block_until (a blocking call).
+        self.blocking_tick = False
 
     # -- membership -------------------------------------------------------
 
@@ -126,8 +138,15 @@ class Reactor:
         """One round of event handling (``SSL_handle_events``).  Lock held."""
         if self.closed:
             return
+        me = threading.get_ident()
+        if me != self._tick_thread:
+            if self._tick_thread is not None:
+                self.multi_threaded = True
+            self._tick_thread = me
         transport = self.transport
         now = self.clock.now()
+        if self._async_ready or self._async_elsewhere:
+            self._resume_async(now)
         if self._heap and self._heap[0][0] <= now:
             self._fire_timers(now)
         if transport.has_pending_writes():
@@ -181,6 +200,47 @@ class Reactor:
                 self.unroutable_handler(data, addr, now)
             except Exception:
                 logger.exception("unroutable datagram handler failed")
+
+    # -- MODE_ASYNC (quicconn/_asyncjob.py) ----------------------------------
+
+    def async_inline(self) -> bool:
+        """Whether an async job started now may live in the ticking thread.
+
+        Yes for an event loop: one thread, ticking from nonblocking calls or
+        handle_events().  Threads making blocking calls come and go, and a
+        paused job can only resume in its own thread, so their jobs go to
+        the job thread instead.
+        """
+        return not (self.multi_threaded or self.blocking_tick)
+
+    def post_async_ready(self, core: QuicCore) -> None:
+        """Ask the next tick to resume ``core``'s async job.  Any thread.
+
+        Wakes a thread sleeping in :meth:`block_until`, so blocking calls
+        notice an engine's completion without polling.
+        """
+        self._async_ready.append(core)
+        with self._post_lock:
+            if not self.closed:
+                self._waker.wake()
+
+    def _resume_async(self, now: float) -> None:
+        # Only what was posted before this tick: a job that pauses again
+        # (an engine asking for a retry) waits for the next tick, so the
+        # application sees every pause.
+        ready = self._async_ready
+        waiting = self._async_elsewhere
+        self._async_elsewhere = []
+        waiting.extend(ready.popleft() for _ in range(len(ready)))
+        for core in waiting:
+            if core not in self._cores:
+                continue
+            if core.resume_async(now):
+                self._dirty[core] = None
+            else:
+                # Its job lives in another thread, which resumes it when it
+                # next ticks (every waiting thread ticks after this one).
+                self._async_elsewhere.append(core)
 
     def _fire_timers(self, now: float) -> None:
         heap = self._heap
@@ -267,7 +327,11 @@ class Reactor:
         """
         me = threading.get_ident()
         while True:
-            self.tick()
+            self.blocking_tick = True
+            try:
+                self.tick()
+            finally:
+                self.blocking_tick = False
             if predicate():
                 return True
             now = self.clock.now()
@@ -324,6 +388,8 @@ class Reactor:
         self._cids_of.clear()
         self._timers.clear()
         self._heap.clear()
+        self._async_ready.clear()
+        self._async_elsewhere.clear()
         with self._poll_guard:
             if self._leader is not None and self._leader != threading.get_ident():
                 # Another thread sleeps in poll() on these descriptors: closing
@@ -335,6 +401,7 @@ class Reactor:
 
     def _release_descriptors(self, close_transport: bool) -> None:
         self._deferred_close = None
-        self._waker.close()
+        with self._post_lock:  # an engine thread may be posting a wake-up
+            self._waker.close()
         if close_transport:
             self.transport.close()

@@ -14,6 +14,12 @@ first line picks the behaviour:
 * ``after SECONDS send N\\n`` - stay silent for SECONDS, then ``send N``;
 * ``GET /path HTTP/1.0`` - (OpenSSL's guide demos) once the request ends
   with FIN, answer a short HTTP/1.0 response, then FIN.
+* ``whoami\\n`` - answer with the client certificate's common name (or
+  ``none``), then FIN.
+
+``--request-client-cert`` makes the server ask for a client certificate
+(aioquic's TLS stack has the switch, but only as a test hook), so a client's
+CertificateVerify can be exercised.
 """
 
 from __future__ import annotations
@@ -24,7 +30,9 @@ import sys
 
 from aioquic.asyncio import QuicConnectionProtocol, serve
 from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.connection import QuicConnection
 from aioquic.quic.events import StreamDataReceived
+from cryptography.x509.oid import NameOID
 
 PATTERN = bytes(range(256)) * 256  # 64 KiB
 HTTP_RESPONSE = (
@@ -74,6 +82,8 @@ class AppProtocol(QuicConnectionProtocol):
                     self._quic.send_stream_data(sid, payload, True)
             elif mode == "close":
                 self._quic.close(error_code=int(words[1]), reason_phrase="asked to")
+            elif mode == "whoami":
+                self._quic.send_stream_data(sid, self._client_name(), True)
             self._counts[sid] = 0
         if mode == "echo":
             self._quic.send_stream_data(sid, data, event.end_stream)
@@ -89,6 +99,24 @@ class AppProtocol(QuicConnectionProtocol):
     def _send_later(self, sid: int, payload: bytes) -> None:
         self._quic.send_stream_data(sid, payload, True)
         self.transmit()
+    def _client_name(self) -> bytes:
+        cert = self._quic.tls._peer_certificate
+        if cert is None:
+            return b"none"
+        names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        return str(names[0].value).encode() if names else b"unnamed"
+
+
+def request_client_certificates() -> None:
+    """Turn on aioquic's (test-only) CertificateRequest for every connection."""
+    original = QuicConnection._initialize
+
+    def initialize(self, peer_cid: bytes) -> None:
+        original(self, peer_cid)
+        if not self._is_client:
+            self.tls._request_client_certificate = True
+
+    QuicConnection._initialize = initialize
 
 
 async def main() -> None:
@@ -100,7 +128,10 @@ async def main() -> None:
     parser.add_argument("--alpn", action="append", default=None)
     parser.add_argument("--retry", action="store_true")
     parser.add_argument("--idle-timeout", type=float, default=60.0)
+    parser.add_argument("--request-client-cert", action="store_true")
     args = parser.parse_args()
+    if args.request_client_cert:
+        request_client_certificates()
     config = QuicConfiguration(
         is_client=False,
         alpn_protocols=args.alpn or ["quicconn-test", "h3", "http/1.0"],
