@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import os
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,3 +120,18 @@ def make_pki(
         )
     )
     return files
+
+
+def system_ca_locations() -> tuple[str | None, str | None]:
+    """The system OpenSSL's default CA file and directory, where they exist.
+
+    What SSL_CTX_set_default_verify_paths loads; shared by the QUIC and DTLS
+    contexts so both trust the same store.
+    """
+    paths = ssl.get_default_verify_paths()
+    cafile = paths.cafile or paths.openssl_cafile
+    capath = paths.capath or paths.openssl_capath
+    return (
+        cafile if cafile and os.path.isfile(cafile) else None,
+        capath if capath and os.path.isdir(capath) else None,
+    )

@@ -107,7 +107,13 @@ from ._stream import (
     write_error_code,
     write_state,
 )
-from ._transport import Address, DatagramTransport, UdpTransport, resolve_address
+from ._transport import (
+    Address,
+    DatagramTransport,
+    UdpTransport,
+    require_datagram_transport,
+    resolve_address,
+)
 
 if TYPE_CHECKING:
     from ._types import Buffer
@@ -240,12 +246,7 @@ class Connection:
 
         For example one end of :class:`quicconn.testing.DatagramPair`.
         """
-        for name in ("recv_batch", "send_batch", "wait", "fileno", "clock"):
-            if not hasattr(transport, name):
-                raise TypeError(
-                    f"{transport!r} is not a datagram transport (no {name})"
-                )
-        self._attach(transport)
+        self._attach(require_datagram_transport(transport, "set_transport()"))
 
     def _attach(self, transport: DatagramTransport) -> None:
         if self._core is not None:

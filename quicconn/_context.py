@@ -5,15 +5,10 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any
 
-from ._constants import (
-    MODE_ASYNC,
-    VERIFY_FAIL_IF_NO_PEER_CERT,
-    VERIFY_NONE,
-    VERIFY_PEER,
-    Role,
-)
+from ._constants import MODE_ASYNC, VERIFY_PEER, Role
+from ._context_base import ContextBase
 from ._core import CoreSettings
 from ._engine import AsyncEngine
 
@@ -22,10 +17,8 @@ if TYPE_CHECKING:
 
 AsyncCallback = Callable[[Any, Any], Any]
 
-_VERIFY_MODES = (VERIFY_NONE, VERIFY_PEER, VERIFY_PEER | VERIFY_FAIL_IF_NO_PEER_CERT)
 
-
-class Context:
+class Context(ContextBase):
     """Settings from which connections and listeners are made (``SSL_CTX_new``).
 
     ``Context(quicconn.CLIENT)`` verifies the server's certificate and host
@@ -35,18 +28,11 @@ class Context:
     """
 
     def __init__(self, role: Role | int = Role.CLIENT) -> None:
-        try:
-            self.role = Role(role)
-        except ValueError:
-            raise ValueError(
-                f"role must be quicconn.CLIENT or quicconn.SERVER, not {role!r}"
-            ) from None
+        super().__init__(role)
         self._settings = CoreSettings(is_client=self.role is Role.CLIENT)
-        self._verify_mode = VERIFY_PEER if self.role is Role.CLIENT else VERIFY_NONE
-        self.keylog_filename: str | None = os.environ.get("SSLKEYLOGFILE") or None
+        #: Write a qlog trace per connection into this directory (defaults
+        #: to ``$QLOGDIR``); off unless set.
         self.qlog_dir: str | None = os.environ.get("QLOGDIR") or None
-        self._keylog_file: TextIO | None = None
-        self._keylog_opened_for: str | None = None
         self._mode = 0
         self.async_callback: AsyncCallback | None = None
         self.async_callback_arg: Any = None
@@ -65,24 +51,6 @@ class Context:
 
     # -- verification -----------------------------------------------------
 
-    @property
-    def verify_mode(self) -> int:
-        """``VERIFY_PEER`` (client default) or ``VERIFY_NONE`` (SSL_CTX_set_verify)."""
-        return self._verify_mode
-
-    @verify_mode.setter
-    def verify_mode(self, mode: int) -> None:
-        if mode not in _VERIFY_MODES:
-            raise ValueError(
-                "verify_mode must be VERIFY_NONE, VERIFY_PEER or "
-                f"VERIFY_PEER | VERIFY_FAIL_IF_NO_PEER_CERT, not {mode!r}"
-            )
-        self._verify_mode = mode
-
-    def set_verify(self, mode: int) -> None:
-        """Set the verification mode (SSL_CTX_set_verify, without a callback)."""
-        self.verify_mode = mode
-
     def load_verify_locations(
         self,
         cafile: str | os.PathLike[str] | None = None,
@@ -94,20 +62,12 @@ class Context:
         Mirrors SSL_CTX_load_verify_locations (plus ``cadata`` as in CPython's
         ``ssl``).
         """
-        if cafile is None and capath is None and cadata is None:
-            raise TypeError("load_verify_locations() needs cafile, capath or cadata")
-        if cafile is not None:
-            path = os.fspath(cafile)
-            if not os.path.isfile(path):
-                raise FileNotFoundError(f"CA file not found: {path}")
-            self._settings.cafile = path
-        if capath is not None:
-            path = os.fspath(capath)
-            if not os.path.isdir(path):
-                raise NotADirectoryError(f"CA directory not found: {path}")
-            self._settings.capath = path
-        if cadata is not None:
-            data = cadata.encode("ascii") if isinstance(cadata, str) else cadata
+        file_path, dir_path, data = self._checked_ca_locations(cafile, capath, cadata)
+        if file_path is not None:
+            self._settings.cafile = file_path
+        if dir_path is not None:
+            self._settings.capath = dir_path
+        if data is not None:
             self._settings.cadata = (self._settings.cadata or b"") + data
 
     def load_default_verify_paths(self) -> None:
@@ -134,12 +94,7 @@ class Context:
         Mirrors SSL_CTX_set_alpn_protos; takes a list of names instead of
         OpenSSL's length-prefixed wire format.
         """
-        names = list(protocols)
-        for name in names:
-            if not isinstance(name, str):
-                raise TypeError(f"ALPN protocol names are str, got {name!r}")
-            if not 0 < len(name.encode()) < 256:
-                raise ValueError(f"ALPN protocol name must be 1..255 bytes: {name!r}")
+        names = self._checked_alpn(protocols)
         self._settings.alpn_protocols = names or None
 
     def get_alpn_protos(self) -> list[str]:
@@ -304,20 +259,6 @@ class Context:
         settings.secrets_log_file = self._keylog()
         settings.qlog_dir = self.qlog_dir
         return settings
-
-    def _keylog(self) -> TextIO | None:
-        path = self.keylog_filename
-        if not path:
-            return None
-        if self._keylog_file is None or self._keylog_opened_for != path:
-            if self._keylog_file is not None:
-                self._keylog_file.close()
-            self._keylog_file = open(path, "a", buffering=1, encoding="ascii")  # noqa: SIM115
-            self._keylog_opened_for = path
-        return self._keylog_file
-
-    def __repr__(self) -> str:
-        return f"<quicconn.Context {self.role.name}>"
 
 
 def _stream_count(count: int, name: str) -> int:

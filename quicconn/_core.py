@@ -60,6 +60,7 @@ from aioquic.tls import (
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
 from ._asyncjob import AsyncSignError, JobHost, Resumed, offload_sign
+from ._certs import system_ca_locations
 from ._engine import scheme_for
 from ._errors import ConnCloseInfo
 
@@ -152,11 +153,9 @@ class CoreSettings:
 
     def load_default_verify_paths(self) -> None:
         """Trust the system's CA store (OpenSSL's default locations)."""
-        paths = ssl.get_default_verify_paths()
-        cafile = paths.cafile or paths.openssl_cafile
-        capath = paths.capath or paths.openssl_capath
-        self.cafile = cafile if cafile and os.path.exists(cafile) else self.cafile
-        self.capath = capath if capath and os.path.isdir(capath) else self.capath
+        cafile, capath = system_ca_locations()
+        self.cafile = cafile or self.cafile
+        self.capath = capath or self.capath
 
     def has_trust_anchors(self) -> bool:
         return bool(self.cafile or self.capath or self.cadata)
@@ -621,8 +620,12 @@ class QuicCore:
         but aioquic records the packet only once its processing finished.
         """
         quic = self._quic
-        return self.async_held or quic._close_event is not None or any(
-            space.largest_received_packet >= 0 for space in quic._spaces.values()
+        return (
+            self.async_held
+            or quic._close_event is not None
+            or any(
+                space.largest_received_packet >= 0 for space in quic._spaces.values()
+            )
         )
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:

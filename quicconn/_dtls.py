@@ -69,6 +69,7 @@ from ._transport import (
     DatagramTransport,
     UdpTransport,
     Waker,
+    require_datagram_transport,
     resolve_address,
 )
 
@@ -449,12 +450,7 @@ class DTLSConnection:
 
         For example one end of :class:`quicconn.testing.DatagramPair`.
         """
-        for name in ("recv_batch", "send_batch", "wait", "fileno", "clock"):
-            if not hasattr(transport, name):
-                raise TypeError(
-                    f"{transport!r} is not a datagram transport (no {name})"
-                )
-        self._attach(transport)
+        self._attach(require_datagram_transport(transport, "set_transport()"))
 
     def _attach(self, transport: DatagramTransport) -> None:
         if self._ssl is not None:

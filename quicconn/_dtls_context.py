@@ -20,7 +20,6 @@ import hashlib
 import hmac
 import ipaddress
 import os
-import ssl
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO
@@ -33,12 +32,11 @@ from service_identity.cryptography import (
     verify_certificate_ip_address,
 )
 
+from ._certs import system_ca_locations
 from ._constants import (
-    VERIFY_FAIL_IF_NO_PEER_CERT,
-    VERIFY_NONE,
-    VERIFY_PEER,
     Role,
 )
+from ._context_base import ContextBase
 
 if TYPE_CHECKING:
     from ._dtls_listener import DTLSListener
@@ -56,7 +54,6 @@ MAX_MTU = 65507
 #: Lifetime of a stateless cookie (HelloVerifyRequest), seconds.
 COOKIE_LIFETIME = 60.0
 
-_VERIFY_MODES = (VERIFY_NONE, VERIFY_PEER, VERIFY_PEER | VERIFY_FAIL_IF_NO_PEER_CERT)
 _X509_ERROR_NAMES = {
     value: name[4:].lower().replace("_", " ")
     for name, value in vars(SSL.X509VerificationCodes).items()
@@ -167,7 +164,7 @@ class _CertChain:
     password: bytes | None
 
 
-class DTLSContext:
+class DTLSContext(ContextBase):
     """Settings from which DTLS connections and listeners are made.
 
     Mirrors ``SSL_CTX_new(DTLS_client_method())`` (``DTLSContext(CLIENT)``)
@@ -180,49 +177,19 @@ class DTLSContext:
     """
 
     def __init__(self, role: Role | int = Role.CLIENT) -> None:
-        try:
-            self.role = Role(role)
-        except ValueError:
-            raise ValueError(
-                f"role must be quicconn.CLIENT or quicconn.SERVER, not {role!r}"
-            ) from None
-        self._verify_mode = VERIFY_PEER if self.role is Role.CLIENT else VERIFY_NONE
+        super().__init__(role)
         self._cafiles: list[str] = []
         self._capaths: list[str] = []
         self._cadata: list[crypto.X509] = []
         self._chain: _CertChain | None = None
         self._alpn: list[str] = []
         self._mtu = DEFAULT_MTU
-        #: Write TLS secrets here in NSS key log format (defaults to
-        #: ``$SSLKEYLOGFILE``), for Wireshark.  Off unless set.
-        self.keylog_filename: str | None = os.environ.get("SSLKEYLOGFILE") or None
-        self._keylog_file: TextIO | None = None
-        self._keylog_opened_for: str | None = None
         #: Server: cookie-verified connections a listener queues for
         #: ``accept_connection()`` before it ignores new ClientHellos.
         self.max_pending_connections = 256
         self._built: SSL.Context | None = None
 
     # -- verification -----------------------------------------------------
-
-    @property
-    def verify_mode(self) -> int:
-        """``VERIFY_PEER`` (client default) or ``VERIFY_NONE`` (SSL_CTX_set_verify)."""
-        return self._verify_mode
-
-    @verify_mode.setter
-    def verify_mode(self, mode: int) -> None:
-        if mode not in _VERIFY_MODES:
-            raise ValueError(
-                "verify_mode must be VERIFY_NONE, VERIFY_PEER or "
-                f"VERIFY_PEER | VERIFY_FAIL_IF_NO_PEER_CERT, not {mode!r}"
-            )
-        self._verify_mode = mode
-        self._changed()
-
-    def set_verify(self, mode: int) -> None:
-        """Set the verification mode (SSL_CTX_set_verify, without a callback)."""
-        self.verify_mode = mode
 
     def load_verify_locations(
         self,
@@ -235,20 +202,12 @@ class DTLSContext:
         Mirrors SSL_CTX_load_verify_locations (plus ``cadata`` as in CPython's
         ``ssl``).
         """
-        if cafile is None and capath is None and cadata is None:
-            raise TypeError("load_verify_locations() needs cafile, capath or cadata")
-        if cafile is not None:
-            path = os.fspath(cafile)
-            if not os.path.isfile(path):
-                raise FileNotFoundError(f"CA file not found: {path}")
-            self._cafiles.append(path)
-        if capath is not None:
-            path = os.fspath(capath)
-            if not os.path.isdir(path):
-                raise NotADirectoryError(f"CA directory not found: {path}")
-            self._capaths.append(path)
-        if cadata is not None:
-            data = cadata.encode("ascii") if isinstance(cadata, str) else cadata
+        file_path, dir_path, data = self._checked_ca_locations(cafile, capath, cadata)
+        if file_path is not None:
+            self._cafiles.append(file_path)
+        if dir_path is not None:
+            self._capaths.append(dir_path)
+        if data is not None:
             try:
                 certs = [
                     crypto.X509.from_cryptography(c)
@@ -268,12 +227,10 @@ class DTLSContext:
         system OpenSSL's defaults), not those compiled into the OpenSSL that
         pyOpenSSL carries.
         """
-        paths = ssl.get_default_verify_paths()
-        cafile = paths.cafile or paths.openssl_cafile
-        capath = paths.capath or paths.openssl_capath
-        if cafile and os.path.isfile(cafile):
+        cafile, capath = system_ca_locations()
+        if cafile:
             self._cafiles.append(cafile)
-        if capath and os.path.isdir(capath):
+        if capath:
             self._capaths.append(capath)
         self._changed()
 
@@ -324,12 +281,7 @@ class DTLSContext:
         Mirrors SSL_CTX_set_alpn_protos; takes a list of names instead of
         OpenSSL's length-prefixed wire format.
         """
-        names = list(protocols)
-        for name in names:
-            if not isinstance(name, str):
-                raise TypeError(f"ALPN protocol names are str, got {name!r}")
-            if not 0 < len(name.encode()) < 256:
-                raise ValueError(f"ALPN protocol name must be 1..255 bytes: {name!r}")
+        names = self._checked_alpn(protocols)
         self._alpn = names
         self._changed()
 
@@ -407,20 +359,6 @@ class DTLSContext:
             ctx.set_cookie_generate_callback(_cookie_generate)
             ctx.set_cookie_verify_callback(_cookie_verify)
         return ctx
-
-    def _keylog(self) -> TextIO | None:
-        path = self.keylog_filename
-        if not path:
-            return None
-        if self._keylog_file is None or self._keylog_opened_for != path:
-            if self._keylog_file is not None:
-                self._keylog_file.close()
-            self._keylog_file = open(path, "a", buffering=1, encoding="ascii")  # noqa: SIM115
-            self._keylog_opened_for = path
-        return self._keylog_file
-
-    def __repr__(self) -> str:
-        return f"<quicconn.DTLSContext {self.role.name}>"
 
 
 def _apply_chain(ctx: SSL.Context, chain: _CertChain) -> None:

@@ -19,7 +19,6 @@ The listener has the same object shape as the QUIC
 
 from __future__ import annotations
 
-import socket
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
@@ -30,7 +29,7 @@ from ._constants import ACCEPT_CONNECTION_NO_BLOCK, LISTENER_FLAG_NO_VALIDATE, R
 from ._dtls import DatagramRouter, DTLSConnection, split_records
 from ._dtls_context import CookieMint, DTLSContext, SslState
 from ._errors import Error, SyscallError
-from ._transport import Address, DatagramTransport, UdpTransport, enlarge_socket_buffers
+from ._transport import Address, DatagramTransport, open_transport
 
 
 @dataclass
@@ -350,28 +349,8 @@ def make_listener(ctx: DTLSContext, where: Any, flags: int) -> DTLSListener:
         raise ValueError(
             "the server DTLSContext has no certificate: call load_cert_chain()"
         )
-    if isinstance(where, socket.socket):
-        return DTLSListener(ctx, UdpTransport(where), flags)
-    if isinstance(where, tuple):
-        host = where[0]
-        family = socket.AF_INET6 if ":" in str(host) else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_DGRAM)
-        enlarge_socket_buffers(sock)
-        try:
-            sock.bind(where)
-        except OSError as exc:
-            sock.close()
-            raise SyscallError(
-                f"cannot bind {where!r}: {exc.strerror}", exc.errno
-            ) from exc
-        return DTLSListener(ctx, UdpTransport(sock), flags, owns_socket=True)
-    for name in ("recv_batch", "send_batch", "wait", "fileno", "clock"):
-        if not hasattr(where, name):
-            raise TypeError(
-                "new_listener() takes a bound UDP socket, a (host, port) to bind, "
-                f"or a datagram transport; got {where!r}"
-            )
-    return DTLSListener(ctx, where, flags)
+    transport, owns_socket = open_transport(where, "new_listener()")
+    return DTLSListener(ctx, transport, flags, owns_socket=owns_socket)
 
 
 __all__ = ["DTLSListener", "DTLSListenerStats", "Error", "make_listener"]

@@ -12,7 +12,6 @@ OpenSSL hands them out.
 from __future__ import annotations
 
 import os
-import socket
 from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -26,7 +25,7 @@ from ._constants import (
 from ._core import GateAction, GateDecision, QuicCore, ServerGate, SessionTicket
 from ._errors import Error, SyscallError
 from ._reactor import Reactor
-from ._transport import Address, DatagramTransport, UdpTransport, enlarge_socket_buffers
+from ._transport import Address, DatagramTransport, open_transport
 
 if TYPE_CHECKING:
     from ._connection import Connection
@@ -405,22 +404,6 @@ class Listener:
         return self._reactor
 
 
-#: Socket buffer size asked for on sockets a listener binds itself: one
-#: socket carries every connection's traffic, and the kernel's default
-#: (about 200 KiB) overflows when a few hundred clients send at once.
-#: The kernel caps it at net.core.rmem_max / wmem_max.
-SOCKET_BUFFER_SIZE = 4 * 1024 * 1024
-
-
-def _enlarge_buffers(sock: socket.socket) -> None:
-    for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-        try:
-            if sock.getsockopt(socket.SOL_SOCKET, option) < SOCKET_BUFFER_SIZE:
-                sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER_SIZE)
-        except OSError:  # pragma: no cover - refused: keep the default
-            pass
-
-
 def make_listener(ctx: Context, where: Any, flags: int) -> Listener:
     """Build a listener on a socket, an address to bind, or a transport."""
     if ctx.role is not Role.SERVER:
@@ -430,29 +413,8 @@ def make_listener(ctx: Context, where: Any, flags: int) -> Listener:
         raise ValueError(
             "the server Context has no certificate: call load_cert_chain()"
         )
-    if isinstance(where, socket.socket):
-        return Listener(ctx, UdpTransport(where), flags)
-    if isinstance(where, tuple):
-        host = where[0]
-        family = socket.AF_INET6 if ":" in str(host) else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_DGRAM)
-        enlarge_socket_buffers(sock)
-        try:
-            _enlarge_buffers(sock)
-            sock.bind(where)
-        except OSError as exc:
-            sock.close()
-            raise SyscallError(
-                f"cannot bind {where!r}: {exc.strerror}", exc.errno
-            ) from exc
-        return Listener(ctx, UdpTransport(sock), flags, owns_socket=True)
-    for name in ("recv_batch", "send_batch", "wait", "fileno", "clock"):
-        if not hasattr(where, name):
-            raise TypeError(
-                "new_listener() takes a bound UDP socket, a (host, port) to bind, "
-                f"or a datagram transport; got {where!r}"
-            )
-    return Listener(ctx, where, flags)
+    transport, owns_socket = open_transport(where, "new_listener()")
+    return Listener(ctx, transport, flags, owns_socket=owns_socket)
 
 
 __all__ = ["Error", "Listener", "ListenerStats", "make_listener"]

@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from ._clock import MONOTONIC, Clock
+from ._errors import SyscallError
 
 logger = logging.getLogger("quicconn.transport")
 
@@ -434,3 +435,41 @@ class Waker:
         os.close(self._read_fd)
         if self._write_fd != self._read_fd:
             os.close(self._write_fd)
+
+
+_TRANSPORT_METHODS = ("recv_batch", "send_batch", "wait", "fileno", "clock")
+
+
+def require_datagram_transport(obj: object, caller: str) -> DatagramTransport:
+    """``obj`` if it implements :class:`DatagramTransport`, else TypeError."""
+    for name in _TRANSPORT_METHODS:
+        if not hasattr(obj, name):
+            raise TypeError(
+                f"{caller} takes a bound UDP socket, a (host, port) to bind, or a "
+                f"datagram transport; {obj!r} has no {name}()"
+            )
+    return obj  # type: ignore[return-value]
+
+
+def open_transport(where: object, caller: str) -> tuple[DatagramTransport, bool]:
+    """A transport for a listener, and whether the listener owns its socket.
+
+    ``where`` is a bound UDP socket (left open when the listener goes), a
+    ``(host, port)`` to bind (a socket of the listener's own, with enlarged
+    buffers), or any datagram transport.
+    """
+    if isinstance(where, socket.socket):
+        return UdpTransport(where), False
+    if isinstance(where, tuple):
+        family = socket.AF_INET6 if ":" in str(where[0]) else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        enlarge_socket_buffers(sock)
+        try:
+            sock.bind(where)
+        except OSError as exc:
+            sock.close()
+            raise SyscallError(
+                f"cannot bind {where!r}: {exc.strerror}", exc.errno
+            ) from exc
+        return UdpTransport(sock), True
+    return require_datagram_transport(where, caller), False
