@@ -969,25 +969,15 @@ class Connection:
             raise TypeError(f"read size must be an int, not {type(n).__name__}")
         if n == 0:
             return b""
-        self._ensure_ready_for_stream_io()
-        target = record
+        if peek:
+            return self._read_with(record, blocking, lambda target: target.peek(n))
 
-        def attempt() -> bytes | None:
-            nonlocal target
-            if target is None:
-                target = self._default_for_read()
-                if target is None:
-                    self._raise_if_failed()
-                    return None
-            if not self._readable_or_raise(target):
-                return None
-            if peek:
-                return target.peek(n)
+        def take(target: StreamRecord) -> bytes:
             data = target.take(n)
             self._core_consume(target.stream_id, len(data))
             return data
 
-        return self._run(attempt, WantReadError, blocking)
+        return self._read_with(record, blocking, take)
 
     def _readinto(
         self, record: StreamRecord | None, buffer: Buffer, blocking: bool | None = None
@@ -997,10 +987,28 @@ class Connection:
             raise TypeError("readinto() needs a writable buffer")
         if len(view) == 0:
             return 0
+
+        def take(target: StreamRecord) -> int:
+            count = target.take_into(view)
+            self._core_consume(target.stream_id, count)
+            return count
+
+        return self._read_with(record, blocking, take)
+
+    def _read_with(
+        self,
+        record: StreamRecord | None,
+        blocking: bool | None,
+        take: Callable[[StreamRecord], T],
+    ) -> T:
+        """Wait until ``record`` (or the default stream) has data; ``take`` it.
+
+        Raises at once if no data will ever come (FIN, reset, closed).
+        """
         self._ensure_ready_for_stream_io()
         target = record
 
-        def attempt() -> int | None:
+        def attempt() -> T | None:
             nonlocal target
             if target is None:
                 target = self._default_for_read()
@@ -1009,9 +1017,7 @@ class Connection:
                     return None
             if not self._readable_or_raise(target):
                 return None
-            count = target.take_into(view)
-            self._core_consume(target.stream_id, count)
-            return count
+            return take(target)
 
         return self._run(attempt, WantReadError, blocking)
 
