@@ -65,9 +65,12 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO, Any
 
 from quicconn.testing import Fate, Impairment, ImpairmentSpec
+
+from .pcap import PcapWriter
 
 __all__ = [
     "LinkSpec",
@@ -294,6 +297,11 @@ class _Binding:
     retired: list[socket.socket] = field(default_factory=list)
 
 
+def _sockname(sock: socket.socket) -> Address:
+    host, port = sock.getsockname()[:2]
+    return (str(host), int(port))
+
+
 def _udp_socket(family: socket.AddressFamily, address: Address) -> socket.socket:
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
@@ -323,8 +331,14 @@ class NetSim:
         *,
         log_file: str | os.PathLike[str] | IO[str] | None = None,
         keep_records: bool = True,
+        pcap_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         self.config = config
+        #: Captures of each side of the link, as the interop runner takes them
+        #: (``trace_node_left.pcap`` at the client, ``..._right`` at the server).
+        self._pcap_dir = pcap_dir
+        self._left: PcapWriter | None = None
+        self._right: PcapWriter | None = None
         self._family = _family(config.server[0])
         overhead = (
             _IPV6_UDP_OVERHEAD
@@ -372,28 +386,36 @@ class NetSim:
         self.rebinds = 0
         self.error: BaseException | None = None
         self.t0 = 0.0
+        self._wall0 = 0.0
+        self._listen_address: Address | None = None
 
     # -- lifecycle --------------------------------------------------------
 
     @property
     def address(self) -> Address:
         """Where clients send: the relay's listening address."""
-        if self._listen is None:
+        if self._listen_address is None:
             raise RuntimeError("the relay is not started")
-        host, port = self._listen.getsockname()[:2]
-        return (str(host), int(port))
+        return self._listen_address
 
     def start(self) -> NetSim:
         if self._thread is not None:
             raise RuntimeError("NetSim.start() called twice")
         listen_family = _family(self.config.listen[0])
         self._listen = _udp_socket(listen_family, self.config.listen)
+        self._listen_address = _sockname(self._listen)
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._listen, selectors.EVENT_READ, "listen")
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         self._selector.register(self._wake_r, selectors.EVENT_READ, "wake")
+        if self._pcap_dir is not None:
+            directory = Path(self._pcap_dir)
+            directory.mkdir(parents=True, exist_ok=True)
+            self._left = PcapWriter(directory / "trace_node_left.pcap")
+            self._right = PcapWriter(directory / "trace_node_right.pcap")
         self.t0 = time.monotonic()
+        self._wall0 = time.time()
         if self.config.rebind_first is not None:
             self._next_rebind = self.t0 + self.config.rebind_first
         self._running = True
@@ -445,6 +467,9 @@ class NetSim:
             if self._owns_log_file:
                 self._log_file.close()
             self._log_file = None
+        for writer in (self._left, self._right):
+            if writer is not None:
+                writer.close()
 
     # -- observation ------------------------------------------------------
 
@@ -549,6 +574,8 @@ class NetSim:
         for data, client in self._drain(self._listen):
             if client not in self._bindings:
                 self._bind(client, now)
+            if self._left is not None:
+                self._left.write(self._wall(now), client, self.address, data)
             self.to_server.offer(now, data, client)
 
     def _receive_from_server(self, sock: socket.socket, now: float) -> None:
@@ -562,6 +589,8 @@ class NetSim:
         for data, source in batch:
             if source != self._server_address():
                 continue  # not from the server: a stray, not part of the link
+            if self._right is not None:
+                self._right.write(self._wall(now), source, _sockname(sock), data)
             if retired:
                 self.to_client.arrivals += 1
                 self._log(
@@ -586,9 +615,18 @@ class NetSim:
         for data, client in self.to_server.due(now, self.t0):
             binding = self._bindings.get(client)
             if binding is not None:
+                if self._right is not None:
+                    self._right.write(
+                        self._wall(now), _sockname(binding.sock), server, data
+                    )
                 self._send(binding.sock, data, server)
         for data, client in self.to_client.due(now, self.t0):
+            if self._left is not None:
+                self._left.write(self._wall(now), self.address, client, data)
             self._send(self._listen, data, client)
+
+    def _wall(self, now: float) -> float:
+        return self._wall0 + (now - self.t0)
 
     def _send(self, sock: socket.socket, data: bytes, address: Address) -> None:
         try:
@@ -938,6 +976,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", default="0", help="seed for every random choice")
     p.add_argument("--log", help="write JSON-lines records here ('-' for stdout)")
     p.add_argument("--duration", help="stop after this long (e.g. 60s)")
+    p.add_argument(
+        "--pcap-dir",
+        help="capture both sides of the link into trace_node_left/right.pcap here",
+    )
     return p
 
 
@@ -1005,7 +1047,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
-    sim = NetSim(config, log_file=log, keep_records=False)
+    sim = NetSim(config, log_file=log, keep_records=False, pcap_dir=args.pcap_dir)
     sim.start()
     host, port = sim.address
     print(
