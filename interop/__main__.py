@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import report, testcases
-from .implementations import implementations
+from .implementations import Implementation, implementations
 from .peers import locate
 from .runner import Outcome, pairs, run
 from .trace import TsharkError, tshark_path
@@ -33,6 +33,49 @@ def _names(text: str | None, known: Sequence[str], what: str) -> list[str]:
             f"unknown {what}: {', '.join(unknown)} (known: {', '.join(known)})"
         )
     return names
+
+
+def _write_reports(
+    args: argparse.Namespace,
+    outcomes: list[Outcome],
+    servers: list[Implementation],
+    clients: list[Implementation],
+    chosen: list[testcases.Testcase],
+    start: float,
+) -> None:
+    """Rewrite the reports (after every run, so a long matrix keeps its results)."""
+    log_dir = Path(args.log_dir)
+    end = time.time()
+    if args.json:
+        report.write(
+            Path(args.json),
+            report.result_json(
+                outcomes,
+                servers,
+                clients,
+                chosen,
+                start=start,
+                end=end,
+                log_dir=log_dir,
+            ),
+        )
+    if args.markdown:
+        load = os.getloadavg()
+        environment = (
+            f"Machine: {os.cpu_count()} cores, load average at the end "
+            f"{load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f}."
+        )
+        Path(args.markdown).write_text(
+            report.markdown(
+                outcomes,
+                servers,
+                clients,
+                chosen,
+                start=start,
+                end=end,
+                environment=environment,
+            )
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -73,6 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for testcase in chosen:
             outcome = run(testcase, server, client, log_dir, seed=args.seed)
             outcomes.append(outcome)
+            _write_reports(args, outcomes, servers, clients, chosen, start)
             value = f" {outcome.value:.0f} {testcase.unit}" if outcome.value else ""
             print(
                 f"{server.name:>9} <- {client.name:<9} {testcase.name:<20} "
@@ -80,37 +124,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{'  ' + outcome.reason if outcome.reason else ''}",
                 flush=True,
             )
-    end = time.time()
-    if args.json:
-        report.write(
-            Path(args.json),
-            report.result_json(
-                outcomes,
-                servers,
-                clients,
-                chosen,
-                start=start,
-                end=end,
-                log_dir=log_dir,
-            ),
-        )
-    if args.markdown:
-        load = os.getloadavg()
-        environment = (
-            f"Machine: {os.cpu_count()} cores, load average at the end "
-            f"{load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f}."
-        )
-        Path(args.markdown).write_text(
-            report.markdown(
-                outcomes,
-                servers,
-                clients,
-                chosen,
-                start=start,
-                end=end,
-                environment=environment,
-            )
-        )
     failed = [o for o in outcomes if o.result.value == "failed"]
     print(
         f"{len(outcomes)} runs: {len(outcomes) - len(failed)} passed or unsupported, "

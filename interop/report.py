@@ -39,31 +39,21 @@ def result_json(
     measured: list[list[dict[str, Any]]] = []
     for client in clients:
         for server in servers:
-            row = []
-            for t in tests:
-                outcome = by_key.get((server.name, client.name, t.name))
-                if outcome is not None:
-                    row.append(
-                        {
-                            "abbr": t.abbreviation,
-                            "name": t.name,
-                            "result": outcome.result.value,
-                        }
-                    )
-            results.append(row)
-            mrow = []
-            for t in measurements:
-                outcome = by_key.get((server.name, client.name, t.name))
-                if outcome is not None:
-                    mrow.append(
-                        {
-                            "abbr": t.abbreviation,
-                            "name": t.name,
-                            "result": outcome.result.value,
-                            "details": _details(outcome, t),
-                        }
-                    )
-            measured.append(mrow)
+            for rows, chosen in ((results, tests), (measured, measurements)):
+                row = []
+                for t in chosen:
+                    outcome = by_key.get((server.name, client.name, t.name))
+                    if outcome is None:
+                        continue
+                    entry = {
+                        "abbr": t.abbreviation,
+                        "name": t.name,
+                        "result": outcome.result.value,
+                    }
+                    if t.unit is not None:
+                        entry["details"] = _details(outcome, t)
+                    row.append(entry)
+                rows.append(row)
     return {
         "start_time": start,
         "end_time": end,
@@ -131,6 +121,7 @@ def markdown(
                     marks.append(f"{_SYMBOL[result]} {' '.join(abbrs)}")
             cells.append("<br>".join(marks) if marks else "—")
         lines.append(f"| **{server.name}** | " + " | ".join(cells) + " |")
+    lines += ["", *METHOD.strip().splitlines()]
     lines += [
         "",
         "## Testcases",
@@ -155,6 +146,38 @@ def markdown(
             f"{outcome.seconds:.1f} s | {detail.replace('|', '/')} |"
         )
     return "\n".join(lines) + "\n"
+
+
+METHOD = """
+## How these were obtained
+
+`python -m interop --markdown docs/interop.md --json docs/interop-result.json`
+runs, for every pair with quicconn on one side, each testcase the way the
+QUIC interop runner does, without Docker: the server is started and probed
+with a version-0x57414954 datagram until it answers Version Negotiation;
+`interop.netsim` relays between client and server with the testcase's
+scenario (10 Mbit/s, 15 ms each way, 25-packet queues, and the loss,
+corruption, droplist, blackhole or rebinding of the testcase) and captures
+both sides of the link; the client downloads the files; then tshark reads
+the captures, decrypted with the endpoints' key logs, and the runner's pass
+criteria are checked (handshake count from the server's Initial SCIDs, QUIC
+version, Retry tokens, offered cipher suites, Certificate in the resumed
+handshake, 0-RTT and 1-RTT volume, key phases, the amplification budget,
+PATH_CHALLENGE after rebinding, IPv6 only) along with every file byte for
+byte.  Every run keeps its logs, captures, key logs and qlogs under
+`--log-dir` (default `logs/interop/<server>_<client>/<testcase>/`).
+
+Peers, all installed by `python -m interop.peers install`: aioquic's example
+`http3_server.py`/`http3_client.py`, ngtcp2's `gtlsserver`/`gtlsclient`
+(Debian's builds speak HTTP/3 only, so pairs with them run every testcase
+over h3: the ALPN column says which), and OpenSSL 3.5's `s_client -quic`
+(client only; one hq-interop request per connection, so testcases with
+several files on one connection are unsupported for it; no 0-RTT, key
+update trigger, v2 or HTTP/3).  Not run: `ecn` (the relay forwards payloads,
+not IP headers, so ECN marks cannot cross it), `connectionmigration`
+(aioquic's core, under quicconn, has no client-side active migration), and
+`crosstraffic` (no competing TCP flow in the simulator).
+"""
 
 
 def write(path: Path, data: dict[str, Any]) -> None:

@@ -373,7 +373,7 @@ def _finish(outcome: Outcome, result: Result, reason: str, started: float) -> Ou
     return outcome
 
 
-def run_measurement(
+def run(
     testcase: Testcase,
     server: Implementation,
     client: Implementation,
@@ -381,7 +381,9 @@ def run_measurement(
     *,
     seed: int = 0,
 ) -> Outcome:
-    """Repeat a measurement; it fails if any repetition fails."""
+    """Run a testcase; a measurement is repeated and fails if any run fails."""
+    if testcase.unit is None:
+        return run_testcase(testcase, server, client, log_dir, seed=seed)
     total: Outcome | None = None
     for repetition in range(1, testcase.repetitions + 1):
         outcome = run_testcase(
@@ -397,19 +399,6 @@ def run_measurement(
             break
     assert total is not None
     return total
-
-
-def run(
-    testcase: Testcase,
-    server: Implementation,
-    client: Implementation,
-    log_dir: Path,
-    *,
-    seed: int = 0,
-) -> Outcome:
-    if testcase.unit is not None:
-        return run_measurement(testcase, server, client, log_dir, seed=seed)
-    return run_testcase(testcase, server, client, log_dir, seed=seed)
 
 
 def pairs(
