@@ -60,6 +60,7 @@ from ._constants import (
     STREAM_FLAG_UNI,
     STREAM_TYPE_BIDI,
     STREAM_TYPE_NONE,
+    TLS13_CIPHERSUITES,
     VALUE_CLASS_FEATURE_NEGOTIATED,
     VALUE_CLASS_FEATURE_PEER_REQUEST,
     VALUE_CLASS_FEATURE_REQUEST,
@@ -309,6 +310,25 @@ class Connection:
     def get0_alpn_selected(self) -> str | None:
         """The negotiated ALPN protocol (SSL_get0_alpn_selected)."""
         return self._core.alpn_protocol if self._core is not None else None
+
+    def get_current_cipher(self) -> str | None:
+        """The negotiated TLS 1.3 cipher suite's name (SSL_get_current_cipher).
+
+        OpenSSL returns an ``SSL_CIPHER``; this returns what
+        ``SSL_CIPHER_get_name`` would, e.g. ``"TLS_AES_128_GCM_SHA256"``,
+        or None before the handshake has chosen one.
+        """
+        suite = self._core.cipher_suite if self._core is not None else None
+        names = {v: n for n, v in TLS13_CIPHERSUITES.items()}
+        return None if suite is None else names.get(suite)
+
+    def get_quic_version(self) -> int | None:
+        """The QUIC version in use, after any version negotiation.
+
+        A quicconn extension (OpenSSL 3.5 speaks only v1): QUIC_VERSION_1 or
+        QUIC_VERSION_2, or None before the connection has started.
+        """
+        return self._core.version if self._core is not None else None
 
     def session_reused(self) -> bool:
         """Whether the TLS session was resumed (SSL_session_reused)."""

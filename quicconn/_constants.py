@@ -169,3 +169,16 @@ QUIC_ERR_NO_ERROR = 0x0
 QUIC_ERR_INTERNAL_ERROR = 0x1
 QUIC_ERR_CONNECTION_REFUSED = 0x2
 QUIC_ERR_CRYPTO_ERROR_BASE = 0x100
+
+# QUIC versions (RFC 9000, RFC 9369).  OpenSSL has no public API to choose
+# them; see Context.set_quic_versions().
+QUIC_VERSION_1 = 0x00000001
+QUIC_VERSION_2 = 0x6B3343CF
+
+# TLS 1.3 cipher suites by the names SSL_CTX_set_ciphersuites() takes, with
+# their IANA values.
+TLS13_CIPHERSUITES = {
+    "TLS_AES_128_GCM_SHA256": 0x1301,
+    "TLS_AES_256_GCM_SHA384": 0x1302,
+    "TLS_CHACHA20_POLY1305_SHA256": 0x1303,
+}

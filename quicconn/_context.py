@@ -7,7 +7,14 @@ import os
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from ._constants import MODE_ASYNC, VERIFY_PEER, Role
+from ._constants import (
+    MODE_ASYNC,
+    QUIC_VERSION_1,
+    QUIC_VERSION_2,
+    TLS13_CIPHERSUITES,
+    VERIFY_PEER,
+    Role,
+)
 from ._context_base import ContextBase
 from ._core import CoreSettings
 from ._engine import AsyncEngine
@@ -99,6 +106,50 @@ class Context(ContextBase):
 
     def get_alpn_protos(self) -> list[str]:
         return list(self._settings.alpn_protocols or [])
+
+    def set_ciphersuites(self, ciphersuites: str) -> None:
+        """Offer (client) or accept (server) only these TLS 1.3 cipher suites.
+
+        Mirrors SSL_CTX_set_ciphersuites: a colon-separated list of names such
+        as ``"TLS_CHACHA20_POLY1305_SHA256"``, in preference order.  QUIC needs
+        TLS 1.3, so an empty list is an error (OpenSSL would fail the
+        handshake instead).
+        """
+        if not isinstance(ciphersuites, str):
+            raise TypeError("ciphersuites must be a colon-separated str")
+        names = [n.strip() for n in ciphersuites.split(":") if n.strip()]
+        if not names:
+            raise ValueError("QUIC needs at least one TLS 1.3 cipher suite")
+        unknown = [n for n in names if n not in TLS13_CIPHERSUITES]
+        if unknown:
+            raise ValueError(
+                f"unknown TLS 1.3 cipher suite(s) {', '.join(unknown)}; "
+                f"known: {', '.join(TLS13_CIPHERSUITES)}"
+            )
+        self._settings.cipher_suites = [TLS13_CIPHERSUITES[n] for n in names]
+
+    def set_quic_versions(
+        self, versions: Iterable[int], *, initial: int | None = None
+    ) -> None:
+        """Choose the QUIC versions this side supports, most preferred first.
+
+        A quicconn extension: OpenSSL 3.5 speaks QUIC v1 only and has no such
+        call.  ``initial`` (client) is the version of the first Initial; the
+        others are offered through compatible version negotiation (RFC 9368),
+        so ``set_quic_versions([QUIC_VERSION_2, QUIC_VERSION_1],
+        initial=QUIC_VERSION_1)`` starts in v1 and lets the server move the
+        connection to v2.
+        """
+        chosen = [int(v) for v in versions]
+        known = (QUIC_VERSION_1, QUIC_VERSION_2)
+        if not chosen or any(v not in known for v in chosen):
+            raise ValueError(
+                "versions must be a non-empty list of QUIC_VERSION_1 / QUIC_VERSION_2"
+            )
+        if initial is not None and int(initial) not in chosen:
+            raise ValueError("initial must be one of versions")
+        self._settings.supported_versions = chosen
+        self._settings.original_version = None if initial is None else int(initial)
 
     # -- transport settings -----------------------------------------------
 

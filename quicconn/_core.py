@@ -117,6 +117,11 @@ class CoreSettings:
     supported_versions: list[int] = field(
         default_factory=lambda: [int(v) for v in SUPPORTED_VERSIONS]
     )
+    #: The version of the first Initial (None: the first supported version);
+    #: the others are offered by compatible version negotiation (RFC 9368).
+    original_version: int | None = None
+    #: TLS 1.3 cipher suites to offer, by IANA value (None: aioquic's default).
+    cipher_suites: list[int] | None = None
     connection_id_length: int = 8
     #: Streams of each kind the peer may open at once (initial_max_streams_*).
     max_streams_bidi: int = 128
@@ -176,6 +181,10 @@ class CoreSettings:
             supported_versions=list(self.supported_versions),
         )
         config.verify_mode = ssl.CERT_REQUIRED if self.verify_peer else ssl.CERT_NONE
+        if self.original_version is not None:
+            config.original_version = self.original_version
+        if self.cipher_suites is not None:
+            config.cipher_suites = [CipherSuite(v) for v in self.cipher_suites]
         if self.is_client and self.verify_peer and not self.has_trust_anchors():
             # OpenSSL trusts nothing until told to; aioquic would fall back to
             # certifi.  An empty store keeps OpenSSL's behaviour.
@@ -887,6 +896,19 @@ class QuicCore:
 
     def request_key_update(self) -> None:
         self._quic.request_key_update()
+
+    @property
+    def version(self) -> int | None:
+        """The QUIC version in use (after any version negotiation)."""
+        version = self._quic._version
+        return None if version is None else int(version)
+
+    @property
+    def cipher_suite(self) -> int | None:
+        """The negotiated TLS cipher suite's IANA value, once known."""
+        schedule = self._quic.tls.key_schedule
+        suite = getattr(schedule, "cipher_suite", None)
+        return None if suite is None else int(suite)
 
     def finish_qlog(self) -> None:
         """Write the qlog trace now if the connection was abandoned unclosed."""

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import tempfile
@@ -25,7 +26,13 @@ from urllib.parse import urlsplit
 from tqdm import tqdm
 
 from ._certs import make_pki
-from ._constants import EARLY_DATA_ACCEPTED, LISTENER_FLAG_NO_VALIDATE, SERVER
+from ._constants import (
+    EARLY_DATA_ACCEPTED,
+    LISTENER_FLAG_NO_VALIDATE,
+    QUIC_VERSION_1,
+    QUIC_VERSION_2,
+    SERVER,
+)
 from ._context import Context
 from ._errors import Error, VerificationError
 from ._session import Session
@@ -114,6 +121,10 @@ def cmd_get(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             session=session,
             early_data=args.zero_rtt,
             stall_timeout=args.timeout,
+            ciphersuites=args.ciphers,
+            key_update=args.key_update,
+            quic_versions=_quic_versions(args.quic_version),
+            initial_version=QUIC_VERSION_1,
         )
         progress = _Progress(len(paths), enabled=not args.quiet and err.isatty())
         started = time.monotonic()
@@ -160,6 +171,11 @@ def cmd_get(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             file=err,
         )
     return 1 if failures else 0
+
+
+def _quic_versions(name: str) -> list[int]:
+    """--quic-version: v1 only, or v2 first (the connection starts in v1)."""
+    return [QUIC_VERSION_2, QUIC_VERSION_1] if name == "v2" else [QUIC_VERSION_1]
 
 
 # -- serve ---------------------------------------------------------------------
@@ -290,6 +306,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="quicconn", description="OpenSSL's QUIC API in Python: tools and demos"
     )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="log what the QUIC stack reports (otherwise errors are summarised)",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     get = commands.add_parser("get", help="download URLs over HTTP/3 or hq-interop")
@@ -323,6 +345,22 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="give up when the server sends nothing for this long",
     )
+    get.add_argument(
+        "--ciphers",
+        metavar="LIST",
+        help="offer only these TLS 1.3 suites (colon-separated, OpenSSL names)",
+    )
+    get.add_argument(
+        "--quic-version",
+        choices=["v1", "v2"],
+        default="v1",
+        help="v2: start in QUIC v1 and let the server switch to v2",
+    )
+    get.add_argument(
+        "--key-update",
+        action="store_true",
+        help="update the 1-RTT keys right after the handshake",
+    )
     get.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     get.set_defaults(handler=cmd_get)
 
@@ -355,6 +393,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # aioquic logs each connection failure itself; the commands report them
+    # in one line, so its records are shown only when asked for.
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.CRITICAL,
+        format="%(name)s: %(message)s",
+    )
     try:
         return int(args.handler(args, sys.stdout, sys.stderr))
     except UsageError as exc:

@@ -68,6 +68,14 @@ class ClientOptions:
     idle_timeout: float = 30.0
     stall_timeout: float = 10.0
     server_name: str | None = None
+    #: Colon-separated TLS 1.3 suites (Context.set_ciphersuites), None: all.
+    ciphersuites: str | None = None
+    #: QUIC versions, most preferred first, and the version to start with
+    #: (Context.set_quic_versions); None: v1 and v2, starting in v1.
+    quic_versions: list[int] | None = None
+    initial_version: int | None = None
+    #: Update the 1-RTT keys as soon as the handshake completes.
+    key_update: bool = False
 
 
 class HttpClient:
@@ -89,6 +97,12 @@ class HttpClient:
         else:
             ctx.load_default_verify_paths()
         ctx.set_alpn_protos([self.options.alpn])
+        if self.options.ciphersuites:
+            ctx.set_ciphersuites(self.options.ciphersuites)
+        if self.options.quic_versions:
+            ctx.set_quic_versions(
+                self.options.quic_versions, initial=self.options.initial_version
+            )
         ctx.idle_timeout = self.options.idle_timeout
         if self.options.keylog_file:
             ctx.keylog_filename = self.options.keylog_file
@@ -129,6 +143,8 @@ class HttpClient:
             except WantReadError:
                 self._wait(last_progress)
         self.handshake_seconds = time.monotonic() - self._started
+        if self.options.key_update:
+            self.conn.key_update()
         self._make_session()
 
     def _make_session(self) -> None:
