@@ -21,6 +21,9 @@ from urllib.parse import urlsplit
 
 from .peers import PeerPaths
 
+#: The project's root: ``python -m interop.endpoint`` runs from here.
+_ROOT = str(Path(__file__).resolve().parent.parent)
+
 ALPN_HQ = "hq-interop"
 ALPN_H3 = "h3"
 
@@ -115,13 +118,13 @@ class Quicconn(Implementation):
 
     def server(self, ep: Endpoint, paths: RunPaths) -> ServerPlan:
         env = self._env("server", ep, paths) | {"HOST": ep.host, "PORT": str(ep.port)}
-        return Command([sys.executable, "-m", "interop.endpoint"], env)
+        return Command([sys.executable, "-m", "interop.endpoint"], env, cwd=_ROOT)
 
     def client(
         self, ep: Endpoint, paths: RunPaths, requests: Sequence[str]
     ) -> ClientPlan:
         env = self._env("client", ep, paths) | {"REQUESTS": " ".join(requests)}
-        return [Command([sys.executable, "-m", "interop.endpoint"], env)]
+        return [Command([sys.executable, "-m", "interop.endpoint"], env, cwd=_ROOT)]
 
 
 class Aioquic(Implementation):
