@@ -98,10 +98,18 @@ def test_captures_carry_addresses_ports_and_payload_tshark_can_read(
     if shutil.which("tshark") is None:
         pytest.fail("tshark is missing: .ci/run installs it")
     pcap = tmp_path / "t.pcap"
-    # A QUIC v1 long-header Initial (header only; the payload is garbage).
+    # A QUIC v1 Initial's header (no token, a 1000-byte length); the
+    # protected payload is garbage, which tshark reports without failing.
+    payload = bytes(1000)
     initial = (
-        bytes([0xC3, 0, 0, 0, 1, 8]) + b"\xaa" * 8 + bytes([8]) + b"\xbb" * 8
-    ) + bytes(1200)
+        bytes([0xC3, 0, 0, 0, 1, 8])
+        + b"\xaa" * 8
+        + bytes([8])
+        + b"\xbb" * 8
+        + bytes([0])
+        + (0x4000 | len(payload)).to_bytes(2, "big")
+        + payload
+    )
     with PcapWriter(pcap) as writer:
         writer.write(1_700_000_000.25, client, server, initial)
         writer.write(1_700_000_000.5, server, client, b"\x40" + bytes(40))
