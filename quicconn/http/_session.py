@@ -251,6 +251,18 @@ class HttpSession:
     def send_body(self, stream_id: int, data: bytes, end: bool) -> None:
         raise NotImplementedError
 
+    def send_not_found(self, stream_id: int) -> None:
+        """Answer a request for something that is not there (404)."""
+        body = b"not found\n"
+        self.send_response_head(
+            stream_id, 404, [(b"content-length", str(len(body)).encode())]
+        )
+        self.send_body(stream_id, body, True)
+
+
+#: HTTP/3 error codes (RFC 9114 section 8.1) that hq-interop borrows.
+H3_REQUEST_REJECTED = 0x10B
+
 
 class HqSession(HttpSession):
     """hq-interop: HTTP/0.9 over QUIC, one bidirectional stream per request.
@@ -286,6 +298,11 @@ class HqSession(HttpSession):
     def send_body(self, stream_id: int, data: bytes, end: bool) -> None:
         self.write(stream_id, data, end)
 
+    def send_not_found(self, stream_id: int) -> None:
+        """Reset the stream: HTTP/0.9 has no status, and a body saying "not
+        found" would be saved as if it were the file."""
+        self._reject(stream_id)
+
     def on_stream_data(
         self, stream_id: int, data: bytes, ended: bool, events: list[HttpEvent]
     ) -> None:
@@ -312,7 +329,7 @@ class HqSession(HttpSession):
     def _reject(self, stream_id: int) -> None:
         stream = self.streams.get(stream_id)
         if stream is not None:
-            stream.stream_reset(0x10C)  # H3_REQUEST_REJECTED, as a courtesy
+            stream.stream_reset(H3_REQUEST_REJECTED)
         self._heads_done.add(stream_id)
 
 

@@ -158,10 +158,7 @@ class FileServer:
         )
         if path is None:
             self.stats.not_found += 1
-            session.send_response_head(
-                request.stream_id, 404, [(b"content-length", b"10")]
-            )
-            session.send_body(request.stream_id, b"not found\n", True)
+            session.send_not_found(request.stream_id)
             logger.info("404 %s", request.path)
             return
         size = path.stat().st_size
