@@ -29,11 +29,15 @@ def client_ctx(pki: CertFiles) -> quicconn.Context:
 
 
 def new_connection(
-    pki: CertFiles, port: int, *, blocking: bool = True
+    pki: CertFiles,
+    port: int,
+    *,
+    blocking: bool = True,
+    ctx: quicconn.Context | None = None,
 ) -> quicconn.Connection:
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind(("127.0.0.1", 0))
-    conn = quicconn.Connection(client_ctx(pki))
+    conn = quicconn.Connection(ctx or client_ctx(pki))
     conn.set_fd(sock)
     conn._owns_socket = True
     conn.set1_initial_peer_addr(("127.0.0.1", port))
@@ -375,3 +379,57 @@ class TestMisuse:
         assert conn.get_event_timeout() is None
         assert not conn.net_read_desired()
         assert not conn.net_write_desired()
+
+
+class TestCipherSuitesAndVersions:
+    """SSL_CTX_set_ciphersuites, and the QUIC-version extension, against
+    aioquic's asyncio server."""
+
+    def test_chacha20_only_is_what_the_handshake_uses(self, pki, aioquic_server):
+        ctx = client_ctx(pki)
+        ctx.set_ciphersuites("TLS_CHACHA20_POLY1305_SHA256")
+        conn = new_connection(pki, aioquic_server, ctx=ctx)
+        assert conn.get_current_cipher() is None
+        conn.connect()
+        assert conn.get_current_cipher() == "TLS_CHACHA20_POLY1305_SHA256"
+        conn.free()
+
+    def test_by_default_an_aes_suite_is_negotiated(self, pki, aioquic_server):
+        conn = new_connection(pki, aioquic_server)
+        conn.connect()
+        assert conn.get_current_cipher() in (
+            "TLS_AES_128_GCM_SHA256",
+            "TLS_AES_256_GCM_SHA384",
+        )
+        assert conn.get_quic_version() == quicconn.QUIC_VERSION_1
+        conn.free()
+
+    def test_a_v1_start_moves_to_v2_by_compatible_negotiation(
+        self, pki, aioquic_server
+    ):
+        ctx = client_ctx(pki)
+        ctx.set_quic_versions(
+            [quicconn.QUIC_VERSION_2, quicconn.QUIC_VERSION_1],
+            initial=quicconn.QUIC_VERSION_1,
+        )
+        conn = new_connection(pki, aioquic_server, ctx=ctx)
+        conn.connect()
+        assert conn.get_quic_version() == quicconn.QUIC_VERSION_2
+        conn.write_ex2(b"echo\nover v2", quicconn.WRITE_FLAG_CONCLUDE)
+        assert read_all_blocking(conn) == b"over v2"
+        conn.free()
+
+    def test_bad_suites_and_versions_are_value_errors(self, pki):
+        ctx = client_ctx(pki)
+        with pytest.raises(ValueError, match=r"unknown TLS 1\.3 cipher suite"):
+            ctx.set_ciphersuites("TLS_AES_128_GCM_SHA256:ECDHE-RSA-AES128-GCM-SHA256")
+        with pytest.raises(ValueError, match="at least one"):
+            ctx.set_ciphersuites("")
+        with pytest.raises(TypeError, match="colon-separated"):
+            ctx.set_ciphersuites(["TLS_AES_128_GCM_SHA256"])  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="QUIC_VERSION"):
+            ctx.set_quic_versions([0xFF00001D])
+        with pytest.raises(ValueError, match="initial"):
+            ctx.set_quic_versions(
+                [quicconn.QUIC_VERSION_1], initial=quicconn.QUIC_VERSION_2
+            )
