@@ -234,7 +234,8 @@ def run_testcase(
     started = time.monotonic()
     alpn = endpoint_alpn(testcase.name, server, client)
     outcome = Outcome(server.name, client.name, testcase.name, Result.FAILED, alpn=alpn)
-    run_dir = log_dir / f"{server.name}_{client.name}" / testcase.name
+    # Absolute: peers run from their own directories.
+    run_dir = log_dir.resolve() / f"{server.name}_{client.name}" / testcase.name
     if repetition:
         run_dir = run_dir / str(repetition)
     if run_dir.exists():
