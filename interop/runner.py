@@ -250,7 +250,14 @@ def run_testcase(
         server_qlog=run_dir / "server" / "qlog",
         client_qlog=run_dir / "client" / "qlog",
     )
-    for directory in (paths.www, paths.downloads, paths.server_qlog, paths.client_qlog):
+    sim_dir = run_dir / "sim"
+    for directory in (
+        paths.www,
+        paths.downloads,
+        paths.server_qlog,
+        paths.client_qlog,
+        sim_dir,
+    ):
         directory.mkdir(parents=True, exist_ok=True)
     make_chain(paths.certs, testcase.cert_chain_length)
     files = testcase.make_files(paths.www, random.Random(f"{seed}/{testcase.name}"))
@@ -262,7 +269,6 @@ def run_testcase(
     )
     if isinstance(server_plan, Unsupported):
         return _finish(outcome, Result.UNSUPPORTED, server_plan.reason, started)
-    sim_dir = run_dir / "sim"
     with (
         open(run_dir / "server.log", "w") as server_log,
         open(run_dir / "client.log", "w") as client_log,
@@ -293,7 +299,7 @@ def run_testcase(
             )
             with NetSim(
                 config,
-                log_file=sim_dir / "netsim.jsonl" if _mkdir(sim_dir) else None,
+                log_file=sim_dir / "netsim.jsonl",
                 keep_records=False,
                 pcap_dir=sim_dir,
             ) as sim:
@@ -360,11 +366,6 @@ def run_testcase(
             return _finish(outcome, Result.FAILED, "no 1-RTT data to time", started)
         outcome.values.append(value)
     return _finish(outcome, Result.SUCCEEDED, "", started)
-
-
-def _mkdir(path: Path) -> bool:
-    path.mkdir(parents=True, exist_ok=True)
-    return True
 
 
 def _finish(outcome: Outcome, result: Result, reason: str, started: float) -> Outcome:
