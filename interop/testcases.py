@@ -18,7 +18,7 @@ import os
 import random
 import string
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from .trace import QUIC_V1, QUIC_V2, Datagram, Direction, PacketType, Trace
@@ -66,10 +66,6 @@ class Evidence:
     server_trace: Trace
     keylog: Path | None
 
-    @property
-    def decrypted(self) -> bool:
-        return self.keylog is not None
-
 
 Check = Callable[[Evidence], "str | None"]
 
@@ -92,7 +88,6 @@ class Testcase:
     #: Measurements report a number (``unit``) over several repetitions.
     unit: str | None = None
     repetitions: int = 1
-    extra: dict[str, str] = field(default_factory=dict)
 
     def testname(self, role: str) -> str:
         if role == "client":

@@ -19,7 +19,7 @@ from __future__ import annotations
 import enum
 import shutil
 import subprocess
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -338,6 +338,3 @@ class Trace:
             if datagram.has(PacketType.INITIAL)
             for token in datagram.tokens
         }
-
-    def first_time(self, datagrams: Iterable[Datagram]) -> float | None:
-        return min((d.time for d in datagrams), default=None)
