@@ -1691,6 +1691,13 @@ class Connection:
             return used
         return max(0, self._write_buffer_size - used)
 
+    def _peer_max_datagram_frame_size(self) -> int | None:
+        """The peer's max_datagram_frame_size transport parameter (RFC 9221),
+        for HTTP/3's SETTINGS_H3_DATAGRAM check; None before the handshake or
+        when the peer did not send it."""
+        core = self._core
+        return core.peer_max_datagram_frame_size() if core is not None else None
+
     def _idle_timeout_value(self, value_class: int) -> int:
         if value_class == VALUE_CLASS_FEATURE_REQUEST:
             return round(self._settings.idle_timeout * 1000)

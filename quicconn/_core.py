@@ -755,6 +755,10 @@ class QuicCore:
         value = self._quic._remote_max_idle_timeout
         return None if value is None else float(value)
 
+    def peer_max_datagram_frame_size(self) -> int | None:
+        """The peer's max_datagram_frame_size transport parameter, if sent."""
+        return self._quic._remote_max_datagram_frame_size
+
     def negotiated_idle_timeout(self) -> float | None:
         """The effective idle timeout: the smaller non-zero of both requests."""
         local = self.idle_timeout()

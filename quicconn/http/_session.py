@@ -340,7 +340,13 @@ class _QuicShim:
         self._session = session
         self.configuration = SimpleNamespace(is_client=session.is_client)
         self._quic_logger = None
-        self._remote_max_datagram_frame_size = None
+
+    @property
+    def _remote_max_datagram_frame_size(self) -> int | None:
+        # H3Connection rejects SETTINGS_H3_DATAGRAM=1 from a peer that did not
+        # send this transport parameter (RFC 9297, section 2.1.1), so it must be
+        # the peer's real value even though quicconn sends no HTTP datagrams.
+        return self._session.conn._peer_max_datagram_frame_size()
 
     def get_next_available_stream_id(self, is_unidirectional: bool = False) -> int:
         return self._session.open_stream(is_unidirectional).get_stream_id()
