@@ -339,22 +339,27 @@ def ipv6_only(ev: Evidence) -> str | None:
 
 
 def path_validated_after_rebinding(ev: Evidence) -> str | None:
-    """The server saw the client move, and challenged each new path."""
+    """The server saw the client move, and challenged each new path.
+
+    As in the runner, only a move to a path not used before needs a
+    PATH_CHALLENGE in the server's first datagram on it; returning to an
+    earlier path (a NAT handing back an old port) does not.
+    """
     sent = ev.server_trace.sent_by(Direction.FROM_SERVER)
     ports = {d.destination for d in sent}
     if len(ports) <= 1:
         return "the server only ever sent to one client address; no rebinding seen"
-    last = None
+    seen: set[tuple[str, int]] = set()
     moves = 0
     for datagram in sent:
-        if last is not None and datagram.destination != last:
+        if seen and datagram.destination not in seen:
             moves += 1
             if not datagram.path_challenges:
                 return (
                     f"the server's first datagram to {datagram.destination} "
                     "had no PATH_CHALLENGE"
                 )
-        last = datagram.destination
+        seen.add(datagram.destination)
     challenges = {c for d in sent for c in d.path_challenges}
     if len(challenges) < moves:
         return f"{moves} migrations but {len(challenges)} distinct PATH_CHALLENGEs"

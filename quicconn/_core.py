@@ -73,6 +73,8 @@ _CERTIFICATE_ALERTS = frozenset({42, 43, 44, 45, 46, 48})
 _CRYPTO_ERROR_BASE = 0x100
 #: 1 byte header + 4 unpredictable bytes + 16-byte token (RFC 9000 section 10.3).
 _MIN_STATELESS_RESET_SIZE = 21
+# aioquic's reason when a server's first decrypted packet has no CRYPTO frame
+_NO_CRYPTO_FRAME_REASON = "Packet contains no CRYPTO frame"
 _PEM_PRIVATE_KEY = re.compile(
     rb"-----BEGIN [A-Z ]*PRIVATE KEY-----.+?-----END [A-Z ]*PRIVATE KEY-----", re.S
 )
@@ -635,6 +637,25 @@ class QuicCore:
             or any(
                 space.largest_received_packet >= 0 for space in quic._spaces.values()
             )
+        )
+
+    def closed_on_a_first_packet_without_crypto(self) -> bool:
+        """True when a new server core closed on its first packet because
+        that packet carried no CRYPTO frame.
+
+        RFC 9000 (section 17.2.2) requires a CRYPTO frame in the first
+        packet a client *sends*; when that packet is lost, the first to
+        *arrive* can be a PING-only PTO probe (OpenSSL's client sends
+        those).  aioquic treats it as a protocol violation; the listener
+        instead drops it unanswered and waits for the retransmitted
+        ClientHello, which a CONNECTION_CLOSE would have prevented.
+        """
+        event = self._quic._close_event
+        return (
+            not self.settings.is_client
+            and event is not None
+            and event.error_code == QuicErrorCode.PROTOCOL_VIOLATION
+            and event.reason_phrase == _NO_CRYPTO_FRAME_REASON
         )
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:

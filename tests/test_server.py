@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import select
 import socket
 import ssl
 import struct
@@ -940,6 +941,109 @@ def test_undecryptable_initials_take_no_connection_slot(pki: CertFiles) -> None:
         assert not lst._live
         assert lst.get_event_timeout() is None
     finally:
+        lst.free()
+
+
+def ping_only_initial(dcid: bytes, scid: bytes) -> bytes:
+    """A client Initial (v1) carrying only PING, padded: a PTO probe."""
+    from aioquic.quic.crypto import CryptoPair
+    from aioquic.quic.packet import QuicFrameType, QuicPacketType
+    from aioquic.quic.packet_builder import QuicPacketBuilder
+
+    crypto = CryptoPair()
+    crypto.setup_initial(dcid, is_client=True, version=1)
+    builder = QuicPacketBuilder(
+        host_cid=scid,
+        peer_cid=dcid,
+        version=1,
+        is_client=True,
+        max_datagram_size=1200,
+    )
+    builder.start_packet(QuicPacketType.INITIAL, crypto)
+    builder.start_frame(QuicFrameType.PING)
+    (datagram,), _ = builder.flush()
+    return datagram
+
+
+class HandDrivenAioquicClient:
+    """aioquic's sans-I/O client on a UDP socket, pollable like a quicconn object."""
+
+    def __init__(self, pki: CertFiles, server: tuple[str, int]) -> None:
+        from aioquic.quic.configuration import QuicConfiguration
+        from aioquic.quic.connection import QuicConnection
+
+        config = QuicConfiguration(is_client=True, alpn_protocols=ALPN)
+        config.load_verify_locations(str(pki.ca))
+        config.server_name = "localhost"
+        self.quic = QuicConnection(configuration=config)
+        self.server = server
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.setblocking(False)
+        self.quic.connect(server, now=time.monotonic())
+        self.handshake_done = False
+        self.closed = False
+
+    def first_flight(self) -> list[bytes]:
+        return [d for d, _ in self.quic.datagrams_to_send(now=time.monotonic())]
+
+    def handle_events(self) -> None:
+        from aioquic.quic import events
+
+        now = time.monotonic()
+        timer = self.quic.get_timer()
+        if timer is not None and timer <= now:
+            self.quic.handle_timer(now)
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                data, addr = self.sock.recvfrom(65536)
+                self.quic.receive_datagram(data, addr, now=now)
+        while (event := self.quic.next_event()) is not None:
+            if isinstance(event, events.HandshakeCompleted):
+                self.handshake_done = True
+            elif isinstance(event, events.ConnectionTerminated):
+                self.closed = True
+        for data, addr in self.quic.datagrams_to_send(now=now):
+            self.sock.sendto(data, addr)
+
+    def get_event_timeout(self) -> float | None:
+        timer = self.quic.get_timer()
+        return None if timer is None else max(0.0, timer - time.monotonic())
+
+    def get_rpoll_descriptor(self) -> int:
+        return self.sock.fileno()
+
+
+def test_a_ping_only_probe_ahead_of_the_client_hello_is_dropped_unanswered(
+    pki: CertFiles,
+) -> None:
+    # OpenSSL's client probes with PING-only Initials: when its first
+    # Initial is lost, such a probe is the first packet to arrive.  RFC 9000
+    # asks for CRYPTO in the first packet *sent*; the listener must not
+    # close the connection over it, or the retransmitted ClientHello finds a
+    # closing connection under the same connection ID.
+    lst = server_ctx(pki).new_listener(
+        ("127.0.0.1", 0), quicconn.LISTENER_FLAG_NO_VALIDATE
+    )
+    lst.listen()
+    client = HandDrivenAioquicClient(pki, ("127.0.0.1", port_of(lst)))
+    try:
+        hello = client.first_flight()
+        probe = ping_only_initial(client.quic._peer_cid.cid, client.quic.host_cid)
+        client.sock.sendto(probe, client.server)
+        pump([lst], lambda: lst.stats.datagrams_dropped == 1, what="the probe")
+        assert select.select([client.sock], [], [], 0.2)[0] == [], "probe answered"
+        assert not lst._live and lst.get_accept_connection_queue_len() == 0
+        for datagram in hello:
+            client.sock.sendto(datagram, client.server)
+        pump(
+            [lst, client],
+            lambda: client.handshake_done or client.closed,
+            what="the handshake",
+        )
+        assert client.handshake_done
+        assert lst.stats.connections_accepted == 1
+    finally:
+        client.sock.close()
         lst.free()
 
 
