@@ -73,8 +73,6 @@ _CERTIFICATE_ALERTS = frozenset({42, 43, 44, 45, 46, 48})
 _CRYPTO_ERROR_BASE = 0x100
 #: 1 byte header + 4 unpredictable bytes + 16-byte token (RFC 9000 section 10.3).
 _MIN_STATELESS_RESET_SIZE = 21
-# aioquic's reason when a server's first decrypted packet has no CRYPTO frame
-_NO_CRYPTO_FRAME_REASON = "Packet contains no CRYPTO frame"
 _PEM_PRIVATE_KEY = re.compile(
     rb"-----BEGIN [A-Z ]*PRIVATE KEY-----.+?-----END [A-Z ]*PRIVATE KEY-----", re.S
 )
@@ -332,6 +330,8 @@ class _AdaptedQuicConnection(QuicConnection):
     * A server's stateless reset tokens are derived from a listener secret
       (aioquic draws random ones, which no one could reproduce later).
     * Stream data sent before a Retry (0-RTT) is queued again after it.
+    * A server accepts a first packet without a CRYPTO frame (see
+      ``_payload_received``).
     """
 
     def __init__(self, *, reset_key: bytes | None = None, **kwargs: Any) -> None:
@@ -369,6 +369,20 @@ class _AdaptedQuicConnection(QuicConnection):
     def _replenish_connection_ids(self) -> None:
         super()._replenish_connection_ids()
         self._derive_reset_tokens()
+
+    def _payload_received(
+        self, context: Any, plain: bytes, crypto_frame_required: bool = False
+    ) -> tuple[bool, bool]:
+        """Process a packet's frames, without aioquic's CRYPTO requirement.
+
+        RFC 9000 (section 17.2.2) requires a CRYPTO frame in the first packet
+        a client *sends*.  When that packet is lost, the first to *arrive*
+        can be a PING-only PTO probe (OpenSSL's client sends those), and
+        aioquic would close the connection over it.  The server instead
+        acknowledges the probe; the acknowledgement is what lets the client
+        declare its ClientHello lost and send it again.
+        """
+        return super()._payload_received(context, plain)
 
     def _receive_retry_packet(
         self, header: Any, packet_without_tag: bytes, now: float
@@ -637,25 +651,6 @@ class QuicCore:
             or any(
                 space.largest_received_packet >= 0 for space in quic._spaces.values()
             )
-        )
-
-    def closed_on_a_first_packet_without_crypto(self) -> bool:
-        """True when a new server core closed on its first packet because
-        that packet carried no CRYPTO frame.
-
-        RFC 9000 (section 17.2.2) requires a CRYPTO frame in the first
-        packet a client *sends*; when that packet is lost, the first to
-        *arrive* can be a PING-only PTO probe (OpenSSL's client sends
-        those).  aioquic treats it as a protocol violation; the listener
-        instead drops it unanswered and waits for the retransmitted
-        ClientHello, which a CONNECTION_CLOSE would have prevented.
-        """
-        event = self._quic._close_event
-        return (
-            not self.settings.is_client
-            and event is not None
-            and event.error_code == QuicErrorCode.PROTOCOL_VIOLATION
-            and event.reason_phrase == _NO_CRYPTO_FRAME_REASON
         )
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:

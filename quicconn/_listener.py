@@ -354,14 +354,9 @@ class Listener:
         conn._use_reactor(reactor)
         conn._adopt_core(core, addr)
         core.receive_datagram(data, addr, now)
-        if (
-            not core.received_a_packet()
-            or core.closed_on_a_first_packet_without_crypto()
-        ):
+        if not core.received_a_packet():
             # Shaped like an Initial but undecryptable: junk, which must
             # not take a connection slot or a place in the accept queue.
-            # Or a client's PTO probe that overtook its lost ClientHello:
-            # drop it unanswered so the retransmission can still connect.
             conn.free_locked()
             self.stats.datagrams_dropped += 1
             return
