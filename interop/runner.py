@@ -44,7 +44,7 @@ from .implementations import (
     endpoint_alpn,
 )
 from .netsim import NetSim, config_from_scenario
-from .testcases import Evidence, Result, Testcase, goodput_kbps
+from .testcases import Evidence, Result, Testcase, Unjudgeable, goodput_kbps
 from .trace import Trace, TsharkError
 
 #: The version the interop runner's readiness probe uses ("WAIT").
@@ -357,7 +357,10 @@ def run_testcase(
     except TsharkError as exc:
         return _finish(outcome, Result.FAILED, str(exc), started)
     for check in testcase.checks:
-        failure = check(evidence)
+        try:
+            failure = check(evidence)
+        except Unjudgeable as exc:
+            return _finish(outcome, Result.UNSUPPORTED, str(exc), started)
         if failure is not None:
             return _finish(outcome, Result.FAILED, failure, started)
     if testcase.unit is not None:

@@ -70,6 +70,10 @@ class Evidence:
 Check = Callable[[Evidence], "str | None"]
 
 
+class Unjudgeable(Exception):
+    """A check cannot decide from the capture: the run counts as unsupported."""
+
+
 @dataclass(frozen=True)
 class Testcase:
     name: str
@@ -354,6 +358,12 @@ def path_validated_after_rebinding(ev: Evidence) -> str | None:
     for datagram in sent:
         if seen and datagram.destination not in seen:
             moves += 1
+            if not datagram.path_challenges and datagram.undecrypted:
+                raise Unjudgeable(
+                    f"tshark could not decrypt the server's first datagram to "
+                    f"{datagram.destination}: a client with zero-length "
+                    "connection IDs cannot be followed across a rebinding"
+                )
             if not datagram.path_challenges:
                 return (
                     f"the server's first datagram to {datagram.destination} "

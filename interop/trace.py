@@ -89,6 +89,7 @@ FIELDS = (
     "tls.quic.parameter.initial_max_streams_bidi",
     "quic.path_challenge.data",
     "quic.path_response.data",
+    "quic.remaining_payload",
 )
 _SEPARATOR = "|"
 
@@ -142,6 +143,8 @@ class Datagram:
     max_streams_bidi: list[int] = field(default_factory=list)
     path_challenges: list[str] = field(default_factory=list)
     path_responses: list[str] = field(default_factory=list)
+    #: tshark could not decrypt at least one of its packets
+    undecrypted: bool = False
 
     def has(self, packet_type: PacketType) -> bool:
         return any(p.type is packet_type for p in self.packets)
@@ -222,6 +225,7 @@ def _parse_line(line: str, server_port: int) -> Datagram | None:
         _int(v) for v in _values(row["tls.quic.parameter.initial_max_streams_bidi"])
     ]
     datagram.path_challenges = _values(row["quic.path_challenge.data"])
+    datagram.undecrypted = bool(row["quic.remaining_payload"])
     datagram.path_responses = _values(row["quic.path_response.data"])
     return datagram
 

@@ -248,9 +248,7 @@ class TestMalformedInput:
 
 
 @pytest.fixture(scope="module")
-def aioquic_example_server(
-    pki: CertFiles, www: tuple[Path, Path]
-) -> Iterator[int]:
+def aioquic_example_server(pki: CertFiles, www: tuple[Path, Path]) -> Iterator[int]:
     """aioquic's examples/http3_server.py over the same files; yields its port.
 
     Its HTTP/3 SETTINGS carry SETTINGS_H3_DATAGRAM=1 and its transport

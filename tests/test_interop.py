@@ -124,6 +124,26 @@ def test_captures_carry_addresses_ports_and_payload_tshark_can_read(
     assert second.direction is Direction.FROM_SERVER
 
 
+def test_a_rebinding_the_capture_cannot_decrypt_is_unjudgeable_not_failed(
+    tmp_path: Path,
+):
+    # A client with zero-length connection IDs (s_client) leaves tshark
+    # unable to link the server's packets on a new path to the connection.
+    if shutil.which("tshark") is None:
+        pytest.fail("tshark is missing: .ci/run installs it")
+    pcap = tmp_path / "t.pcap"
+    server, old, new = ("127.0.0.1", 443), ("127.0.0.1", 50001), ("127.0.0.1", 50002)
+    short_packet = b"\x40" + bytes(40)
+    with PcapWriter(pcap) as writer:
+        writer.write(1_700_000_000.0, server, old, short_packet)
+        writer.write(1_700_000_001.0, server, new, short_packet)
+    trace = Trace(pcap, server[1])
+    assert trace.datagrams[1].undecrypted
+    evidence = Evidence(tmp_path, tmp_path, [], trace, trace, None)
+    with pytest.raises(testcases.Unjudgeable, match="zero-length connection IDs"):
+        testcases.path_validated_after_rebinding(evidence)
+
+
 def test_readiness_probe_waits_for_version_negotiation(impls, tmp_path):
     peers = locate()
     if peers.gtlsserver is None:
@@ -136,9 +156,16 @@ def test_readiness_probe_waits_for_version_negotiation(impls, tmp_path):
 
     make_chain(tmp_path)
     proc = subprocess.Popen(
-        [peers.gtlsserver, "-q", "127.0.0.1", str(port),
-         str(tmp_path / "priv.key"), str(tmp_path / "cert.pem")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            peers.gtlsserver,
+            "-q",
+            "127.0.0.1",
+            str(port),
+            str(tmp_path / "priv.key"),
+            str(tmp_path / "cert.pem"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         assert wait_until_ready("127.0.0.1", port, timeout=10)

@@ -99,6 +99,7 @@ class AppProtocol(QuicConnectionProtocol):
     def _send_later(self, sid: int, payload: bytes) -> None:
         self._quic.send_stream_data(sid, payload, True)
         self.transmit()
+
     def _client_name(self) -> bytes:
         cert = self._quic.tls._peer_certificate
         if cert is None:
