@@ -14,12 +14,13 @@ one tick; in blocking mode sleep in the reactor until it can complete.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import functools
 import os
 import socket
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 from ._asyncjob import JobHost
@@ -211,6 +212,8 @@ class Connection:
         self._async_prepare_key()
         self._write_buffer_size = ctx.stream_write_buffer_size
         self._freed = False
+        #: Depth of _batched_output() blocks: writes then wait for the end.
+        self._output_batching = 0
         self._listener: Any = None
         self._session: Session | None = None
         self._new_session: Session | None = None
@@ -1176,10 +1179,35 @@ class Connection:
         core.send_stream_data(target.stream_id, bytes(view[offset:end]), fin)
         if fin:
             target.concluded = True
+        self._send_soon(core)
+        return count
+
+    def _send_soon(self, core: QuicCore) -> None:
+        """Send what a write queued: now, as OpenSSL's SSL_write does, or at
+        the end of the enclosing :meth:`_batched_output` block."""
         reactor = self._require_reactor()
         reactor.mark_dirty(core)
-        reactor.flush()
-        return count
+        if not self._output_batching:
+            reactor.flush()
+
+    @contextlib.contextmanager
+    def _batched_output(self) -> Iterator[None]:
+        """Hold back the sending writes do until the block ends.
+
+        For the HTTP layer, which answers many requests (or sends many) per
+        tick: one send pass at the end packs their frames into few, full
+        packets instead of one small packet per write.  Reads, timers and
+        blocking waits still send as usual.
+        """
+        self._output_batching += 1
+        try:
+            yield
+        finally:
+            self._output_batching -= 1
+            reactor = self._reactor
+            if not self._output_batching and reactor is not None and not self._freed:
+                with reactor.lock:
+                    reactor.flush()
 
     def _mutation_allowed_or_raise(self) -> None:
         """OpenSSL refuses send-side calls once closing or shutting down."""
@@ -1225,9 +1253,7 @@ class Connection:
         core = self._require_core()
         core.send_stream_data(target.stream_id, b"", True)
         target.concluded = True
-        reactor = self._require_reactor()
-        reactor.mark_dirty(core)
-        reactor.flush()
+        self._send_soon(core)
 
     def _reset(self, record: StreamRecord | None, error_code: int) -> None:
         self._check_error_code(error_code)
@@ -1257,9 +1283,7 @@ class Connection:
         core.reset_stream(target.stream_id, error_code)
         target.reset_sent_code = error_code
         target.aon_len, target.aon_pos = None, 0
-        reactor = self._require_reactor()
-        reactor.mark_dirty(core)
-        reactor.flush()
+        self._send_soon(core)
 
     @staticmethod
     def _check_error_code(code: int) -> None:
@@ -1530,9 +1554,7 @@ class Connection:
             record.stop_sent_code = 0
             core.stop_sending(record.stream_id, 0)
         self._core_consume(record.stream_id, record.discard())
-        reactor = self._require_reactor()
-        reactor.mark_dirty(core)
-        reactor.flush()
+        self._send_soon(core)
 
     def _mark_released(self, record: StreamRecord) -> None:
         self._released.append(record)

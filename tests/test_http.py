@@ -157,6 +157,17 @@ class TestTransfers:
         for i, download in enumerate(downloads):
             assert bytes(download.body) == f"file {i}\n".encode() * (i + 1)
 
+    @pytest.mark.parametrize("alpn", ["h3", "hq-interop"])
+    def test_many_small_answers_share_packets(self, pki, served, alpn):
+        # Answers written in one tick go out in one send pass: far fewer
+        # datagrams than responses (not one or two small packets each).
+        transport = served.server.listener._reactor.transport
+        before = transport.datagrams_sent
+        paths = [f"/f{i}.txt" for i in range(60)]
+        downloads = fetch(pki, served.port, paths, alpn)
+        assert all(d.ok for d in downloads)
+        assert transport.datagrams_sent - before < len(paths)
+
     def test_saving_to_files(self, pki, served, tmp_path):
         options = ClientOptions(cafile=str(pki.ca))
         with HttpClient("localhost", served.port, options) as client:

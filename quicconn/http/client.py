@@ -190,13 +190,14 @@ class HttpClient:
         active: dict[int, Download] = {}
         last_progress = time.monotonic()
         while waiting or active:
-            while waiting and session.can_open_request():
-                download = waiting.popleft()
-                download.started = time.monotonic()
-                download.stream_id = session.send_request(
-                    "GET", self.authority, download.path
-                )
-                active[download.stream_id] = download
+            with self.conn._batched_output():  # the requests share packets
+                while waiting and session.can_open_request():
+                    download = waiting.popleft()
+                    download.started = time.monotonic()
+                    download.stream_id = session.send_request(
+                        "GET", self.authority, download.path
+                    )
+                    active[download.stream_id] = download
             moved = False
             for event in session.handle_events():
                 target = active.get(event.stream_id)

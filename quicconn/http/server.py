@@ -131,9 +131,10 @@ class FileServer:
                 conn.shutdown(SHUTDOWN_FLAG_NO_BLOCK, 0x10, "no HTTP over this ALPN")
                 return
         session = client.session
-        for event in session.process():
-            self._handle(client, session, event)
-        self._pump(client, session)
+        with conn._batched_output():  # the answers share packets
+            for event in session.process():
+                self._handle(client, session, event)
+            self._pump(client, session)
 
     def _handle(self, client: _Client, session: HttpSession, event: HttpEvent) -> None:
         if isinstance(event, RequestReceived):
