@@ -290,6 +290,10 @@ class Ngtcp2(Implementation):
             second = [*base, *saved]
             if name == "resumption":
                 second.append("--disable-early-data")
+            else:
+                # Path MTU probes (1406- and 1444-byte 1-RTT PINGs) would
+                # count as 1-RTT data against the testcase's bound.
+                second.append("--no-pmtud")
             return [
                 Command([*base, *saved, host, port, requests[0]], env),
                 Command([*second, host, port, *requests[1:]], env),
