@@ -81,6 +81,34 @@ def peer_process(
             proc.stdin.close()
 
 
+@contextmanager
+def aioquic_example_server(pki: CertFiles, root: Path) -> Iterator[int]:
+    """aioquic's examples/http3_server.py serving ``root``; yields its port.
+
+    It speaks h3 and hq-interop; its HTTP/3 SETTINGS carry
+    SETTINGS_H3_DATAGRAM=1 with the max_datagram_frame_size transport
+    parameter, which a client must cross-check (RFC 9297).
+    """
+    from tests.support.peers import require_peer, wait_udp_bound
+
+    port = free_udp_port()
+    args = [
+        sys.executable,
+        require_peer("http3_server"),
+        "-c",
+        str(pki.cert),
+        "-k",
+        str(pki.key),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    with peer_process(args, env={"STATIC_ROOT": str(root)}) as (proc, _):
+        wait_udp_bound(port, proc=proc)
+        yield port
+
+
 @pytest.fixture(scope="session")
 def aioquic_server(pki: CertFiles) -> Iterator[int]:
     """tests/peers/aioquic_server.py (aioquic's asyncio stack); yields its port."""

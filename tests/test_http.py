@@ -16,9 +16,8 @@ import pytest
 
 import quicconn
 from quicconn.http import ClientOptions, FileServer, HttpClient, resolve_request_path
-from tests.conftest import free_udp_port, peer_process
+from tests.conftest import aioquic_example_server
 from tests.support.certs import CertFiles
-from tests.support.peers import require_peer, wait_udp_bound
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -259,38 +258,18 @@ class TestMalformedInput:
 
 
 @pytest.fixture(scope="module")
-def aioquic_example_server(pki: CertFiles, www: tuple[Path, Path]) -> Iterator[int]:
-    """aioquic's examples/http3_server.py over the same files; yields its port.
-
-    Its HTTP/3 SETTINGS carry SETTINGS_H3_DATAGRAM=1 and its transport
-    parameters max_datagram_frame_size, which a client must cross-check
-    (RFC 9297)."""
-    root, _ = www
-    port = free_udp_port()
-    args = [
-        sys.executable,
-        require_peer("http3_server"),
-        "-c",
-        str(pki.cert),
-        "-k",
-        str(pki.key),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
-    with peer_process(args, env={"STATIC_ROOT": str(root)}) as (proc, _):
-        wait_udp_bound(port, proc=proc)
+def example_server(pki: CertFiles, www: tuple[Path, Path]) -> Iterator[int]:
+    with aioquic_example_server(pki, www[0]) as port:
         yield port
 
 
 @pytest.mark.peer
 class TestAgainstAioquicExampleServer:
     @pytest.mark.parametrize("alpn", ["h3", "hq-interop"])
-    def test_files_arrive_intact(self, pki, www, aioquic_example_server, alpn):
+    def test_files_arrive_intact(self, pki, www, example_server, alpn):
         root, _ = www
         paths = ["/hello.txt", "/random.bin", "/sub/nested.txt"]
-        downloads = fetch(pki, aioquic_example_server, paths, alpn)
+        downloads = fetch(pki, example_server, paths, alpn)
         for path, download in zip(paths, downloads, strict=True):
             assert download.ok, (path, download.error)
             assert bytes(download.body) == (root / path.lstrip("/")).read_bytes()

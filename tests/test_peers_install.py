@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from interop import peers as peers_module
-from tests.conftest import free_udp_port, peer_process
+from tests.conftest import aioquic_example_server, free_udp_port, peer_process
 from tests.support.certs import CertFiles
 from tests.support.peers import ALLOW_MISSING_ENV, require_peer, wait_udp_bound
 
@@ -39,23 +39,7 @@ def docroot(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def example_server(pki: CertFiles, docroot: Path) -> Iterator[int]:
-    """aioquic's examples/http3_server.py (h3 and hq-interop); yields its port."""
-    server = require_peer("http3_server")
-    port = free_udp_port()
-    args = [
-        sys.executable,
-        server,
-        "-c",
-        str(pki.cert),
-        "-k",
-        str(pki.key),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
-    with peer_process(args, env={"STATIC_ROOT": str(docroot)}) as (proc, _):
-        wait_udp_bound(port, proc=proc)
+    with aioquic_example_server(pki, docroot) as port:
         yield port
 
 
