@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from interop import testcases
+from interop import report, testcases
 from interop.implementations import implementations
 from interop.pcap import PcapWriter
 from interop.peers import locate
-from interop.runner import run_testcase, wait_until_ready
+from interop.runner import Outcome, run_testcase, wait_until_ready
 from interop.testcases import Evidence, Result, files_match
 from interop.trace import Direction, Trace
 
@@ -172,3 +172,32 @@ def test_readiness_probe_waits_for_version_negotiation(impls, tmp_path):
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_reports_show_the_grid_the_runner_schema_and_explain_failures(impls):
+    chosen = [testcases.get(n) for n in ("handshake", "rebind-port", "goodput")]
+    outcomes = [
+        Outcome("quicconn", "quicconn", "handshake", Result.SUCCEEDED, alpn="hq"),
+        Outcome("quicconn", "quicconn", "goodput", Result.SUCCEEDED, values=[9000.0]),
+        Outcome("quicconn", "openssl", "handshake", Result.FAILED, "it broke"),
+        Outcome("ngtcp2", "quicconn", "rebind-port", Result.FAILED, "no challenge"),
+    ]
+    servers = [impls["quicconn"], impls["ngtcp2"]]
+    clients = [impls["quicconn"], impls["openssl"]]
+    text = report.markdown(
+        outcomes, servers, clients, chosen, start=0.0, end=60.0, environment=""
+    )
+    assert "| **quicconn** | ✓ H G | ✕ H |" in text
+    assert "| **ngtcp2** | ✕ BP | — |" in text
+    failures = text.split("## Failures")[1]
+    assert "quicconn ← openssl, handshake**: not diagnosed" in failures
+    assert "ngtcp2 0.12.1's server first sends an ACK-only packet" in failures
+    data = report.result_json(
+        outcomes, servers, clients, chosen, start=0.0, end=60.0, log_dir=Path("x")
+    )
+    # one row per (client, server) pair, clients outer, as the runner writes
+    assert len(data["results"]) == len(clients) * len(servers)
+    assert data["results"][0] == [
+        {"abbr": "H", "name": "handshake", "result": "succeeded"}
+    ]
+    assert data["measurements"][0][0]["details"] == "9000 (± 0) kbps"
