@@ -5,11 +5,19 @@ Examples::
     python -m interop                                   # the full matrix
     python -m interop -s aioquic -c quicconn -t handshake,transfer
     python -m interop --markdown docs/interop.md --json docs/interop-result.json
+    python -m interop -s ngtcp2 -c quicconn -t v2 --merge \
+        --markdown docs/interop.md --json docs/interop-result.json
+
+Every run is also appended to ``<log-dir>/outcomes.jsonl``; ``--merge``
+writes reports over those earlier outcomes too (the newest per cell), so a
+single cell can be run again without rerunning the matrix.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import os
 import sys
 import time
@@ -20,6 +28,7 @@ from . import report, testcases
 from .implementations import Implementation, implementations
 from .peers import locate
 from .runner import Outcome, pairs, run
+from .testcases import Result
 from .trace import TsharkError, tshark_path
 
 
@@ -33,6 +42,74 @@ def _names(text: str | None, known: Sequence[str], what: str) -> list[str]:
             f"unknown {what}: {', '.join(unknown)} (known: {', '.join(known)})"
         )
     return names
+
+
+OUTCOMES_FILE = "outcomes.jsonl"
+
+
+def _record(log_dir: Path, outcome: Outcome) -> None:
+    """Append one outcome (with when it finished) to the log directory's record."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    line = {**dataclasses.asdict(outcome), "result": outcome.result.value}
+    line["finished"] = time.time()
+    with (log_dir / OUTCOMES_FILE).open("a") as out:
+        out.write(json.dumps(line) + "\n")
+
+
+def _recorded(log_dir: Path) -> tuple[list[Outcome], float | None]:
+    """The newest recorded outcome per cell, and when the earliest started."""
+    path = log_dir / OUTCOMES_FILE
+    if not path.exists():
+        return [], None
+    newest: dict[tuple[str, str, str], Outcome] = {}
+    first: float | None = None
+    for text in path.read_text().splitlines():
+        line = json.loads(text)
+        finished = line.pop("finished")
+        line["result"] = Result(line["result"])
+        outcome = Outcome(**line)
+        newest[(outcome.server, outcome.client, outcome.testcase)] = outcome
+        began = finished - outcome.seconds
+        first = began if first is None else min(first, began)
+    return list(newest.values()), first
+
+
+def _merged(
+    impls: dict[str, Implementation],
+    outcomes: list[Outcome],
+    servers: list[Implementation],
+    clients: list[Implementation],
+    chosen: list[testcases.Testcase],
+) -> tuple[list[Implementation], list[Implementation], list[testcases.Testcase]]:
+    """Every server, client and testcase any of ``outcomes`` names, in order."""
+    names = {o.server for o in outcomes} | {s.name for s in servers}
+    names |= {o.client for o in outcomes} | {c.name for c in clients}
+    tests = {o.testcase for o in outcomes} | {t.name for t in chosen}
+    return (
+        [i for n, i in impls.items() if n in names and "server" in i.roles],
+        [i for n, i in impls.items() if n in names and "client" in i.roles],
+        [t for n, t in testcases.BY_NAME.items() if n in tests],
+    )
+
+
+def _in_order(
+    outcomes: list[Outcome],
+    servers: list[Implementation],
+    clients: list[Implementation],
+    chosen: list[testcases.Testcase],
+) -> list[Outcome]:
+    """Pairs in the order the matrix runs them, testcases in theirs."""
+    pair_rank = {
+        (s.name, c.name): i for i, (s, c) in enumerate(pairs(servers, clients))
+    }
+    test_rank = {t.name: i for i, t in enumerate(chosen)}
+    return sorted(
+        outcomes,
+        key=lambda o: (
+            pair_rank.get((o.server, o.client), len(pair_rank)),
+            test_rank.get(o.testcase, len(test_rank)),
+        ),
+    )
 
 
 def _write_reports(
@@ -93,6 +170,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", help="write the runner's result.json here")
     parser.add_argument("--markdown", help="write the results grid (docs/interop.md)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="report earlier outcomes recorded in --log-dir too (newest per cell)",
+    )
     args = parser.parse_args(argv)
 
     try:
@@ -111,12 +193,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     ]
     log_dir = Path(args.log_dir)
     start = time.time()
+    earlier: list[Outcome] = []
+    if args.merge:
+        earlier, first = _recorded(log_dir)
+        start = min(start, first or start)
     outcomes: list[Outcome] = []
     for server, client in pairs(servers, clients):
         for testcase in chosen:
             outcome = run(testcase, server, client, log_dir, seed=args.seed)
             outcomes.append(outcome)
-            _write_reports(args, outcomes, servers, clients, chosen, start)
+            _record(log_dir, outcome)
+            if args.merge:
+                cell = (outcome.server, outcome.client, outcome.testcase)
+                earlier = [
+                    o for o in earlier if (o.server, o.client, o.testcase) != cell
+                ]
+            reported = [*earlier, *outcomes]
+            shown = _merged(impls, reported, servers, clients, chosen)
+            _write_reports(args, _in_order(reported, *shown), *shown, start)
             value = f" {outcome.value:.0f} {testcase.unit}" if outcome.value else ""
             print(
                 f"{server.name:>9} <- {client.name:<9} {testcase.name:<20} "

@@ -69,10 +69,11 @@ class RunPaths:
 class Endpoint:
     """What a testcase asks of one side."""
 
-    testname: str
+    testname: str  # what the endpoint is told (TESTCASE)
     alpn: str  # hq-interop, or h3 for http3 and for h3-only peers
     host: str  # the server's listening address
     port: int
+    testcase: str = ""  # the testcase being run, when it differs from testname
 
 
 ServerPlan = Command | Unsupported
@@ -232,7 +233,7 @@ class Ngtcp2(Implementation):
             return Unsupported("ngtcp2-server is not installed")
         if ep.testname in ("connectionmigration", "ecn"):
             return Unsupported(f"not run against gtlsserver: {ep.testname}")
-        if ep.testname == "v2":
+        if ep.testcase == "v2":
             return Unsupported(_NGTCP2_NO_V2)
         args = [
             self.peers.gtlsserver,

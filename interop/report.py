@@ -204,7 +204,10 @@ version, Retry tokens, offered cipher suites, Certificate in the resumed
 handshake, 0-RTT and 1-RTT volume, key phases, the amplification budget,
 PATH_CHALLENGE after rebinding, IPv6 only) along with every file byte for
 byte.  Every run keeps its logs, captures, key logs and qlogs under
-`--log-dir` (default `logs/interop/<server>_<client>/<testcase>/`).
+`--log-dir` (default `logs/interop/<server>_<client>/<testcase>/`) and is
+recorded in `<log-dir>/outcomes.jsonl`; `--merge` writes the reports over
+the recorded outcomes too, the newest per cell, so one cell can be run
+again without the whole matrix.
 
 Peers, all installed by `python -m interop.peers install`: aioquic's example
 `http3_server.py`/`http3_client.py`, ngtcp2's `gtlsserver`/`gtlsclient`

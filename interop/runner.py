@@ -265,7 +265,8 @@ def run_testcase(
     host = "::1" if testcase.ipv6 else "127.0.0.1"
     port = _free_port(host)
     server_plan = server.server(
-        Endpoint(testcase.testname("server"), alpn, host, port), paths
+        Endpoint(testcase.testname("server"), alpn, host, port, testcase.name),
+        paths,
     )
     if isinstance(server_plan, Unsupported):
         return _finish(outcome, Result.UNSUPPORTED, server_plan.reason, started)
@@ -309,7 +310,9 @@ def run_testcase(
                 )
                 requests = [f"https://{authority}/{name}" for name in files]
                 plan = client.client(
-                    Endpoint(testcase.testname("client"), alpn, host, port),
+                    Endpoint(
+                        testcase.testname("client"), alpn, host, port, testcase.name
+                    ),
                     paths,
                     requests,
                 )

@@ -201,3 +201,16 @@ def test_reports_show_the_grid_the_runner_schema_and_explain_failures(impls):
         {"abbr": "H", "name": "handshake", "result": "succeeded"}
     ]
     assert data["measurements"][0][0]["details"] == "9000 (± 0) kbps"
+
+
+def test_recorded_outcomes_round_trip_and_the_newest_run_of_a_cell_wins(tmp_path):
+    from interop.__main__ import _record, _recorded
+
+    _record(tmp_path, Outcome("ngtcp2", "quicconn", "v2", Result.FAILED, "old"))
+    _record(tmp_path, Outcome("quicconn", "quicconn", "goodput", Result.SUCCEEDED))
+    newer = Outcome("ngtcp2", "quicconn", "v2", Result.UNSUPPORTED, "draft only")
+    newer.values = [1.5]
+    _record(tmp_path, newer)
+    outcomes, first = _recorded(tmp_path)
+    assert len(outcomes) == 2 and first is not None
+    assert newer in outcomes
