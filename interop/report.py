@@ -184,6 +184,17 @@ DIAGNOSES: dict[tuple[str, str, str], str] = {
         "was lost too, so quicconn's client, holding EE and Certificate, "
         "waited out its idle timeout. The same pair passed on other runs."
     ),
+    ("aioquic", "quicconn", "handshakecorruption"): (
+        "handshake 24 of 50: the server's answer to the request was corrupted "
+        "on the way; aioquic's server, on each PTO, resends only its CRYPTO "
+        "packets (here the session ticket with HANDSHAKE_DONE) and declares "
+        "stream data lost only when a later packet is acknowledged. Five of "
+        "those resends in a row were corrupted too (other connections' "
+        "datagrams in between kept the burst limit from applying), so no "
+        "acknowledgement ever came and quicconn's client, with nothing in "
+        "flight, waited out its 60 s timeout. The same pair passed on other "
+        "runs; quicconn's own server shares aioquic's recovery code."
+    ),
     ("ngtcp2", "quicconn", "rebind-port"): (
         "ngtcp2 0.12.1's server first sends an ACK-only packet to the new "
         "path and challenges it in the next one; the runner wants the "
