@@ -130,7 +130,12 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--json", default=str(ROOT / "bench/results/goodput_loss.json"))
     parser.add_argument("--png", default=str(ROOT / "docs/goodput-vs-loss.png"))
+    parser.add_argument(
+        "--replot", action="store_true", help="only redraw --png from --json"
+    )
     args = parser.parse_args()
+    if args.replot:
+        return replot(Path(args.json), Path(args.png))
     rates = [float(r) for r in args.rates.split(",")]
     size = parse_size(args.size)
     log_dir = Path(tempfile.mkdtemp(prefix="quicconn-goodput-"))
@@ -193,12 +198,24 @@ def main() -> int:
         )
         + "\n"
     )
-    title = (
-        f"{size >> 20} MB download, 10 Mbit/s, 15 ms each way, 25-packet queue, "
-        f"random loss both ways (burst <= 3); median of {args.runs}, min-max bars; "
-        f"{today}"
+    plot(results, rates, Path(args.png), plot_title(size, args.runs, today))
+    return 0
+
+
+def plot_title(size: int, runs: int, day: str) -> str:
+    return (
+        f"{size >> 20} MB download, 10 Mbit/s, 15 ms each way, 25-packet queue,\n"
+        f"random loss both ways (burst <= 3); median of {runs}, min-max bars; {day}"
     )
-    plot(results, rates, Path(args.png), title)
+
+
+def replot(json_path: Path, png: Path) -> int:
+    """Draw the plot again from a saved JSON (no measuring)."""
+    saved = json.loads(json_path.read_text())
+    results = saved["goodput_mbps"]
+    rates = sorted({float(r) for stack in results.values() for r in stack})
+    title = plot_title(saved["size"], saved["runs"], saved["date"])
+    plot(results, rates, png, title)
     return 0
 
 
