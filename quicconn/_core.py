@@ -79,6 +79,11 @@ _PEM_PRIVATE_KEY = re.compile(
 
 #: Frame capacities used when writing flow-control updates (type + 2 varints).
 _MAX_STREAM_DATA_FRAME_CAPACITY = 1 + 8 + 8
+#: How long 1-RTT acknowledgements may wait for more packets (aioquic: 1 ms;
+#: Initial and Handshake packets are acknowledged at once either way).
+ACK_DELAY = 0.002
+#: Added to the time a due timer is handled at (see ``QuicCore.handle_timer``).
+TIMER_SLACK = 1e-6
 _CONNECTION_LIMIT_FRAME_CAPACITY = 1 + 8
 
 SUPPORTED_VERSIONS = (QuicProtocolVersion.VERSION_1, QuicProtocolVersion.VERSION_2)
@@ -332,6 +337,9 @@ class _AdaptedQuicConnection(QuicConnection):
     * Stream data sent before a Retry (0-RTT) is queued again after it.
     * A server accepts a first packet without a CRYPTO frame (see
       ``_payload_received``).
+    * 1-RTT packets are acknowledged within :data:`ACK_DELAY` (2 ms, well
+      inside the 25 ms max_ack_delay advertised) rather than aioquic's 1 ms:
+      half the ACKs on a fast path, less work at both ends.
     """
 
     def __init__(self, *, reset_key: bytes | None = None, **kwargs: Any) -> None:
@@ -348,6 +356,7 @@ class _AdaptedQuicConnection(QuicConnection):
         #: Peer-opened streams the application released that may still be
         #: live on the wire; each returns its slot once finished there too.
         self.app_released: set[int] = set()
+        self._ack_delay = ACK_DELAY
         self._derive_reset_tokens()
 
     def set_stream_limits(self, bidi: int, uni: int) -> None:
@@ -666,7 +675,12 @@ class QuicCore:
     def handle_timer(self, now: float) -> None:
         if self.async_held:
             return
-        self._quic.handle_timer(now=now)
+        # aioquic declares a packet lost by time when ``sent + delay <= now``
+        # but computes it as ``sent <= now - delay``; at exactly the deadline
+        # float rounding can say no and re-arm the same deadline, forever on
+        # a clock that advances to deadlines exactly (FakeClock).  A timer
+        # fires a microsecond late instead.
+        self._quic.handle_timer(now=now + TIMER_SLACK)
 
     # -- MODE_ASYNC --------------------------------------------------------
 

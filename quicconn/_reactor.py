@@ -26,6 +26,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import math
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -293,7 +294,16 @@ class Reactor:
         deadline = self.next_deadline()
         if deadline is None:
             return None
-        return max(0.0, deadline - self.clock.now())
+        now = self.clock.now()
+        remaining = deadline - now
+        if remaining <= 0.0:
+            return 0.0
+        # A caller that adds this to ``now`` must reach the deadline: a
+        # difference rounded down would leave a fake clock advancing to just
+        # short of it, forever (seen with deadlines 1e-13 s away).
+        while now + remaining < deadline:
+            remaining = math.nextafter(remaining, math.inf)
+        return remaining
 
     def net_write_desired(self) -> bool:
         return self.transport.has_pending_writes()
