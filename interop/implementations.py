@@ -240,6 +240,9 @@ class Ngtcp2(Implementation):
             "-q",
             f"--htdocs={paths.www}",
             f"--qlog-dir={paths.server_qlog}",
+            # Its default, 10 s, is shorter than the PTO backoff that 30%
+            # loss can cause; 30 s is its idle timeout.
+            "--handshake-timeout=30s",
         ]
         if ep.testname == "retry":
             args.append("--validate-addr")

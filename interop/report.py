@@ -237,13 +237,15 @@ over h3: the ALPN column says which), and OpenSSL 3.5's `s_client -quic`
 (client only; one hq-interop request per connection, so testcases with
 several files on one connection are unsupported for it; no 0-RTT, key
 update trigger, v2 or HTTP/3).  Debian's ngtcp2 0.12.1 knows only the draft
-of QUIC v2, so `v2` is unsupported with it, and its client runs zerortt's
+of QUIC v2, so `v2` is unsupported with it; its client runs zerortt's
 second connection with `--no-pmtud` (its MTU probes would count as 1-RTT
-data).  A run whose capture cannot decide a check is marked unsupported
-with the reason: `s_client` uses zero-length connection IDs, and tshark 4.0
-cannot link the server's packets on a rebound path to such a connection.
-Not run: `ecn` (the relay forwards payloads,
-not IP headers, so ECN marks cannot cross it), `connectionmigration`
+data), and its server runs with `--handshake-timeout=30s` (its default,
+10 s, is shorter than the PTO backoff 30% loss can cause: with it,
+handshakeloss failed in two of three full runs).  A run whose capture
+cannot decide a check is marked unsupported with the reason: `s_client`
+uses zero-length connection IDs, and tshark 4.0 cannot link the server's
+packets on a rebound path to such a connection.  Not run: `ecn` (the relay
+forwards payloads, not IP headers, so ECN marks cannot cross it), `connectionmigration`
 (aioquic's core, under quicconn, has no client-side active migration), and
 `crosstraffic` (no competing TCP flow in the simulator).
 """
