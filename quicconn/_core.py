@@ -337,6 +337,8 @@ class _AdaptedQuicConnection(QuicConnection):
     * Stream data sent before a Retry (0-RTT) is queued again after it.
     * A server accepts a first packet without a CRYPTO frame (see
       ``_payload_received``).
+    * Initial and Handshake packets carrying CRYPTO repeat the ACK ranges
+      the peer has not seen acknowledged (see ``_write_handshake``).
     * 1-RTT packets are acknowledged within :data:`ACK_DELAY` (2 ms, well
       inside the 25 ms max_ack_delay advertised) rather than aioquic's 1 ms:
       half the ACKs on a fast path, less work at both ends.
@@ -392,6 +394,34 @@ class _AdaptedQuicConnection(QuicConnection):
         declare its ClientHello lost and send it again.
         """
         return super()._payload_received(context, plain)
+
+    def _write_handshake(self, builder: Any, epoch: Any, now: float) -> None:
+        """Write Initial/Handshake packets, repeating our ACK in CRYPTO ones.
+
+        aioquic acknowledges Initial and Handshake packets once; if that
+        ACK-only packet is lost, its CRYPTO retransmissions carry no ACK, and
+        a peer whose PTO probes are bare PINGs (OpenSSL's) never learns that
+        its own flight (say, its Finished) was lost.  Packets that carry
+        CRYPTO or a probe repeat the ranges the peer has not yet seen
+        acknowledged (RFC 9000, section 13.2.4).
+        """
+        space = self._spaces[epoch]
+        repeat = (
+            space.ack_at is None
+            and len(space.ack_queue) > 0
+            and self._cryptos[epoch].send.is_valid()
+            and (
+                not self._crypto_streams[epoch].sender.buffer_is_empty
+                or self._probe_pending
+            )
+        )
+        if repeat:
+            space.ack_at = now
+        try:
+            super()._write_handshake(builder, epoch, now)
+        finally:
+            if repeat and space.ack_at == now:
+                space.ack_at = None  # not written (no room): no timer for it
 
     def _receive_retry_packet(
         self, header: Any, packet_without_tag: bytes, now: float

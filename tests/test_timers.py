@@ -133,3 +133,41 @@ def test_explicit_event_handling_mode_skips_the_implicit_tick(pki):
         ends.client.read()  # the datagram waits: no implicit tick
     ends.client.handle_events()
     assert ends.client.read() == b"hello"
+
+
+def _packets_sent(qlog_dir, packet_type: str) -> list[list[str]]:
+    """Frame types of each packet of ``packet_type`` a qlog trace says was sent."""
+    import json
+
+    (path,) = list(qlog_dir.glob("*.qlog"))
+    events = json.loads(path.read_text())["traces"][0]["events"]
+    return [
+        [frame["frame_type"] for frame in e["data"]["frames"]]
+        for e in events
+        if e["name"] == "transport:packet_sent"
+        and e["data"]["header"]["packet_type"] == packet_type
+    ]
+
+
+def test_a_resent_server_flight_repeats_the_ack_the_lost_one_carried(pki, tmp_path):
+    # The server's first flight (ServerHello with the ACK of the ClientHello)
+    # is lost.  Its PTO retransmission must acknowledge the ClientHello again:
+    # a client whose probes are bare PINGs (OpenSSL's) otherwise never learns
+    # which of its packets arrived.
+    ends = make_pair(pki)
+    ends.listener._ctx.qlog_dir = str(tmp_path)
+    ends.pair.to_client.drop = drop_first(1)
+    with pytest.raises(quicconn.WantReadError):
+        ends.client.connect()
+    ends.listener.handle_events()
+    assert ends.pair.to_client.dropped == 1
+    pto = ends.listener.get_event_timeout()
+    assert pto is not None and pto > 0
+    ends.clock.advance(pto)
+    ends.listener.handle_events()
+    ends.client.connect()
+    assert ends.client.is_init_finished()
+    ends.listener.free()
+    first, resent, *_ = _packets_sent(tmp_path, "initial")
+    assert "ack" in first and "crypto" in first
+    assert "crypto" in resent and "ack" in resent
