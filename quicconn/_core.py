@@ -407,12 +407,17 @@ class _AdaptedQuicConnection(QuicConnection):
         the loss a round trip sooner; aioquic waits for its ACK timer.
         """
         space = self._spaces.get(Epoch.ONE_RTT)
-        before = space.largest_received_packet if space is not None else -1
+        if space is None:
+            # No packet spaces yet (a server before its first packet):
+            # nothing was received, so nothing can be missing below it.  The
+            # 1-RTT space is kept across the call: a Retry makes new spaces,
+            # but only before any 1-RTT packet, when there is nothing to do.
+            super().receive_datagram(data, addr, now=now)
+            return
+        before = space.largest_received_packet
         super().receive_datagram(data, addr, now=now)
-        space = self._spaces.get(Epoch.ONE_RTT)
         if (
-            space is not None
-            and before >= 0
+            before >= 0
             and space.ack_at is not None
             and space.ack_at > now
             and len(space.ack_queue) > 0
