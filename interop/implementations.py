@@ -73,7 +73,7 @@ class Endpoint:
     alpn: str  # hq-interop, or h3 for http3 and for h3-only peers
     host: str  # the server's listening address
     port: int
-    testcase: str = ""  # the testcase being run, when it differs from testname
+    testcase: str  # the testcase being run (v2's server is told "transfer")
 
 
 ServerPlan = Command | Unsupported
