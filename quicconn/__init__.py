@@ -12,21 +12,15 @@ import socket
 from typing import Any
 
 from . import _constants
-from ._asyncjob import async_cleanup_thread, async_init_thread
-from ._clock import FakeClock, MonotonicClock
-from ._connection import Connection, ConnState
-from ._constants import *  # noqa: F403 - OpenSSL's constants, by design
-from ._constants import CLIENT, Role
-from ._context import Context
-from ._dtls import DTLSConnection, DTLSState
-from ._dtls_context import DTLSContext
-from ._dtls_listener import DTLSListener, DTLSListenerStats
-from ._engine import (
+from ._asyncjob.engine import (
     AsyncEngine,
     ProcessPoolEngine,
     SignRequest,
     ThreadPoolEngine,
 )
+from ._asyncjob.job import async_cleanup_thread, async_init_thread
+from ._constants import *  # noqa: F403 - OpenSSL's constants, by design
+from ._constants import CLIENT, Role
 from ._errors import (
     ConnCloseInfo,
     ConnectionTerminatedError,
@@ -42,12 +36,18 @@ from ._errors import (
     WantWriteError,
     ZeroReturnError,
 )
-from ._events import get_event_timeout, handle_events
-from ._listener import Listener, ListenerStats
-from ._poll import PollItem, poll
-from ._session import Session
-from ._stream import Stream
-from ._transport import enlarge_socket_buffers
+from ._io.clock import FakeClock, MonotonicClock
+from ._io.transport import enlarge_socket_buffers
+from ._objects.connection import Connection, ConnState
+from ._objects.context import Context
+from ._objects.dtls.connection import DTLSConnection, DTLSState
+from ._objects.dtls.context import DTLSContext
+from ._objects.dtls.listener import DTLSListener, DTLSListenerStats
+from ._objects.events import get_event_timeout, handle_events
+from ._objects.listener import Listener, ListenerStats
+from ._objects.poll import PollItem, poll
+from ._objects.session import Session
+from ._objects.stream import Stream
 
 __version__ = "0.1.0"
 

@@ -33,9 +33,9 @@ from ._constants import (
     QUIC_VERSION_2,
     SERVER,
 )
-from ._context import Context
 from ._errors import Error, VerificationError
-from ._session import Session
+from ._objects.context import Context
+from ._objects.session import Session
 from .http import ALPN_H3, ALPN_HQ, ClientOptions, Download, FileServer, HttpClient
 from .http.client import StallError
 

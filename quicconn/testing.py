@@ -26,9 +26,9 @@ import select
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from ._clock import MONOTONIC, Clock, FakeClock
-from ._impairment import Fate, Impairment, ImpairmentSpec
-from ._transport import Address, Datagram, Waker
+from ._io.clock import MONOTONIC, Clock, FakeClock
+from ._io.impairment import Fate, Impairment, ImpairmentSpec
+from ._io.transport import Address, Datagram, Waker
 
 __all__ = [
     "DatagramPair",

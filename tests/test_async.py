@@ -36,9 +36,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
 import quicconn
 from quicconn import ConnState
-from quicconn._asyncjob import POOL, current_job
-from quicconn._core import offloadable_key, plain_key
-from quicconn._engine import scheme_for, sign_with_scheme
+from quicconn._asyncjob.engine import scheme_for, sign_with_scheme
+from quicconn._asyncjob.job import POOL, current_job
+from quicconn._core.aioquic.core import offloadable_key, plain_key
 from quicconn.testing import DatagramPair, FakeClock
 from tests.conftest import PEERS, peer_process
 from tests.support.async_engines import AUTO, EAGAIN, HOLD, REFUSE, ControlledEngine

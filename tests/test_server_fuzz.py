@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import quicconn
-from quicconn._transport import Address, Datagram, UdpTransport
+from quicconn._io.transport import Address, Datagram, UdpTransport
 from tests.support.certs import CertFiles
 from tests.support.echo import EchoServer
 from tests.support.loop import pump

@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from quicconn._transport import UdpTransport, resolve_address
+from quicconn._io.transport import UdpTransport, resolve_address
 
 
 def receiver() -> socket.socket:

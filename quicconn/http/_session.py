@@ -29,7 +29,6 @@ from typing import Any
 from aioquic.h3 import events as h3_events
 from aioquic.h3.connection import H3Connection
 
-from .._connection import Connection
 from .._constants import (
     ACCEPT_STREAM_NO_BLOCK,
     DEFAULT_STREAM_MODE_NONE,
@@ -46,9 +45,14 @@ from .._constants import (
     VALUE_EVENT_HANDLING_MODE_EXPLICIT,
     VALUE_QUIC_STREAM_BIDI_LOCAL_AVAIL,
 )
-from .._core import stop_sending_event, stream_data_event, stream_reset_event
+from .._core.aioquic.core import (
+    stop_sending_event,
+    stream_data_event,
+    stream_reset_event,
+)
 from .._errors import ConnectionTerminatedError, StreamResetError, WantWriteError
-from .._stream import Stream
+from .._objects.connection import Connection
+from .._objects.stream import Stream
 from ._events import (
     DataReceived,
     Headers,

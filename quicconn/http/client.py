@@ -18,12 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from .._connection import Connection
 from .._constants import CLIENT, VERIFY_NONE
-from .._context import Context
 from .._errors import WantReadError
-from .._session import Session
-from .._transport import enlarge_socket_buffers
+from .._io.transport import enlarge_socket_buffers
+from .._objects.connection import Connection
+from .._objects.context import Context
+from .._objects.session import Session
 from ._events import DataReceived, ResponseReceived, StreamAborted
 from ._session import ALPN_H3, ALPN_HQ, H3Session, HqSession, HttpSession
 

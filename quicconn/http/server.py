@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from .._connection import Connection
 from .._constants import ACCEPT_CONNECTION_NO_BLOCK, SHUTDOWN_FLAG_NO_BLOCK
 from .._errors import Error
-from .._listener import Listener
+from .._objects.connection import Connection
+from .._objects.listener import Listener
 from ._events import HttpEvent, RequestReceived, StreamAborted
 from ._paths import resolve_request_path
 from ._session import HttpSession, session_for

@@ -32,19 +32,19 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from ._clock import MONOTONIC, Clock, FakeClock
-from ._connection import Connection
-from ._constants import (
+from .._constants import (
     POLL_EVENT_EL,
     POLL_EVENT_F,
     POLL_EVENT_IC,
     POLL_EVENT_OSU,
     POLL_FLAG_NO_HANDLE_EVENTS,
 )
-from ._listener import Listener
-from ._reactor import Reactor
-from ._stream import Stream
-from ._transport import Waker
+from .._io.clock import MONOTONIC, Clock, FakeClock
+from .._io.transport import Waker
+from .._quic.reactor import Reactor
+from .connection import Connection
+from .listener import Listener
+from .stream import Stream
 
 __all__ = ["PollItem", "poll"]
 

@@ -25,11 +25,11 @@ from typing import Any
 
 from OpenSSL import SSL
 
-from ._constants import ACCEPT_CONNECTION_NO_BLOCK, LISTENER_FLAG_NO_VALIDATE, Role
-from ._dtls import DatagramRouter, DTLSConnection, split_records
-from ._dtls_context import CookieMint, DTLSContext, SslState
-from ._errors import Error, SyscallError
-from ._transport import Address, DatagramTransport, open_transport
+from ..._constants import ACCEPT_CONNECTION_NO_BLOCK, LISTENER_FLAG_NO_VALIDATE, Role
+from ..._errors import Error, SyscallError
+from ..._io.transport import Address, DatagramTransport, open_transport
+from .connection import DatagramRouter, DTLSConnection, split_records
+from .context import CookieMint, DTLSContext, SslState
 
 
 @dataclass

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections import deque
 from typing import TYPE_CHECKING
 
-from ._constants import (
+from .._constants import (
     POLL_EVENT_ER,
     POLL_EVENT_EW,
     POLL_EVENT_F,
@@ -37,8 +37,8 @@ from ._constants import (
 )
 
 if TYPE_CHECKING:
-    from ._connection import Connection
-    from ._types import Buffer
+    from .._types import Buffer
+    from .connection import Connection
 
 
 def is_unidirectional(stream_id: int) -> bool:

@@ -1,7 +1,7 @@
 """The reactor: one per transport, it turns time and datagrams into progress.
 
-A reactor owns a :class:`~quicconn._transport.DatagramTransport` and drives
-every :class:`~quicconn._core.QuicCore` that shares it (one for a client
+A reactor owns a :class:`~quicconn._io.transport.DatagramTransport` and drives
+every :class:`~quicconn._core.aioquic.core.QuicCore` that shares it (one for a client
 socket, many on a listener).  Its unit of work is the *tick*
 (``SSL_handle_events``):
 
@@ -31,8 +31,8 @@ import threading
 from collections import deque
 from collections.abc import Callable
 
-from ._core import QuicCore, peek_destination_cid
-from ._transport import Address, DatagramTransport, Waker
+from .._core.aioquic.core import QuicCore, peek_destination_cid
+from .._io.transport import Address, DatagramTransport, Waker
 
 logger = logging.getLogger("quicconn.reactor")
 
@@ -76,7 +76,7 @@ class Reactor:
         self._async_elsewhere: list[QuicCore] = []
         self._post_lock = threading.Lock()
         #: Set once a second thread ticks: async jobs then stop running
-        #: inline (see quicconn/_asyncjob.py).
+        #: inline (see quicconn/_asyncjob/job.py).
         self.multi_threaded = False
         self._tick_thread: int | None = None
         #: True during a tick made inside block_until (a blocking call).
@@ -202,7 +202,7 @@ class Reactor:
             except Exception:
                 logger.exception("unroutable datagram handler failed")
 
-    # -- MODE_ASYNC (quicconn/_asyncjob.py) ----------------------------------
+    # -- MODE_ASYNC (quicconn/_asyncjob/job.py) ----------------------------------
 
     def async_inline(self) -> bool:
         """Whether an async job started now may live in the ticking thread.

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 from typing import Protocol, cast
 
-from ._connection import Connection
-from ._dtls import DTLSConnection
-from ._dtls_listener import DTLSListener
-from ._listener import Listener
-from ._stream import Stream
+from .connection import Connection
+from .dtls.connection import DTLSConnection
+from .dtls.listener import DTLSListener
+from .listener import Listener
+from .stream import Stream
 
 
 class _HasEvents(Protocol):

@@ -7,7 +7,7 @@ import os
 from collections.abc import Iterable
 from typing import TextIO
 
-from ._constants import VERIFY_FAIL_IF_NO_PEER_CERT, VERIFY_NONE, VERIFY_PEER, Role
+from .._constants import VERIFY_FAIL_IF_NO_PEER_CERT, VERIFY_NONE, VERIFY_PEER, Role
 
 _VERIFY_MODES = (VERIFY_NONE, VERIFY_PEER, VERIFY_PEER | VERIFY_FAIL_IF_NO_PEER_CERT)
 

@@ -2,7 +2,7 @@
 
 One listener owns one UDP socket (through a reactor) and demultiplexes
 every connection on it by connection ID.  Datagrams no connection claims go
-to the listener's :class:`~quicconn._core.ServerGate`, which answers
+to the listener's :class:`~quicconn._core.aioquic.core.ServerGate`, which answers
 statelessly (Version Negotiation, Retry, stateless reset) or says "accept";
 accepted connections are created at once and queued for
 :meth:`Listener.accept_connection`, possibly still mid-handshake, exactly as
@@ -16,20 +16,26 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ._constants import (
+from .._constants import (
     ACCEPT_CONNECTION_NO_BLOCK,
     LISTENER_FLAG_NO_ACCEPT,
     LISTENER_FLAG_NO_VALIDATE,
     Role,
 )
-from ._core import GateAction, GateDecision, QuicCore, ServerGate, SessionTicket
-from ._errors import Error, SyscallError
-from ._reactor import Reactor
-from ._transport import Address, DatagramTransport, open_transport
+from .._core.aioquic.core import (
+    GateAction,
+    GateDecision,
+    QuicCore,
+    ServerGate,
+    SessionTicket,
+)
+from .._errors import Error, SyscallError
+from .._io.transport import Address, DatagramTransport, open_transport
+from .._quic.reactor import Reactor
 
 if TYPE_CHECKING:
-    from ._connection import Connection
-    from ._context import Context
+    from .connection import Connection
+    from .context import Context
 
 #: Session tickets a listener remembers for resumption.
 _TICKET_STORE_SIZE = 4096
@@ -180,7 +186,7 @@ class Listener:
         quicconn context has one role, so pass a client ``ctx`` when the
         listener's context is a server one.
         """
-        from ._connection import Connection
+        from .connection import Connection
 
         if flags:
             raise ValueError("new_from_listener() takes no flags (pass 0)")
@@ -336,7 +342,7 @@ class Listener:
     def _create_connection(
         self, decision: GateDecision, data: bytes, addr: Address, now: float
     ) -> None:
-        from ._connection import Connection
+        from .connection import Connection
 
         reactor = self._require_reactor()
         conn = Connection(self._ctx)

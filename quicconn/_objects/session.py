@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._core import decode_session_ticket, encode_session_ticket
+from .._core.aioquic.core import decode_session_ticket, encode_session_ticket
 
 
 class Session:

@@ -53,9 +53,8 @@ from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 from cryptography import x509
 from OpenSSL import SSL
 
-from ._constants import Role
-from ._dtls_context import DTLSContext, SslState, _describe_openssl_error
-from ._errors import (
+from ..._constants import Role
+from ..._errors import (
     Error,
     SSLError,
     SyscallError,
@@ -64,7 +63,7 @@ from ._errors import (
     WantWriteError,
     ZeroReturnError,
 )
-from ._transport import (
+from ..._io.transport import (
     Address,
     DatagramTransport,
     UdpTransport,
@@ -72,10 +71,11 @@ from ._transport import (
     require_datagram_transport,
     resolve_address,
 )
+from .context import DTLSContext, SslState, _describe_openssl_error
 
 if TYPE_CHECKING:
-    from ._dtls_listener import DTLSListener
-    from ._types import Buffer
+    from ..._types import Buffer
+    from .listener import DTLSListener
 
 logger = logging.getLogger("quicconn.dtls")
 
@@ -517,7 +517,7 @@ class DTLSConnection:
 
     def set_mtu(self, mtu: int) -> None:
         """Largest datagram this connection sends, bytes (SSL_set_mtu)."""
-        from ._dtls_context import MAX_MTU, MIN_MTU
+        from .context import MAX_MTU, MIN_MTU
 
         if not isinstance(mtu, int) or not MIN_MTU <= mtu <= MAX_MTU:
             raise ValueError(f"the MTU must be between {MIN_MTU} and {MAX_MTU}")

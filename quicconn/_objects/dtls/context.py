@@ -7,7 +7,7 @@ connection by mistake.  The certificate and verification API is the QUIC
 :class:`~quicconn.Context`'s: same names, same defaults (clients verify the
 peer and its host name; nothing is trusted until CA certificates are loaded).
 
-This module and :mod:`quicconn._dtls` are the only ones that import
+This module and :mod:`quicconn._objects.dtls.connection` are the only ones that import
 pyOpenSSL.  pyOpenSSL freezes an ``SSL.Context`` once a connection has been
 made from it, while OpenSSL lets an ``SSL_CTX`` change between connections;
 :class:`DTLSContext` therefore keeps the settings itself and builds a fresh
@@ -32,15 +32,15 @@ from service_identity.cryptography import (
     verify_certificate_ip_address,
 )
 
-from ._certs import system_ca_locations
-from ._constants import (
+from ..._certs import system_ca_locations
+from ..._constants import (
     Role,
 )
-from ._context_base import ContextBase
+from ..context_base import ContextBase
 
 if TYPE_CHECKING:
-    from ._dtls_listener import DTLSListener
-    from ._transport import Address
+    from ..._io.transport import Address
+    from .listener import DTLSListener
 
 #: Wire value of DTLS 1.2 (``DTLS1_2_VERSION``); quicconn speaks only 1.2.
 DTLS1_2_VERSION = 0xFEFD
@@ -316,7 +316,7 @@ class DTLSContext(ContextBase):
         datagram transport such as ``DatagramPair.server``.  Cookie exchange
         (HelloVerifyRequest) is on; ``LISTENER_FLAG_NO_VALIDATE`` turns it off.
         """
-        from ._dtls_listener import make_listener
+        from .listener import make_listener
 
         return make_listener(self, where, flags)
 

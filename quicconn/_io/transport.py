@@ -25,8 +25,8 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Protocol
 
-from ._clock import MONOTONIC, Clock
-from ._errors import SyscallError
+from .._errors import SyscallError
+from .clock import MONOTONIC, Clock
 
 logger = logging.getLogger("quicconn.transport")
 

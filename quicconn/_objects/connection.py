@@ -1,6 +1,6 @@
 """``Connection``: a QUIC connection SSL object with OpenSSL's event semantics.
 
-The connection is a :class:`~quicconn._core.CoreSink`: its core reports
+The connection is a :class:`~quicconn._core.aioquic.core.CoreSink`: its core reports
 handshake progress, stream data, resets and closes to it during a reactor
 tick, and it turns that into stream records, an accept queue and a close
 record.  The public methods then read that state, and either finish, raise
@@ -23,8 +23,9 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
-from ._asyncjob import JobHost
-from ._constants import (
+from .._asyncjob.engine import AsyncEngine
+from .._asyncjob.job import JobHost
+from .._constants import (
     ACCEPT_STREAM_BIDI,
     ACCEPT_STREAM_NO_BLOCK,
     ACCEPT_STREAM_UNI,
@@ -80,10 +81,13 @@ from ._constants import (
     VALUE_STREAM_WRITE_BUF_USED,
     Role,
 )
-from ._context import AsyncCallback, Context
-from ._core import QuicCore, is_verification_failure, offloadable_key, plain_key
-from ._engine import AsyncEngine
-from ._errors import (
+from .._core.aioquic.core import (
+    QuicCore,
+    is_verification_failure,
+    offloadable_key,
+    plain_key,
+)
+from .._errors import (
     ConnCloseInfo,
     ConnectionTerminatedError,
     Error,
@@ -97,9 +101,17 @@ from ._errors import (
     WantWriteError,
     ZeroReturnError,
 )
-from ._reactor import Reactor
-from ._session import Session
-from ._stream import (
+from .._io.transport import (
+    Address,
+    DatagramTransport,
+    UdpTransport,
+    require_datagram_transport,
+    resolve_address,
+)
+from .._quic.reactor import Reactor
+from .context import AsyncCallback, Context
+from .session import Session
+from .stream import (
     Stream,
     StreamRecord,
     conclude_requested,
@@ -109,16 +121,9 @@ from ._stream import (
     write_error_code,
     write_state,
 )
-from ._transport import (
-    Address,
-    DatagramTransport,
-    UdpTransport,
-    require_datagram_transport,
-    resolve_address,
-)
 
 if TYPE_CHECKING:
-    from ._types import Buffer
+    from .._types import Buffer
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -1787,7 +1792,7 @@ class Connection:
     def partial_writes(self) -> bool:
         return bool(self._mode & MODE_ENABLE_PARTIAL_WRITE)
 
-    # -- MODE_ASYNC (issue 5; the machinery is quicconn/_asyncjob.py) -------
+    # -- MODE_ASYNC (issue 5; the machinery is quicconn/_asyncjob/job.py) -------
     #
     # A connection in MODE_ASYNC with an engine runs its core's packet
     # processing in async jobs until the handshake completes.  A job that

@@ -7,7 +7,8 @@ import os
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from ._constants import (
+from .._asyncjob.engine import AsyncEngine
+from .._constants import (
     MODE_ASYNC,
     QUIC_VERSION_1,
     QUIC_VERSION_2,
@@ -15,12 +16,11 @@ from ._constants import (
     VERIFY_PEER,
     Role,
 )
-from ._context_base import ContextBase
-from ._core import CoreSettings
-from ._engine import AsyncEngine
+from .._core.aioquic.core import CoreSettings
+from .context_base import ContextBase
 
 if TYPE_CHECKING:
-    from ._listener import Listener
+    from .listener import Listener
 
 AsyncCallback = Callable[[Any, Any], Any]
 
@@ -297,7 +297,7 @@ class Context(ContextBase):
         ``LISTENER_FLAG_NO_ACCEPT`` makes a listener only for
         ``new_from_listener()`` clients.
         """
-        from ._listener import make_listener
+        from .listener import make_listener
 
         return make_listener(self, where, flags)
 

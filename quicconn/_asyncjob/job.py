@@ -27,7 +27,7 @@ blocking calls, or on reactors several threads drive, live in a dedicated
 job thread, so a paused handshake can be finished from any thread (OpenSSL
 requires the same thread).  See docs/async.md.  Nothing here imports
 ``aioquic.quic``: the job body is an opaque callable and the signing request
-is described by :mod:`quicconn._engine`.
+is described by :mod:`quicconn._asyncjob.engine`.
 """
 
 from __future__ import annotations
@@ -44,14 +44,14 @@ from typing import Any
 
 import greenlet
 
-from ._constants import (
+from .._constants import (
     ASYNC_STATUS_EAGAIN,
     ASYNC_STATUS_ERR,
     ASYNC_STATUS_OK,
     ASYNC_STATUS_UNSUPPORTED,
 )
-from ._engine import AsyncEngine, SignRequest, sign_with_scheme
-from ._errors import Error, WantAsyncError, WantAsyncJobError
+from .._errors import Error, WantAsyncError, WantAsyncJobError
+from .engine import AsyncEngine, SignRequest, sign_with_scheme
 
 logger = logging.getLogger("quicconn.asyncjob")
 

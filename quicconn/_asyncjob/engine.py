@@ -38,7 +38,7 @@ from typing import Any
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
 
-from ._constants import ASYNC_STATUS_EAGAIN, ASYNC_STATUS_ERR, ASYNC_STATUS_OK
+from .._constants import ASYNC_STATUS_EAGAIN, ASYNC_STATUS_ERR, ASYNC_STATUS_OK
 
 logger = logging.getLogger("quicconn.engine")
 

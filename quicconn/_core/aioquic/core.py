@@ -61,10 +61,10 @@ from aioquic.tls import (
 )
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
-from ._asyncjob import AsyncSignError, JobHost, Resumed, offload_sign
-from ._certs import system_ca_locations
-from ._engine import scheme_for
-from ._errors import ConnCloseInfo
+from ..._asyncjob.engine import scheme_for
+from ..._asyncjob.job import AsyncSignError, JobHost, Resumed, offload_sign
+from ..._certs import system_ca_locations
+from ..._errors import ConnCloseInfo
 
 logger = logging.getLogger("quicconn.core")
 
@@ -232,7 +232,7 @@ class _OffloadedKey:
     subclasses below are registered as virtual subclasses of the matching
     ``cryptography`` key type so those checks see the real kind of key.
     Everything but ``sign`` is the wrapped key's.  Inside an async job the
-    signature goes through the job's engine (see quicconn/_asyncjob.py);
+    signature goes through the job's engine (see quicconn/_asyncjob/job.py);
     outside one it is made right here.
     """
 
@@ -653,7 +653,7 @@ class QuicCore:
         self.early_data_accepted = False
         self.receive_errors = 0
         #: MODE_ASYNC: runs packet processing in async jobs (set by the
-        #: connection; see quicconn/_asyncjob.py).  While it holds a paused
+        #: connection; see quicconn/_asyncjob/job.py).  While it holds a paused
         #: job, nothing else may enter the aioquic connection.
         self.async_host: JobHost | None = None
 

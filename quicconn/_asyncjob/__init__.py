@@ -1,0 +1,1 @@
+"""MODE_ASYNC machinery: jobs that pause and resume, wait contexts, engines."""

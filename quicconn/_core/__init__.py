@@ -1,0 +1,1 @@
+"""The core layer: the QUIC core interface and its backends."""

@@ -1,0 +1,1 @@
+"""The aioquic backend: the only importer of aioquic."""

@@ -1,0 +1,1 @@
+"""The I/O layer: datagram transports, wakers, clocks and impairment."""

@@ -1,0 +1,1 @@
+"""The objects layer: OpenSSL-shaped Context, Connection, Stream, Listener, poll."""

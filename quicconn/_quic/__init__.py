@@ -1,0 +1,1 @@
+"""The QUIC layer: reactor, port, channel and stream state machines."""
