@@ -1,0 +1,118 @@
+"""The one call discipline of every public call of every object.
+
+OpenSSL's QUIC objects (and quicconn's DTLS objects with them) complete a
+call the same way:
+
+1. try the operation;
+2. if it cannot finish, and event handling is implicit, run the machinery
+   once (a reactor tick, ``SSL_handle_events``) and try again;
+3. nonblocking: raise ``WantReadError`` / ``WantWriteError`` (or whatever the
+   caller says the call is waiting for);
+4. blocking: sleep on the object's driver until the operation can finish.
+
+:func:`run_call` is that loop, written once.  :func:`api` is the wrapper
+every public method runs in: it takes the object's lock and records the
+``SSL_get_error`` code of the call's outcome.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import Concatenate, ParamSpec, Protocol, TypeVar
+
+from .._errors import Error
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+__all__ = ["CallTarget", "Driver", "api", "run_call"]
+
+
+class Driver(Protocol):
+    """What a call drives when it cannot finish: a reactor or a DTLS router."""
+
+    def tick(self) -> None:
+        """Process what is due now; never blocks (``SSL_handle_events``)."""
+
+    def block_until(self, predicate: Callable[[], bool]) -> bool:
+        """Wait, making progress, until ``predicate()``; False if stopped."""
+
+
+class CallTarget(Protocol):
+    """An object whose public methods run under :func:`api`."""
+
+    _last_error: int
+
+    def _call_lock(self) -> AbstractContextManager[object]:
+        """The lock of the machinery under the object (a no-op without one)."""
+
+
+C = TypeVar("C", bound=CallTarget)
+
+
+def api(
+    method: Callable[Concatenate[C, P], T],
+) -> Callable[Concatenate[C, P], T]:
+    """Run a public method under its object's lock; record ``get_error()``.
+
+    The recorded code is the ``.code`` of the quicconn error the call raised
+    (OpenSSL's ``SSL_get_error``), or 0 after a success.
+    """
+
+    @functools.wraps(method)
+    def wrapper(self: C, *args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            with self._call_lock():
+                result = method(self, *args, **kwargs)
+        except Error as exc:
+            self._last_error = exc.code
+            raise
+        self._last_error = 0
+        return result
+
+    return wrapper
+
+
+
+def run_call(
+    attempt: Callable[[], T | None],
+    driver: Driver,
+    *,
+    blocking: bool,
+    implicit_events: bool,
+    would_block: Callable[[], Exception],
+    stopped: Callable[[], Exception],
+) -> T:
+    """Complete ``attempt`` under the call discipline (module docstring).
+
+    ``attempt`` returns None while it cannot finish, its result once it
+    did, and raises for a definite failure.  ``implicit_events`` is False in
+    OpenSSL's explicit event-handling mode: a nonblocking call then never
+    ticks.  ``would_block`` makes the exception of a nonblocking call that
+    cannot finish; ``stopped`` the one of a blocking call whose driver was
+    shut down while it waited.
+    """
+    result = attempt()
+    if result is not None:
+        return result
+    if not blocking:
+        if implicit_events:
+            driver.tick()
+            result = attempt()
+            if result is not None:
+                return result
+        raise would_block()
+    box: list[T] = []
+
+    def ready() -> bool:
+        value = attempt()
+        if value is None:
+            return False
+        box.append(value)
+        return True
+
+    if not driver.block_until(ready) or not box:
+        raise stopped()
+    return box[0]
