@@ -72,7 +72,7 @@ def api(
         self._last_error = 0
         return result
 
-    return wrapper
+    return wrapper  # type: ignore[return-value]  # functools.wraps typing
 
 
 
