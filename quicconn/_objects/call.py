@@ -75,7 +75,6 @@ def api(
     return wrapper  # type: ignore[return-value]  # functools.wraps typing
 
 
-
 def run_call(
     attempt: Callable[[], T | None],
     driver: Driver,

@@ -16,7 +16,8 @@ from .._constants import (
     VERIFY_PEER,
     Role,
 )
-from .._core.aioquic.core import CoreSettings
+from .._core import registry
+from .._core.settings import CoreSettings
 from .context_base import ContextBase
 
 if TYPE_CHECKING:
@@ -34,8 +35,18 @@ class Context(ContextBase):
     called.  ``Context(quicconn.SERVER)`` needs :meth:`load_cert_chain`.
     """
 
-    def __init__(self, role: Role | int = Role.CLIENT) -> None:
+    def __init__(
+        self, role: Role | int = Role.CLIENT, *, core: str | None = None
+    ) -> None:
         super().__init__(role)
+        if core is not None and core != registry.AUTO and core not in registry.known():
+            raise ValueError(
+                f"unknown QUIC core {core!r}: choose one of "
+                f"{', '.join(registry.known())} or {registry.AUTO!r}"
+            )
+        #: The core asked for: a backend name, "auto", or None (the
+        #: environment's QUICCONN_CORE, else auto); see :attr:`core`.
+        self._core_choice = core
         self._settings = CoreSettings(is_client=self.role is Role.CLIENT)
         #: Write a qlog trace per connection into this directory (defaults
         #: to ``$QLOGDIR``); off unless set.
@@ -55,6 +66,17 @@ class Context(ContextBase):
         #: Server: secret from which stateless reset tokens are derived; keep
         #: it across restarts to reset connections a previous process owned.
         self.stateless_reset_key: bytes | None = None
+
+    @property
+    def core(self) -> str:
+        """The name of the QUIC core connections of this context run on.
+
+        A quicconn extension: ``Context(role, core=...)`` chooses it
+        (``"aioquic"``, or ``"auto"``: the fastest installed core that can
+        do what the context asks); without a choice, ``$QUICCONN_CORE``,
+        else auto.
+        """
+        return registry.resolve(self._core_choice).name
 
     # -- verification -----------------------------------------------------
 

@@ -31,8 +31,8 @@ import os
 import re
 import ssl
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Protocol, TextIO
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from aioquic.buffer import Buffer
 from aioquic.quic import events as quic_events
@@ -44,7 +44,6 @@ from aioquic.quic.packet import (
     QuicErrorCode,
     QuicFrameType,
     QuicPacketType,
-    QuicProtocolVersion,
     encode_quic_retry,
     encode_quic_version_negotiation,
     pull_quic_header,
@@ -56,15 +55,13 @@ from aioquic.tls import (
     CipherSuite,
     Epoch,
     SessionTicket,
-    load_pem_private_key,
-    load_pem_x509_certificates,
 )
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
 from ..._asyncjob.engine import scheme_for
 from ..._asyncjob.job import AsyncSignError, JobHost, Resumed, offload_sign
-from ..._certs import system_ca_locations
 from ..._errors import ConnCloseInfo
+from ..settings import CoreSettings
 
 logger = logging.getLogger("quicconn.core")
 
@@ -88,124 +85,11 @@ ACK_DELAY = 0.002
 TIMER_SLACK = 1e-6
 _CONNECTION_LIMIT_FRAME_CAPACITY = 1 + 8
 
-SUPPORTED_VERSIONS = (QuicProtocolVersion.VERSION_1, QuicProtocolVersion.VERSION_2)
-
 
 def is_verification_failure(info: ConnCloseInfo) -> bool:
     """Whether a close was this endpoint rejecting the peer's certificate."""
     alert = info.error_code - _CRYPTO_ERROR_BASE
     return info.is_local and info.is_transport and alert in _CERTIFICATE_ALERTS
-
-
-@dataclass
-class CoreSettings:
-    """Everything a :class:`QuicCore` needs to know before it starts.
-
-    A :class:`~quicconn.Context` owns one and copies it per connection.
-    """
-
-    is_client: bool = True
-    alpn_protocols: list[str] | None = None
-    idle_timeout: float = 30.0
-    max_datagram_size: int = 1200
-    max_data: int = 4 * 1024 * 1024
-    max_stream_data: int = 1024 * 1024
-    congestion_control: str = "reno"
-    verify_peer: bool = True
-    cafile: str | None = None
-    capath: str | None = None
-    cadata: bytes | None = None
-    certificate: Any = None
-    certificate_chain: list[Any] = field(default_factory=list)
-    private_key: Any = None
-    server_name: str | None = None
-    secrets_log_file: TextIO | None = None
-    qlog_dir: str | None = None
-    supported_versions: list[int] = field(
-        default_factory=lambda: [int(v) for v in SUPPORTED_VERSIONS]
-    )
-    #: The version of the first Initial (None: the first supported version);
-    #: the others are offered by compatible version negotiation (RFC 9368).
-    original_version: int | None = None
-    #: TLS 1.3 cipher suites to offer, by IANA value (None: aioquic's default).
-    cipher_suites: list[int] | None = None
-    connection_id_length: int = 8
-    #: Streams of each kind the peer may open at once (initial_max_streams_*).
-    max_streams_bidi: int = 128
-    max_streams_uni: int = 128
-
-    def load_cert_chain(
-        self,
-        certfile: str | os.PathLike[str],
-        keyfile: str | os.PathLike[str] | None = None,
-        password: bytes | str | None = None,
-    ) -> None:
-        """Load a PEM certificate chain and its private key."""
-        with open(certfile, "rb") as fp:
-            pem = fp.read()
-        certificates = load_pem_x509_certificates(pem)
-        if not certificates:
-            raise ValueError(f"{os.fspath(certfile)!r} holds no PEM certificate")
-        key_pem = pem
-        if keyfile is not None:
-            with open(keyfile, "rb") as fp:
-                key_pem = fp.read()
-        match = _PEM_PRIVATE_KEY.search(key_pem)
-        if match is None:
-            raise ValueError(
-                "no PEM private key found: pass keyfile=, or put the key in certfile"
-            )
-        pw = password.encode() if isinstance(password, str) else password
-        try:
-            self.private_key = load_pem_private_key(match.group(0), password=pw)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"cannot load the private key: {exc}") from exc
-        self.certificate = certificates[0]
-        self.certificate_chain = certificates[1:]
-
-    def load_default_verify_paths(self) -> None:
-        """Trust the system's CA store (OpenSSL's default locations)."""
-        cafile, capath = system_ca_locations()
-        self.cafile = cafile or self.cafile
-        self.capath = capath or self.capath
-
-    def has_trust_anchors(self) -> bool:
-        return bool(self.cafile or self.capath or self.cadata)
-
-    def build(self, server_name: str | None = None) -> QuicConfiguration:
-        """Make aioquic's configuration object."""
-        config = QuicConfiguration(
-            alpn_protocols=list(self.alpn_protocols) if self.alpn_protocols else None,
-            congestion_control_algorithm=self.congestion_control,
-            connection_id_length=self.connection_id_length,
-            idle_timeout=self.idle_timeout,
-            is_client=self.is_client,
-            max_data=self.max_data,
-            max_datagram_size=self.max_datagram_size,
-            max_stream_data=self.max_stream_data,
-            secrets_log_file=self.secrets_log_file,
-            server_name=server_name,
-            supported_versions=list(self.supported_versions),
-        )
-        config.verify_mode = ssl.CERT_REQUIRED if self.verify_peer else ssl.CERT_NONE
-        if self.original_version is not None:
-            config.original_version = self.original_version
-        if self.cipher_suites is not None:
-            config.cipher_suites = [CipherSuite(v) for v in self.cipher_suites]
-        if self.is_client and self.verify_peer and not self.has_trust_anchors():
-            # OpenSSL trusts nothing until told to; aioquic would fall back to
-            # certifi.  An empty store keeps OpenSSL's behaviour.
-            config.cadata = b""
-        else:
-            config.cafile = self.cafile
-            config.capath = self.capath
-            config.cadata = self.cadata
-        config.certificate = self.certificate
-        config.certificate_chain = list(self.certificate_chain)
-        config.private_key = self.private_key
-        if self.qlog_dir is not None:
-            config.quic_logger = _qlog_logger(self.qlog_dir)
-        return config
 
 
 _QLOG_LOGGERS: dict[str, QuicFileLogger] = {}
@@ -218,6 +102,46 @@ def _qlog_logger(directory: str) -> QuicFileLogger:
         os.makedirs(directory, exist_ok=True)
         found = _QLOG_LOGGERS[directory] = QuicFileLogger(directory)
     return found
+
+
+def build_configuration(
+    settings: CoreSettings, server_name: str | None = None
+) -> QuicConfiguration:
+    """Make aioquic's configuration object from quicconn's settings."""
+    config = QuicConfiguration(
+        alpn_protocols=list(settings.alpn_protocols)
+        if settings.alpn_protocols
+        else None,
+        congestion_control_algorithm=settings.congestion_control,
+        connection_id_length=settings.connection_id_length,
+        idle_timeout=settings.idle_timeout,
+        is_client=settings.is_client,
+        max_data=settings.max_data,
+        max_datagram_size=settings.max_datagram_size,
+        max_stream_data=settings.max_stream_data,
+        secrets_log_file=settings.secrets_log_file,
+        server_name=server_name,
+        supported_versions=list(settings.supported_versions),
+    )
+    config.verify_mode = ssl.CERT_REQUIRED if settings.verify_peer else ssl.CERT_NONE
+    if settings.original_version is not None:
+        config.original_version = settings.original_version
+    if settings.cipher_suites is not None:
+        config.cipher_suites = [CipherSuite(v) for v in settings.cipher_suites]
+    if settings.is_client and settings.verify_peer and not settings.has_trust_anchors():
+        # OpenSSL trusts nothing until told to; aioquic would fall back to
+        # certifi.  An empty store keeps OpenSSL's behaviour.
+        config.cadata = b""
+    else:
+        config.cafile = settings.cafile
+        config.capath = settings.capath
+        config.cadata = settings.cadata
+    config.certificate = settings.certificate
+    config.certificate_chain = list(settings.certificate_chain)
+    config.private_key = settings.private_key
+    if settings.qlog_dir is not None:
+        config.quic_logger = _qlog_logger(settings.qlog_dir)
+    return config
 
 
 # -- MODE_ASYNC: a private key whose signatures an offload engine makes --------
@@ -626,7 +550,7 @@ class QuicCore:
     ) -> None:
         self.settings = settings
         self._sink = sink
-        configuration = settings.build(server_name)
+        configuration = build_configuration(settings, server_name)
         if session_ticket is not None:
             configuration.session_ticket = session_ticket
         self._quic = _AdaptedQuicConnection(
@@ -1284,8 +1208,6 @@ def peek_destination_cid(data: bytes, host_cid_length: int) -> bytes | None:
 
 
 __all__ = [
-    "SUPPORTED_VERSIONS",
-    "CoreSettings",
     "CoreSink",
     "GateAction",
     "GateDecision",

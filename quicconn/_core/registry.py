@@ -1,0 +1,106 @@
+"""Which core backends exist, which are installed, and which one to use.
+
+``Context(core=...)`` and the ``QUICCONN_CORE`` environment variable name a
+backend; ``"auto"`` takes the first installed one, in :data:`PREFERENCE`
+order, that has every capability the context needs.  A backend module is
+imported only when it is first used, so an uninstalled library costs
+nothing.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+from collections.abc import Iterable
+
+from .interface import Capability, CoreBackend
+
+#: Backends by name: the module that holds it, and the library it needs.
+_BACKENDS: dict[str, tuple[str, str]] = {
+    "aioquic": ("quicconn._core.aioquic.backend", "aioquic"),
+}
+
+#: The order ``"auto"`` tries installed backends in (fastest first).
+PREFERENCE: tuple[str, ...] = ("aioquic",)
+
+#: The environment variable that chooses a core when a context does not.
+ENVIRONMENT_VARIABLE = "QUICCONN_CORE"
+
+AUTO = "auto"
+
+_loaded: dict[str, CoreBackend] = {}
+
+
+def known() -> list[str]:
+    """Every backend quicconn has, installed or not."""
+    return list(_BACKENDS)
+
+
+def available() -> list[str]:
+    """The backends whose QUIC library is installed, in preference order."""
+    return [
+        name
+        for name in PREFERENCE
+        if importlib.util.find_spec(_BACKENDS[name][1]) is not None
+    ]
+
+
+def get(name: str) -> CoreBackend:
+    """The backend called ``name``; ValueError if unknown or not installed."""
+    found = _loaded.get(name)
+    if found is not None:
+        return found
+    if name not in _BACKENDS:
+        raise ValueError(
+            f"unknown QUIC core {name!r}: choose one of {', '.join(known())} "
+            f"or {AUTO!r}"
+        )
+    module_name, library = _BACKENDS[name]
+    if importlib.util.find_spec(library) is None:
+        raise ValueError(
+            f"the {name!r} QUIC core needs the {library!r} package: "
+            f"pip install {library}"
+        )
+    backend: CoreBackend = importlib.import_module(module_name).BACKEND
+    _loaded[name] = backend
+    return backend
+
+
+def resolve(name: str | None = None, needs: Iterable[Capability] = ()) -> CoreBackend:
+    """The backend for a context: ``name``, else ``$QUICCONN_CORE``, else auto.
+
+    An explicit choice that lacks a capability in ``needs`` is a
+    ValueError naming what is missing; ``"auto"`` skips such backends.
+    """
+    wanted = frozenset(needs)
+    choice = name or os.environ.get(ENVIRONMENT_VARIABLE) or AUTO
+    if choice != AUTO:
+        backend = get(choice)
+        missing = wanted - backend.capabilities
+        if missing:
+            raise ValueError(
+                f"the {choice!r} QUIC core cannot do "
+                f"{', '.join(sorted(c.value for c in missing))}"
+            )
+        return backend
+    for candidate in available():
+        backend = get(candidate)
+        if wanted <= backend.capabilities:
+            return backend
+    raise ValueError(
+        "no installed QUIC core can do "
+        f"{', '.join(sorted(c.value for c in wanted)) or 'anything'}: "
+        "pip install aioquic"
+    )
+
+
+__all__ = [
+    "AUTO",
+    "ENVIRONMENT_VARIABLE",
+    "PREFERENCE",
+    "available",
+    "get",
+    "known",
+    "resolve",
+]

@@ -1,0 +1,110 @@
+"""``CoreSettings``: what a core needs to know before it starts.
+
+Neutral between backends: certificates and keys are ``cryptography``
+objects, names and numbers are plain values; each backend turns them into
+its own library's configuration.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from .._certs import system_ca_locations
+from .._constants import QUIC_VERSION_1, QUIC_VERSION_2
+
+_PEM_PRIVATE_KEY = re.compile(
+    rb"-----BEGIN [A-Z ]*PRIVATE KEY-----.+?-----END [A-Z ]*PRIVATE KEY-----", re.S
+)
+
+#: The QUIC versions a context supports unless told otherwise, preferred first.
+SUPPORTED_VERSIONS = (QUIC_VERSION_1, QUIC_VERSION_2)
+
+
+@dataclass
+class CoreSettings:
+    """Everything a core needs to know before it starts.
+
+    A :class:`~quicconn.Context` owns one and copies it per connection.
+    """
+
+    is_client: bool = True
+    alpn_protocols: list[str] | None = None
+    idle_timeout: float = 30.0
+    max_datagram_size: int = 1200
+    max_data: int = 4 * 1024 * 1024
+    max_stream_data: int = 1024 * 1024
+    congestion_control: str = "reno"
+    verify_peer: bool = True
+    cafile: str | None = None
+    capath: str | None = None
+    cadata: bytes | None = None
+    certificate: Any = None
+    certificate_chain: list[Any] = field(default_factory=list)
+    private_key: Any = None
+    server_name: str | None = None
+    secrets_log_file: TextIO | None = None
+    qlog_dir: str | None = None
+    supported_versions: list[int] = field(
+        default_factory=lambda: list(SUPPORTED_VERSIONS)
+    )
+    #: The version of the first Initial (None: the first supported version);
+    #: the others are offered by compatible version negotiation (RFC 9368).
+    original_version: int | None = None
+    #: TLS 1.3 cipher suites to offer, by IANA value (None: the core's default).
+    cipher_suites: list[int] | None = None
+    connection_id_length: int = 8
+    #: Streams of each kind the peer may open at once (initial_max_streams_*).
+    max_streams_bidi: int = 128
+    max_streams_uni: int = 128
+
+    def load_cert_chain(
+        self,
+        certfile: str | os.PathLike[str],
+        keyfile: str | os.PathLike[str] | None = None,
+        password: bytes | str | None = None,
+    ) -> None:
+        """Load a PEM certificate chain and its private key."""
+        with open(certfile, "rb") as fp:
+            pem = fp.read()
+        try:
+            certificates = x509.load_pem_x509_certificates(pem)
+        except ValueError:
+            certificates = []
+        if not certificates:
+            raise ValueError(f"{os.fspath(certfile)!r} holds no PEM certificate")
+        key_pem = pem
+        if keyfile is not None:
+            with open(keyfile, "rb") as fp:
+                key_pem = fp.read()
+        match = _PEM_PRIVATE_KEY.search(key_pem)
+        if match is None:
+            raise ValueError(
+                "no PEM private key found: pass keyfile=, or put the key in certfile"
+            )
+        pw = password.encode() if isinstance(password, str) else password
+        try:
+            self.private_key = serialization.load_pem_private_key(
+                match.group(0), password=pw
+            )
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"cannot load the private key: {exc}") from exc
+        self.certificate = certificates[0]
+        self.certificate_chain = certificates[1:]
+
+    def load_default_verify_paths(self) -> None:
+        """Trust the system's CA store (OpenSSL's default locations)."""
+        cafile, capath = system_ca_locations()
+        self.cafile = cafile or self.cafile
+        self.capath = capath or self.capath
+
+    def has_trust_anchors(self) -> bool:
+        return bool(self.cafile or self.capath or self.cadata)
+
+
+__all__ = ["SUPPORTED_VERSIONS", "CoreSettings"]
