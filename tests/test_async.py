@@ -38,7 +38,7 @@ import quicconn
 from quicconn import ConnState
 from quicconn._asyncjob.engine import scheme_for, sign_with_scheme
 from quicconn._asyncjob.job import POOL, current_job
-from quicconn._core.aioquic.core import offloadable_key, plain_key
+from quicconn._core.aioquic.keys import offloadable_key, plain_key
 from quicconn.testing import DatagramPair, FakeClock
 from tests.conftest import PEERS, peer_process
 from tests.support.async_engines import AUTO, EAGAIN, HOLD, REFUSE, ControlledEngine

@@ -1,6 +1,6 @@
 """``Connection``: a QUIC connection SSL object with OpenSSL's event semantics.
 
-The connection is a :class:`~quicconn._core.aioquic.core.CoreSink`: its core reports
+The connection is a :class:`~quicconn._core.interface.CoreSink`: its core reports
 handshake progress, stream data, resets and closes to it during a reactor
 tick, and it turns that into stream records, an accept queue and a close
 record.  The public methods then read that state, and either finish, raise
@@ -81,12 +81,8 @@ from .._constants import (
     VALUE_STREAM_WRITE_BUF_USED,
     Role,
 )
-from .._core.aioquic.core import (
-    QuicCore,
-    is_verification_failure,
-    offloadable_key,
-    plain_key,
-)
+from .._core.interface import Capability, Core, H3Codec, H3Transport
+from .._core.rules import is_verification_failure
 from .._errors import (
     ConnCloseInfo,
     ConnectionTerminatedError,
@@ -185,10 +181,12 @@ class Connection:
             raise TypeError(f"Connection() needs a quicconn.Context, got {ctx!r}")
         self._ctx = ctx
         self._settings = ctx._core_settings()
+        #: The QUIC library behind this connection's core (resolved once).
+        self._backend = ctx._backend()
         self._is_client = ctx.role is Role.CLIENT
         self._reactor: Reactor | None = None
         self._owns_socket = False
-        self._core: QuicCore | None = None
+        self._core: Core | None = None
         self._state = ConnState.IDLE
         self._blocking = True
         self._event_mode = VALUE_EVENT_HANDLING_MODE_IMPLICIT
@@ -365,7 +363,7 @@ class Connection:
         return self._new_session
 
     def _on_session_ticket(self, ticket: Any) -> None:
-        self._new_session = Session(ticket)
+        self._new_session = Session(ticket, self._backend)
 
     @_api
     def write_early_data(self, data: Buffer) -> int:
@@ -552,12 +550,14 @@ class Connection:
                     "quicconn verifies the SNI name, so they must agree"
                 )
         self._async_prepare_key()
-        core = QuicCore(
+        session = self._session
+        ticket = None if session is None else session.ticket_for(self._backend)
+        core = self._backend.new_client(
             self._settings,
             self,
             server_name=server_name,
-            session_ticket=None if self._session is None else self._session._ticket,
-            session_ticket_handler=self._on_session_ticket,
+            session_ticket=ticket,
+            on_session_ticket=self._on_session_ticket,
         )
         self._core = core
         self._async_attach(core)
@@ -567,7 +567,7 @@ class Connection:
         reactor.mark_dirty(core)
         reactor.flush()
 
-    def _adopt_core(self, core: QuicCore, peer: Address) -> None:
+    def _adopt_core(self, core: Core, peer: Address) -> None:
         """Take over a server core the listener created."""
         self._core = core
         self._peer_addr = peer
@@ -764,7 +764,7 @@ class Connection:
             raise ValueError("no transport: call set_fd() or set_transport() first")
         return self._reactor
 
-    def _require_core(self) -> QuicCore:
+    def _require_core(self) -> Core:
         if self._core is None:
             raise ValueError("the handshake has not started: call connect() first")
         return self._core
@@ -1187,7 +1187,7 @@ class Connection:
         self._send_soon(core)
         return count
 
-    def _send_soon(self, core: QuicCore) -> None:
+    def _send_soon(self, core: Core) -> None:
         """Send what a write queued: now, as OpenSSL's SSL_write does, or at
         the end of the enclosing :meth:`_batched_output` block."""
         reactor = self._require_reactor()
@@ -1882,16 +1882,20 @@ class Connection:
     def _async_prepare_key(self) -> None:
         """Wrap the private key so it can pause a job (before the core exists)."""
         settings = self._settings
-        if self._mode & MODE_ASYNC:
-            settings.private_key = offloadable_key(settings.private_key)
-        else:
-            settings.private_key = plain_key(settings.private_key)
+        settings.private_key = self._backend.prepare_private_key(
+            settings.private_key, offload=bool(self._mode & MODE_ASYNC)
+        )
 
-    def _async_attach(self, core: QuicCore) -> None:
+    def _async_attach(self, core: Core) -> None:
         """Give ``core`` a job host if MODE_ASYNC is on and an engine is set."""
         engine = self.get_async_engine()
         if not self._mode & MODE_ASYNC or engine is None:
             return  # as in OpenSSL without an async engine: no pausing
+        if Capability.ASYNC_SIGN not in self._backend.capabilities:
+            raise ValueError(
+                f"the {self._backend.name!r} QUIC core cannot pause a handshake "
+                "for an async engine (MODE_ASYNC)"
+            )
         if self._settings.private_key is None:
             return  # no key (a client without a certificate): nothing to offload
         reactor = self._require_reactor()
@@ -1901,7 +1905,7 @@ class Connection:
             wake_app=self._async_wake_app,
             inline=reactor.async_inline,
         )
-        core.async_host = host
+        core.attach_async_host(host)
         self._async_host = host
 
     def _async_wake_app(self) -> None:
@@ -1992,3 +1996,17 @@ class Connection:
         role = "client" if self._is_client else "server"
         peer = self._describe_peer()
         return f"<quicconn.Connection {role} {self._state.value} peer={peer}>"
+
+
+def h3_codec(conn: Connection, transport: H3Transport) -> H3Codec:
+    """An HTTP/3 codec for ``conn``, from the backend of its QUIC core.
+
+    Internal API for the apps layer (quicconn/http/): the codec frames
+    HTTP/3 and QPACK and speaks through ``transport``, which the caller
+    builds over ``conn``'s streams.  ValueError if the backend has no
+    HTTP/3 codec.
+    """
+    backend = conn._backend
+    if Capability.HTTP3 not in backend.capabilities:
+        raise ValueError(f"the {backend.name!r} QUIC core has no HTTP/3 codec")
+    return backend.new_h3_codec(transport, is_client=conn._is_client)

@@ -17,6 +17,7 @@ from .._constants import (
     Role,
 )
 from .._core import registry
+from .._core.interface import Capability, CoreBackend
 from .._core.settings import CoreSettings
 from .context_base import ContextBase
 
@@ -324,6 +325,19 @@ class Context(ContextBase):
         return make_listener(self, where, flags)
 
     # -- for the objects layer --------------------------------------------
+
+    def _backend(self) -> CoreBackend:
+        """The core backend for a new connection or listener of this context.
+
+        Resolved from ``core=`` (else ``$QUICCONN_CORE``, else auto) with
+        what this context needs: its role, and private-key offload when
+        MODE_ASYNC is on with an engine.  ValueError if the chosen backend
+        cannot do that, or none installed can.
+        """
+        needs = {Capability.CLIENT if self.role is Role.CLIENT else Capability.SERVER}
+        if self._mode & MODE_ASYNC and self._async_engine is not None:
+            needs.add(Capability.ASYNC_SIGN)
+        return registry.resolve(self._core_choice, needs)
 
     def _core_settings(self) -> CoreSettings:
         """A private copy of the settings for one new connection."""

@@ -2,7 +2,7 @@
 
 One listener owns one UDP socket (through a reactor) and demultiplexes
 every connection on it by connection ID.  Datagrams no connection claims go
-to the listener's :class:`~quicconn._core.aioquic.core.ServerGate`, which answers
+to the listener's :class:`~quicconn._core.interface.ServerGate`, which answers
 statelessly (Version Negotiation, Retry, stateless reset) or says "accept";
 accepted connections are created at once and queued for
 :meth:`Listener.accept_connection`, possibly still mid-handshake, exactly as
@@ -22,13 +22,7 @@ from .._constants import (
     LISTENER_FLAG_NO_VALIDATE,
     Role,
 )
-from .._core.aioquic.core import (
-    GateAction,
-    GateDecision,
-    QuicCore,
-    ServerGate,
-    SessionTicket,
-)
+from .._core.interface import GateAction, GateDecision, GateReply, SessionTicket
 from .._errors import Error, SyscallError
 from .._io.transport import Address, DatagramTransport, open_transport
 from .._quic.reactor import Reactor
@@ -76,7 +70,9 @@ class Listener:
         self._owns_socket = owns_socket
         settings = ctx._core_settings()
         self._reset_key = ctx.stateless_reset_key or os.urandom(32)
-        self._gate = ServerGate(
+        #: The QUIC library behind the gate and the connections' cores.
+        self._backend = ctx._backend()
+        self._gate = self._backend.new_gate(
             settings,
             validate_addresses=not flags & LISTENER_FLAG_NO_VALIDATE,
             reset_key=self._reset_key,
@@ -326,11 +322,12 @@ class Listener:
             self._create_connection(decision, data, addr, now)
 
     def _count_reply(self, decision: GateDecision) -> None:
-        if decision.reason == "retry":
+        kind = decision.reply_kind
+        if kind is GateReply.RETRY:
             self.stats.retries_sent += 1
-        elif decision.reason == "version negotiation":
+        elif kind is GateReply.VERSION_NEGOTIATION:
             self.stats.version_negotiations_sent += 1
-        elif decision.reason == "stateless reset":
+        elif kind is GateReply.STATELESS_RESET:
             self.stats.stateless_resets_sent += 1
 
     def _full(self) -> bool:
@@ -346,14 +343,13 @@ class Listener:
 
         reactor = self._require_reactor()
         conn = Connection(self._ctx)
-        core = QuicCore(
+        core = self._backend.new_server(
             conn._settings,
             conn,
-            original_destination_connection_id=decision.original_destination_cid,
-            retry_source_connection_id=decision.retry_source_cid,
+            decision,
             reset_key=self._reset_key,
-            session_ticket_fetcher=self._fetch_ticket,
-            session_ticket_handler=self._store_ticket,
+            fetch_ticket=self._fetch_ticket,
+            store_ticket=self._store_ticket,
         )
         # Adopt before the first datagram: with MODE_ASYNC, its processing
         # (the ClientHello leads to a signature) must already run in a job.
@@ -377,7 +373,7 @@ class Listener:
         return self._tickets.get(label)
 
     def _store_ticket(self, ticket: SessionTicket) -> None:
-        self._tickets[ticket.ticket] = ticket
+        self._tickets[self._backend.ticket_label(ticket)] = ticket
         while len(self._tickets) > _TICKET_STORE_SIZE:
             self._tickets.popitem(last=False)
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._core.aioquic.core import decode_session_ticket, encode_session_ticket
+from .._core import registry
+from .._core.interface import Capability, CoreBackend
 
 
 class Session:
@@ -14,21 +15,37 @@ class Session:
     connection with ``conn.set_session()`` before connecting.  ``to_bytes()``
     / ``Session.from_bytes()`` mirror i2d_SSL_SESSION / d2i_SSL_SESSION (a
     JSON document; nothing in it is executed when loaded).
+
+    The ticket is held in the form of the core backend that received (or
+    loaded) it, together with that backend, which can serialise it.
     """
 
-    __slots__ = ("_ticket",)
+    __slots__ = ("_backend", "_ticket")
 
-    def __init__(self, ticket: Any) -> None:
+    def __init__(self, ticket: Any, backend: CoreBackend) -> None:
         self._ticket = ticket
+        self._backend = backend
 
     def to_bytes(self) -> bytes:
         """Serialise the session (i2d_SSL_SESSION)."""
-        return encode_session_ticket(self._ticket)
+        return self._backend.encode_session(self._ticket)
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> Session:
-        """Load a serialised session (d2i_SSL_SESSION); ValueError if malformed."""
-        return cls(decode_session_ticket(data))
+    def from_bytes(cls, data: bytes, *, core: str | None = None) -> Session:
+        """Load a serialised session (d2i_SSL_SESSION); ValueError if malformed.
+
+        ``core`` names the QUIC core to load it for, as ``Context(core=...)``
+        does (default: ``$QUICCONN_CORE``, else auto); a connection on
+        another core converts it when it resumes.
+        """
+        backend = registry.resolve(core, {Capability.RESUMPTION})
+        return cls(backend.decode_session(data), backend)
+
+    def ticket_for(self, backend: CoreBackend) -> Any:
+        """The ticket in the form ``backend`` resumes from."""
+        if backend is self._backend:
+            return self._ticket
+        return backend.decode_session(self._backend.encode_session(self._ticket))
 
     def is_resumable(self) -> bool:
         """Whether the ticket is still valid (SSL_SESSION_is_resumable)."""
@@ -48,3 +65,6 @@ class Session:
             f"<quicconn.Session server_name={self.server_name!r} "
             f"early_data={self.get_max_early_data()}>"
         )
+
+
+__all__ = ["Session"]

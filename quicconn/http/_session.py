@@ -14,20 +14,16 @@ what :meth:`net_read_desired`/:meth:`net_write_desired` say, no longer than
 that wait for blocking users, and the connection can sit in a
 ``quicconn.poll()`` set like any other.
 
-HTTP/3 framing and QPACK come from aioquic's ``H3Connection`` (and pylsqpack):
-it talks to a small shim that looks like the part of aioquic's
-``QuicConnection`` it uses, implemented over quicconn streams.
+HTTP/3 framing and QPACK come from the connection's core backend, as an
+:class:`~quicconn._core.interface.H3Codec` (aioquic's ``H3Connection`` for
+the aioquic core); the session gives it an
+:class:`~quicconn._core.interface.H3Transport` over quicconn streams.
 """
 
 from __future__ import annotations
 
 import selectors
 from collections import deque
-from types import SimpleNamespace
-from typing import Any
-
-from aioquic.h3 import events as h3_events
-from aioquic.h3.connection import H3Connection
 
 from .._constants import (
     ACCEPT_STREAM_NO_BLOCK,
@@ -45,13 +41,9 @@ from .._constants import (
     VALUE_EVENT_HANDLING_MODE_EXPLICIT,
     VALUE_QUIC_STREAM_BIDI_LOCAL_AVAIL,
 )
-from .._core.aioquic.core import (
-    stop_sending_event,
-    stream_data_event,
-    stream_reset_event,
-)
+from .._core.interface import H3DataReceived, H3Event, H3HeadersReceived
 from .._errors import ConnectionTerminatedError, StreamResetError, WantWriteError
-from .._objects.connection import Connection
+from .._objects.connection import Connection, h3_codec
 from .._objects.stream import Stream
 from ._events import (
     DataReceived,
@@ -337,28 +329,18 @@ class HqSession(HttpSession):
         self._heads_done.add(stream_id)
 
 
-class _QuicShim:
-    """The slice of aioquic's ``QuicConnection`` that ``H3Connection`` calls."""
+class _H3Streams:
+    """The :class:`~quicconn._core.interface.H3Transport` of an :class:`H3Session`:
+    the stream operations its HTTP/3 codec needs, over the session's streams."""
 
     def __init__(self, session: H3Session) -> None:
         self._session = session
-        self.configuration = SimpleNamespace(is_client=session.is_client)
-        self._quic_logger = None
 
-    @property
-    def _remote_max_datagram_frame_size(self) -> int | None:
-        # H3Connection rejects SETTINGS_H3_DATAGRAM=1 from a peer that did not
-        # send this transport parameter (RFC 9297, section 2.1.1), so it must be
-        # the peer's real value even though quicconn sends no HTTP datagrams.
-        return self._session.conn._peer_max_datagram_frame_size()
+    def open_stream(self, unidirectional: bool) -> int:
+        return self._session.open_stream(unidirectional).get_stream_id()
 
-    def get_next_available_stream_id(self, is_unidirectional: bool = False) -> int:
-        return self._session.open_stream(is_unidirectional).get_stream_id()
-
-    def send_stream_data(
-        self, stream_id: int, data: bytes, end_stream: bool = False
-    ) -> None:
-        self._session.write(stream_id, data, end_stream)
+    def write(self, stream_id: int, data: bytes, fin: bool) -> None:
+        self._session.write(stream_id, data, fin)
 
     def reset_stream(self, stream_id: int, error_code: int) -> None:
         stream = self._session.streams.get(stream_id)
@@ -370,25 +352,20 @@ class _QuicShim:
         if stream is not None:
             stream.free()
 
-    def close(
-        self,
-        error_code: int = 0,
-        frame_type: int | None = None,
-        reason_phrase: str = "",
-    ) -> None:
-        self._session.protocol_error = (error_code, reason_phrase)
+    def close(self, error_code: int, reason: str) -> None:
+        self._session.protocol_error = (error_code, reason)
         self._session.conn.shutdown(
             SHUTDOWN_FLAG_NO_BLOCK | SHUTDOWN_FLAG_NO_STREAM_FLUSH,
             error_code,
-            reason_phrase,
+            reason,
         )
 
-    def send_datagram_frame(self, data: bytes) -> None:
-        raise ValueError("HTTP/3 datagrams are not supported")
+    def peer_max_datagram_frame_size(self) -> int | None:
+        return self._session.conn._peer_max_datagram_frame_size()
 
 
 class H3Session(HttpSession):
-    """HTTP/3 (RFC 9114) with QPACK, using aioquic's ``H3Connection``."""
+    """HTTP/3 (RFC 9114) with QPACK, using the core backend's codec."""
 
     alpn = ALPN_H3
 
@@ -396,25 +373,25 @@ class H3Session(HttpSession):
         super().__init__(conn)
         #: (error code, reason) if the peer violated HTTP/3 and we closed.
         self.protocol_error: tuple[int, str] | None = None
-        self._h3 = H3Connection(_QuicShim(self))  # type: ignore[arg-type]
+        self._h3 = h3_codec(conn, _H3Streams(self))
 
     def on_stream_data(
         self, stream_id: int, data: bytes, ended: bool, events: list[HttpEvent]
     ) -> None:
-        for event in self._h3.handle_event(stream_data_event(stream_id, data, ended)):
+        for event in self._h3.handle_stream_data(stream_id, data, ended):
             self._translate(event, events)
 
     def on_stream_reset(
         self, stream_id: int, code: int, events: list[HttpEvent]
     ) -> None:
-        self._h3.handle_event(stream_reset_event(stream_id, code))
+        self._h3.handle_stream_reset(stream_id, code)
         events.append(StreamAborted(stream_id, code))
 
     def on_stop_sending(self, stream_id: int, code: int) -> None:
-        self._h3.handle_event(stop_sending_event(stream_id, code))
+        self._h3.handle_stop_sending(stream_id, code)
 
-    def _translate(self, event: Any, events: list[HttpEvent]) -> None:
-        if isinstance(event, h3_events.HeadersReceived):
+    def _translate(self, event: H3Event, events: list[HttpEvent]) -> None:
+        if isinstance(event, H3HeadersReceived):
             pseudo = {k: v for k, v in event.headers if k.startswith(b":")}
             regular = [(k, v) for k, v in event.headers if not k.startswith(b":")]
             if self.is_client:
@@ -436,7 +413,7 @@ class H3Session(HttpSession):
                         event.stream_ended,
                     )
                 )
-        elif isinstance(event, h3_events.DataReceived):
+        elif isinstance(event, H3DataReceived):
             events.append(DataReceived(event.stream_id, event.data, event.stream_ended))
 
     def send_request(
