@@ -10,6 +10,7 @@ from aioquic.tls import SessionTicket
 from ..interface import (
     Capability,
     Core,
+    CoreBackend,
     CoreSink,
     GateDecision,
     H3Codec,
@@ -116,6 +117,6 @@ class AioquicBackend:
 
 
 #: The backend object the registry looks up.
-BACKEND = AioquicBackend()
+BACKEND: CoreBackend = AioquicBackend()
 
 __all__ = ["BACKEND", "AioquicBackend"]
