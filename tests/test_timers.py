@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 
 import quicconn
+from quicconn._objects.connection import channel_of
 from quicconn.testing import drop_first
 from tests.support.pair import make_pair
 
@@ -72,7 +73,7 @@ def test_event_timeout_is_none_exactly_when_no_timer_is_armed(pki):
     assert ends.client.get_event_timeout() is None  # nothing started
     assert ends.listener.get_event_timeout() is None  # no connections yet
     ends.handshake()
-    core = ends.client._core
+    core = channel_of(ends.client).require_core()
     assert core is not None
     observed = 0
     while ends.client.state is not quicconn.ConnState.TERMINATED:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from .._asyncjob.engine import AsyncEngine
@@ -17,13 +17,14 @@ from .._constants import (
     Role,
 )
 from .._core import registry
+from .._core.interface import Capability
 from .._core.settings import CoreSettings
+from .._quic.channel import ChannelConfig
+from .async_surface import AsyncCallback
 from .context_base import ContextBase
 
 if TYPE_CHECKING:
     from .listener import Listener
-
-AsyncCallback = Callable[[Any, Any], Any]
 
 
 class Context(ContextBase):
@@ -273,10 +274,6 @@ class Context(ContextBase):
         """The current mode bits (SSL_CTX_get_mode)."""
         return self._mode
 
-    @property
-    def async_enabled(self) -> bool:
-        return bool(self._mode & MODE_ASYNC)
-
     def set_async_callback(self, callback: AsyncCallback | None) -> None:
         """Call ``callback(conn, arg)`` when an async job can resume.
 
@@ -332,6 +329,31 @@ class Context(ContextBase):
         settings.secrets_log_file = self._keylog()
         settings.qlog_dir = self.qlog_dir
         return settings
+
+    def _needs(self) -> frozenset[Capability]:
+        role = Capability.CLIENT if self.role is Role.CLIENT else Capability.SERVER
+        if self._mode & MODE_ASYNC and self._async_engine is not None:
+            return frozenset({role, Capability.ASYNC_SIGN})
+        return frozenset({role})
+
+
+def channel_config(ctx: Context) -> ChannelConfig:
+    """What a new connection's channel is made from (settings copied)."""
+    return ChannelConfig(
+        backend=registry.resolve(ctx._core_choice, ctx._needs()),
+        settings=ctx._core_settings(),
+        write_buffer_size=ctx.stream_write_buffer_size,
+    )
+
+
+def core_settings(ctx: Context) -> CoreSettings:
+    """A private copy of the context's core settings (for a listener)."""
+    return ctx._core_settings()
+
+
+def core_backend(ctx: Context) -> Any:
+    """The core backend connections of this context run on."""
+    return registry.resolve(ctx._core_choice, ctx._needs())
 
 
 def _stream_count(count: int, name: str) -> int:

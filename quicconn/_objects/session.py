@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._core.aioquic.core import decode_session_ticket, encode_session_ticket
+from .._core import registry
+from .._core.interface import CoreBackend
 
 
 class Session:
@@ -16,19 +17,29 @@ class Session:
     JSON document; nothing in it is executed when loaded).
     """
 
-    __slots__ = ("_ticket",)
+    __slots__ = ("_backend", "_ticket")
 
-    def __init__(self, ticket: Any) -> None:
+    def __init__(self, ticket: Any, backend: CoreBackend) -> None:
         self._ticket = ticket
+        self._backend = backend
+
+    @property
+    def ticket(self) -> Any:
+        """The core's ticket object (for the core that made it)."""
+        return self._ticket
 
     def to_bytes(self) -> bytes:
         """Serialise the session (i2d_SSL_SESSION)."""
-        return encode_session_ticket(self._ticket)
+        return self._backend.encode_session(self._ticket)
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> Session:
-        """Load a serialised session (d2i_SSL_SESSION); ValueError if malformed."""
-        return cls(decode_session_ticket(data))
+    def from_bytes(cls, data: bytes, core: str | None = None) -> Session:
+        """Load a serialised session (d2i_SSL_SESSION); ValueError if malformed.
+
+        ``core`` names the QUIC core it is for (default: as ``Context``).
+        """
+        backend = registry.resolve(core)
+        return cls(backend.decode_session(data), backend)
 
     def is_resumable(self) -> bool:
         """Whether the ticket is still valid (SSL_SESSION_is_resumable)."""

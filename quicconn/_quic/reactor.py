@@ -1,7 +1,7 @@
 """The reactor: one per transport, it turns time and datagrams into progress.
 
 A reactor owns a :class:`~quicconn._io.transport.DatagramTransport` and drives
-every :class:`~quicconn._core.aioquic.core.QuicCore` that shares it (one for a client
+every :class:`~quicconn._core.aioquic.core.Core` that shares it (one for a client
 socket, many on a listener).  Its unit of work is the *tick*
 (``SSL_handle_events``):
 
@@ -31,7 +31,8 @@ import threading
 from collections import deque
 from collections.abc import Callable
 
-from .._core.aioquic.core import QuicCore, peek_destination_cid
+from .._core.aioquic.core import peek_destination_cid
+from .._core.interface import Core
 from .._io.transport import Address, DatagramTransport, Waker
 
 logger = logging.getLogger("quicconn.reactor")
@@ -47,14 +48,14 @@ class Reactor:
         self.clock = transport.clock
         self.lock = threading.Lock()
         self._cond = threading.Condition(self.lock)
-        self._cores: set[QuicCore] = set()
-        self._by_cid: dict[bytes, QuicCore] = {}
-        self._cids_of: dict[QuicCore, set[bytes]] = {}
-        self._single: QuicCore | None = None
-        self._timers: dict[QuicCore, float] = {}
-        self._heap: list[tuple[float, int, QuicCore]] = []
+        self._cores: set[Core] = set()
+        self._by_cid: dict[bytes, Core] = {}
+        self._cids_of: dict[Core, set[bytes]] = {}
+        self._single: Core | None = None
+        self._timers: dict[Core, float] = {}
+        self._heap: list[tuple[float, int, Core]] = []
         self._seq = itertools.count()
-        self._dirty: dict[QuicCore, None] = {}
+        self._dirty: dict[Core, None] = {}
         self.cid_length = 8
         #: Called (under the lock) for datagrams no core claims: a listener
         #: uses it to create connections, answer version negotiation, etc.
@@ -72,8 +73,8 @@ class Reactor:
         self.closed = False
         # MODE_ASYNC: cores whose paused job may resume, posted from engine
         # threads (deque appends are atomic); see post_async_ready().
-        self._async_ready: deque[QuicCore] = deque()
-        self._async_elsewhere: list[QuicCore] = []
+        self._async_ready: deque[Core] = deque()
+        self._async_elsewhere: list[Core] = []
         self._post_lock = threading.Lock()
         #: Set once a second thread ticks: async jobs then stop running
         #: inline (see quicconn/_asyncjob/job.py).
@@ -84,14 +85,14 @@ class Reactor:
 
     # -- membership -------------------------------------------------------
 
-    def add_core(self, core: QuicCore, *cids: bytes) -> None:
+    def add_core(self, core: Core, *cids: bytes) -> None:
         """Start driving ``core``; datagrams to any of ``cids`` reach it."""
         self._cores.add(core)
         for cid in cids:
             self.add_cid(core, cid)
         self._single = next(iter(self._cores)) if self._can_shortcut() else None
 
-    def remove_core(self, core: QuicCore) -> None:
+    def remove_core(self, core: Core) -> None:
         """Stop driving ``core`` and forget its connection IDs and timer."""
         self._cores.discard(core)
         # Per-core bookkeeping: O(own CIDs), not a scan of every connection's.
@@ -102,7 +103,7 @@ class Reactor:
         self._dirty.pop(core, None)
         self._single = next(iter(self._cores)) if self._can_shortcut() else None
 
-    def add_cid(self, core: QuicCore, cid: bytes) -> None:
+    def add_cid(self, core: Core, cid: bytes) -> None:
         if core not in self._cores:
             return  # a connection already removed gets no new routes
         self._by_cid[cid] = core
@@ -113,7 +114,7 @@ class Reactor:
         if core is not None:
             self._cids_of.get(core, set()).discard(cid)
 
-    def find_core(self, cid: bytes) -> QuicCore | None:
+    def find_core(self, cid: bytes) -> Core | None:
         return self._by_cid.get(cid)
 
     def _can_shortcut(self) -> bool:
@@ -131,7 +132,7 @@ class Reactor:
 
     # -- the tick ---------------------------------------------------------
 
-    def mark_dirty(self, core: QuicCore) -> None:
+    def mark_dirty(self, core: Core) -> None:
         """Ask for ``core``'s events and output to be processed next flush."""
         self._dirty[core] = None
 
@@ -214,7 +215,7 @@ class Reactor:
         """
         return not (self.multi_threaded or self.blocking_tick)
 
-    def post_async_ready(self, core: QuicCore) -> None:
+    def post_async_ready(self, core: Core) -> None:
         """Ask the next tick to resume ``core``'s async job.  Any thread.
 
         Wakes a thread sleeping in :meth:`block_until`, so blocking calls
@@ -254,7 +255,7 @@ class Reactor:
             core.handle_timer(now)
             self._dirty[core] = None
 
-    def _schedule(self, core: QuicCore) -> None:
+    def _schedule(self, core: Core) -> None:
         if core not in self._cores:
             return
         deadline = core.get_timer()

@@ -51,7 +51,7 @@ from .._core.aioquic.core import (
     stream_reset_event,
 )
 from .._errors import ConnectionTerminatedError, StreamResetError, WantWriteError
-from .._objects.connection import Connection
+from .._objects.connection import Connection, peer_max_datagram_frame_size
 from .._objects.stream import Stream
 from ._events import (
     DataReceived,
@@ -350,7 +350,7 @@ class _QuicShim:
         # H3Connection rejects SETTINGS_H3_DATAGRAM=1 from a peer that did not
         # send this transport parameter (RFC 9297, section 2.1.1), so it must be
         # the peer's real value even though quicconn sends no HTTP datagrams.
-        return self._session.conn._peer_max_datagram_frame_size()
+        return peer_max_datagram_frame_size(self._session.conn)
 
     def get_next_available_stream_id(self, is_unidirectional: bool = False) -> int:
         return self._session.open_stream(is_unidirectional).get_stream_id()

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import enum
 import hashlib
 import hmac
 import json
@@ -31,7 +30,6 @@ import os
 import re
 import ssl
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from aioquic.buffer import Buffer
@@ -61,6 +59,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from ..._asyncjob.engine import scheme_for
 from ..._asyncjob.job import AsyncSignError, JobHost, Resumed, offload_sign
 from ..._errors import ConnCloseInfo
+from ..interface import GateAction, GateDecision, GateReply
 from ..settings import CoreSettings
 
 logger = logging.getLogger("quicconn.core")
@@ -670,6 +669,10 @@ class QuicCore:
 
     # -- MODE_ASYNC --------------------------------------------------------
 
+    def attach_async_host(self, host: JobHost) -> None:
+        """Run packet processing in async jobs from ``host``."""
+        self.async_host = host
+
     @property
     def async_held(self) -> bool:
         """True while MODE_ASYNC work is outstanding: a job paused inside
@@ -940,29 +943,6 @@ class QuicCore:
             quic._quic_logger = None
 
 
-class GateAction(enum.Enum):
-    """What a server does with a datagram that no connection claims."""
-
-    DROP = "drop"
-    REPLY = "reply"  #: answer statelessly with :attr:`GateDecision.reply`
-    ACCEPT = "accept"  #: create a connection for it
-
-
-@dataclass(frozen=True, slots=True)
-class GateDecision:
-    action: GateAction
-    reason: str
-    reply: bytes | None = None
-    version: int = 0
-    #: The connection ID the client chose for us: later Initials carry it.
-    client_dcid: bytes = b""
-    client_scid: bytes = b""
-    original_destination_cid: bytes | None = None
-    retry_source_cid: bytes | None = None
-    #: True if the client proved its address with a Retry token.
-    address_validated: bool = False
-
-
 class ServerGate:
     """Stateless server-side handling of datagrams for unknown connections.
 
@@ -1040,7 +1020,9 @@ class ServerGate:
                 original_destination_cid=dcid,
                 retry_token=token,
             )
-            return GateDecision(GateAction.REPLY, "retry", reply=reply)
+            return GateDecision(
+                GateAction.REPLY, "retry", reply=reply, reply_kind=GateReply.RETRY
+            )
         try:
             original_dcid = self._retry.validate_token(
                 address=addr, destination_cid=dcid, token=header.token, now=now
@@ -1049,7 +1031,12 @@ class ServerGate:
             reply = initial_close(
                 header.version, dcid, scid, QuicErrorCode.INVALID_TOKEN, str(exc)
             )
-            return GateDecision(GateAction.REPLY, f"invalid token: {exc}", reply=reply)
+            return GateDecision(
+                GateAction.REPLY,
+                f"invalid token: {exc}",
+                reply=reply,
+                reply_kind=GateReply.INVALID_TOKEN,
+            )
         return GateDecision(
             GateAction.ACCEPT,
             "new connection, address validated",
@@ -1078,7 +1065,12 @@ class ServerGate:
             destination_cid=data[dcid_end + 1 : scid_end],
             supported_versions=self._versions,
         )
-        return GateDecision(GateAction.REPLY, "version negotiation", reply=reply)
+        return GateDecision(
+            GateAction.REPLY,
+            "version negotiation",
+            reply=reply,
+            reply_kind=GateReply.VERSION_NEGOTIATION,
+        )
 
     def refuse(self, decision: GateDecision, reason: str) -> bytes:
         """An Initial CONNECTION_CLOSE(CONNECTION_REFUSED) for ``decision``."""
@@ -1106,7 +1098,10 @@ class ServerGate:
         unpredictable[0] = 0x40 | (unpredictable[0] & 0x3F)
         token = stateless_reset_token(self._reset_key, dcid)
         return GateDecision(
-            GateAction.REPLY, "stateless reset", reply=bytes(unpredictable) + token
+            GateAction.REPLY,
+            "stateless reset",
+            reply=bytes(unpredictable) + token,
+            reply_kind=GateReply.STATELESS_RESET,
         )
 
 
