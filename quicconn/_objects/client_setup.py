@@ -33,7 +33,8 @@ from .._quic.channel import Channel, EarlyData
 from .._quic.reactor import Reactor
 from .binding import Binding
 from .call import api
-from .context import Context
+from .context_base import checked_alpn
+from .context_settings import ContextSettings
 from .session import Session
 from .stream import StreamHandle
 
@@ -46,7 +47,7 @@ _NAMES = {v: n for n, v in TLS13_CIPHERSUITES.items()}
 class ClientSetup:
     """Mixin: what a connection is told before its handshake."""
 
-    _ctx: Context
+    _ctx: ContextSettings
     _channel: Channel
     _binding: Binding
     _default: StreamHandle
@@ -130,9 +131,7 @@ class ClientSetup:
 
     def set_alpn_protos(self, protocols: list[str]) -> None:
         """Offer these ALPN protocols on this connection (SSL_set_alpn_protos)."""
-        scratch = Context(self._ctx.role)
-        scratch.set_alpn_protos(protocols)
-        self._channel.settings.alpn_protocols = scratch.get_alpn_protos() or None
+        self._channel.settings.alpn_protocols = checked_alpn(protocols) or None
 
     def get0_alpn_selected(self) -> str | None:
         """The negotiated ALPN protocol (SSL_get0_alpn_selected)."""

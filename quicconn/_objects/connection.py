@@ -50,7 +50,7 @@ from .async_surface import AsyncSurface
 from .binding import Binding
 from .call import api
 from .client_setup import ClientSetup
-from .context import Context, channel_config
+from .context_settings import ContextSettings, channel_config
 from .session import Session
 from .stream import Stream, StreamHandle, check_error_code, open_stream
 from .surface import EventSurface
@@ -84,8 +84,8 @@ class Connection(ClientSetup, EventSurface, AsyncSurface):
     instead of waiting.
     """
 
-    def __init__(self, ctx: Context) -> None:
-        if not isinstance(ctx, Context):
+    def __init__(self, ctx: ContextSettings) -> None:
+        if not isinstance(ctx, ContextSettings):
             raise TypeError(f"Connection() needs a quicconn.Context, got {ctx!r}")
         self._ctx = ctx
         channel = Channel(channel_config(ctx), is_client=ctx.role is Role.CLIENT)
@@ -537,7 +537,7 @@ def channel_of(conn: Connection) -> Channel:
 
 
 def server_connection(
-    ctx: Context, reactor: Reactor, listener: Any
+    ctx: ContextSettings, reactor: Reactor, listener: Any
 ) -> tuple[Channel, Connection]:
     """A server connection for a listener's port: its channel, and the object."""
     conn = Connection(ctx)
@@ -554,7 +554,7 @@ def server_connection(
     return channel, conn
 
 
-def client_on_reactor(ctx: Context, reactor: Reactor) -> Connection:
+def client_on_reactor(ctx: ContextSettings, reactor: Reactor) -> Connection:
     """A client connection sharing a listener's socket (SSL_new_from_listener)."""
     conn = Connection(ctx)
     reactor.retain()

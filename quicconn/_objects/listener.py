@@ -30,7 +30,7 @@ from .._quic.port import ListenerStats, Port
 from .._quic.reactor import Reactor
 from .call import api, poll_once, run_call
 from .connection import Connection, client_on_reactor, server_connection
-from .context import Context, core_backend, core_settings
+from .context_settings import ContextSettings, core_backend, core_settings
 from .surface import EventSurface
 
 
@@ -43,7 +43,7 @@ class Listener(EventSurface):
 
     def __init__(
         self,
-        ctx: Context,
+        ctx: ContextSettings,
         transport: DatagramTransport,
         flags: int = 0,
         *,
@@ -184,7 +184,7 @@ class Listener(EventSurface):
         return len(self._port.accept_queue)
 
     def new_from_listener(
-        self, flags: int = 0, ctx: Context | None = None
+        self, flags: int = 0, ctx: ContextSettings | None = None
     ) -> Connection:
         """A client connection sharing this listener's socket (SSL_new_from_listener).
 
@@ -264,7 +264,7 @@ class Listener(EventSurface):
         return f"<quicconn.Listener {where} live={self._port.live}>"
 
 
-def make_listener(ctx: Context, where: Any, flags: int) -> Listener:
+def make_listener(ctx: ContextSettings, where: Any, flags: int) -> Listener:
     """Build a listener on a socket, an address to bind, or a transport."""
     if ctx.role is not Role.SERVER:
         # As in OpenSSL, a client context makes a client-only listener.
