@@ -54,9 +54,14 @@ _TRANSLATIONS: dict[Condition, Callable[[QuicFailure], Error]] = {
 }
 
 
+def bind_error(where: object, exc: OSError) -> SyscallError:
+    """The error of a listener that could not bind ``where``."""
+    return SyscallError(f"cannot bind {where!r}: {exc.strerror}", exc.errno)
+
+
 def translate(failure: QuicFailure) -> Error:
     """The exception a public call raises for ``failure``."""
     return _TRANSLATIONS[failure.condition](failure)
 
 
-__all__ = ["translate"]
+__all__ = ["bind_error", "translate"]

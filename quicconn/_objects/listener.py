@@ -31,6 +31,7 @@ from .._quic.reactor import Reactor
 from .call import api, poll_once, run_call
 from .connection import Connection, client_on_reactor, server_connection
 from .context_settings import ContextSettings, core_backend, core_settings
+from .errors import bind_error
 from .surface import EventSurface
 
 
@@ -273,7 +274,10 @@ def make_listener(ctx: ContextSettings, where: Any, flags: int) -> Listener:
         raise ValueError(
             "the server Context has no certificate: call load_cert_chain()"
         )
-    transport, owns_socket = open_transport(where, "new_listener()")
+    try:
+        transport, owns_socket = open_transport(where, "new_listener()")
+    except OSError as exc:
+        raise bind_error(where, exc) from exc
     return Listener(ctx, transport, flags, owns_socket=owns_socket)
 
 

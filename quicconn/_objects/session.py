@@ -59,3 +59,8 @@ class Session:
             f"<quicconn.Session server_name={self.server_name!r} "
             f"early_data={self.get_max_early_data()}>"
         )
+
+
+__all__ = [
+    "Session",
+]

@@ -286,3 +286,12 @@ class HttpClient:
 def _file_name(path: str) -> str:
     name = path.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
     return name or "index.html"
+
+
+__all__ = [
+    "ClientOptions",
+    "Download",
+    "HttpClient",
+    "ProgressCallback",
+    "StallError",
+]

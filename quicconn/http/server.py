@@ -196,3 +196,10 @@ class FileServer:
         if client in self._clients:
             self._clients.remove(client)
         client.conn.free()
+
+
+__all__ = [
+    "CHUNK_SIZE",
+    "FileServer",
+    "ServerStats",
+]
