@@ -114,9 +114,6 @@ class Reactor:
         if core is not None:
             self._cids_of.get(core, set()).discard(cid)
 
-    def find_core(self, cid: bytes) -> Core | None:
-        return self._by_cid.get(cid)
-
     def _can_shortcut(self) -> bool:
         # One client connection and no listener: every datagram is its.
         return len(self._cores) == 1 and self.unroutable_handler is None

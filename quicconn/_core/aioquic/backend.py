@@ -95,3 +95,6 @@ class AioquicBackend:
 
 
 BACKEND = AioquicBackend()
+
+
+__all__ = ["BACKEND", "AioquicBackend"]
