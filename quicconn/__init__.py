@@ -9,9 +9,8 @@ integer constants keep OpenSSL's values, and failures raise exceptions whose
 from __future__ import annotations
 
 import socket
-from typing import Any
+import typing
 
-from . import _constants
 from ._asyncjob.engine import (
     AsyncEngine,
     ProcessPoolEngine,
@@ -19,8 +18,123 @@ from ._asyncjob.engine import (
     ThreadPoolEngine,
 )
 from ._asyncjob.job import async_cleanup_thread, async_init_thread
-from ._constants import *  # noqa: F403 - OpenSSL's constants, by design
-from ._constants import CLIENT, Role
+from ._constants import (
+    ACCEPT_CONNECTION_NO_BLOCK,
+    ACCEPT_STREAM_BIDI,
+    ACCEPT_STREAM_NO_BLOCK,
+    ACCEPT_STREAM_UNI,
+    ASYNC_STATUS_EAGAIN,
+    ASYNC_STATUS_ERR,
+    ASYNC_STATUS_OK,
+    ASYNC_STATUS_UNSUPPORTED,
+    CLIENT,
+    CONN_CLOSE_FLAG_LOCAL,
+    CONN_CLOSE_FLAG_TRANSPORT,
+    DEFAULT_STREAM_MODE_AUTO_BIDI,
+    DEFAULT_STREAM_MODE_AUTO_UNI,
+    DEFAULT_STREAM_MODE_NONE,
+    EARLY_DATA_ACCEPTED,
+    EARLY_DATA_NOT_SENT,
+    EARLY_DATA_REJECTED,
+    ERROR_NONE,
+    ERROR_SSL,
+    ERROR_SYSCALL,
+    ERROR_WANT_ACCEPT,
+    ERROR_WANT_ASYNC,
+    ERROR_WANT_ASYNC_JOB,
+    ERROR_WANT_CLIENT_HELLO_CB,
+    ERROR_WANT_CONNECT,
+    ERROR_WANT_READ,
+    ERROR_WANT_RETRY_VERIFY,
+    ERROR_WANT_WRITE,
+    ERROR_WANT_X509_LOOKUP,
+    ERROR_ZERO_RETURN,
+    INCOMING_STREAM_POLICY_ACCEPT,
+    INCOMING_STREAM_POLICY_AUTO,
+    INCOMING_STREAM_POLICY_REJECT,
+    KEY_UPDATE_NONE,
+    KEY_UPDATE_NOT_REQUESTED,
+    KEY_UPDATE_REQUESTED,
+    LISTENER_FLAG_NO_ACCEPT,
+    LISTENER_FLAG_NO_VALIDATE,
+    MODE_ACCEPT_MOVING_WRITE_BUFFER,
+    MODE_ASYNC,
+    MODE_AUTO_RETRY,
+    MODE_ENABLE_PARTIAL_WRITE,
+    POLL_EVENT_E,
+    POLL_EVENT_EC,
+    POLL_EVENT_ECD,
+    POLL_EVENT_EL,
+    POLL_EVENT_ER,
+    POLL_EVENT_EW,
+    POLL_EVENT_F,
+    POLL_EVENT_I,
+    POLL_EVENT_IC,
+    POLL_EVENT_IS,
+    POLL_EVENT_ISB,
+    POLL_EVENT_ISE,
+    POLL_EVENT_ISU,
+    POLL_EVENT_NONE,
+    POLL_EVENT_OS,
+    POLL_EVENT_OSB,
+    POLL_EVENT_OSE,
+    POLL_EVENT_OSU,
+    POLL_EVENT_R,
+    POLL_EVENT_RE,
+    POLL_EVENT_RW,
+    POLL_EVENT_RWE,
+    POLL_EVENT_W,
+    POLL_EVENT_WE,
+    POLL_FLAG_NO_HANDLE_EVENTS,
+    QUIC_ERR_CONNECTION_REFUSED,
+    QUIC_ERR_CRYPTO_ERROR_BASE,
+    QUIC_ERR_INTERNAL_ERROR,
+    QUIC_ERR_NO_ERROR,
+    QUIC_VERSION_1,
+    QUIC_VERSION_2,
+    SERVER,
+    SHUTDOWN_FLAG_NO_BLOCK,
+    SHUTDOWN_FLAG_NO_STREAM_FLUSH,
+    SHUTDOWN_FLAG_RAPID,
+    SHUTDOWN_FLAG_WAIT_PEER,
+    STREAM_FLAG_ADVANCE,
+    STREAM_FLAG_NO_BLOCK,
+    STREAM_FLAG_UNI,
+    STREAM_STATE_CONN_CLOSED,
+    STREAM_STATE_FINISHED,
+    STREAM_STATE_NONE,
+    STREAM_STATE_OK,
+    STREAM_STATE_RESET_LOCAL,
+    STREAM_STATE_RESET_REMOTE,
+    STREAM_STATE_WRONG_DIR,
+    STREAM_TYPE_BIDI,
+    STREAM_TYPE_NONE,
+    STREAM_TYPE_READ,
+    STREAM_TYPE_WRITE,
+    TLS13_CIPHERSUITES,
+    VALUE_CLASS_FEATURE_NEGOTIATED,
+    VALUE_CLASS_FEATURE_PEER_REQUEST,
+    VALUE_CLASS_FEATURE_REQUEST,
+    VALUE_CLASS_GENERIC,
+    VALUE_EVENT_HANDLING_MODE,
+    VALUE_EVENT_HANDLING_MODE_EXPLICIT,
+    VALUE_EVENT_HANDLING_MODE_IMPLICIT,
+    VALUE_EVENT_HANDLING_MODE_INHERIT,
+    VALUE_NONE,
+    VALUE_QUIC_IDLE_TIMEOUT,
+    VALUE_QUIC_STREAM_BIDI_LOCAL_AVAIL,
+    VALUE_QUIC_STREAM_BIDI_REMOTE_AVAIL,
+    VALUE_QUIC_STREAM_UNI_LOCAL_AVAIL,
+    VALUE_QUIC_STREAM_UNI_REMOTE_AVAIL,
+    VALUE_STREAM_WRITE_BUF_AVAIL,
+    VALUE_STREAM_WRITE_BUF_SIZE,
+    VALUE_STREAM_WRITE_BUF_USED,
+    VERIFY_FAIL_IF_NO_PEER_CERT,
+    VERIFY_NONE,
+    VERIFY_PEER,
+    WRITE_FLAG_CONCLUDE,
+    Role,
+)
 from ._errors import (
     ConnCloseInfo,
     ConnectionTerminatedError,
@@ -37,7 +151,7 @@ from ._errors import (
     ZeroReturnError,
 )
 from ._io.clock import FakeClock, MonotonicClock
-from ._io.transport import enlarge_socket_buffers
+from ._io.transport import enlarge_socket_buffers as _enlarge_socket_buffers
 from ._objects.connection import Connection, ConnState
 from ._objects.context import Context
 from ._objects.dtls.connection import DTLSConnection, DTLSState
@@ -48,6 +162,9 @@ from ._objects.listener import Listener, ListenerStats
 from ._objects.poll import PollItem, poll
 from ._objects.session import Session
 from ._objects.stream import Stream
+
+if typing.TYPE_CHECKING:
+    from typing import Any
 
 __version__ = "0.1.0"
 
@@ -76,7 +193,7 @@ def connect(
         else:
             ctx.load_default_verify_paths()
     else:
-        ctx.verify_mode = VERIFY_NONE  # noqa: F405
+        ctx.verify_mode = VERIFY_NONE
     if alpn:
         ctx.set_alpn_protos(alpn)
     _apply_options(ctx, ctx_options, "connect")
@@ -86,7 +203,7 @@ def connect(
         raise ValueError(f"cannot resolve {host!r}: {exc.strerror}") from exc
     family, _, _, _, address = infos[0]
     sock = socket.socket(family, socket.SOCK_DGRAM)
-    enlarge_socket_buffers(sock)
+    _enlarge_socket_buffers(sock)
     conn = Connection(ctx)
     try:
         sock.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", 0))
@@ -117,7 +234,7 @@ def listen(
     ``LISTENER_FLAG_*``; other keyword arguments set :class:`Context`
     attributes.  Accept with ``listener.accept_connection()``.
     """
-    ctx = Context(SERVER)  # noqa: F405
+    ctx = Context(SERVER)
     ctx.load_cert_chain(certfile, keyfile)
     if alpn:
         ctx.set_alpn_protos(alpn)
@@ -139,6 +256,120 @@ def _apply_options(ctx: Context, options: dict[str, Any], caller: str) -> None:
 
 
 __all__ = [
+    "ACCEPT_CONNECTION_NO_BLOCK",
+    "ACCEPT_STREAM_BIDI",
+    "ACCEPT_STREAM_NO_BLOCK",
+    "ACCEPT_STREAM_UNI",
+    "ASYNC_STATUS_EAGAIN",
+    "ASYNC_STATUS_ERR",
+    "ASYNC_STATUS_OK",
+    "ASYNC_STATUS_UNSUPPORTED",
+    "CLIENT",
+    "CONN_CLOSE_FLAG_LOCAL",
+    "CONN_CLOSE_FLAG_TRANSPORT",
+    "DEFAULT_STREAM_MODE_AUTO_BIDI",
+    "DEFAULT_STREAM_MODE_AUTO_UNI",
+    "DEFAULT_STREAM_MODE_NONE",
+    "EARLY_DATA_ACCEPTED",
+    "EARLY_DATA_NOT_SENT",
+    "EARLY_DATA_REJECTED",
+    "ERROR_NONE",
+    "ERROR_SSL",
+    "ERROR_SYSCALL",
+    "ERROR_WANT_ACCEPT",
+    "ERROR_WANT_ASYNC",
+    "ERROR_WANT_ASYNC_JOB",
+    "ERROR_WANT_CLIENT_HELLO_CB",
+    "ERROR_WANT_CONNECT",
+    "ERROR_WANT_READ",
+    "ERROR_WANT_RETRY_VERIFY",
+    "ERROR_WANT_WRITE",
+    "ERROR_WANT_X509_LOOKUP",
+    "ERROR_ZERO_RETURN",
+    "INCOMING_STREAM_POLICY_ACCEPT",
+    "INCOMING_STREAM_POLICY_AUTO",
+    "INCOMING_STREAM_POLICY_REJECT",
+    "KEY_UPDATE_NONE",
+    "KEY_UPDATE_NOT_REQUESTED",
+    "KEY_UPDATE_REQUESTED",
+    "LISTENER_FLAG_NO_ACCEPT",
+    "LISTENER_FLAG_NO_VALIDATE",
+    "MODE_ACCEPT_MOVING_WRITE_BUFFER",
+    "MODE_ASYNC",
+    "MODE_AUTO_RETRY",
+    "MODE_ENABLE_PARTIAL_WRITE",
+    "POLL_EVENT_E",
+    "POLL_EVENT_EC",
+    "POLL_EVENT_ECD",
+    "POLL_EVENT_EL",
+    "POLL_EVENT_ER",
+    "POLL_EVENT_EW",
+    "POLL_EVENT_F",
+    "POLL_EVENT_I",
+    "POLL_EVENT_IC",
+    "POLL_EVENT_IS",
+    "POLL_EVENT_ISB",
+    "POLL_EVENT_ISE",
+    "POLL_EVENT_ISU",
+    "POLL_EVENT_NONE",
+    "POLL_EVENT_OS",
+    "POLL_EVENT_OSB",
+    "POLL_EVENT_OSE",
+    "POLL_EVENT_OSU",
+    "POLL_EVENT_R",
+    "POLL_EVENT_RE",
+    "POLL_EVENT_RW",
+    "POLL_EVENT_RWE",
+    "POLL_EVENT_W",
+    "POLL_EVENT_WE",
+    "POLL_FLAG_NO_HANDLE_EVENTS",
+    "QUIC_ERR_CONNECTION_REFUSED",
+    "QUIC_ERR_CRYPTO_ERROR_BASE",
+    "QUIC_ERR_INTERNAL_ERROR",
+    "QUIC_ERR_NO_ERROR",
+    "QUIC_VERSION_1",
+    "QUIC_VERSION_2",
+    "SERVER",
+    "SHUTDOWN_FLAG_NO_BLOCK",
+    "SHUTDOWN_FLAG_NO_STREAM_FLUSH",
+    "SHUTDOWN_FLAG_RAPID",
+    "SHUTDOWN_FLAG_WAIT_PEER",
+    "STREAM_FLAG_ADVANCE",
+    "STREAM_FLAG_NO_BLOCK",
+    "STREAM_FLAG_UNI",
+    "STREAM_STATE_CONN_CLOSED",
+    "STREAM_STATE_FINISHED",
+    "STREAM_STATE_NONE",
+    "STREAM_STATE_OK",
+    "STREAM_STATE_RESET_LOCAL",
+    "STREAM_STATE_RESET_REMOTE",
+    "STREAM_STATE_WRONG_DIR",
+    "STREAM_TYPE_BIDI",
+    "STREAM_TYPE_NONE",
+    "STREAM_TYPE_READ",
+    "STREAM_TYPE_WRITE",
+    "TLS13_CIPHERSUITES",
+    "VALUE_CLASS_FEATURE_NEGOTIATED",
+    "VALUE_CLASS_FEATURE_PEER_REQUEST",
+    "VALUE_CLASS_FEATURE_REQUEST",
+    "VALUE_CLASS_GENERIC",
+    "VALUE_EVENT_HANDLING_MODE",
+    "VALUE_EVENT_HANDLING_MODE_EXPLICIT",
+    "VALUE_EVENT_HANDLING_MODE_IMPLICIT",
+    "VALUE_EVENT_HANDLING_MODE_INHERIT",
+    "VALUE_NONE",
+    "VALUE_QUIC_IDLE_TIMEOUT",
+    "VALUE_QUIC_STREAM_BIDI_LOCAL_AVAIL",
+    "VALUE_QUIC_STREAM_BIDI_REMOTE_AVAIL",
+    "VALUE_QUIC_STREAM_UNI_LOCAL_AVAIL",
+    "VALUE_QUIC_STREAM_UNI_REMOTE_AVAIL",
+    "VALUE_STREAM_WRITE_BUF_AVAIL",
+    "VALUE_STREAM_WRITE_BUF_SIZE",
+    "VALUE_STREAM_WRITE_BUF_USED",
+    "VERIFY_FAIL_IF_NO_PEER_CERT",
+    "VERIFY_NONE",
+    "VERIFY_PEER",
+    "WRITE_FLAG_CONCLUDE",
     "AsyncEngine",
     "ConnCloseInfo",
     "ConnState",
@@ -155,10 +386,10 @@ __all__ = [
     "Listener",
     "ListenerStats",
     "MonotonicClock",
+    "PollItem",
     "ProcessPoolEngine",
     "Role",
     "SSLError",
-    "PollItem",
     "Session",
     "SignRequest",
     "Stream",
@@ -179,5 +410,4 @@ __all__ = [
     "handle_events",
     "listen",
     "poll",
-    *[name for name in dir(_constants) if name.isupper()],
 ]

@@ -135,3 +135,10 @@ def system_ca_locations() -> tuple[str | None, str | None]:
         cafile if cafile and os.path.isfile(cafile) else None,
         capath if capath and os.path.isdir(capath) else None,
     )
+
+
+__all__ = [
+    "CertFiles",
+    "make_pki",
+    "system_ca_locations",
+]

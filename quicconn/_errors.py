@@ -131,3 +131,20 @@ class SyscallError(Error, OSError):
         Error.__init__(self, message)
         self.errno = errno
         self.strerror = message
+
+
+__all__ = [
+    "ConnCloseInfo",
+    "ConnectionTerminatedError",
+    "Error",
+    "SSLError",
+    "StreamCountLimitedError",
+    "StreamResetError",
+    "SyscallError",
+    "VerificationError",
+    "WantAsyncError",
+    "WantAsyncJobError",
+    "WantReadError",
+    "WantWriteError",
+    "ZeroReturnError",
+]

@@ -408,3 +408,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+__all__ = [
+    "Target",
+    "UsageError",
+    "build_parser",
+    "main",
+    "parse_url",
+]

@@ -39,6 +39,7 @@ from quicconn import ConnState
 from quicconn._asyncjob.engine import scheme_for, sign_with_scheme
 from quicconn._asyncjob.job import POOL, current_job
 from quicconn._core.aioquic.keys import offloadable_key, plain_key
+from quicconn._objects.connection import channel_of
 from quicconn.testing import DatagramPair, FakeClock
 from tests.conftest import PEERS, peer_process
 from tests.support.async_engines import AUTO, EAGAIN, HOLD, REFUSE, ControlledEngine
@@ -469,8 +470,8 @@ def test_paused_connection_queues_datagrams_boundedly_and_skips_its_timers(
         listener.handle_events()
         assert len(engine.held) == 1
         conn = listener.accept_connection(quicconn.ACCEPT_CONNECTION_NO_BLOCK)
-        core = conn._core
-        host = conn._async_host
+        core = channel_of(conn).core
+        host = channel_of(conn).async_host
         entered: list[str] = []
         quic = core._quic
         for name in ("handle_timer", "datagrams_to_send", "receive_datagram"):
@@ -852,7 +853,7 @@ def test_event_loop_jobs_run_inline_and_are_resumed_by_their_thread(
             assert not completes(client.connect)
             drive(lambda: bool(engine.held), client)  # the loop ticks the listener
             conn = listener.accept_connection(quicconn.ACCEPT_CONNECTION_NO_BLOCK)
-            job = conn._async_host._job
+            job = channel_of(conn).async_host._job
             assert job is not None and job.home is loop  # inline: no hand-over
 
             # This thread ticks too now; it cannot switch to the loop's
@@ -917,7 +918,7 @@ def test_blocking_accept_waits_without_spinning_and_its_job_uses_the_job_thread(
         assert not completes(client.connect)
         drive(lambda: bool(engine.held), client)
         drive(lambda: bool(accepted), client)
-        job = accepted[0]._async_host._job
+        job = channel_of(accepted[0]).async_host._job
         assert job is not None and job.home.name == "quicconn-async-jobs"
         time.sleep(0.5)  # the engine is slow; the server must sleep, not spin
         engine.complete()

@@ -27,6 +27,7 @@ from quicconn._core.wire import (
     trailing_reset_token,
 )
 from quicconn._errors import ConnCloseInfo
+from quicconn._objects.context_settings import core_backend
 
 DCID = bytes(range(1, 9))
 SCID = bytes(range(0xA0, 0xA5))
@@ -248,13 +249,13 @@ def test_explicit_core_without_a_needed_capability_is_refused(
     with pytest.raises(ValueError, match="'clientonly' QUIC core cannot do server"):
         registry.resolve("clientonly", {Capability.SERVER})
     with pytest.raises(ValueError, match="cannot do server"):
-        quicconn.Context(quicconn.SERVER, core="clientonly")._backend()
+        core_backend(quicconn.Context(quicconn.SERVER, core="clientonly"))
 
 
 def test_auto_skips_cores_without_a_needed_capability(client_only: Any) -> None:
     assert registry.resolve(None, {Capability.CLIENT}) is client_only
     assert registry.resolve("auto", {Capability.SERVER}).name == "aioquic"
-    assert quicconn.Context(quicconn.SERVER)._backend().name == "aioquic"
+    assert core_backend(quicconn.Context(quicconn.SERVER)).name == "aioquic"
 
 
 def test_auto_with_no_able_core_says_what_is_missing(
@@ -267,13 +268,13 @@ def test_auto_with_no_able_core_says_what_is_missing(
 
 def test_mode_async_with_an_engine_needs_async_signing(client_only: Any) -> None:
     ctx = quicconn.Context(quicconn.CLIENT, core="clientonly")
-    assert ctx._backend() is client_only
+    assert core_backend(ctx) is client_only
     ctx.set_mode(quicconn.MODE_ASYNC)
-    assert ctx._backend() is client_only  # no engine: signing stays synchronous
+    assert core_backend(ctx) is client_only  # no engine: signing stays synchronous
     with quicconn.ThreadPoolEngine(max_workers=1) as engine:
         ctx.set_async_engine(engine)
         with pytest.raises(ValueError, match="MODE_ASYNC private-key offload"):
-            ctx._backend()
+            core_backend(ctx)
 
 
 # -- the HTTP/3 codec, through the interface ------------------------------------

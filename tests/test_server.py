@@ -18,6 +18,8 @@ from typing import Any
 import pytest
 
 import quicconn
+from quicconn._objects.connection import channel_of
+from quicconn._objects.listener import port_of as listener_port
 from quicconn.testing import DatagramPair, FakeClock
 from tests.support.certs import CertFiles
 from tests.support.loop import pump, run_for
@@ -335,7 +337,7 @@ def test_new_from_listener_makes_a_client_on_the_listener_socket(
         assert server.conns[0].get0_alpn_selected() == "quicconn-test"
         assert server.conns[0].get0_listener() is listener
         assert listener.is_listener() and not conn.is_listener()
-        remote = server.conns[0]._core.peer_address()  # type: ignore[union-attr]
+        remote = channel_of(server.conns[0]).require_core().peer_address()
         assert remote is not None and remote[1] == other.local_address()[1]
     finally:
         other.free()
@@ -585,7 +587,7 @@ def test_client_of_a_freed_server_connection_is_reset_promptly(
         pump([lst, client], connected, step=step, what="the handshake")
         # The server forgets the connection without telling the client.
         accepted[0].free()
-        assert len(lst._live) == 0
+        assert listener_port(lst).live == 0
         started = time.monotonic()
         client.write(b"anyone there?")
         failure: list[quicconn.Error] = []
@@ -710,7 +712,7 @@ def test_server_sends_at_most_three_times_what_an_unvalidated_client_sent(
         # The server retransmitted (PTO) but stayed within the limit, and the
         # abandoned connection is gone once its idle timeout passed.
         assert lst.get_accept_connection_queue_len() == 0
-        assert len(lst._live) == 0
+        assert listener_port(lst).live == 0
         assert lst.get_event_timeout() is None
     finally:
         client.free()
@@ -764,7 +766,9 @@ def test_memory_of_a_never_reading_server_is_bounded_by_its_windows(
         server = accepted[0]
 
         def server_buffered() -> int:
-            return sum(rec.buffered for rec in server._streams.values())
+            return sum(
+                rec.buffered for rec in channel_of(server).streams.records.values()
+            )
 
         pump(
             [lst, client],
@@ -774,7 +778,9 @@ def test_memory_of_a_never_reading_server_is_bounded_by_its_windows(
         )
         run_for([lst, client], 0.5, step=push)  # keep pushing: nothing more fits
         buffered = server_buffered()
-        per_stream = max(rec.buffered for rec in server._streams.values())
+        per_stream = max(
+            rec.buffered for rec in channel_of(server).streams.records.values()
+        )
         # The client got exactly the credit the windows allow, no more.
         assert buffered == ctx.max_data
         assert per_stream <= ctx.max_stream_data
@@ -937,7 +943,7 @@ def test_undecryptable_initials_take_no_connection_slot(pki: CertFiles) -> None:
             )
         assert lst.get_accept_connection_queue_len() == 0
         assert lst.stats.connections_accepted == 0
-        assert not lst._live
+        assert not listener_port(lst).live
         assert lst.get_event_timeout() is None
     finally:
         lst.free()

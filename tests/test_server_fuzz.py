@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 
 import quicconn
 from quicconn._io.transport import Address, Datagram, UdpTransport
+from quicconn._objects.listener import port_of as listener_port
 from tests.support.certs import CertFiles
 from tests.support.echo import EchoServer
 from tests.support.loop import pump
@@ -286,11 +287,11 @@ def test_malformed_and_replayed_datagrams_never_hurt_a_listener(
 
         # Nothing the barrage sent created state that outlives it.
         assert lst.stats.connections_accepted == LIVE_CLIENTS
-        assert len(lst._live) == LIVE_CLIENTS
+        assert listener_port(lst).live == LIVE_CLIENTS
         assert len(reactor._cores) == LIVE_CLIENTS
         assert len(reactor._by_cid) <= LIVE_CLIENTS * 10
         assert len(reactor._heap) <= 4 * len(reactor._timers) + 64
-        assert len(lst._tickets) <= LIVE_CLIENTS * 4
+        assert len(listener_port(lst)._tickets) <= LIVE_CLIENTS * 4
         assert lst.get_accept_connection_queue_len() == 0
         assert growth < 512 * 1024, f"quicconn/aioquic memory grew by {growth} bytes"
         stats = lst.stats

@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 
 import quicconn
+from quicconn._objects.connection import channel_of
 from quicconn.testing import drop_first
 from tests.support.pair import make_pair
 
@@ -72,7 +73,7 @@ def test_event_timeout_is_none_exactly_when_no_timer_is_armed(pki):
     assert ends.client.get_event_timeout() is None  # nothing started
     assert ends.listener.get_event_timeout() is None  # no connections yet
     ends.handshake()
-    core = ends.client._core
+    core = channel_of(ends.client).require_core()
     assert core is not None
     observed = 0
     while ends.client.state is not quicconn.ConnState.TERMINATED:
@@ -133,6 +134,63 @@ def test_explicit_event_handling_mode_skips_the_implicit_tick(pki):
         ends.client.read()  # the datagram waits: no implicit tick
     ends.client.handle_events()
     assert ends.client.read() == b"hello"
+
+
+def test_nonblocking_shutdown_in_explicit_mode_does_not_tick(pki):
+    # SSL_shutdown_ex with SHUTDOWN_FLAG_NO_BLOCK follows the call discipline
+    # of every other call: in explicit event-handling mode it never handles
+    # events itself, so a datagram waiting for the client stays unread.
+    ends = make_pair(pki)
+    ends.handshake()
+    ends.client.set_value_uint(
+        quicconn.VALUE_CLASS_GENERIC,
+        quicconn.VALUE_EVENT_HANDLING_MODE,
+        quicconn.VALUE_EVENT_HANDLING_MODE_EXPLICIT,
+    )
+    ends.server.write(b"unread")
+    ends.listener.handle_events()
+    assert ends.pair.client.next_arrival() is not None
+    assert ends.client.shutdown(quicconn.SHUTDOWN_FLAG_NO_BLOCK) is False
+    assert ends.pair.client.next_arrival() is not None, "shutdown ticked"
+    ends.client.handle_events()  # the application's own tick reads it
+    assert ends.pair.client.next_arrival() is None
+
+
+def test_nonblocking_shutdown_in_implicit_mode_ticks_once(pki):
+    ends = make_pair(pki)
+    ends.handshake()
+    ends.server.write(b"unread")
+    ends.listener.handle_events()
+    assert ends.pair.client.next_arrival() is not None
+    assert ends.client.shutdown(quicconn.SHUTDOWN_FLAG_NO_BLOCK) is False
+    assert ends.pair.client.next_arrival() is None
+
+
+def test_nonblocking_partial_write_on_a_stream_returns_what_fits(pki):
+    # MODE_ENABLE_PARTIAL_WRITE set on a stream object: a nonblocking write
+    # larger than the peer's credit takes what fits and says how much.
+    ends = make_pair(pki)
+    ends.handshake()
+    stream = ends.client.new_stream()
+    stream.set_mode(quicconn.MODE_ENABLE_PARTIAL_WRITE)
+    assert not ends.client.get_mode() & quicconn.MODE_ENABLE_PARTIAL_WRITE
+    data = bytes(range(256)) * 8192  # 2 MiB, over the peer's 1 MiB window
+    written = stream.write(data)
+    assert 0 < written < len(data)
+    with pytest.raises(quicconn.WantWriteError):
+        stream.write(data[written:])  # no credit left until the peer reads
+    assert stream.get_error() == quicconn.ERROR_WANT_WRITE
+
+
+def test_nonblocking_stream_write_without_partial_mode_is_all_or_nothing(pki):
+    ends = make_pair(pki)
+    ends.handshake()
+    stream = ends.client.new_stream()
+    data = bytes(2 * 1024 * 1024)
+    with pytest.raises(quicconn.WantWriteError):
+        stream.write(data)
+    with pytest.raises(quicconn.SSLError, match="bad write retry"):
+        stream.write(data[:10])
 
 
 def _packets_sent(qlog_dir, packet_type: str) -> list[list[str]]:

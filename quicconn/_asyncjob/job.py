@@ -50,7 +50,6 @@ from .._constants import (
     ASYNC_STATUS_OK,
     ASYNC_STATUS_UNSUPPORTED,
 )
-from .._errors import Error, WantAsyncError, WantAsyncJobError
 from .engine import AsyncEngine, SignRequest, sign_with_scheme
 
 logger = logging.getLogger("quicconn.asyncjob")
@@ -479,14 +478,6 @@ class JobHost:
     @property
     def backlog(self) -> int:
         return len(self._backlog)
-
-    def want(self) -> type[Error] | None:
-        """The ``Want*Error`` a nonblocking call should raise, if any."""
-        if self.state is HostState.NO_JOB:
-            return WantAsyncJobError
-        if self._job is not None:
-            return WantAsyncError
-        return None
 
     # -- core work (reactor lock held) -------------------------------------
 

@@ -408,7 +408,7 @@ class H3Codec(Protocol):
 
 
 #: ``fetch(label)`` finds a ticket a server issued, for resumption.
-TicketFetcher = Callable[[bytes], "SessionTicket | None"]
+TicketFetcher = Callable[[bytes], Any]
 #: ``store(ticket)`` keeps a ticket: a client's new session, or a server's
 #: issued ticket for later resumption.
 TicketHandler = Callable[[Any], None]

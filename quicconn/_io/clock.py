@@ -56,3 +56,11 @@ class FakeClock:
 
 
 MONOTONIC = MonotonicClock()
+
+
+__all__ = [
+    "MONOTONIC",
+    "Clock",
+    "FakeClock",
+    "MonotonicClock",
+]

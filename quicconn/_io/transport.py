@@ -25,7 +25,6 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Protocol
 
-from .._errors import SyscallError
 from .clock import MONOTONIC, Clock
 
 logger = logging.getLogger("quicconn.transport")
@@ -466,10 +465,26 @@ def open_transport(where: object, caller: str) -> tuple[DatagramTransport, bool]
         enlarge_socket_buffers(sock)
         try:
             sock.bind(where)
-        except OSError as exc:
+        except OSError:
             sock.close()
-            raise SyscallError(
-                f"cannot bind {where!r}: {exc.strerror}", exc.errno
-            ) from exc
+            raise
         return UdpTransport(sock), True
     return require_datagram_transport(where, caller), False
+
+
+__all__ = [
+    "GSO_MAX_BYTES",
+    "GSO_MAX_SEGMENTS",
+    "RECV_BATCH_LIMIT",
+    "RECV_BUFFER_SIZE",
+    "SOCKET_BUFFER_SIZE",
+    "Address",
+    "Datagram",
+    "DatagramTransport",
+    "UdpTransport",
+    "Waker",
+    "enlarge_socket_buffers",
+    "open_transport",
+    "require_datagram_transport",
+    "resolve_address",
+]

@@ -10,9 +10,13 @@ call the same way:
    caller says the call is waiting for);
 4. blocking: sleep on the object's driver until the operation can finish.
 
-:func:`run_call` is that loop, written once.  :func:`api` is the wrapper
-every public method runs in: it takes the object's lock and records the
-``SSL_get_error`` code of the call's outcome.
+:func:`run_call` is that loop, written once; :func:`poll_once` is its
+nonblocking half, for calls that report "not yet" by returning (OpenSSL's
+``SSL_accept_stream`` returning NULL, ``SSL_shutdown`` returning 0)
+instead of raising.  :func:`api` is the wrapper every public method runs
+in: it takes the object's lock, turns a QUIC condition into its exception
+class (``errors.translate``) and records the ``SSL_get_error`` code of the
+call's outcome.
 """
 
 from __future__ import annotations
@@ -23,11 +27,13 @@ from contextlib import AbstractContextManager
 from typing import Concatenate, ParamSpec, Protocol, TypeVar
 
 from .._errors import Error
+from .._quic.conditions import QuicFailure
+from .errors import translate
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
-__all__ = ["CallTarget", "Driver", "api", "run_call"]
+__all__ = ["CallTarget", "Driver", "api", "poll_once", "run_call"]
 
 
 class Driver(Protocol):
@@ -66,6 +72,10 @@ def api(
         try:
             with self._call_lock():
                 result = method(self, *args, **kwargs)
+        except QuicFailure as failure:
+            error = translate(failure)
+            self._last_error = error.code
+            raise error from None
         except Error as exc:
             self._last_error = exc.code
             raise
@@ -73,6 +83,18 @@ def api(
         return result
 
     return wrapper  # type: ignore[return-value]  # functools.wraps typing
+
+
+def poll_once(
+    attempt: Callable[[], T | None], driver: Driver, *, implicit_events: bool
+) -> T | None:
+    """Try ``attempt``; if it cannot finish, tick once (unless event
+    handling is explicit) and try again.  None if it still cannot."""
+    result = attempt()
+    if result is None and implicit_events:
+        driver.tick()
+        result = attempt()
+    return result
 
 
 def run_call(
@@ -93,16 +115,14 @@ def run_call(
     cannot finish; ``stopped`` the one of a blocking call whose driver was
     shut down while it waited.
     """
+    if not blocking:
+        result = poll_once(attempt, driver, implicit_events=implicit_events)
+        if result is None:
+            raise would_block()
+        return result
     result = attempt()
     if result is not None:
         return result
-    if not blocking:
-        if implicit_events:
-            driver.tick()
-            result = attempt()
-            if result is not None:
-                return result
-        raise would_block()
     box: list[T] = []
 
     def ready() -> bool:

@@ -78,13 +78,7 @@ class ContextBase:
 
     @staticmethod
     def _checked_alpn(protocols: Iterable[str]) -> list[str]:
-        names = list(protocols)
-        for name in names:
-            if not isinstance(name, str):
-                raise TypeError(f"ALPN protocol names are str, got {name!r}")
-            if not 0 < len(name.encode()) < 256:
-                raise ValueError(f"ALPN protocol name must be 1..255 bytes: {name!r}")
-        return names
+        return checked_alpn(protocols)
 
     # -- key log --------------------------------------------------------------
 
@@ -102,3 +96,19 @@ class ContextBase:
 
     def __repr__(self) -> str:
         return f"<quicconn.{type(self).__name__} {self.role.name}>"
+
+
+def checked_alpn(protocols: Iterable[str]) -> list[str]:
+    """ALPN protocol names, checked: str, 1 to 255 bytes each."""
+    if isinstance(protocols, str):
+        raise TypeError("ALPN protocols are a list of names, not one str")
+    names = list(protocols)
+    for name in names:
+        if not isinstance(name, str):
+            raise TypeError(f"ALPN protocol names are str, got {name!r}")
+        if not 0 < len(name.encode()) < 256:
+            raise ValueError(f"ALPN protocol name must be 1..255 bytes: {name!r}")
+    return names
+
+
+__all__ = ["ContextBase", "checked_alpn"]

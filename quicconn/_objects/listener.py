@@ -1,53 +1,41 @@
 """``Listener``: OpenSSL 3.5's QUIC server object (``SSL_new_listener``).
 
-One listener owns one UDP socket (through a reactor) and demultiplexes
-every connection on it by connection ID.  Datagrams no connection claims go
-to the listener's :class:`~quicconn._core.interface.ServerGate`, which answers
-statelessly (Version Negotiation, Retry, stateless reset) or says "accept";
-accepted connections are created at once and queued for
-:meth:`Listener.accept_connection`, possibly still mid-handshake, exactly as
-OpenSSL hands them out.
+One listener owns one UDP socket (through a reactor) and its port
+(``quicconn/_quic/port.py``), which answers datagrams no connection claims
+and queues new connections for :meth:`Listener.accept_connection`,
+possibly still mid-handshake, exactly as OpenSSL hands them out.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections import OrderedDict, deque
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import Any
 
 from .._constants import (
     ACCEPT_CONNECTION_NO_BLOCK,
     LISTENER_FLAG_NO_ACCEPT,
     LISTENER_FLAG_NO_VALIDATE,
+    POLL_EVENT_EL,
+    POLL_EVENT_F,
+    POLL_EVENT_IC,
     Role,
 )
-from .._core.interface import GateAction, GateDecision, GateReply, SessionTicket
-from .._errors import Error, SyscallError
 from .._io.transport import Address, DatagramTransport, open_transport
+from .._quic.channel import Channel
+from .._quic.conditions import Condition, QuicFailure
+from .._quic.port import ListenerStats, Port
 from .._quic.reactor import Reactor
-
-if TYPE_CHECKING:
-    from .connection import Connection
-    from .context import Context
-
-#: Session tickets a listener remembers for resumption.
-_TICKET_STORE_SIZE = 4096
+from .call import api, poll_once, run_call
+from .connection import Connection, client_on_reactor, server_connection
+from .context_settings import ContextSettings, core_backend, core_settings
+from .errors import bind_error
+from .surface import EventSurface
 
 
-@dataclass
-class ListenerStats:
-    """Counters of what the listener did with datagrams it owned."""
-
-    connections_accepted: int = 0
-    connections_refused: int = 0
-    retries_sent: int = 0
-    version_negotiations_sent: int = 0
-    stateless_resets_sent: int = 0
-    datagrams_dropped: int = 0
-
-
-class Listener:
+class Listener(EventSurface):
     """A QUIC listener: accepts incoming connections on one UDP socket.
 
     Made by :meth:`Context.new_listener`.  Blocking by default, like every
@@ -56,7 +44,7 @@ class Listener:
 
     def __init__(
         self,
-        ctx: Context,
+        ctx: ContextSettings,
         transport: DatagramTransport,
         flags: int = 0,
         *,
@@ -68,33 +56,72 @@ class Listener:
         self._ctx = ctx
         self._flags = flags
         self._owns_socket = owns_socket
-        settings = ctx._core_settings()
-        self._reset_key = ctx.stateless_reset_key or os.urandom(32)
-        #: The QUIC library behind the gate and the connections' cores.
-        self._backend = ctx._backend()
-        self._gate = self._backend.new_gate(
-            settings,
-            validate_addresses=not flags & LISTENER_FLAG_NO_VALIDATE,
-            reset_key=self._reset_key,
-        )
+        settings = core_settings(ctx)
+        backend = core_backend(ctx)
+        reset_key = ctx.stateless_reset_key or os.urandom(32)
         reactor = Reactor(transport)
-        reactor.cid_length = settings.connection_id_length
-        reactor.unroutable_handler = self._on_unroutable
         reactor.retain()
         self._reactor: Reactor | None = reactor
-        self._listening = False
+        self._port: Port[Connection] = Port(
+            reactor,
+            backend,
+            backend.new_gate(
+                settings,
+                validate_addresses=not flags & LISTENER_FLAG_NO_VALIDATE,
+                reset_key=reset_key,
+            ),
+            self._new_connection,
+            reset_key=reset_key,
+            cid_length=settings.connection_id_length,
+            accepts=not flags & LISTENER_FLAG_NO_ACCEPT,
+            max_pending=ctx.max_pending_connections,
+            max_live=ctx.max_connections,
+        )
         self._blocking = True
-        self._accept_queue: deque[Connection] = deque()
-        self._live: set[Connection] = set()
-        self._tickets: OrderedDict[bytes, SessionTicket] = OrderedDict()
         self._last_error = 0
-        self.stats = ListenerStats()
-        #: Connections waiting in the accept queue before new ones are refused.
-        self.max_pending_connections = ctx.max_pending_connections
-        #: Live connections (accepted or queued) before new ones are refused.
-        self.max_connections = ctx.max_connections
+
+    def _new_connection(self) -> tuple[Channel, Connection]:
+        return server_connection(self._ctx, self._require_reactor(), self)
+
+    def _call_lock(self) -> AbstractContextManager[object]:
+        reactor = self._reactor
+        return contextlib.nullcontext() if reactor is None else reactor.lock
+
+    def _events_reactor(self) -> Reactor | None:
+        return self._reactor
+
+    def _require_events_reactor(self) -> Reactor:
+        return self._require_reactor()
+
+    def _require_reactor(self) -> Reactor:
+        if self._reactor is None:
+            raise ValueError("the listener was freed")
+        return self._reactor
 
     # -- OpenSSL API ------------------------------------------------------
+
+    @property
+    def stats(self) -> ListenerStats:
+        """Counters of what the listener did with the datagrams it owned."""
+        return self._port.stats
+
+    @property
+    def max_pending_connections(self) -> int:
+        """Connections waiting in the accept queue before new ones are refused."""
+        return self._port.max_pending
+
+    @max_pending_connections.setter
+    def max_pending_connections(self, count: int) -> None:
+        self._port.max_pending = count
+
+    @property
+    def max_connections(self) -> int:
+        """Live connections (accepted or queued) before new ones are refused."""
+        return self._port.max_live
+
+    @max_connections.setter
+    def max_connections(self, count: int) -> None:
+        self._port.max_live = count
 
     def listen(self) -> None:
         """Start accepting incoming connections (SSL_listen).
@@ -103,8 +130,9 @@ class Listener:
         starts handling the network: incoming connections are never made.
         """
         self._require_reactor()
-        self._listening = True
+        self._port.listening = True
 
+    @api
     def accept_connection(self, flags: int = 0) -> Connection | None:
         """Return the next incoming connection (SSL_accept_connection).
 
@@ -121,60 +149,43 @@ class Listener:
                 "this listener accepts no connections (LISTENER_FLAG_NO_ACCEPT, or "
                 "a client Context): use new_from_listener()"
             )
-        if not self._listening:
-            self.listen()
-        try:
-            return self._accept(reactor, flags)
-        except Error as exc:
-            self._last_error = exc.code
-            raise
+        self._port.listening = True
 
-    def _accept(self, reactor: Reactor, flags: int) -> Connection | None:
-        self._last_error = 0
-        transport = reactor.transport
+        def attempt() -> Connection | None:
+            conn = self._port.pop_accepted()
+            err = reactor.transport.fatal_error
+            if conn is None and err is not None:
+                raise QuicFailure(
+                    Condition.SOCKET_FAILED,
+                    f"the listener's UDP socket failed: {err}",
+                    errno=err.errno,
+                )
+            return conn
 
-        def settled() -> bool:
-            return (
-                bool(self._accept_queue)
-                or reactor.closed
-                or transport.fatal_error is not None
+        if flags & ACCEPT_CONNECTION_NO_BLOCK or not self._blocking:
+            conn = poll_once(attempt, reactor, implicit_events=True)
+        else:
+            conn = run_call(
+                attempt,
+                reactor,
+                blocking=True,
+                implicit_events=True,
+                would_block=lambda: QuicFailure(Condition.WANT_READ, "no connection"),
+                stopped=lambda: QuicFailure(
+                    Condition.SOCKET_FAILED,
+                    "the listener's socket was closed while accepting",
+                ),
             )
-
-        with reactor.lock:
-            conn = self._pop_accepted()
-            if conn is None:
-                if flags & ACCEPT_CONNECTION_NO_BLOCK or not self._blocking:
-                    reactor.tick()
-                else:
-                    reactor.block_until(settled)
-                conn = self._pop_accepted()
-            if conn is None:
-                self._raise_if_socket_failed(transport)
-                if reactor.closed:
-                    raise SyscallError(
-                        "the listener's socket was closed while accepting"
-                    )
-        return conn
-
-    @staticmethod
-    def _raise_if_socket_failed(transport: DatagramTransport) -> None:
-        err = transport.fatal_error
-        if err is not None:
-            raise SyscallError(f"the listener's UDP socket failed: {err}", err.errno)
-
-    def _pop_accepted(self) -> Connection | None:
-        if not self._accept_queue:
-            return None
-        conn = self._accept_queue.popleft()
-        conn.set_blocking_mode(self._blocking)
+        if conn is not None:
+            conn.set_blocking_mode(self._blocking)
         return conn
 
     def get_accept_connection_queue_len(self) -> int:
         """Connections waiting to be accepted (SSL_get_accept_connection_queue_len)."""
-        return len(self._accept_queue)
+        return len(self._port.accept_queue)
 
     def new_from_listener(
-        self, flags: int = 0, ctx: Context | None = None
+        self, flags: int = 0, ctx: ContextSettings | None = None
     ) -> Connection:
         """A client connection sharing this listener's socket (SSL_new_from_listener).
 
@@ -182,8 +193,6 @@ class Listener:
         quicconn context has one role, so pass a client ``ctx`` when the
         listener's context is a server one.
         """
-        from .connection import Connection
-
         if flags:
             raise ValueError("new_from_listener() takes no flags (pass 0)")
         client_ctx = ctx if ctx is not None else self._ctx
@@ -192,48 +201,11 @@ class Listener:
                 "new_from_listener() makes a client connection: pass a client "
                 "Context, e.g. listener.new_from_listener(ctx=client_ctx)"
             )
-        conn = Connection(client_ctx)
-        conn._use_reactor(self._require_reactor())
-        return conn
-
-    def handle_events(self) -> None:
-        """Tick timers and I/O for every connection here (SSL_handle_events)."""
-        reactor = self._reactor
-        if reactor is not None:
-            with reactor.lock:
-                reactor.tick()
-
-    def get_event_timeout(self) -> float | None:
-        """Seconds until any connection here needs events; None if never.
-
-        Mirrors SSL_get_event_timeout on a listener: the earliest deadline
-        of all its connections, from a heap.
-        """
-        reactor = self._reactor
-        if reactor is None:
-            return None
-        with reactor.lock:
-            return reactor.timeout()
+        return client_on_reactor(client_ctx, self._require_reactor())
 
     def net_read_desired(self) -> bool:
         """True while the listener has a socket to read (SSL_net_read_desired)."""
         return self._reactor is not None
-
-    def net_write_desired(self) -> bool:
-        """True while datagrams wait for the socket (SSL_net_write_desired)."""
-        return self._reactor is not None and self._reactor.net_write_desired()
-
-    def get_rpoll_descriptor(self) -> int:
-        """The socket descriptor to poll for reading (SSL_get_rpoll_descriptor)."""
-        return self._require_reactor().transport.fileno()
-
-    def get_wpoll_descriptor(self) -> int:
-        """The socket descriptor to poll for writing (SSL_get_wpoll_descriptor)."""
-        return self._require_reactor().transport.fileno()
-
-    def fileno(self) -> int:
-        """The socket descriptor (SSL_get_fd)."""
-        return self._require_reactor().transport.fileno()
 
     def set_blocking_mode(self, blocking: bool) -> None:
         """Blocking (default) or nonblocking accepts (SSL_set_blocking_mode)."""
@@ -262,7 +234,7 @@ class Listener:
     @property
     def validates_addresses(self) -> bool:
         """Whether Retry address validation is on (no LISTENER_FLAG_NO_VALIDATE)."""
-        return self._gate.validates_addresses
+        return self._port.gate.validates_addresses
 
     # -- lifetime ---------------------------------------------------------
 
@@ -277,11 +249,7 @@ class Listener:
         if reactor is None:
             return
         with reactor.lock:
-            self._listening = False
-            for conn in list(self._accept_queue):
-                conn._listener = None
-                conn.free_locked()
-            self._accept_queue.clear()
+            self._port.stop()
         self._reactor = None
         if reactor.release():
             reactor.close(close_transport=self._owns_socket)
@@ -294,129 +262,48 @@ class Listener:
 
     def __repr__(self) -> str:
         where = self.local_address() if self._reactor is not None else "freed"
-        return f"<quicconn.Listener {where} live={len(self._live)}>"
-
-    # -- datagrams no connection claims (reactor callback, lock held) ----
-
-    def _on_unroutable(self, data: bytes, addr: Address, now: float) -> None:
-        reactor = self._reactor
-        if (
-            reactor is None
-            or not self._listening
-            or self._flags & LISTENER_FLAG_NO_ACCEPT
-        ):
-            self.stats.datagrams_dropped += 1
-            return
-        decision = self._gate.inspect(data, addr, now)
-        if decision.action is GateAction.DROP:
-            self.stats.datagrams_dropped += 1
-        elif decision.action is GateAction.REPLY:
-            assert decision.reply is not None
-            reactor.transport.send_batch([(decision.reply, addr)])
-            self._count_reply(decision)
-        elif self._full():
-            self.stats.connections_refused += 1
-            refusal = self._gate.refuse(decision, "server busy: too many connections")
-            reactor.transport.send_batch([(refusal, addr)])
-        else:
-            self._create_connection(decision, data, addr, now)
-
-    def _count_reply(self, decision: GateDecision) -> None:
-        kind = decision.reply_kind
-        if kind is GateReply.RETRY:
-            self.stats.retries_sent += 1
-        elif kind is GateReply.VERSION_NEGOTIATION:
-            self.stats.version_negotiations_sent += 1
-        elif kind is GateReply.STATELESS_RESET:
-            self.stats.stateless_resets_sent += 1
-
-    def _full(self) -> bool:
-        return (
-            len(self._accept_queue) >= self.max_pending_connections
-            or len(self._live) >= self.max_connections
-        )
-
-    def _create_connection(
-        self, decision: GateDecision, data: bytes, addr: Address, now: float
-    ) -> None:
-        from .connection import Connection
-
-        reactor = self._require_reactor()
-        conn = Connection(self._ctx)
-        core = self._backend.new_server(
-            conn._settings,
-            conn,
-            decision,
-            reset_key=self._reset_key,
-            fetch_ticket=self._fetch_ticket,
-            store_ticket=self._store_ticket,
-        )
-        # Adopt before the first datagram: with MODE_ASYNC, its processing
-        # (the ClientHello leads to a signature) must already run in a job.
-        conn._use_reactor(reactor)
-        conn._adopt_core(core, addr)
-        core.receive_datagram(data, addr, now)
-        if not core.received_a_packet():
-            # Shaped like an Initial but undecryptable: junk, which must
-            # not take a connection slot or a place in the accept queue.
-            conn.free_locked()
-            self.stats.datagrams_dropped += 1
-            return
-        conn._listener = self
-        reactor.add_core(core, decision.client_dcid, core.host_cid)
-        reactor.mark_dirty(core)
-        self._live.add(conn)
-        self._accept_queue.append(conn)
-        self.stats.connections_accepted += 1
-
-    def _fetch_ticket(self, label: bytes) -> SessionTicket | None:
-        return self._tickets.get(label)
-
-    def _store_ticket(self, ticket: SessionTicket) -> None:
-        self._tickets[self._backend.ticket_label(ticket)] = ticket
-        while len(self._tickets) > _TICKET_STORE_SIZE:
-            self._tickets.popitem(last=False)
-
-    # -- notifications from connections (lock held) ------------------------
-
-    def _on_handshake_complete(self, conn: Connection) -> None:
-        pass  # connections are queued when created, as OpenSSL does
-
-    def _on_connection_closing(self, conn: Connection) -> None:
-        pass
-
-    def _on_connection_terminated(self, conn: Connection) -> None:
-        self._live.discard(conn)
-        if conn in self._accept_queue:
-            # Never accepted and now dead: the application never sees it.
-            self._accept_queue.remove(conn)
-            conn._listener = None
-            conn.free_locked()
-        elif conn._core is not None and self._reactor is not None:
-            self._reactor.remove_core(conn._core)
-
-    def _on_connection_freed(self, conn: Connection) -> None:
-        self._live.discard(conn)
-        if conn in self._accept_queue:
-            self._accept_queue.remove(conn)
-
-    def _require_reactor(self) -> Reactor:
-        if self._reactor is None:
-            raise ValueError("the listener was freed")
-        return self._reactor
+        return f"<quicconn.Listener {where} live={self._port.live}>"
 
 
-def make_listener(ctx: Context, where: Any, flags: int) -> Listener:
+def make_listener(ctx: ContextSettings, where: Any, flags: int) -> Listener:
     """Build a listener on a socket, an address to bind, or a transport."""
     if ctx.role is not Role.SERVER:
         # As in OpenSSL, a client context makes a client-only listener.
         flags |= LISTENER_FLAG_NO_ACCEPT
-    elif ctx._settings.certificate is None:
+    elif core_settings(ctx).certificate is None:
         raise ValueError(
             "the server Context has no certificate: call load_cert_chain()"
         )
-    transport, owns_socket = open_transport(where, "new_listener()")
+    try:
+        transport, owns_socket = open_transport(where, "new_listener()")
+    except OSError as exc:
+        raise bind_error(where, exc) from exc
     return Listener(ctx, transport, flags, owns_socket=owns_socket)
 
 
-__all__ = ["Error", "Listener", "ListenerStats", "make_listener"]
+def poll_source(listener: Listener) -> tuple[Reactor | None, Callable[[int], int]]:
+    """The reactor a poll() item waits on, and its revents (lock held).
+
+    EL: the listener's socket failed; IC: connections wait to be accepted.
+    """
+
+    def revents(events: int) -> int:
+        reactor = listener._reactor
+        if reactor is None:
+            return POLL_EVENT_F
+        found = 0
+        if reactor.transport.fatal_error is not None:
+            found |= POLL_EVENT_EL
+        if listener._port.accept_queue:
+            found |= POLL_EVENT_IC
+        return found & events
+
+    return listener._reactor, revents
+
+
+def port_of(listener: Listener) -> Port[Connection]:
+    """The listener's port (tests and diagnostics look at its state)."""
+    return listener._port
+
+
+__all__ = ["Listener", "ListenerStats", "make_listener", "poll_source", "port_of"]

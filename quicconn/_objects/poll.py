@@ -25,17 +25,15 @@ the (shared) fake clock to the next deadline or datagram arrival.
 
 from __future__ import annotations
 
+import functools
 import math
 import select
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from .._constants import (
-    POLL_EVENT_EL,
-    POLL_EVENT_F,
-    POLL_EVENT_IC,
     POLL_EVENT_OSU,
     POLL_FLAG_NO_HANDLE_EVENTS,
 )
@@ -43,8 +41,10 @@ from .._io.clock import MONOTONIC, Clock, FakeClock
 from .._io.transport import Waker
 from .._quic.reactor import Reactor
 from .connection import Connection
+from .connection import poll_source as connection_poll_source
 from .listener import Listener
-from .stream import Stream
+from .listener import poll_source as listener_poll_source
+from .stream import Stream, stream_binding, stream_poll_revents
 
 __all__ = ["PollItem", "poll"]
 
@@ -126,7 +126,7 @@ def poll(
 class _Entry:
     """One item, with its object classified once."""
 
-    __slots__ = ("events", "index", "kind", "obj", "reactor")
+    __slots__ = ("_revents", "events", "index", "obj", "reactor")
 
     def __init__(self, index: int, item: Any) -> None:
         try:
@@ -145,17 +145,17 @@ class _Entry:
         self.obj = obj
         self.events = events
         self.reactor: Reactor | None = None
+        self._revents: Callable[[int], int] | None = None
         if obj is None:
-            self.kind = "none"
-        elif isinstance(obj, Stream):
-            self.kind = "stream"
-            self.reactor = obj._conn._reactor
+            return
+        if isinstance(obj, Stream):
+            binding = stream_binding(obj)
+            self.reactor = binding.reactor
+            self._revents = functools.partial(stream_poll_revents, obj)
         elif isinstance(obj, Connection):
-            self.kind = "connection"
-            self.reactor = obj._reactor
+            self.reactor, self._revents = connection_poll_source(obj)
         elif isinstance(obj, Listener):
-            self.kind = "listener"
-            self.reactor = obj._reactor
+            self.reactor, self._revents = listener_poll_source(obj)
         else:
             raise TypeError(
                 f"item {index}: poll() takes quicconn Connection, Stream and Listener "
@@ -164,30 +164,7 @@ class _Entry:
 
     def revents(self) -> int:
         """The item's events now; the reactor lock (if any) is held."""
-        obj = self.obj
-        if obj is None:
-            return 0
-        if self.kind == "stream":
-            assert isinstance(obj, Stream)
-            return obj._poll_revents(self.events)
-        if self.kind == "connection":
-            assert isinstance(obj, Connection)
-            return obj._poll_revents(self.events)
-        assert isinstance(obj, Listener)
-        return _listener_revents(obj, self.events)
-
-
-def _listener_revents(listener: Listener, events: int) -> int:
-    """EL: the listener's socket failed; IC: connections wait to be accepted."""
-    reactor = listener._reactor
-    if reactor is None:
-        return POLL_EVENT_F
-    revents = 0
-    if reactor.transport.fatal_error is not None:
-        revents |= POLL_EVENT_EL
-    if listener.get_accept_connection_queue_len() > 0:
-        revents |= POLL_EVENT_IC
-    return revents & events
+        return 0 if self._revents is None else self._revents(self.events)
 
 
 def _readout(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .._core import registry
-from .._core.interface import Capability, CoreBackend
+from .._core.interface import CoreBackend
 
 
 class Session:
@@ -15,9 +15,6 @@ class Session:
     connection with ``conn.set_session()`` before connecting.  ``to_bytes()``
     / ``Session.from_bytes()`` mirror i2d_SSL_SESSION / d2i_SSL_SESSION (a
     JSON document; nothing in it is executed when loaded).
-
-    The ticket is held in the form of the core backend that received (or
-    loaded) it, together with that backend, which can serialise it.
     """
 
     __slots__ = ("_backend", "_ticket")
@@ -26,26 +23,23 @@ class Session:
         self._ticket = ticket
         self._backend = backend
 
+    @property
+    def ticket(self) -> Any:
+        """The core's ticket object (for the core that made it)."""
+        return self._ticket
+
     def to_bytes(self) -> bytes:
         """Serialise the session (i2d_SSL_SESSION)."""
         return self._backend.encode_session(self._ticket)
 
     @classmethod
-    def from_bytes(cls, data: bytes, *, core: str | None = None) -> Session:
+    def from_bytes(cls, data: bytes, core: str | None = None) -> Session:
         """Load a serialised session (d2i_SSL_SESSION); ValueError if malformed.
 
-        ``core`` names the QUIC core to load it for, as ``Context(core=...)``
-        does (default: ``$QUICCONN_CORE``, else auto); a connection on
-        another core converts it when it resumes.
+        ``core`` names the QUIC core it is for (default: as ``Context``).
         """
-        backend = registry.resolve(core, {Capability.RESUMPTION})
+        backend = registry.resolve(core)
         return cls(backend.decode_session(data), backend)
-
-    def ticket_for(self, backend: CoreBackend) -> Any:
-        """The ticket in the form ``backend`` resumes from."""
-        if backend is self._backend:
-            return self._ticket
-        return backend.decode_session(self._backend.encode_session(self._ticket))
 
     def is_resumable(self) -> bool:
         """Whether the ticket is still valid (SSL_SESSION_is_resumable)."""
@@ -67,4 +61,6 @@ class Session:
         )
 
 
-__all__ = ["Session"]
+__all__ = [
+    "Session",
+]

@@ -1,339 +1,329 @@
-"""Per-stream state, and the public ``Stream`` object (a QUIC stream SSL object).
+"""Stream objects: OpenSSL's QUIC stream SSL object, and the handle behind it.
 
-:class:`StreamRecord` is the bookkeeping the connection keeps for every
-stream, whether or not the application holds a :class:`Stream` for it (the
-default stream of a connection has a record but no object).  All stream I/O
-is implemented once, on the connection, in terms of records; :class:`Stream`
-forwards to it under the reactor lock.
+:class:`StreamHandle` is what OpenSSL keeps per stream object (its XSO):
+the stream's record in the channel, its own blocking mode, mode bits
+(``MODE_ENABLE_PARTIAL_WRITE``), event-handling mode and the
+all-or-nothing write in progress.  All stream I/O is written once, here,
+as the call discipline over the channel's attempts.  A connection's
+default stream is a handle too, without a public object: the connection's
+``read()``/``write()`` go through it, with the connection's settings.
 
-Everything that *classifies* a stream lives here, as pure functions of a
-record: the ``STREAM_STATE_*`` values of ``SSL_get_stream_read_state`` /
-``SSL_get_stream_write_state``, their error codes, and the ``SSL_poll``
-event bits of a stream.  Only the connection changes records.
+:class:`Stream` is the public object from ``new_stream()`` /
+``accept_stream()``: a thin OpenSSL-shaped surface over a handle.
 """
 
 from __future__ import annotations
 
-from collections import deque
-from typing import TYPE_CHECKING
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from .._constants import (
-    POLL_EVENT_ER,
-    POLL_EVENT_EW,
+    MODE_ENABLE_PARTIAL_WRITE,
     POLL_EVENT_F,
-    POLL_EVENT_R,
-    POLL_EVENT_W,
-    STREAM_STATE_CONN_CLOSED,
-    STREAM_STATE_FINISHED,
-    STREAM_STATE_NONE,
-    STREAM_STATE_OK,
-    STREAM_STATE_RESET_LOCAL,
-    STREAM_STATE_RESET_REMOTE,
-    STREAM_STATE_WRONG_DIR,
-    STREAM_TYPE_BIDI,
-    STREAM_TYPE_READ,
-    STREAM_TYPE_WRITE,
+    VALUE_CLASS_GENERIC,
+    VALUE_EVENT_HANDLING_MODE,
+    VALUE_EVENT_HANDLING_MODE_EXPLICIT,
+    VALUE_EVENT_HANDLING_MODE_IMPLICIT,
+    VALUE_EVENT_HANDLING_MODE_INHERIT,
+    VALUE_STREAM_WRITE_BUF_AVAIL,
+    VALUE_STREAM_WRITE_BUF_SIZE,
+    VALUE_STREAM_WRITE_BUF_USED,
     WRITE_FLAG_CONCLUDE,
 )
+from .._quic.conditions import Condition, QuicFailure
+from .._quic.stream_state import (
+    read_error_code,
+    read_state,
+    write_error_code,
+    write_state,
+)
+from .._quic.streams import StreamRecord
+from .binding import Binding
+from .call import api
 
 if TYPE_CHECKING:
     from .._types import Buffer
     from .connection import Connection
 
 
-def is_unidirectional(stream_id: int) -> bool:
-    return bool(stream_id & 0x2)
+@dataclass
+class PendingWrite:
+    """A nonblocking all-or-nothing write in progress (OpenSSL's AON state):
+    its total length and how much of it is already appended."""
+
+    length: int
+    position: int
 
 
-def is_client_initiated(stream_id: int) -> bool:
-    return not stream_id & 0x1
+def conclude_requested(flags: int) -> bool:
+    if not isinstance(flags, int):
+        raise TypeError(f"write flags must be an int, not {type(flags).__name__}")
+    if flags & ~WRITE_FLAG_CONCLUDE:
+        raise ValueError(f"unknown write flags 0x{flags:x}; only WRITE_FLAG_CONCLUDE")
+    return bool(flags & WRITE_FLAG_CONCLUDE)
 
 
-class StreamRecord:
-    """What the connection knows about one stream."""
+def check_error_code(code: int) -> None:
+    if not isinstance(code, int) or not 0 <= code < 2**62:
+        raise ValueError(f"QUIC error codes are integers in [0, 2**62): {code!r}")
 
-    __slots__ = (
-        "_chunks",
-        "_first_offset",
-        "aon_len",
-        "aon_pos",
-        "buffered",
-        "can_read",
-        "can_write",
-        "concluded",
-        "fin_received",
-        "handle_released",
-        "is_local",
-        "rejected",
-        "reset_received_code",
-        "reset_sent_code",
-        "stop_received_code",
-        "stop_sent_code",
-        "stream_id",
-    )
 
-    def __init__(self, stream_id: int, is_client: bool) -> None:
-        self.stream_id = stream_id
-        self.is_local = is_client_initiated(stream_id) == is_client
-        uni = is_unidirectional(stream_id)
-        self.can_read = not (uni and self.is_local)
-        self.can_write = not (uni and not self.is_local)
-        self._chunks: deque[bytes] = deque()
-        self._first_offset = 0
-        self.buffered = 0
-        self.fin_received = False
-        self.concluded = False
-        #: RESET_STREAM received from the peer (its application error code).
-        self.reset_received_code: int | None = None
-        #: RESET_STREAM sent by us (stream_reset(), or released unconcluded).
-        self.reset_sent_code: int | None = None
-        #: STOP_SENDING received from the peer.
-        self.stop_received_code: int | None = None
-        #: STOP_SENDING sent by us.
-        self.stop_sent_code: int | None = None
-        #: Rejected by the incoming stream policy: data is dropped.
-        self.rejected = False
-        #: The application released its Stream object (or never can get one).
-        self.handle_released = False
-        #: A nonblocking all-or-nothing write in progress: its total length
-        #: and how much of it is already appended (OpenSSL's AON state).
-        self.aon_len: int | None = None
-        self.aon_pos = 0
+class StreamHandle:
+    """One stream as an object sees it; see the module docstring.
+
+    ``record`` None makes the connection's default stream: it resolves to
+    whatever the channel binds as the default stream, when it does.
+    """
+
+    __slots__ = ("_record", "binding", "blocking", "event_mode", "mode", "pending")
+
+    def __init__(
+        self, binding: Binding, record: StreamRecord | None, *, mode: int | None
+    ) -> None:
+        self.binding = binding
+        self._record = record
+        #: None: the connection's blocking mode.
+        self.blocking: bool | None = None
+        #: None: the connection's mode bits (the default stream).
+        self.mode = mode
+        self.event_mode = VALUE_EVENT_HANDLING_MODE_INHERIT
+        self.pending: PendingWrite | None = None
 
     @property
-    def stream_type(self) -> int:
-        return (STREAM_TYPE_READ if self.can_read else 0) | (
-            STREAM_TYPE_WRITE if self.can_write else 0
+    def record(self) -> StreamRecord | None:
+        if self._record is not None:
+            return self._record
+        return self.binding.channel.streams.default
+
+    def effective_blocking(self) -> bool:
+        return self.binding.blocking if self.blocking is None else self.blocking
+
+    def effective_mode(self) -> int:
+        return self.binding.mode if self.mode is None else self.mode
+
+    def _run(self, attempt: Any, want: Condition) -> Any:
+        return self.binding.run(
+            attempt,
+            want,
+            blocking=self.effective_blocking(),
+            event_mode=self.event_mode,
         )
 
-    @property
-    def is_bidi(self) -> bool:
-        return self.stream_type == STREAM_TYPE_BIDI
+    # -- reading ----------------------------------------------------------
 
-    @property
-    def is_uni(self) -> bool:
-        return is_unidirectional(self.stream_id)
+    def _read_target(self) -> StreamRecord | None:
+        record = self.record
+        if record is None:
+            return self.binding.channel.default_for_read()
+        return record
 
-    @property
-    def send_open(self) -> bool:
-        """The send part can still take data (not concluded, reset or stopped)."""
-        return (
-            self.can_write
-            and not self.concluded
-            and self.reset_sent_code is None
-            and self.stop_received_code is None
+    def read(self, n: int, *, peek: bool) -> bytes:
+        if not isinstance(n, int):
+            raise TypeError(f"read size must be an int, not {type(n).__name__}")
+        if n == 0:
+            return b""
+        channel = self.binding.channel
+        self.binding.ready_for_stream_io()
+
+        def attempt() -> bytes | None:
+            record = self._read_target()
+            if record is None or not channel.readable(record):
+                return None
+            return record.peek(n) if peek else channel.take(record, n)
+
+        data: bytes = self._run(attempt, Condition.WANT_READ)
+        return data
+
+    def readinto(self, buffer: Buffer) -> int:
+        view = memoryview(buffer).cast("B")
+        if view.readonly:
+            raise TypeError("readinto() needs a writable buffer")
+        if len(view) == 0:
+            return 0
+        channel = self.binding.channel
+        self.binding.ready_for_stream_io()
+
+        def attempt() -> int | None:
+            record = self._read_target()
+            if record is None or not channel.readable(record):
+                return None
+            return channel.take_into(record, view)
+
+        count: int = self._run(attempt, Condition.WANT_READ)
+        return count
+
+    # -- writing ----------------------------------------------------------
+
+    def _write_target(self) -> StreamRecord:
+        record = self.record
+        if record is not None:
+            return record
+        channel = self.binding.channel
+        created: StreamRecord = open_stream(
+            self.binding,
+            channel.default_for_write,
+            channel.streams.default_uni(),
+            no_block=False,
         )
+        return created
 
-    @property
-    def receive_open(self) -> bool:
-        """The receive part may still get data (no FIN, reset or STOP_SENDING)."""
-        return (
-            self.can_read
-            and not self.fin_received
-            and self.reset_received_code is None
-            and self.stop_sent_code is None
-        )
-
-    # -- receive buffer ---------------------------------------------------
-
-    def push(self, data: bytes, fin: bool) -> None:
-        if data:
-            self._chunks.append(data)
-            self.buffered += len(data)
-        if fin:
-            self.fin_received = True
-
-    def take(self, limit: int) -> bytes:
-        """Remove and return up to ``limit`` bytes (all if ``limit`` < 0)."""
-        if limit < 0 or limit >= self.buffered:
-            if self._first_offset == 0 and len(self._chunks) == 1:
-                data = self._chunks.popleft()
-            else:
-                parts = list(self._chunks)
-                if parts:
-                    parts[0] = parts[0][self._first_offset :]
-                data = b"".join(parts)
-                self._chunks.clear()
-            self._first_offset = 0
-            self.buffered = 0
-            return data
-        out = bytearray()
-        while len(out) < limit:
-            chunk = self._chunks[0]
-            start = self._first_offset
-            want = limit - len(out)
-            end = start + want
-            if end >= len(chunk):
-                out += chunk[start:] if start else chunk
-                self._chunks.popleft()
-                self._first_offset = 0
-            else:
-                out += chunk[start:end]
-                self._first_offset = end
-        self.buffered -= len(out)
-        return bytes(out)
-
-    def take_into(self, buffer: memoryview) -> int:
-        """Move as many bytes as fit into ``buffer``; return the count."""
-        size = len(buffer)
-        filled = 0
-        while filled < size and self._chunks:
-            chunk = self._chunks[0]
-            start = self._first_offset
-            n = min(size - filled, len(chunk) - start)
-            buffer[filled : filled + n] = chunk[start : start + n]
-            filled += n
-            if start + n == len(chunk):
-                self._chunks.popleft()
-                self._first_offset = 0
-            else:
-                self._first_offset = start + n
-        self.buffered -= filled
-        return filled
-
-    def peek(self, limit: int) -> bytes:
-        if limit < 0 or limit > self.buffered:
-            limit = self.buffered
-        out = bytearray()
-        offset = self._first_offset
-        for chunk in self._chunks:
-            if len(out) >= limit:
-                break
-            out += chunk[offset : offset + limit - len(out)]
+    def write(self, data: Buffer, flags: int) -> int:
+        conclude = conclude_requested(flags)
+        view = memoryview(data).cast("B")
+        total = len(view)
+        if total == 0:
+            # OpenSSL: an empty write touches nothing (no default stream is
+            # created for it) unless it carries the FIN.
+            if conclude:
+                self.conclude(0)
+            return 0
+        channel = self.binding.channel
+        channel.check_mutation_allowed()
+        self.binding.ready_for_stream_io()
+        record = self._write_target()
+        channel.check_writable(record)
+        if self.effective_blocking():
             offset = 0
-        return bytes(out)
 
-    def discard(self) -> int:
-        """Drop everything buffered; return how many bytes were dropped."""
-        dropped = self.buffered
-        self._chunks.clear()
-        self._first_offset = 0
-        self.buffered = 0
-        return dropped
+            def attempt_all() -> int | None:
+                nonlocal offset
+                offset += channel.append(record, view, offset, conclude)
+                return offset if offset == total else None
+
+            written: int = self._run(attempt_all, Condition.WANT_WRITE)
+            return written
+        if self.effective_mode() & MODE_ENABLE_PARTIAL_WRITE:
+            some: int = self._run(
+                lambda: channel.append(record, view, 0, conclude) or None,
+                Condition.WANT_WRITE,
+            )
+            return some
+        return self._write_all_or_nothing(record, view, conclude)
+
+    def _write_all_or_nothing(
+        self, record: StreamRecord, view: memoryview, conclude: bool
+    ) -> int:
+        """OpenSSL's nonblocking write without MODE_ENABLE_PARTIAL_WRITE.
+
+        What fits is taken at once, but the call only succeeds, returning
+        the full length, when all of the buffer is taken; until then it
+        raises WantWriteError and must be repeated with the same buffer
+        (OpenSSL checks the length; the contents are the caller's promise).
+        """
+        total = len(view)
+        pending = self.pending
+        if pending is not None and pending.length != total:
+            raise QuicFailure(
+                Condition.BAD_WRITE_RETRY,
+                f"bad write retry: a {pending.length}-byte write is in progress on "
+                f"stream {record.stream_id}; repeat it with the same data, not "
+                f"{total} bytes (or set MODE_ENABLE_PARTIAL_WRITE)",
+            )
+        position = pending.position if pending is not None else 0
+        channel = self.binding.channel
+
+        def attempt() -> int | None:
+            nonlocal position
+            position += channel.append(record, view, position, conclude)
+            return total if position == total else None
+
+        try:
+            written: int = self._run(attempt, Condition.WANT_WRITE)
+            return written
+        except QuicFailure as failure:
+            if failure.condition is Condition.WANT_WRITE and position > 0:
+                self.pending = PendingWrite(total, position)
+            raise
+        finally:
+            if position == total:
+                self.pending = None
+
+    def conclude(self, flags: int) -> None:
+        if flags:
+            raise ValueError("stream_conclude() takes no flags (pass 0)")
+        channel = self.binding.channel
+        channel.check_mutation_allowed()
+        self.binding.ready_for_stream_io()
+        channel.conclude(self._write_target())
+
+    def reset(self, error_code: int) -> None:
+        check_error_code(error_code)
+        record = self.record
+        if record is None:
+            self.binding.ready_for_stream_io()
+            record = self._write_target()
+        self.binding.channel.reset(record, error_code)
+        self.pending = None
+
+    def release(self) -> None:
+        record = self.record
+        if record is not None:
+            self.pending = None
+            self.binding.channel.release_stream(record)
+
+    # -- states and values ------------------------------------------------
+
+    def read_state(self) -> int:
+        return read_state(self.record, self.binding.channel.terminating)
+
+    def write_state(self) -> int:
+        return write_state(self.record, self.binding.channel.terminating)
+
+    def read_error_code(self) -> int | None:
+        return read_error_code(self.record, self.binding.channel.terminating)
+
+    def write_error_code(self) -> int | None:
+        return write_error_code(self.record, self.binding.channel.terminating)
+
+    def write_buffer_value(self, value_id: int) -> int:
+        """SSL_VALUE_STREAM_WRITE_BUF_{SIZE,USED,AVAIL} of the stream."""
+        record = self.record
+        if record is None or not record.can_write:
+            raise ValueError("write-buffer values need a stream that can be written")
+        channel = self.binding.channel
+        core = channel.core
+        used = core.send_buffered(record.stream_id) if core is not None else 0
+        if value_id == VALUE_STREAM_WRITE_BUF_SIZE:
+            return channel.write_buffer_size
+        if value_id == VALUE_STREAM_WRITE_BUF_USED:
+            return used
+        return max(0, channel.write_buffer_size - used)
 
 
-# ----------------------------------------------------------------------
-# classification: stream states, error codes, poll events
-# ----------------------------------------------------------------------
+def open_stream(
+    binding: Binding,
+    attempt: Any,
+    uni: bool,
+    *,
+    no_block: bool,
+) -> StreamRecord:
+    """Open a local stream under the peer's stream limit (SSL_new_stream).
 
-
-def read_state(record: StreamRecord | None, conn_closed: bool) -> int:
-    """``SSL_get_stream_read_state`` of ``record``.
-
-    In OpenSSL's order of precedence: a missing direction, then a closed
-    connection, then a FIN (which, as the man page says, is reported as soon
-    as the peer signalled it, with data possibly still to read), then a
-    local STOP_SENDING, then the peer's RESET_STREAM.
+    Blocking waits for MAX_STREAMS credit; nonblocking (or ``no_block``)
+    ticks once and then fails with STREAM_COUNT_LIMITED.
     """
-    if record is None:
-        return STREAM_STATE_NONE
-    if not record.can_read:
-        return STREAM_STATE_WRONG_DIR
-    if conn_closed:
-        return STREAM_STATE_CONN_CLOSED
-    if record.fin_received:
-        return STREAM_STATE_FINISHED
-    if record.stop_sent_code is not None:
-        return STREAM_STATE_RESET_LOCAL
-    if record.reset_received_code is not None:
-        return STREAM_STATE_RESET_REMOTE
-    return STREAM_STATE_OK
+    channel = binding.channel
+    channel.reap_streams()
+    if no_block or not binding.blocking:
+        record: StreamRecord | None = binding.poll_once(attempt)
+        if record is None:
+            raise channel.stream_count_limited(uni)
+        return record
+    opened: StreamRecord = binding.run(attempt, Condition.WANT_WRITE, blocking=True)
+    return opened
 
 
-def write_state(record: StreamRecord | None, conn_closed: bool) -> int:
-    """``SSL_get_stream_write_state`` of ``record``.
-
-    A reset takes precedence over a conclusion (the peer may not have all
-    the data).  A peer's STOP_SENDING is ``RESET_REMOTE``, as the man page
-    says, unless the application reset the stream itself first.
-    """
-    if record is None:
-        return STREAM_STATE_NONE
-    if not record.can_write:
-        return STREAM_STATE_WRONG_DIR
-    if conn_closed:
-        return STREAM_STATE_CONN_CLOSED
-    if record.reset_sent_code is not None:
-        return STREAM_STATE_RESET_LOCAL
-    if record.stop_received_code is not None:
-        return STREAM_STATE_RESET_REMOTE
-    if record.concluded:
-        return STREAM_STATE_FINISHED
-    return STREAM_STATE_OK
-
-
-def read_error_code(record: StreamRecord | None, conn_closed: bool) -> int | None:
-    """The application error code behind a reset receive part, else None.
-
-    ``SSL_get_stream_read_error_code``: our STOP_SENDING code when the state
-    is ``RESET_LOCAL``, the peer's RESET_STREAM code when ``RESET_REMOTE``.
-    """
-    state = read_state(record, conn_closed)
-    if record is None:
-        return None
-    if state == STREAM_STATE_RESET_LOCAL:
-        return record.stop_sent_code
-    if state == STREAM_STATE_RESET_REMOTE:
-        return record.reset_received_code
-    return None
-
-
-def write_error_code(record: StreamRecord | None, conn_closed: bool) -> int | None:
-    """The application error code behind a reset send part, else None.
-
-    ``SSL_get_stream_write_error_code``: our RESET_STREAM code when the
-    state is ``RESET_LOCAL``, the peer's STOP_SENDING code when
-    ``RESET_REMOTE``.
-    """
-    state = write_state(record, conn_closed)
-    if record is None:
-        return None
-    if state == STREAM_STATE_RESET_LOCAL:
-        return record.reset_sent_code
-    if state == STREAM_STATE_RESET_REMOTE:
-        return record.stop_received_code
-    return None
-
-
-def stream_poll_events(
-    record: StreamRecord, conn_failed: bool, write_space: int
-) -> int:
-    """The stream-level ``SSL_poll`` bits (R, ER, W, EW) that hold now.
-
-    * R: data to read, or a FIN to report (it stays asserted after the FIN
-      was read, because a read returns at once with ZeroReturnError).
-    * ER: the peer reset the receive part; also (a quicconn addition) the
-      connection failed and nothing is left to read.
-    * W: the send part is open and ``write_space`` bytes could be appended.
-    * EW: the peer sent STOP_SENDING; also (a quicconn addition) the
-      connection failed while the send part was still open.
-    """
-    events = 0
-    readable = False
-    if record.can_read and record.reset_received_code is None:
-        readable = record.stop_sent_code is None and (
-            record.buffered > 0 or record.fin_received
-        )
-        if readable:
-            events |= POLL_EVENT_R
-    if record.can_read and (
-        record.reset_received_code is not None
-        or (conn_failed and not readable and not record.fin_received)
-    ):
-        events |= POLL_EVENT_ER
-    if record.can_write and record.reset_sent_code is None:
-        if record.stop_received_code is not None or (
-            conn_failed and not record.concluded
-        ):
-            events |= POLL_EVENT_EW
-        elif not conn_failed and not record.concluded and write_space > 0:
-            events |= POLL_EVENT_W
-    return events
-
-
-# ----------------------------------------------------------------------
-# the public object
-# ----------------------------------------------------------------------
+_STREAM_VALUES = (
+    VALUE_STREAM_WRITE_BUF_SIZE,
+    VALUE_STREAM_WRITE_BUF_USED,
+    VALUE_STREAM_WRITE_BUF_AVAIL,
+)
+_EVENT_HANDLING_MODES = (
+    VALUE_EVENT_HANDLING_MODE_INHERIT,
+    VALUE_EVENT_HANDLING_MODE_IMPLICIT,
+    VALUE_EVENT_HANDLING_MODE_EXPLICIT,
+)
 
 
 class Stream:
@@ -347,17 +337,25 @@ class Stream:
     reference without :meth:`free` releases nothing: the stream stays open.
     """
 
-    __slots__ = ("__weakref__", "_blocking", "_conn", "_last_error", "_mode", "_rec")
+    __slots__ = ("__weakref__", "_conn", "_handle", "_last_error")
 
-    def __init__(self, conn: Connection, record: StreamRecord) -> None:
+    def __init__(self, conn: Connection, handle: StreamHandle) -> None:
         self._conn = conn
-        self._rec = record
-        self._blocking: bool | None = None  # None: inherit the connection's
-        self._mode = conn.get_mode()
+        self._handle = handle
         self._last_error = 0
+
+    def _call_lock(self) -> AbstractContextManager[object]:
+        return self._handle.binding.lock()
+
+    @property
+    def _record(self) -> StreamRecord:
+        record = self._handle.record
+        assert record is not None
+        return record
 
     # -- I/O --------------------------------------------------------------
 
+    @api
     def read(self, n: int = -1) -> bytes:
         """Read up to ``n`` bytes (all buffered if ``n`` < 0) (SSL_read_ex).
 
@@ -366,71 +364,68 @@ class Stream:
         ``ConnectionTerminatedError`` when nothing is left to read on a
         closed connection.
         """
-        return self._conn._stream_call(
-            self, lambda: self._conn._read(self._rec, n, False, self._blocking)
-        )
+        return self._handle.read(n, peek=False)
 
+    @api
     def readinto(self, buffer: Buffer) -> int:
         """Read into a writable buffer; return the count (SSL_read_ex)."""
-        return self._conn._stream_call(
-            self, lambda: self._conn._readinto(self._rec, buffer, self._blocking)
-        )
+        return self._handle.readinto(buffer)
 
+    @api
     def peek(self, n: int = -1) -> bytes:
         """Return buffered data without consuming it (SSL_peek_ex)."""
-        return self._conn._stream_call(
-            self, lambda: self._conn._read(self._rec, n, True, self._blocking)
-        )
+        return self._handle.read(n, peek=True)
 
+    @api
     def write(self, data: Buffer) -> int:
         """Write data; returns the count accepted (SSL_write_ex).
 
         Blocking: waits for flow-control credit until all of ``data`` is
-        taken.  Nonblocking: see :meth:`Connection.write` for the
-        all-or-nothing default and ``MODE_ENABLE_PARTIAL_WRITE``.
+        taken.  Nonblocking: all-or-nothing by default (see
+        :meth:`Connection.write`); with ``set_mode(MODE_ENABLE_PARTIAL_WRITE)``
+        the count that fitted (at least one byte), else ``WantWriteError``.
         """
-        return self._conn._stream_call(
-            self, lambda: self._conn._write(self._rec, data, 0, self._blocking)
-        )
+        return self._handle.write(data, 0)
 
+    @api
     def write_ex2(self, data: Buffer, flags: int = 0) -> int:
         """Write with ``WRITE_FLAG_CONCLUDE`` support (SSL_write_ex2)."""
-        return self._conn._stream_call(
-            self, lambda: self._conn._write(self._rec, data, flags, self._blocking)
-        )
+        return self._handle.write(data, flags)
 
+    @api
     def stream_conclude(self, flags: int = 0) -> None:
         """Send FIN after any buffered data (SSL_stream_conclude).
 
         Idempotent: later calls are successful no-ops.
         """
-        self._conn._stream_call(self, lambda: self._conn._conclude(self._rec, flags))
+        self._handle.conclude(flags)
 
+    @api
     def stream_reset(self, error_code: int = 0) -> None:
         """Abort sending with RESET_STREAM (SSL_stream_reset).
 
         A second call is a no-op that keeps the first code; resetting a
         concluded or receive-only stream raises ``SSLError``.
         """
-        self._conn._stream_call(self, lambda: self._conn._reset(self._rec, error_code))
+        self._handle.reset(error_code)
 
     def pending(self) -> int:
         """Bytes readable now, without I/O (SSL_pending)."""
-        return self._rec.buffered
+        return self._record.buffered
 
     def has_pending(self) -> bool:
         """Whether a read would return data without I/O (SSL_has_pending)."""
-        return self._rec.buffered > 0
+        return self._record.buffered > 0
 
     # -- state ------------------------------------------------------------
 
     def get_stream_read_state(self) -> int:
         """``STREAM_STATE_*`` of the receive part (SSL_get_stream_read_state)."""
-        return read_state(self._rec, self._conn._conn_closed())
+        return self._handle.read_state()
 
     def get_stream_write_state(self) -> int:
         """``STREAM_STATE_*`` of the send part (SSL_get_stream_write_state)."""
-        return write_state(self._rec, self._conn._conn_closed())
+        return self._handle.write_state()
 
     def get_stream_read_error_code(self) -> int | None:
         """Code of a reset receive part, else None (SSL_get_stream_read_error_code).
@@ -440,7 +435,7 @@ class Stream:
         ("finished normally") and -1 ("no code") are both None here; the
         read state tells them apart.
         """
-        return read_error_code(self._rec, self._conn._conn_closed())
+        return self._handle.read_error_code()
 
     def get_stream_write_error_code(self) -> int | None:
         """Code of a reset send part, else None (SSL_get_stream_write_error_code).
@@ -448,19 +443,19 @@ class Stream:
         The peer's STOP_SENDING code (``RESET_REMOTE``) or our RESET_STREAM
         code (``RESET_LOCAL``).
         """
-        return write_error_code(self._rec, self._conn._conn_closed())
+        return self._handle.write_error_code()
 
     def get_stream_id(self) -> int:
         """The QUIC stream ID (SSL_get_stream_id)."""
-        return self._rec.stream_id
+        return self._record.stream_id
 
     def get_stream_type(self) -> int:
         """``STREAM_TYPE_READ``, ``_WRITE`` or ``_BIDI`` (SSL_get_stream_type)."""
-        return self._rec.stream_type
+        return self._record.stream_type
 
     def is_stream_local(self) -> bool:
         """True if this endpoint opened the stream (SSL_is_stream_local)."""
-        return self._rec.is_local
+        return self._record.is_local
 
     def get0_connection(self) -> Connection:
         """The connection the stream belongs to (SSL_get0_connection)."""
@@ -470,39 +465,64 @@ class Stream:
         """``ERROR_*`` code of this stream's last failed call (SSL_get_error)."""
         return self._last_error
 
+    @api
     def get_value_uint(self, value_class: int, value_id: int) -> int:
-        """Write-buffer figures of this stream (SSL_get_value_uint).
+        """A value of this stream (SSL_get_value_uint).
 
-        ``VALUE_STREAM_WRITE_BUF_SIZE`` / ``_USED`` / ``_AVAIL`` in class
-        ``VALUE_CLASS_GENERIC``; other values live on the connection.
+        In ``VALUE_CLASS_GENERIC``: the write-buffer figures
+        (``VALUE_STREAM_WRITE_BUF_SIZE`` / ``_USED`` / ``_AVAIL``) and the
+        stream's own ``VALUE_EVENT_HANDLING_MODE`` (``INHERIT`` unless set);
+        other values live on the connection.
         """
-        return self._conn._stream_value(self._rec, value_class, value_id)
+        if value_class != VALUE_CLASS_GENERIC:
+            raise ValueError(
+                f"stream values are in VALUE_CLASS_GENERIC, not class {value_class}"
+            )
+        if value_id == VALUE_EVENT_HANDLING_MODE:
+            return self._handle.event_mode
+        if value_id not in _STREAM_VALUES:
+            raise ValueError(
+                f"value {value_id} is not a stream value; ask the connection"
+            )
+        return self._handle.write_buffer_value(value_id)
+
+    def set_value_uint(self, value_class: int, value_id: int, value: int) -> None:
+        """Set this stream's event-handling mode (SSL_set_value_uint).
+
+        ``VALUE_EVENT_HANDLING_MODE`` in ``VALUE_CLASS_GENERIC``:
+        ``INHERIT`` (the connection's), ``IMPLICIT`` or ``EXPLICIT``.
+        """
+        if value_class != VALUE_CLASS_GENERIC or value_id != VALUE_EVENT_HANDLING_MODE:
+            raise ValueError(
+                f"value {value_id} (class {value_class}) cannot be set on a stream"
+            )
+        if value not in _EVENT_HANDLING_MODES:
+            raise ValueError(f"unknown event handling mode {value!r}")
+        self._handle.event_mode = value
 
     # -- modes ------------------------------------------------------------
 
     def set_blocking_mode(self, blocking: bool) -> None:
         """Blocking or nonblocking calls on this stream (SSL_set_blocking_mode)."""
-        self._blocking = bool(blocking)
+        self._handle.blocking = bool(blocking)
 
     def get_blocking_mode(self) -> bool:
         """Stream's own mode, else the connection's (SSL_get_blocking_mode)."""
-        if self._blocking is not None:
-            return self._blocking
-        return self._conn.get_blocking_mode()
+        return self._handle.effective_blocking()
 
     def set_mode(self, mode: int) -> int:
         """Add mode bits such as MODE_ENABLE_PARTIAL_WRITE (SSL_set_mode)."""
-        self._mode |= mode
-        return self._mode
+        self._handle.mode = self._handle.effective_mode() | mode
+        return self._handle.mode
 
     def clear_mode(self, mode: int) -> int:
         """Remove mode bits of this stream (SSL_clear_mode)."""
-        self._mode &= ~mode
-        return self._mode
+        self._handle.mode = self._handle.effective_mode() & ~mode
+        return self._handle.mode
 
     def get_mode(self) -> int:
         """Mode bits, copied from the connection at creation (SSL_get_mode)."""
-        return self._mode
+        return self._handle.effective_mode()
 
     # -- events -----------------------------------------------------------
 
@@ -514,19 +534,14 @@ class Stream:
         """Seconds until events are due, None for infinite (SSL_get_event_timeout)."""
         return self._conn.get_event_timeout()
 
-    def _poll_revents(self, events: int) -> int:
-        """``SSL_poll`` bits of this stream; the reactor lock is held."""
-        if self._rec.handle_released or self._conn._freed:
-            return POLL_EVENT_F
-        return self._conn._record_poll_events(self._rec) & events
-
     # -- lifetime ---------------------------------------------------------
 
     @property
     def freed(self) -> bool:
         """True once :meth:`free` was called (a quicconn addition)."""
-        return self._rec.handle_released
+        return self._record.released
 
+    @api
     def free(self) -> None:
         """Release the stream object (SSL_free on a stream).
 
@@ -534,9 +549,7 @@ class Stream:
         waiting for data gets STOP_SENDING (code 0), as in OpenSSL.
         Idempotent.
         """
-        if self._rec.handle_released:
-            return
-        self._conn._stream_call(self, lambda: self._conn._release_stream(self._rec))
+        self._handle.release()
 
     def __enter__(self) -> Stream:
         return self
@@ -545,27 +558,33 @@ class Stream:
         self.free()
 
     def __repr__(self) -> str:
-        kind = {1: "read-only", 2: "write-only", 3: "bidi"}[self._rec.stream_type]
-        origin = "local" if self._rec.is_local else "remote"
-        return f"<quicconn.Stream id={self._rec.stream_id} {kind} {origin}>"
+        record = self._record
+        kind = {1: "read-only", 2: "write-only", 3: "bidi"}[record.stream_type]
+        origin = "local" if record.is_local else "remote"
+        return f"<quicconn.Stream id={record.stream_id} {kind} {origin}>"
 
 
-def conclude_requested(flags: int) -> bool:
-    if not isinstance(flags, int):
-        raise TypeError(f"write flags must be an int, not {type(flags).__name__}")
-    if flags & ~WRITE_FLAG_CONCLUDE:
-        raise ValueError(f"unknown write flags 0x{flags:x}; only WRITE_FLAG_CONCLUDE")
-    return bool(flags & WRITE_FLAG_CONCLUDE)
+def stream_poll_revents(stream: Stream, events: int) -> int:
+    """``SSL_poll`` bits of a stream object; the reactor lock is held."""
+    handle = stream._handle
+    record = handle.record
+    if record is None or record.released or handle.binding.freed:
+        return POLL_EVENT_F
+    return handle.binding.channel.stream_poll_events(record) & events
+
+
+def stream_binding(stream: Stream) -> Binding:
+    """The binding (channel, reactor) behind a stream object."""
+    return stream._handle.binding
 
 
 __all__ = [
+    "PendingWrite",
     "Stream",
-    "StreamRecord",
+    "StreamHandle",
+    "check_error_code",
     "conclude_requested",
-    "is_unidirectional",
-    "read_error_code",
-    "read_state",
-    "stream_poll_events",
-    "write_error_code",
-    "write_state",
+    "open_stream",
+    "stream_binding",
+    "stream_poll_revents",
 ]

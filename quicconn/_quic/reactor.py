@@ -413,3 +413,9 @@ class Reactor:
             self._waker.close()
         if close_transport:
             self.transport.close()
+
+
+__all__ = [
+    "Reactor",
+    "UnroutableHandler",
+]

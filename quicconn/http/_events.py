@@ -46,3 +46,13 @@ class StreamAborted:
 
 
 HttpEvent = RequestReceived | ResponseReceived | DataReceived | StreamAborted
+
+
+__all__ = [
+    "DataReceived",
+    "Headers",
+    "HttpEvent",
+    "RequestReceived",
+    "ResponseReceived",
+    "StreamAborted",
+]

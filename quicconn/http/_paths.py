@@ -36,3 +36,8 @@ def resolve_request_path(root: Path, target: str) -> Path | None:
     if not os.path.isfile(candidate):
         return None
     return Path(candidate)
+
+
+__all__ = [
+    "resolve_request_path",
+]

@@ -43,7 +43,11 @@ from .._constants import (
 )
 from .._core.interface import H3DataReceived, H3Event, H3HeadersReceived
 from .._errors import ConnectionTerminatedError, StreamResetError, WantWriteError
-from .._objects.connection import Connection, h3_codec
+from .._objects.connection import (
+    Connection,
+    h3_codec,
+    peer_max_datagram_frame_size,
+)
 from .._objects.stream import Stream
 from ._events import (
     DataReceived,
@@ -361,7 +365,7 @@ class _H3Streams:
         )
 
     def peer_max_datagram_frame_size(self) -> int | None:
-        return self._session.conn._peer_max_datagram_frame_size()
+        return peer_max_datagram_frame_size(self._session.conn)
 
 
 class H3Session(HttpSession):

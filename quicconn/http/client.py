@@ -21,7 +21,7 @@ from typing import BinaryIO
 from .._constants import CLIENT, VERIFY_NONE
 from .._errors import WantReadError
 from .._io.transport import enlarge_socket_buffers
-from .._objects.connection import Connection
+from .._objects.connection import Connection, batched_output
 from .._objects.context import Context
 from .._objects.session import Session
 from ._events import DataReceived, ResponseReceived, StreamAborted
@@ -117,10 +117,12 @@ class HttpClient:
         self.conn.set1_initial_peer_addr(address)
         self.conn.set1_host(self.options.server_name or host)
         self.conn.set_blocking_mode(False)
+        self._zero_rtt = False
         if self.options.session is not None:
             self.conn.set_session(self.options.session)
             if self.options.early_data and self.options.session.get_max_early_data():
                 self.conn.set_early_data_enabled(True)
+                self._zero_rtt = True
         self.session: HttpSession | None = None
         self.handshake_seconds: float | None = None
         self._started = time.monotonic()
@@ -132,7 +134,7 @@ class HttpClient:
     def connect(self) -> None:
         """Complete the handshake (or, with 0-RTT, start it and return)."""
         self._started = time.monotonic()
-        if self.conn._early_data_enabled:
+        if self._zero_rtt:
             self._make_session()  # opening streams starts the handshake in 0-RTT
             return
         last_progress = time.monotonic()
@@ -190,7 +192,7 @@ class HttpClient:
         active: dict[int, Download] = {}
         last_progress = time.monotonic()
         while waiting or active:
-            with self.conn._batched_output():  # the requests share packets
+            with batched_output(self.conn):  # the requests share packets
                 while waiting and session.can_open_request():
                     download = waiting.popleft()
                     download.started = time.monotonic()
@@ -284,3 +286,12 @@ class HttpClient:
 def _file_name(path: str) -> str:
     name = path.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
     return name or "index.html"
+
+
+__all__ = [
+    "ClientOptions",
+    "Download",
+    "HttpClient",
+    "ProgressCallback",
+    "StallError",
+]

@@ -19,7 +19,7 @@ from typing import BinaryIO
 
 from .._constants import ACCEPT_CONNECTION_NO_BLOCK, SHUTDOWN_FLAG_NO_BLOCK
 from .._errors import Error
-from .._objects.connection import Connection
+from .._objects.connection import Connection, batched_output
 from .._objects.listener import Listener
 from ._events import HttpEvent, RequestReceived, StreamAborted
 from ._paths import resolve_request_path
@@ -131,7 +131,7 @@ class FileServer:
                 conn.shutdown(SHUTDOWN_FLAG_NO_BLOCK, 0x10, "no HTTP over this ALPN")
                 return
         session = client.session
-        with conn._batched_output():  # the answers share packets
+        with batched_output(conn):  # the answers share packets
             for event in session.process():
                 self._handle(client, session, event)
             self._pump(client, session)
@@ -196,3 +196,10 @@ class FileServer:
         if client in self._clients:
             self._clients.remove(client)
         client.conn.free()
+
+
+__all__ = [
+    "CHUNK_SIZE",
+    "FileServer",
+    "ServerStats",
+]

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, cast
+from typing import Any
 
 from aioquic.tls import SessionTicket
 
@@ -25,8 +24,6 @@ from .gate import AioquicGate
 from .h3 import AioquicH3Codec
 from .keys import offloadable_key, plain_key
 from .tickets import decode_session_ticket, encode_session_ticket, ticket_label
-
-_AioquicFetcher = Callable[[bytes], SessionTicket | None]
 
 
 class AioquicBackend:
@@ -88,8 +85,7 @@ class AioquicBackend:
             original_destination_connection_id=decision.original_destination_cid,
             retry_source_connection_id=decision.retry_source_cid,
             reset_key=reset_key,
-            # The fetcher finds only tickets this backend issued.
-            session_ticket_fetcher=cast(_AioquicFetcher, fetch_ticket),
+            session_ticket_fetcher=fetch_ticket,
             session_ticket_handler=store_ticket,
         )
 

@@ -28,6 +28,7 @@ from OpenSSL import SSL
 from ..._constants import ACCEPT_CONNECTION_NO_BLOCK, LISTENER_FLAG_NO_VALIDATE, Role
 from ..._errors import Error, SyscallError
 from ..._io.transport import Address, DatagramTransport, open_transport
+from ..errors import bind_error
 from .connection import DatagramRouter, DTLSConnection, split_records
 from .context import CookieMint, DTLSContext, SslState
 
@@ -349,7 +350,10 @@ def make_listener(ctx: DTLSContext, where: Any, flags: int) -> DTLSListener:
         raise ValueError(
             "the server DTLSContext has no certificate: call load_cert_chain()"
         )
-    transport, owns_socket = open_transport(where, "new_listener()")
+    try:
+        transport, owns_socket = open_transport(where, "new_listener()")
+    except OSError as exc:
+        raise bind_error(where, exc) from exc
     return DTLSListener(ctx, transport, flags, owns_socket=owns_socket)
 
 

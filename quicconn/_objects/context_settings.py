@@ -1,0 +1,352 @@
+"""``ContextSettings``: what a QUIC ``SSL_CTX`` configures for its connections.
+
+The public :class:`~quicconn.Context` is this class plus its factories
+(``quicconn/_objects/context.py``); the split lets connections and
+listeners depend on the settings without depending on the factory that
+makes them.  The functions at the end are the internal API through which
+the objects made from a context read it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterable
+from typing import Any
+
+from .._asyncjob.engine import AsyncEngine
+from .._constants import (
+    MODE_ASYNC,
+    QUIC_VERSION_1,
+    QUIC_VERSION_2,
+    TLS13_CIPHERSUITES,
+    VERIFY_PEER,
+    Role,
+)
+from .._core import registry
+from .._core.interface import Capability, CoreBackend
+from .._core.settings import CoreSettings
+from .._quic.channel import ChannelConfig
+from .async_surface import AsyncCallback
+from .context_base import ContextBase, checked_alpn
+
+
+class ContextSettings(ContextBase):
+    """Settings from which connections and listeners are made (``SSL_CTX_new``).
+
+    ``Context(quicconn.CLIENT)`` verifies the server's certificate and host
+    name by default (``VERIFY_PEER``) but, like OpenSSL, trusts no CA until
+    :meth:`load_default_verify_paths` or :meth:`load_verify_locations` is
+    called.  ``Context(quicconn.SERVER)`` needs :meth:`load_cert_chain`.
+    """
+
+    def __init__(
+        self, role: Role | int = Role.CLIENT, *, core: str | None = None
+    ) -> None:
+        super().__init__(role)
+        if core is not None and core != registry.AUTO and core not in registry.known():
+            raise ValueError(
+                f"unknown QUIC core {core!r}: choose one of "
+                f"{', '.join(registry.known())} or {registry.AUTO!r}"
+            )
+        #: The core asked for: a backend name, "auto", or None (the
+        #: environment's QUICCONN_CORE, else auto); see :attr:`core`.
+        self._core_choice = core
+        self._settings = CoreSettings(is_client=self.role is Role.CLIENT)
+        #: Write a qlog trace per connection into this directory (defaults
+        #: to ``$QLOGDIR``); off unless set.
+        self.qlog_dir: str | None = os.environ.get("QLOGDIR") or None
+        self._mode = 0
+        self.async_callback: AsyncCallback | None = None
+        self.async_callback_arg: Any = None
+        self._async_engine: AsyncEngine | None = None
+        #: Bytes a stream may hold written but unacknowledged before a
+        #: nonblocking write returns short (``SSL_VALUE_STREAM_WRITE_BUF_SIZE``).
+        self.stream_write_buffer_size = 1024 * 1024
+        #: Server: connections queued for accept_connection() before new ones
+        #: are refused with CONNECTION_REFUSED.
+        self.max_pending_connections = 256
+        #: Server: live connections per listener before new ones are refused.
+        self.max_connections = 10_000
+        #: Server: secret from which stateless reset tokens are derived; keep
+        #: it across restarts to reset connections a previous process owned.
+        self.stateless_reset_key: bytes | None = None
+
+    @property
+    def core(self) -> str:
+        """The name of the QUIC core connections of this context run on.
+
+        A quicconn extension: ``Context(role, core=...)`` chooses it
+        (``"aioquic"``, or ``"auto"``: the fastest installed core that can
+        do what the context asks); without a choice, ``$QUICCONN_CORE``,
+        else auto.
+        """
+        return registry.resolve(self._core_choice).name
+
+    # -- verification -----------------------------------------------------
+
+    def load_verify_locations(
+        self,
+        cafile: str | os.PathLike[str] | None = None,
+        capath: str | os.PathLike[str] | None = None,
+        cadata: bytes | str | None = None,
+    ) -> None:
+        """Trust the CAs in a PEM file, a hashed directory or PEM data.
+
+        Mirrors SSL_CTX_load_verify_locations (plus ``cadata`` as in CPython's
+        ``ssl``).
+        """
+        file_path, dir_path, data = self._checked_ca_locations(cafile, capath, cadata)
+        if file_path is not None:
+            self._settings.cafile = file_path
+        if dir_path is not None:
+            self._settings.capath = dir_path
+        if data is not None:
+            self._settings.cadata = (self._settings.cadata or b"") + data
+
+    def load_default_verify_paths(self) -> None:
+        """Trust the system's CAs (SSL_CTX_set_default_verify_paths)."""
+        self._settings.load_default_verify_paths()
+
+    def load_cert_chain(
+        self,
+        certfile: str | os.PathLike[str],
+        keyfile: str | os.PathLike[str] | None = None,
+        password: bytes | str | None = None,
+    ) -> None:
+        """Load this endpoint's certificate chain and private key.
+
+        Mirrors SSL_CTX_use_certificate_chain_file + SSL_CTX_use_PrivateKey_file.
+        """
+        self._settings.load_cert_chain(certfile, keyfile, password)
+
+    # -- protocol ---------------------------------------------------------
+
+    def set_alpn_protos(self, protocols: Iterable[str]) -> None:
+        """Offer (client) or accept (server) these ALPN protocols.
+
+        Mirrors SSL_CTX_set_alpn_protos; takes a list of names instead of
+        OpenSSL's length-prefixed wire format.
+        """
+        self._settings.alpn_protocols = checked_alpn(protocols) or None
+
+    def get_alpn_protos(self) -> list[str]:
+        return list(self._settings.alpn_protocols or [])
+
+    def set_ciphersuites(self, ciphersuites: str) -> None:
+        """Offer (client) or accept (server) only these TLS 1.3 cipher suites.
+
+        Mirrors SSL_CTX_set_ciphersuites: a colon-separated list of names such
+        as ``"TLS_CHACHA20_POLY1305_SHA256"``, in preference order.  QUIC needs
+        TLS 1.3, so an empty list is an error (OpenSSL would fail the
+        handshake instead).
+        """
+        if not isinstance(ciphersuites, str):
+            raise TypeError("ciphersuites must be a colon-separated str")
+        names = [n.strip() for n in ciphersuites.split(":") if n.strip()]
+        if not names:
+            raise ValueError("QUIC needs at least one TLS 1.3 cipher suite")
+        unknown = [n for n in names if n not in TLS13_CIPHERSUITES]
+        if unknown:
+            raise ValueError(
+                f"unknown TLS 1.3 cipher suite(s) {', '.join(unknown)}; "
+                f"known: {', '.join(TLS13_CIPHERSUITES)}"
+            )
+        self._settings.cipher_suites = [TLS13_CIPHERSUITES[n] for n in names]
+
+    def set_quic_versions(
+        self, versions: Iterable[int], *, initial: int | None = None
+    ) -> None:
+        """Choose the QUIC versions this side supports, most preferred first.
+
+        A quicconn extension: OpenSSL 3.5 speaks QUIC v1 only and has no such
+        call.  ``initial`` (client) is the version of the first Initial; the
+        others are offered through compatible version negotiation (RFC 9368),
+        so ``set_quic_versions([QUIC_VERSION_2, QUIC_VERSION_1],
+        initial=QUIC_VERSION_1)`` starts in v1 and lets the server move the
+        connection to v2.
+        """
+        chosen = [int(v) for v in versions]
+        known = (QUIC_VERSION_1, QUIC_VERSION_2)
+        if not chosen or any(v not in known for v in chosen):
+            raise ValueError(
+                "versions must be a non-empty list of QUIC_VERSION_1 / QUIC_VERSION_2"
+            )
+        if initial is not None and int(initial) not in chosen:
+            raise ValueError("initial must be one of versions")
+        self._settings.supported_versions = chosen
+        self._settings.original_version = None if initial is None else int(initial)
+
+    # -- transport settings -----------------------------------------------
+
+    @property
+    def idle_timeout(self) -> float:
+        """Idle timeout requested from the peer, seconds (0 disables)."""
+        return self._settings.idle_timeout
+
+    @idle_timeout.setter
+    def idle_timeout(self, seconds: float) -> None:
+        if seconds < 0:
+            raise ValueError("idle_timeout must be >= 0 seconds")
+        self._settings.idle_timeout = float(seconds)
+
+    @property
+    def max_datagram_size(self) -> int:
+        """Largest UDP payload sent, bytes (QUIC requires at least 1200)."""
+        return self._settings.max_datagram_size
+
+    @max_datagram_size.setter
+    def max_datagram_size(self, size: int) -> None:
+        if not 1200 <= size <= 65527:
+            raise ValueError("max_datagram_size must be between 1200 and 65527")
+        self._settings.max_datagram_size = size
+
+    @property
+    def max_data(self) -> int:
+        """Connection receive window, bytes, kept ahead of what was read."""
+        return self._settings.max_data
+
+    @max_data.setter
+    def max_data(self, size: int) -> None:
+        if size < 1:
+            raise ValueError("max_data must be positive")
+        self._settings.max_data = size
+
+    @property
+    def max_stream_data(self) -> int:
+        """Per-stream receive window, bytes, kept ahead of what was read."""
+        return self._settings.max_stream_data
+
+    @max_stream_data.setter
+    def max_stream_data(self, size: int) -> None:
+        if size < 1:
+            raise ValueError("max_stream_data must be positive")
+        self._settings.max_stream_data = size
+
+    @property
+    def max_streams_bidi(self) -> int:
+        """Bidirectional streams the peer may open at once (MAX_STREAMS).
+
+        No OpenSSL call sets this (OpenSSL fixes it at 100); a peer stream
+        finished on the wire and accepted gives its slot back.
+        """
+        return self._settings.max_streams_bidi
+
+    @max_streams_bidi.setter
+    def max_streams_bidi(self, count: int) -> None:
+        self._settings.max_streams_bidi = _stream_count(count, "max_streams_bidi")
+
+    @property
+    def max_streams_uni(self) -> int:
+        """Unidirectional streams the peer may open at once (MAX_STREAMS).
+
+        See :attr:`max_streams_bidi`.
+        """
+        return self._settings.max_streams_uni
+
+    @max_streams_uni.setter
+    def max_streams_uni(self, count: int) -> None:
+        self._settings.max_streams_uni = _stream_count(count, "max_streams_uni")
+
+    @property
+    def congestion_control(self) -> str:
+        """Congestion controller: ``"reno"`` or ``"cubic"``."""
+        return self._settings.congestion_control
+
+    @congestion_control.setter
+    def congestion_control(self, name: str) -> None:
+        if name not in ("reno", "cubic"):
+            raise ValueError(
+                f"congestion_control must be 'reno' or 'cubic', not {name!r}"
+            )
+        self._settings.congestion_control = name
+
+    # -- modes ------------------------------------------------------------
+
+    def set_mode(self, mode: int) -> int:
+        """Add mode bits (SSL_CTX_set_mode); returns the new mode."""
+        self._mode |= mode
+        return self._mode
+
+    def clear_mode(self, mode: int) -> int:
+        """Remove mode bits (SSL_CTX_clear_mode); returns the new mode."""
+        self._mode &= ~mode
+        return self._mode
+
+    def get_mode(self) -> int:
+        """The current mode bits (SSL_CTX_get_mode)."""
+        return self._mode
+
+    def set_async_callback(self, callback: AsyncCallback | None) -> None:
+        """Call ``callback(conn, arg)`` when an async job can resume.
+
+        Mirrors SSL_CTX_set_async_callback; a connection's own callback wins.
+        """
+        if callback is not None and not callable(callback):
+            raise TypeError("the async callback must be callable")
+        self.async_callback = callback
+
+    def set_async_callback_arg(self, arg: Any) -> None:
+        """The ``arg`` passed to the async callback (SSL_CTX_set_async_callback_arg)."""
+        self.async_callback_arg = arg
+
+    def set_async_engine(self, engine: AsyncEngine | None) -> None:
+        """Offload private-key operations to ``engine`` under MODE_ASYNC.
+
+        quicconn's counterpart of an async-capable OpenSSL ENGINE/provider
+        (ThreadPoolEngine, ProcessPoolEngine, or an AsyncEngine subclass).
+        Without one, MODE_ASYNC changes nothing, as in OpenSSL: signing is
+        synchronous and get_async_status() is ASYNC_STATUS_UNSUPPORTED.
+        Connections take the engine when their handshake starts.
+        """
+        if engine is not None and not isinstance(engine, AsyncEngine):
+            raise TypeError(f"expected a quicconn.AsyncEngine, not {engine!r}")
+        self._async_engine = engine
+
+    def get_async_engine(self) -> AsyncEngine | None:
+        """The engine set with :meth:`set_async_engine`, or None."""
+        return self._async_engine
+
+    # -- for the objects layer --------------------------------------------
+
+    def _core_settings(self) -> CoreSettings:
+        """A private copy of the settings for one new connection."""
+        settings = dataclasses.replace(self._settings)
+        settings.verify_peer = bool(self._verify_mode & VERIFY_PEER)
+        settings.secrets_log_file = self._keylog()
+        settings.qlog_dir = self.qlog_dir
+        return settings
+
+    def _needs(self) -> frozenset[Capability]:
+        role = Capability.CLIENT if self.role is Role.CLIENT else Capability.SERVER
+        if self._mode & MODE_ASYNC and self._async_engine is not None:
+            return frozenset({role, Capability.ASYNC_SIGN})
+        return frozenset({role})
+
+
+def channel_config(ctx: ContextSettings) -> ChannelConfig:
+    """What a new connection's channel is made from (settings copied)."""
+    return ChannelConfig(
+        backend=registry.resolve(ctx._core_choice, ctx._needs()),
+        settings=ctx._core_settings(),
+        write_buffer_size=ctx.stream_write_buffer_size,
+    )
+
+
+def core_settings(ctx: ContextSettings) -> CoreSettings:
+    """A private copy of the context's core settings (for a listener)."""
+    return ctx._core_settings()
+
+
+def core_backend(ctx: ContextSettings) -> CoreBackend:
+    """The core backend connections of this context run on."""
+    return registry.resolve(ctx._core_choice, ctx._needs())
+
+
+def _stream_count(count: int, name: str) -> int:
+    if not isinstance(count, int) or isinstance(count, bool) or not 0 <= count < 2**60:
+        raise ValueError(f"{name} must be an int in [0, 2**60), not {count!r}")
+    return count
+
+
+__all__ = ["ContextSettings", "channel_config", "core_backend", "core_settings"]

@@ -1,0 +1,72 @@
+"""The event surface every reactor-driven QUIC object shares.
+
+OpenSSL gives connections and listeners alike ``SSL_handle_events``,
+``SSL_get_event_timeout``, ``SSL_net_write_desired`` and the poll
+descriptors; here they are written once, over the object's reactor.
+``net_read_desired`` differs by kind of object and stays with each.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+
+from .._quic.reactor import Reactor
+from .call import api
+
+
+class EventSurface:
+    """Mixin: the event methods of an object driven by one reactor."""
+
+    def _events_reactor(self) -> Reactor | None:
+        """The object's reactor; None before a transport is attached."""
+        raise NotImplementedError
+
+    def _require_events_reactor(self) -> Reactor:
+        """The object's reactor, or ValueError saying why there is none."""
+        raise NotImplementedError
+
+    _last_error: int
+
+    def _call_lock(self) -> AbstractContextManager[object]:
+        raise NotImplementedError
+
+    @api
+    def handle_events(self) -> None:
+        """Perform one tick: timers, receive, send (SSL_handle_events).
+
+        Never blocks and never raises for network trouble; failures surface
+        on the next I/O call.  A no-op before a transport is set.
+        """
+        reactor = self._events_reactor()
+        if reactor is not None:
+            reactor.tick()
+
+    @api
+    def get_event_timeout(self) -> float | None:
+        """Seconds until :meth:`handle_events` is due; 0.0 if now, None if never.
+
+        Mirrors SSL_get_event_timeout (``None`` is OpenSSL's
+        ``is_infinite``).  It covers every connection on the same socket.
+        """
+        reactor = self._events_reactor()
+        return None if reactor is None else reactor.timeout()
+
+    def net_write_desired(self) -> bool:
+        """Whether datagrams wait for the socket to drain (SSL_net_write_desired)."""
+        reactor = self._events_reactor()
+        return reactor is not None and reactor.net_write_desired()
+
+    def get_rpoll_descriptor(self) -> int:
+        """The descriptor to poll for readability (SSL_get_rpoll_descriptor)."""
+        return self._require_events_reactor().transport.fileno()
+
+    def get_wpoll_descriptor(self) -> int:
+        """The descriptor to poll for writability (SSL_get_wpoll_descriptor)."""
+        return self._require_events_reactor().transport.fileno()
+
+    def fileno(self) -> int:
+        """The socket's descriptor (SSL_get_fd), for selectors and asyncio."""
+        return self._require_events_reactor().transport.fileno()
+
+
+__all__ = ["EventSurface"]

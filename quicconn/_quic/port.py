@@ -1,0 +1,196 @@
+"""``Port``: the server side of one socket (OpenSSL's QUIC_PORT).
+
+A listener's reactor hands every datagram that no connection claims to its
+port.  The port asks the core backend's stateless :class:`ServerGate` what
+to do (Version Negotiation, Retry, stateless reset, refuse, or accept),
+counts what it did, and for an accepted Initial makes a channel at once
+and queues its connection for ``accept_connection()``, possibly still
+mid-handshake, exactly as OpenSSL hands them out.  It enforces the
+listener's limits and keeps the session tickets it issued for resumption.
+
+The connection objects themselves belong to the objects layer: the port
+gets them from a factory and knows them only as :class:`PortMember`.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar
+
+from .._core.interface import (
+    Address,
+    CoreBackend,
+    GateAction,
+    GateDecision,
+    GateReply,
+    ServerGate,
+)
+from .channel import Channel
+from .reactor import Reactor
+
+#: Session tickets a port remembers for resumption.
+TICKET_STORE_SIZE = 4096
+
+
+@dataclass
+class ListenerStats:
+    """Counters of what the listener did with datagrams it owned."""
+
+    connections_accepted: int = 0
+    connections_refused: int = 0
+    retries_sent: int = 0
+    version_negotiations_sent: int = 0
+    stateless_resets_sent: int = 0
+    datagrams_dropped: int = 0
+
+
+_REPLY_COUNTERS = {
+    GateReply.RETRY: "retries_sent",
+    GateReply.VERSION_NEGOTIATION: "version_negotiations_sent",
+    GateReply.STATELESS_RESET: "stateless_resets_sent",
+}
+
+
+class PortMember(Protocol):
+    """A connection object made for one of the port's channels."""
+
+    def free_locked(self) -> None:
+        """Release the connection; the reactor lock is held."""
+
+
+M = TypeVar("M", bound=PortMember)
+
+
+class Port(Generic[M]):
+    """Accepts connections on one reactor; see the module docstring."""
+
+    def __init__(
+        self,
+        reactor: Reactor,
+        backend: CoreBackend,
+        gate: ServerGate,
+        make: Callable[[], tuple[Channel, M]],
+        *,
+        reset_key: bytes,
+        cid_length: int,
+        accepts: bool,
+        max_pending: int,
+        max_live: int,
+    ) -> None:
+        self.reactor = reactor
+        self._backend = backend
+        self.gate = gate
+        self._make = make
+        self._reset_key = reset_key
+        #: False for a client-only listener (LISTENER_FLAG_NO_ACCEPT).
+        self.accepts = accepts
+        self.listening = False
+        self.accept_queue: deque[M] = deque()
+        self._members: dict[Channel, M] = {}
+        self._tickets: OrderedDict[bytes, Any] = OrderedDict()
+        self.stats = ListenerStats()
+        #: Connections waiting in the accept queue before new ones are refused.
+        self.max_pending = max_pending
+        #: Live connections (accepted or queued) before new ones are refused.
+        self.max_live = max_live
+        reactor.cid_length = cid_length
+        reactor.unroutable_handler = self.on_unroutable
+
+    @property
+    def live(self) -> int:
+        """Connections made and not yet terminated or freed."""
+        return len(self._members)
+
+    def pop_accepted(self) -> M | None:
+        return self.accept_queue.popleft() if self.accept_queue else None
+
+    def stop(self) -> None:
+        """Stop listening and free every connection never accepted."""
+        self.listening = False
+        while self.accept_queue:
+            self.accept_queue.popleft().free_locked()
+
+    # -- datagrams no connection claims (reactor callback, lock held) ----
+
+    def on_unroutable(self, data: bytes, addr: Address, now: float) -> None:
+        if not self.listening or not self.accepts:
+            self.stats.datagrams_dropped += 1
+            return
+        decision = self.gate.inspect(data, addr, now)
+        if decision.action is GateAction.DROP:
+            self.stats.datagrams_dropped += 1
+        elif decision.action is GateAction.REPLY:
+            assert decision.reply is not None
+            self.reactor.transport.send_batch([(decision.reply, addr)])
+            counter = (
+                None
+                if decision.reply_kind is None
+                else _REPLY_COUNTERS.get(decision.reply_kind)
+            )
+            if counter is not None:
+                setattr(self.stats, counter, getattr(self.stats, counter) + 1)
+        elif self._full():
+            self.stats.connections_refused += 1
+            refusal = self.gate.refuse(decision, "server busy: too many connections")
+            self.reactor.transport.send_batch([(refusal, addr)])
+        else:
+            self._create(decision, data, addr, now)
+
+    def _full(self) -> bool:
+        return (
+            len(self.accept_queue) >= self.max_pending
+            or len(self._members) >= self.max_live
+        )
+
+    def _create(
+        self, decision: GateDecision, data: bytes, addr: Address, now: float
+    ) -> None:
+        channel, member = self._make()
+        # The channel exists (with its MODE_ASYNC job host) before the first
+        # datagram: processing the ClientHello may pause in a job.
+        channel.start_server(
+            self.reactor,
+            decision,
+            reset_key=self._reset_key,
+            fetch_ticket=self._tickets.get,
+            store_ticket=self._store_ticket,
+        )
+        if not channel.receive_first(data, addr, now):
+            # Shaped like an Initial but undecryptable: junk, which must
+            # not take a connection slot or a place in the accept queue.
+            member.free_locked()
+            self.stats.datagrams_dropped += 1
+            return
+        core = channel.require_core()
+        channel.observer = self
+        self.reactor.add_core(core, decision.client_dcid, core.host_cid)
+        self.reactor.mark_dirty(core)
+        self._members[channel] = member
+        self.accept_queue.append(member)
+        self.stats.connections_accepted += 1
+
+    def _store_ticket(self, ticket: Any) -> None:
+        self._tickets[self._backend.ticket_label(ticket)] = ticket
+        while len(self._tickets) > TICKET_STORE_SIZE:
+            self._tickets.popitem(last=False)
+
+    # -- what channels report (lock held) ----------------------------------
+
+    def on_channel_terminated(self, channel: Channel) -> None:
+        member = self._members.pop(channel, None)
+        if member is not None and member in self.accept_queue:
+            # Never accepted and now dead: the application never sees it.
+            self.accept_queue.remove(member)
+            member.free_locked()
+        elif channel.core is not None:
+            self.reactor.remove_core(channel.core)
+
+    def on_channel_released(self, channel: Channel) -> None:
+        member = self._members.pop(channel, None)
+        if member is not None and member in self.accept_queue:
+            self.accept_queue.remove(member)
+
+
+__all__ = ["TICKET_STORE_SIZE", "ListenerStats", "Port", "PortMember"]
