@@ -803,6 +803,32 @@ class Pair:
         self.tick()
         _wait_sockets([self.client, self.listener], limit)
 
+    def next_timeout(self) -> float | None:
+        """The nearer of the two sides' ``get_event_timeout()``."""
+        pending = (self.client.get_event_timeout(), self.listener.get_event_timeout())
+        timeouts = [t for t in pending if t is not None]
+        return min(timeouts) if timeouts else None
+
+    def settle(self, quiet: float = 1.0, limit: float = 10.0) -> None:
+        """Pump until no timer is due within ``quiet`` seconds on either side
+        (handshake confirmation, ACKs and probes done; only the idle timer
+        is left), or both sides are closed.  At most ``limit`` seconds of
+        real time."""
+        deadline = time.monotonic() + limit
+        while True:
+            if self.clock is None:
+                self.tick()
+            timeout = self.next_timeout()
+            if (timeout is None or timeout > quiet) and (
+                self.datagrams is None or self.datagrams.in_flight() == 0
+            ):
+                return
+            assert time.monotonic() < deadline, f"pair did not settle ({timeout})"
+            if self.clock is None:
+                _wait_sockets([self.client, self.listener], quiet)
+            else:
+                self.pump()
+
     def handshake(self, client_config: ConnConfig, server_config: ConnConfig) -> None:
         """Connect nonblocking, both sides configured as given."""
         client = self.client
