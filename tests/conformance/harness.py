@@ -22,7 +22,6 @@ import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, NamedTuple
 
 import pytest
 
@@ -51,9 +50,7 @@ __all__ = [
     "Capability",
     "Cell",
     "Endpoints",
-    "KnownBug",
     "blob",
-    "cell_params",
     "core_capabilities",
     "digest",
 ]
@@ -134,33 +131,6 @@ def cells(cores: list[str] | None = None) -> list[Cell]:
 
 #: The whole matrix: every installed core x mode x transport.
 CELLS = cells()
-
-
-class KnownBug(NamedTuple):
-    """A bug being fixed elsewhere: the cells it shows in, and what it is."""
-
-    mode: str  # "blocking", "nonblocking" or "all"
-    reason: str
-
-
-def cell_params(known_bug: KnownBug | None = None) -> list[Any]:
-    """The matrix as values for ``parametrize("cell", ..., indirect=True)``.
-
-    ``known_bug`` marks the cells where it shows ``xfail(strict=True)``:
-    the test pins the correct behaviour, so the fix turns it into an
-    XPASS, which fails until the mark is removed.
-    """
-    out = []
-    for cell in CELLS:
-        marks: list[pytest.MarkDecorator] = []
-        if known_bug is not None and known_bug.mode in ("all", cell.mode):
-            marks.append(
-                pytest.mark.xfail(
-                    strict=True, raises=AssertionError, reason=known_bug.reason
-                )
-            )
-        out.append(pytest.param(cell, id=cell.id, marks=marks))
-    return out
 
 
 def blob(size: int, seed: str = "x") -> bytes:

@@ -1,28 +1,13 @@
 """The cross-core contract: every check over every cell of the matrix.
 
 Each test runs one ``check_*`` from checks.py over (core, mode, transport);
-see conftest.py for the matrix and harness.py for the pair factory.  Two
-checks pin behaviour that is a known bug today (issue 12) and are strict
-xfails in exactly the cells where they fail; the fixes flip them.
+see conftest.py for the matrix and harness.py for the pair factory.
 """
 
 from __future__ import annotations
 
-import pytest
-
 from tests.conformance import checks
-from tests.conformance.harness import Endpoints, KnownBug, cell_params
-
-STREAM_PARTIAL_WRITE_BUG = KnownBug(
-    "nonblocking",
-    "issue 12: Stream.set_mode(MODE_ENABLE_PARTIAL_WRITE) is stored and ignored; "
-    "a nonblocking stream write raises WantWriteError instead of a partial count",
-)
-EXPLICIT_SHUTDOWN_TICK_BUG = KnownBug(
-    "all",
-    "issue 12: shutdown(SHUTDOWN_FLAG_NO_BLOCK) ticks the reactor under "
-    "VALUE_EVENT_HANDLING_MODE_EXPLICIT",
-)
+from tests.conformance.harness import Endpoints
 
 
 def test_handshake(ends: Endpoints) -> None:
@@ -81,9 +66,6 @@ def test_partial_write_on_the_connection(ends: Endpoints) -> None:
     checks.check_partial_write_on_the_connection(ends)
 
 
-@pytest.mark.parametrize(
-    "cell", cell_params(known_bug=STREAM_PARTIAL_WRITE_BUG), indirect=True
-)
 def test_partial_write_on_a_stream(ends: Endpoints) -> None:
     checks.check_partial_write_on_a_stream(ends)
 
@@ -96,9 +78,6 @@ def test_rapid_shutdown(ends: Endpoints) -> None:
     checks.check_rapid_shutdown(ends)
 
 
-@pytest.mark.parametrize(
-    "cell", cell_params(known_bug=EXPLICIT_SHUTDOWN_TICK_BUG), indirect=True
-)
 def test_no_block_shutdown_in_explicit_mode_does_not_tick(ends: Endpoints) -> None:
     checks.check_no_block_shutdown_in_explicit_mode_does_not_tick(ends)
 
