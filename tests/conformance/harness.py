@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import select
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -71,26 +70,10 @@ def available_cores() -> list[str]:
 
 
 def core_capabilities(core: str) -> frozenset[Capability]:
-    """What ``core`` can do, from its backend.
-
-    Transitional: while the registry names a backend module that is not in
-    the tree yet (the core interface is landing in pieces), the one core
-    that exists is the in-tree aioquic adapter, which can do everything;
-    that is said in a warning, not assumed quietly.
-    """
+    """What ``core`` can do, from its backend."""
     from quicconn._core import registry
 
-    try:
-        return registry.get(core).capabilities
-    except ModuleNotFoundError as exc:
-        if core != "aioquic":
-            raise
-        warnings.warn(
-            f"core backend module for {core!r} not found ({exc}); assuming the "
-            "in-tree aioquic core has every Capability",
-            stacklevel=2,
-        )
-        return frozenset(Capability)
+    return registry.get(core).capabilities
 
 
 @dataclass(frozen=True)
