@@ -12,7 +12,9 @@ Where both sides must act at once, a check is a stream script
 (tests/support/stream_scripts.py): nonblocking, both sides are stepped in
 one thread; blocking, each side runs in its own thread and every call
 blocks as an application's would.  Where one side's view is the point
-(timers, poll, shutdown), the check drives the pair from one thread.
+(timers, poll, the handshake, idle timeout), the check drives the pair
+from one thread (the blocking handshake uses a second one for the
+server).
 """
 
 from __future__ import annotations
@@ -716,7 +718,7 @@ def check_flow_control_resumes_when_the_peer_reads(ends: Endpoints) -> None:
 
     def held(s: Side) -> bool:
         stream = s.stream("a")
-        for _ in range(5):  # time and ticks alone do not free the writer
+        for _ in range(5):  # ticks alone do not free the writer
             s.conn.handle_events()
             assert stream.pending() <= window, "peer sent beyond its credit"
         assert stream.pending() == window

@@ -185,6 +185,7 @@ class Endpoints:
         timed: bool = False,
     ) -> Iterator[Pair]:
         """A client (nonblocking, not started) and a listening server."""
+        self.require(Capability.CLIENT, Capability.SERVER)  # both ends: this core
         with open_pair(
             self.cell.setup(timed=timed), self.pki, self.pool, client_ctx, server_ctx
         ) as pair:

@@ -735,6 +735,7 @@ def server_context(
     pki: CertFiles, config: ContextConfig, *, core: str | None = None
 ) -> quicconn.Context:
     ctx = quicconn.Context(quicconn.SERVER, core=core)
+    assert core is None or ctx.core == core, (ctx.core, core)
     ctx.load_cert_chain(str(pki.cert), str(pki.key))
     ctx.set_alpn_protos([ALPN])
     config.apply(ctx)
@@ -745,6 +746,7 @@ def client_context(
     pki: CertFiles, config: ContextConfig, *, core: str | None = None
 ) -> quicconn.Context:
     ctx = quicconn.Context(quicconn.CLIENT, core=core)
+    assert core is None or ctx.core == core, (ctx.core, core)
     ctx.load_verify_locations(str(pki.ca))
     ctx.set_alpn_protos([ALPN])
     config.apply(ctx)
