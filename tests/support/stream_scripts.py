@@ -143,9 +143,13 @@ class Side:
 class Run:
     """Shared state of one script run."""
 
-    def __init__(self, mode: str, env: dict[str, Any]) -> None:
+    def __init__(
+        self, mode: str, env: dict[str, Any], *, blocking: bool, fake_clock: bool
+    ) -> None:
         self.mode = mode
         self.env = env
+        self.blocking = blocking
+        self.fake_clock = fake_clock
         self.sides: dict[str, Side] = {}
         self.sync_lock = threading.Condition()
         self.reached: dict[str, set[str]] = {}
@@ -489,18 +493,24 @@ class Sync(Op):
 
 
 class Only(Op):
-    """Run ``op`` only in one mode ("nonblocking", "blocking", "fakeclock")."""
+    """Run ``op`` only in some runs: "nonblocking" (any nonblocking run, on
+    any transport), "blocking" (any blocking run) or "fakeclock" (runs on a
+    FakeClock)."""
 
     def __init__(self, mode: str, op: Op) -> None:
+        assert mode in MODES, mode
         self.side = op.side
         self.mode = mode
         self.op = op
 
     def step(self, s: Side) -> bool:
-        modes = (
-            (self.mode,) if self.mode != "nonblocking" else ("nonblocking", "fakeclock")
-        )
-        if s.run.mode not in modes:
+        run = s.run
+        wanted = {
+            "nonblocking": not run.blocking,
+            "blocking": run.blocking,
+            "fakeclock": run.fake_clock,
+        }[self.mode]
+        if not wanted:
             return True
         return self.op.step(s)
 
@@ -638,27 +648,81 @@ def flatten(ops: tuple[Any, ...]) -> list[Op]:
 
 
 # ----------------------------------------------------------------------
+# where a run happens: core, blocking mode, transport
+# ----------------------------------------------------------------------
+
+#: The transports a pair can be joined by: real UDP sockets on loopback, or
+#: quicconn.testing.DatagramPair (in memory).
+TRANSPORTS = ("udp", "memory")
+
+
+@dataclass(frozen=True)
+class Setup:
+    """How one run is wired: the QUIC core, blocking or not, the transport.
+
+    A ``memory`` pair runs on a :class:`FakeClock` unless ``fake_clock``
+    says otherwise; by default that is every nonblocking run, where the
+    runner moves time to the next datagram or timer whenever no side can
+    go on.  Blocking runs on memory use the real clock: each side blocks in
+    its own thread, and a blocking wait on a fake clock jumps to the
+    waiter's next timer even while the other thread is about to answer
+    (after a handshake that timer is the idle timeout).  UDP is always on
+    the real clock.
+    """
+
+    transport: str = "udp"
+    blocking: bool = False
+    core: str | None = None  # None: the context's default (QUICCONN_CORE, auto)
+    fake_clock: bool | None = None
+
+    def __post_init__(self) -> None:
+        assert self.transport in TRANSPORTS, self.transport
+        assert not (self.transport == "udp" and self.fake_clock), "UDP is real time"
+
+    @property
+    def uses_fake_clock(self) -> bool:
+        if self.transport != "memory":
+            return False
+        return (not self.blocking) if self.fake_clock is None else self.fake_clock
+
+    @property
+    def label(self) -> str:
+        mode = "blocking" if self.blocking else "nonblocking"
+        clock = "fakeclock" if self.uses_fake_clock else "realclock"
+        core = self.core or "default-core"
+        return f"{core}/{mode}/{self.transport}/{clock}"
+
+
+#: The runs test_streams_scripts.py names (MODES), as setups.
+LEGACY_SETUPS = {
+    "nonblocking": Setup("udp", blocking=False),
+    "blocking": Setup("udp", blocking=True),
+    "fakeclock": Setup("memory", blocking=False, fake_clock=True),
+}
+
+
+# ----------------------------------------------------------------------
 # endpoints
 # ----------------------------------------------------------------------
 
 
 class ListenerPool:
-    """Listeners on loopback, one per server context configuration."""
+    """Listeners on loopback, one per (core, server context configuration)."""
 
     def __init__(self, pki: CertFiles) -> None:
         self.pki = pki
-        self._listeners: dict[ContextConfig, quicconn.Listener] = {}
+        self._listeners: dict[tuple[str | None, ContextConfig], quicconn.Listener] = {}
 
-    def get(self, config: ContextConfig) -> quicconn.Listener:
-        listener = self._listeners.get(config)
+    def get(self, config: ContextConfig, core: str | None = None) -> quicconn.Listener:
+        listener = self._listeners.get((core, config))
         if listener is None:
-            ctx = server_context(self.pki, config)
+            ctx = server_context(self.pki, config, core=core)
             listener = ctx.new_listener(
                 ("127.0.0.1", 0), quicconn.LISTENER_FLAG_NO_VALIDATE
             )
             listener.set_blocking_mode(False)
             listener.listen()
-            self._listeners[config] = listener
+            self._listeners[(core, config)] = listener
         return listener
 
     def close(self) -> None:
@@ -667,27 +731,198 @@ class ListenerPool:
         self._listeners.clear()
 
 
-def server_context(pki: CertFiles, config: ContextConfig) -> quicconn.Context:
-    ctx = quicconn.Context(quicconn.SERVER)
+def server_context(
+    pki: CertFiles, config: ContextConfig, *, core: str | None = None
+) -> quicconn.Context:
+    ctx = quicconn.Context(quicconn.SERVER, core=core)
+    assert core is None or ctx.core == core, (ctx.core, core)
     ctx.load_cert_chain(str(pki.cert), str(pki.key))
     ctx.set_alpn_protos([ALPN])
     config.apply(ctx)
     return ctx
 
 
-def client_context(pki: CertFiles, config: ContextConfig) -> quicconn.Context:
-    ctx = quicconn.Context(quicconn.CLIENT)
+def client_context(
+    pki: CertFiles, config: ContextConfig, *, core: str | None = None
+) -> quicconn.Context:
+    ctx = quicconn.Context(quicconn.CLIENT, core=core)
+    assert core is None or ctx.core == core, (ctx.core, core)
     ctx.load_verify_locations(str(pki.ca))
     ctx.set_alpn_protos([ALPN])
     config.apply(ctx)
     return ctx
 
 
-def _wait_sockets(conns: list[quicconn.Connection], limit: float) -> None:
+def _wait_sockets(conns: list[Any], limit: float) -> None:
     timeouts = [t for c in conns if (t := c.get_event_timeout()) is not None]
     wait = min([limit, *timeouts])
     fds = [c.fileno() for c in conns]
     select.select(fds, [], [], max(0.0, wait))
+
+
+@dataclass
+class Pair:
+    """A client connection and the listener it talks to, in one setup.
+
+    ``server`` is the accepted connection (None until accepted).  ``env``
+    is what scripts see as ``run.env``: the listener, and on a memory
+    transport the :class:`DatagramPair` (``"pair"``) and, on a fake clock,
+    the :class:`FakeClock` (``"clock"``).
+    """
+
+    setup: Setup
+    client: quicconn.Connection
+    listener: quicconn.Listener
+    datagrams: DatagramPair | None = None
+    clock: FakeClock | None = None
+    server: quicconn.Connection | None = None
+    env: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.env.setdefault("listener", self.listener)
+        if self.datagrams is not None:
+            self.env.setdefault("pair", self.datagrams)
+        if self.clock is not None:
+            self.env.setdefault("clock", self.clock)
+
+    def tick(self) -> None:
+        """One ``handle_events()`` on each side (the listener's reactor
+        carries the server connection)."""
+        self.client.handle_events()
+        self.listener.handle_events()
+
+    def pump(self, limit: float = 0.005) -> None:
+        """Let the network move once, without blocking for long.
+
+        Fake clock: deliver what is due, else jump to the next arrival or
+        timer.  Real clock: tick both sides and wait on their descriptors
+        for at most ``limit`` seconds (or the nearer deadline).
+        """
+        if self.clock is not None:
+            assert self.datagrams is not None
+            _advance(self.clock, [self.client, self.listener], self.datagrams)
+            return
+        self.tick()
+        _wait_sockets([self.client, self.listener], limit)
+
+    def next_timeout(self) -> float | None:
+        """The nearer of the two sides' ``get_event_timeout()``."""
+        pending = (self.client.get_event_timeout(), self.listener.get_event_timeout())
+        timeouts = [t for t in pending if t is not None]
+        return min(timeouts) if timeouts else None
+
+    def settle(self, quiet: float = 1.0, limit: float = 10.0) -> None:
+        """Pump until no timer is due within ``quiet`` seconds on either side
+        (handshake confirmation, ACKs and probes done; only the idle timer
+        is left), or both sides are closed.  At most ``limit`` seconds of
+        real time."""
+        deadline = time.monotonic() + limit
+        while True:
+            if self.clock is None:
+                self.tick()
+            timeout = self.next_timeout()
+            if (timeout is None or timeout > quiet) and (
+                self.datagrams is None or self.datagrams.in_flight() == 0
+            ):
+                return
+            assert time.monotonic() < deadline, f"pair did not settle ({timeout})"
+            if self.clock is None:
+                _wait_sockets([self.client, self.listener], quiet)
+            else:
+                self.pump()
+
+    def handshake(self, client_config: ConnConfig, server_config: ConnConfig) -> None:
+        """Connect nonblocking, both sides configured as given."""
+        client = self.client
+        client.set_blocking_mode(False)
+        client_config.apply(client)
+        client_done = server_done = False
+        deadline = time.monotonic() + 10
+        while not (client_done and server_done):
+            assert time.monotonic() < deadline, "handshake did not complete"
+            if self.clock is not None:
+                assert self.clock.now() < 1000.0 + FAKE_TIME_LIMIT, "fake handshake"
+            if not client_done:
+                try:
+                    client.connect()
+                    client_done = True
+                except quicconn.WantReadError:
+                    pass
+            if self.server is None:
+                self.server = self.listener.accept_connection(
+                    quicconn.ACCEPT_CONNECTION_NO_BLOCK
+                )
+                if self.server is not None:
+                    self.server.set_blocking_mode(False)
+                    server_config.apply(self.server)
+            if self.server is not None and not server_done:
+                try:
+                    self.server.accept()
+                    server_done = True
+                except quicconn.WantReadError:
+                    pass
+            if not (client_done and server_done):
+                self.pump(0.01)
+
+
+@contextmanager
+def open_pair(
+    setup: Setup,
+    pki: CertFiles,
+    pool: ListenerPool | None,
+    client_ctx: ContextConfig = ContextConfig(),
+    server_ctx: ContextConfig = ContextConfig(),
+) -> Iterator[Pair]:
+    """A client (not yet connected) and a listening server, as ``setup`` says.
+
+    UDP listeners come from ``pool`` (shared across runs); a memory pair
+    gets its own listener, freed on exit with the client and the server.
+    """
+    core = setup.core
+    client = quicconn.Connection(client_context(pki, client_ctx, core=core))
+    sock: socket.socket | None = None
+    own_listener: quicconn.Listener | None = None
+    pair: Pair | None = None
+    try:
+        if setup.transport == "udp":
+            assert pool is not None, "UDP runs need a ListenerPool"
+            listener = pool.get(server_ctx, core)
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sock.bind(("127.0.0.1", 0))
+            client.set_fd(sock)
+            client.set1_initial_peer_addr(listener.local_address())
+            pair = Pair(setup, client, listener)
+        else:
+            clock = FakeClock() if setup.uses_fake_clock else None
+            datagrams = DatagramPair(clock)
+            own_listener = listener = server_context(
+                pki, server_ctx, core=core
+            ).new_listener(datagrams.server, quicconn.LISTENER_FLAG_NO_VALIDATE)
+            listener.set_blocking_mode(False)
+            listener.listen()
+            client.set_transport(datagrams.client)
+            client.set1_initial_peer_addr(datagrams.SERVER_ADDRESS)
+            pair = Pair(setup, client, listener, datagrams, clock)
+        client.set1_host("127.0.0.1")
+        yield pair
+    finally:
+        client.free()
+        if sock is not None:
+            sock.close()
+        if pair is not None and pair.server is not None:
+            pair.server.free()
+        if own_listener is not None:
+            own_listener.free()
+
+
+@contextmanager
+def connected_pair(
+    setup: Setup, pki: CertFiles, pool: ListenerPool | None, sc: Script
+) -> Iterator[Pair]:
+    """A handshaken pair configured by ``sc``; both sides still nonblocking."""
+    with open_pair(setup, pki, pool, sc.client_ctx, sc.server_ctx) as pair:
+        pair.handshake(sc.client, sc.server)
+        yield pair
 
 
 @contextmanager
@@ -695,49 +930,9 @@ def loopback_pair(
     pool: ListenerPool, sc: Script
 ) -> Iterator[tuple[quicconn.Connection, quicconn.Connection, dict[str, Any]]]:
     """A handshaken client/server connection pair over real UDP sockets."""
-    listener = pool.get(sc.server_ctx)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind(("127.0.0.1", 0))
-    client = quicconn.Connection(client_context(pool.pki, sc.client_ctx))
-    server: quicconn.Connection | None = None
-    try:
-        client.set_fd(sock)
-        client.set1_initial_peer_addr(listener.local_address())
-        client.set1_host("127.0.0.1")
-        client.set_blocking_mode(False)
-        sc.client.apply(client)
-        deadline = time.monotonic() + 10
-        client_done = server_done = False
-        while not (client_done and server_done):
-            assert time.monotonic() < deadline, "handshake did not complete"
-            if not client_done:
-                try:
-                    client.connect()
-                    client_done = True
-                except quicconn.WantReadError:
-                    pass
-            if server is None:
-                server = listener.accept_connection(quicconn.ACCEPT_CONNECTION_NO_BLOCK)
-                if server is not None:
-                    server.set_blocking_mode(False)
-                    sc.server.apply(server)
-            if server is not None and not server_done:
-                try:
-                    server.accept()
-                    server_done = True
-                except quicconn.WantReadError:
-                    pass
-            if not (client_done and server_done):
-                conns = [client] + ([server] if server is not None else [])
-                listener.handle_events()
-                _wait_sockets(conns, 0.01)
-        assert server is not None
-        yield client, server, {"listener": listener}
-    finally:
-        client.free()
-        sock.close()
-        if server is not None:
-            server.free()
+    with connected_pair(LEGACY_SETUPS["nonblocking"], pool.pki, pool, sc) as pair:
+        assert pair.server is not None
+        yield pair.client, pair.server, pair.env
 
 
 @contextmanager
@@ -745,56 +940,12 @@ def fakeclock_pair(
     pki: CertFiles, sc: Script
 ) -> Iterator[tuple[quicconn.Connection, quicconn.Connection, dict[str, Any]]]:
     """A handshaken pair over a DatagramPair with a FakeClock."""
-    clock = FakeClock()
-    pair = DatagramPair(clock)
-    listener = server_context(pki, sc.server_ctx).new_listener(
-        pair.server, quicconn.LISTENER_FLAG_NO_VALIDATE
-    )
-    listener.set_blocking_mode(False)
-    listener.listen()
-    client = quicconn.Connection(client_context(pki, sc.client_ctx))
-    server: quicconn.Connection | None = None
-    try:
-        client.set_transport(pair.client)
-        client.set1_initial_peer_addr(pair.SERVER_ADDRESS)
-        client.set1_host("127.0.0.1")
-        client.set_blocking_mode(False)
-        sc.client.apply(client)
-        client_done = server_done = False
-        for _ in range(1000):
-            if not client_done:
-                try:
-                    client.connect()
-                    client_done = True
-                except quicconn.WantReadError:
-                    pass
-            if server is None:
-                server = listener.accept_connection(quicconn.ACCEPT_CONNECTION_NO_BLOCK)
-                if server is not None:
-                    server.set_blocking_mode(False)
-                    sc.server.apply(server)
-            if server is not None and not server_done:
-                try:
-                    server.accept()
-                    server_done = True
-                except quicconn.WantReadError:
-                    pass
-            if client_done and server_done:
-                break
-            _advance(clock, [client] + ([server] if server else []), pair)
-        assert client_done and server_done, "fake-clock handshake did not complete"
-        assert server is not None
-        yield client, server, {"listener": listener, "pair": pair, "clock": clock}
-    finally:
-        client.free()
-        if server is not None:
-            server.free()
-        listener.free()
+    with connected_pair(LEGACY_SETUPS["fakeclock"], pki, None, sc) as pair:
+        assert pair.server is not None
+        yield pair.client, pair.server, pair.env
 
 
-def _advance(
-    clock: FakeClock, conns: list[quicconn.Connection], pair: DatagramPair
-) -> None:
+def _advance(clock: FakeClock, conns: list[Any], pair: DatagramPair) -> None:
     """Move fake time to the next event: a datagram arrival or a timer.
 
     Datagrams already due are processed without moving time, so that the
@@ -855,29 +1006,37 @@ def _where(run: Run) -> str:
 def run_script(
     sc: Script, mode: str, pool: ListenerPool | None, pki: CertFiles
 ) -> Outcome:
-    if mode == "fakeclock":
-        with fakeclock_pair(pki, sc) as (client, server, env):
-            return _run_cooperative(sc, mode, client, server, env)
-    assert pool is not None
-    with loopback_pair(pool, sc) as (client, server, env):
-        if mode == "nonblocking":
-            return _run_cooperative(sc, mode, client, server, env)
-        return _run_threads(sc, client, server, env)
+    """Run ``sc`` in one of the :data:`MODES` (the default core)."""
+    return run_setup(sc, LEGACY_SETUPS[mode], pool, pki, label=mode)
 
 
-def _run_cooperative(
+def run_setup(
     sc: Script,
-    mode: str,
-    client: quicconn.Connection,
-    server: quicconn.Connection,
-    env: dict[str, Any],
+    setup: Setup,
+    pool: ListenerPool | None,
+    pki: CertFiles,
+    label: str | None = None,
 ) -> Outcome:
-    run = Run(mode, env)
-    run.sides = {"C": Side("C", client, run), "S": Side("S", server, run)}
+    """Handshake a pair as ``setup`` says, then run ``sc`` over it."""
+    with connected_pair(setup, pki, pool, sc) as pair:
+        return run_on(sc, pair, label=label)
+
+
+def run_on(sc: Script, pair: Pair, label: str | None = None) -> Outcome:
+    """Run ``sc`` over a handshaken pair, blocking or not as its setup says."""
+    assert pair.server is not None, "run_on needs a handshaken pair"
+    if pair.setup.blocking:
+        return _run_threads(sc, pair, label or pair.setup.label)
+    return _run_cooperative(sc, pair, label or pair.setup.label)
+
+
+def _run_cooperative(sc: Script, pair: Pair, label: str) -> Outcome:
+    assert pair.server is not None
+    run = Run(label, pair.env, blocking=False, fake_clock=pair.clock is not None)
+    run.sides = {"C": Side("C", pair.client, run), "S": Side("S", pair.server, run)}
     _split(sc, run)
-    outcome = Outcome(mode)
-    conns = [client, server]
-    clock = env.get("clock")
+    outcome = Outcome(label)
+    clock = pair.clock
     real_deadline = time.monotonic() + SCRIPT_TIMEOUT
     fake_deadline = clock.now() + FAKE_TIME_LIMIT if clock is not None else None
     while True:
@@ -896,24 +1055,15 @@ def _run_cooperative(
             and fake_deadline is not None
             and clock.now() > fake_deadline
         ):
-            raise AssertionError(f"[{mode}] script {sc.name} stuck: {_where(run)}")
+            raise AssertionError(f"[{label}] script {sc.name} stuck: {_where(run)}")
         if not progressed:
-            if clock is not None:
-                _advance(clock, conns, env["pair"])
-            else:
-                env["listener"].handle_events()
-                client.handle_events()
-                _wait_sockets(conns, 0.005)
+            pair.pump()
 
 
-def _run_threads(
-    sc: Script,
-    client: quicconn.Connection,
-    server: quicconn.Connection,
-    env: dict[str, Any],
-) -> Outcome:
-    run = Run("blocking", env)
-    run.sides = {"C": Side("C", client, run), "S": Side("S", server, run)}
+def _run_threads(sc: Script, pair: Pair, label: str) -> Outcome:
+    assert pair.server is not None
+    run = Run(label, pair.env, blocking=True, fake_clock=pair.clock is not None)
+    run.sides = {"C": Side("C", pair.client, run), "S": Side("S", pair.server, run)}
     for side in run.sides.values():
         side.blocking = True
         side.conn.set_blocking_mode(True)
@@ -928,7 +1078,7 @@ def _run_threads(
     run.wait = pump
     _split(sc, run)
     errors: list[BaseException] = []
-    outcome = Outcome("blocking")
+    outcome = Outcome(label)
 
     def drive(side: Side) -> None:
         try:
@@ -960,9 +1110,9 @@ def _run_threads(
         _abort(run)
         for thread in threads:
             thread.join(10)
-        raise AssertionError(f"[blocking] script {sc.name} stuck: {where}")
+        raise AssertionError(f"[{label}] script {sc.name} stuck: {where}")
     if errors:
-        raise AssertionError(f"[blocking] script {sc.name}: {_where(run)}") from errors[
+        raise AssertionError(f"[{label}] script {sc.name}: {_where(run)}") from errors[
             0
         ]
     return outcome
