@@ -176,7 +176,6 @@ class AsyncJob:
         self.glet: _JobGreenlet | None = None
         #: The thread the greenlet lives in: only it can switch to it.
         self.home: threading.Thread | None = None
-        self.paused = False
         #: The engine finished (or asked for a retry): the job may resume.
         self.ready = False
         self.finished = False
@@ -185,11 +184,7 @@ class AsyncJob:
         """Switch out of the job (ASYNC_pause_job); returns when resumed."""
         glet = self.glet
         assert glet is not None and glet.parent is not None
-        self.paused = True
-        try:
-            glet.parent.switch()
-        finally:
-            self.paused = False
+        glet.parent.switch()
 
 
 def current_job() -> AsyncJob | None:
@@ -445,10 +440,6 @@ class JobHost:
         self.state = HostState.IDLE
         #: Why the async work failed, for the error the application sees.
         self.failure: str | None = None
-        #: Datagrams dropped because the backlog was full.
-        self.dropped = 0
-        #: Completions reported by the engine (for diagnostics and tests).
-        self.completions = 0
         #: The handshake's signature was made.
         self.signed = False
 
@@ -487,8 +478,7 @@ class JobHost:
             return
         if self._job is not None or self._backlog:
             if len(self._backlog) >= self._backlog_limit:
-                self.dropped += 1
-                return
+                return  # the backlog is full: dropped, QUIC retransmits
             self._backlog.append(step)
             return
         self._start(step, now)
@@ -630,7 +620,6 @@ class JobHost:
             if request.error is not None:
                 self.wait_ctx.status = ASYNC_STATUS_ERR
             job.ready = True
-            self.completions += 1
             fd.signal()  # under the lock: close() cannot close it meanwhile
         self._wake()
 

@@ -307,8 +307,6 @@ class GateDecision:
     client_scid: bytes = b""
     original_destination_cid: bytes | None = None
     retry_source_cid: bytes | None = None
-    #: True if the client proved its address with a Retry token.
-    address_validated: bool = False
 
 
 class ServerGate(Protocol):

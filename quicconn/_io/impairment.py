@@ -93,11 +93,6 @@ class ImpairmentSpec:
                 )
         object.__setattr__(self, "blackholes", windows)
 
-    @property
-    def is_noop(self) -> bool:
-        return not (
-            self.drop_rate or self.corrupt_rate or self.droplist or self.blackholes
-        )
 
 
 def is_version_negotiation(data: bytes) -> bool:

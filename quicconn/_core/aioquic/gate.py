@@ -130,7 +130,6 @@ class AioquicGate:
             client_scid=scid,
             original_destination_cid=original_dcid,
             retry_source_cid=dcid,
-            address_validated=True,
         )
 
     def _negotiate_version(self, data: bytes) -> GateDecision:
