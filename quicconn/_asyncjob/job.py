@@ -440,6 +440,8 @@ class JobHost:
         self.state = HostState.IDLE
         #: Why the async work failed, for the error the application sees.
         self.failure: str | None = None
+        #: Datagrams dropped because the backlog was full.
+        self.dropped = 0
         #: The handshake's signature was made.
         self.signed = False
 
@@ -478,7 +480,8 @@ class JobHost:
             return
         if self._job is not None or self._backlog:
             if len(self._backlog) >= self._backlog_limit:
-                return  # the backlog is full: dropped, QUIC retransmits
+                self.dropped += 1  # QUIC retransmits what matters
+                return
             self._backlog.append(step)
             return
         self._start(step, now)

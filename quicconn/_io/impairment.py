@@ -94,7 +94,6 @@ class ImpairmentSpec:
         object.__setattr__(self, "blackholes", windows)
 
 
-
 def is_version_negotiation(data: bytes) -> bool:
     """A QUIC long-header packet with version 0 (RFC 9000, section 17.2.1)."""
     return len(data) >= 5 and data[0] & 0x80 != 0 and data[1:5] == b"\x00\x00\x00\x00"
