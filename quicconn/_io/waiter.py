@@ -121,10 +121,12 @@ class Waiter:
             with self._guard:
                 self._leader = None
                 handover = self._handover
+                if handover is None:
+                    # Under the guard: a close() from now on closes the
+                    # waker at once, so it must not be read after that.
+                    self._waker.clear()
             if handover is not None:
                 self._release(handover)
-            else:
-                self._waker.clear()
 
     def notify(self) -> None:
         """Progress was made (lock held): wake every other waiting thread.
