@@ -82,6 +82,9 @@ class DatagramRouter:
         transport = self.transport
         if transport.has_pending_writes():
             transport.flush()
+            if not transport.has_pending_writes():
+                # The backlog is gone: a write blocked in another thread can go.
+                self._waiter.notify()
         batch = transport.recv_batch()
         if not batch:
             return
