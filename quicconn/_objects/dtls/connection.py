@@ -74,10 +74,10 @@ from ..._io.transport import (
 )
 from ..call import api, run_call
 from .errors import translate_error
-from .openssl import SslState, drain_records, new_ssl
+from .openssl import SslState, drain_records
 from .records import MAX_RECORD_PLAINTEXT, well_formed
 from .router import DatagramRouter
-from .settings import MAX_MTU, MIN_MTU, DTLSSettings
+from .settings import MAX_MTU, MIN_MTU, DTLSSettings, new_ssl
 
 if TYPE_CHECKING:
     from ..._types import Buffer
@@ -202,12 +202,7 @@ class DTLSConnection:
         state: SslState | None,
         on_free: Callable[[DTLSConnection], None],
     ) -> DTLSConnection:
-        """A server connection for ``peer`` on a listener's socket (lock held).
-
-        ``ssl`` is the listener's SSL object that passed ``DTLSv1_listen``
-        (None without cookie exchange); ``on_free`` is called when the
-        connection is freed.
-        """
+        """See :func:`new_listener_connection`."""
         conn = cls(ctx)
         conn._on_free = on_free
         conn._peer = peer
@@ -216,8 +211,8 @@ class DTLSConnection:
         router.add_route(peer, conn._deliver)
         if ssl is not None and state is not None:
             conn._ssl = ssl
-            conn._ssl_state = state  # keeps the listener: OpenSSL checks the
-            # cookie again when the handshake resumes from the buffered hello
+            conn._ssl_state = state  # keeps the cookie mint: OpenSSL checks
+            # the cookie again when the handshake resumes from the buffered hello
             conn._state = DTLSState.HANDSHAKING
         return conn
 
@@ -604,8 +599,7 @@ class DTLSConnection:
             raise ValueError(
                 "the server DTLSContext has no certificate: call load_cert_chain()"
             )
-        self._ssl_state.keylog = self._ctx._keylog()
-        ssl = new_ssl(self._ctx._openssl_context(), self._ssl_state, self._mtu)
+        ssl = new_ssl(self._ctx, self._ssl_state, self._mtu)
         if self._is_client:
             ssl.set_connect_state()
             if self._sni is not None and not _is_ip_address(self._sni):
@@ -961,19 +955,21 @@ class DTLSConnection:
     def free(self) -> None:
         """Release the connection (SSL_free): nothing is sent.
 
-        The socket given to :meth:`set_fd` stays open (BIO_NOCLOSE).
+        The socket given to :meth:`set_fd` stays open (BIO_NOCLOSE).  A call
+        blocked on the connection in another thread ends (``ValueError``).
         """
+        router = self._router
+        if router is None:
+            self._freed = True
+            return
+        with router.lock:
+            self.free_locked()
+
+    def free_locked(self) -> None:
+        """:meth:`free` for a caller already holding the router's lock."""
         if self._freed:
             return
         self._freed = True
-        router = self._router
-        if router is None:
-            return
-        with router.lock:
-            self._free_locked()
-        self._drop_router()
-
-    def _free_locked(self) -> None:
         router = self._router
         if router is not None:
             if self._peer is not None:
@@ -988,6 +984,7 @@ class DTLSConnection:
             self._on_free = None
         self._timer.disarm()
         self._inbox.clear()
+        self._drop_router()
 
     def _drop_router(self) -> None:
         router = self._router
@@ -1020,6 +1017,41 @@ class DTLSConnection:
         )
 
 
+# -- for the listener (router lock held) ---------------------------------------
+
+
+def new_listener_connection(
+    ctx: DTLSSettings,
+    router: DatagramRouter,
+    peer: Address,
+    ssl: SSL.Connection | None,
+    state: SslState | None,
+    on_free: Callable[[DTLSConnection], None],
+    first_datagram: bytes | None = None,
+) -> DTLSConnection:
+    """A server connection for ``peer`` on a listener's socket.
+
+    ``ssl`` is the listener's SSL object that passed ``DTLSv1_listen``, with
+    its ``state`` (None without cookie exchange; the first ClientHello is
+    then ``first_datagram``).  ``on_free`` is called when the connection is
+    freed.
+    """
+    conn = DTLSConnection._from_listener(ctx, router, peer, ssl, state, on_free)
+    if first_datagram is not None:
+        conn._deliver(first_datagram)
+    return conn
+
+
+def handle_timeout_locked(conn: DTLSConnection) -> int:
+    """``conn.DTLSv1_handle_timeout()`` for a caller holding the lock."""
+    return conn._handle_timeout()
+
+
+def event_timeout_locked(conn: DTLSConnection) -> float | None:
+    """``conn.get_event_timeout()`` for a caller holding the lock."""
+    return conn._event_timeout()
+
+
 def _transport_closed() -> Error:
     return SyscallError("the transport was closed while waiting")
 
@@ -1032,4 +1064,10 @@ def _is_ip_address(name: str) -> bool:
     return True
 
 
-__all__ = ["DTLSConnection", "DTLSState"]
+__all__ = [
+    "DTLSConnection",
+    "DTLSState",
+    "event_timeout_locked",
+    "handle_timeout_locked",
+    "new_listener_connection",
+]

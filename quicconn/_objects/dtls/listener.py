@@ -30,17 +30,23 @@ from OpenSSL import SSL
 from ..._constants import ACCEPT_CONNECTION_NO_BLOCK, LISTENER_FLAG_NO_VALIDATE, Role
 from ..._errors import Error, SyscallError, WantReadError
 from ..._io.transport import Address, DatagramTransport, open_transport
-from ..call import api, run_call
+from ..call import api, poll_once, run_call
 from ..errors import bind_error
-from .connection import DTLSConnection
-from .openssl import CookieMint, SslState, drain_records, new_ssl
+from .connection import (
+    DTLSConnection,
+    event_timeout_locked,
+    handle_timeout_locked,
+    new_listener_connection,
+)
+from .openssl import CookieMint, SslState, drain_records
 from .router import DatagramRouter
-from .settings import DTLSSettings
+from .settings import DTLSSettings, new_ssl
 
 __all__ = ["DTLSListener", "DTLSListenerStats", "make_listener"]
 
-#: What one pass of ``accept_connection()`` ends with: ``(connection,)`` or
-#: ``(None,)`` when there is none to wait for; None while a blocking call waits.
+#: What an attempt of ``accept_connection()`` finds: ``(connection,)``,
+#: ``(None,)`` once the listener was freed (nothing left to wait for), or
+#: None while no connection is queued.
 _Accepted = tuple[DTLSConnection | None]
 
 
@@ -122,18 +128,20 @@ class DTLSListener:
             if conn is None:
                 router.tick()
                 conn = self._pop_accepted()
-            if conn is None and blocking:
-                return None
-            return (conn,)
+            return None if conn is None else (conn,)
 
-        return run_call(
-            attempt,
-            router,
-            blocking=blocking,
-            implicit_events=False,
-            would_block=_nothing_queued,  # not reached: a nonblocking pass ends
-            stopped=_socket_closed,
-        )[0]
+        if not blocking:
+            found = poll_once(attempt, router, implicit_events=False)
+        else:
+            found = run_call(
+                attempt,
+                router,
+                blocking=True,
+                implicit_events=False,
+                would_block=_nothing_queued,
+                stopped=_socket_closed,
+            )
+        return None if found is None else found[0]
 
     def get_accept_connection_queue_len(self) -> int:
         """Connections waiting to be accepted (SSL_get_accept_connection_queue_len)."""
@@ -153,7 +161,7 @@ class DTLSListener:
             return
         router.tick()
         for conn in list(self._connections.values()):
-            conn._handle_timeout()
+            handle_timeout_locked(conn)
 
     @api
     def get_event_timeout(self) -> float | None:
@@ -166,7 +174,7 @@ class DTLSListener:
             return None
         timeouts = [
             t
-            for t in (c._event_timeout() for c in self._connections.values())
+            for t in (event_timeout_locked(c) for c in self._connections.values())
             if t is not None
         ]
         return min(timeouts) if timeouts else None
@@ -233,13 +241,10 @@ class DTLSListener:
             queued = list(self._accept_queue)
             self._accept_queue.clear()
             for conn in queued:
-                conn._free_locked()
-                conn._freed = True
+                conn.free_locked()
             router.wake_waiters()  # a blocked accept_connection() returns None
-        for conn in queued:
-            conn._drop_router()
-        if router.release():
-            router.close(close_transport=self._owns_socket)
+            if router.release():
+                router.close(close_transport=self._owns_socket)
 
     def __enter__(self) -> DTLSListener:
         return self
@@ -264,7 +269,7 @@ class DTLSListener:
             self.stats.datagrams_dropped += 1
             return
         if not self._validate:
-            self._admit(router, addr, None, None)._deliver(data)
+            self._admit(router, addr, None, None, data)
             return
         gate, state = self._listening_ssl(router)
         state.peer = addr
@@ -292,9 +297,16 @@ class DTLSListener:
         addr: Address,
         ssl: SSL.Connection | None,
         state: SslState | None,
+        first_datagram: bytes | None = None,
     ) -> DTLSConnection:
-        conn = DTLSConnection._from_listener(
-            self._ctx, router, addr, ssl, state, self._on_connection_freed
+        conn = new_listener_connection(
+            self._ctx,
+            router,
+            addr,
+            ssl,
+            state,
+            self._on_connection_freed,
+            first_datagram,
         )
         self._connections[addr] = conn
         self._accept_queue.append(conn)
@@ -303,12 +315,8 @@ class DTLSListener:
 
     def _listening_ssl(self, router: DatagramRouter) -> tuple[SSL.Connection, SslState]:
         if self._gate is None or self._gate_state is None:
-            state = SslState(
-                cookies=self._mint, clock=router.clock, keylog=self._ctx._keylog()
-            )
-            ssl = new_ssl(
-                self._ctx._openssl_context(), state, self._ctx.max_datagram_size
-            )
+            state = SslState(cookies=self._mint, clock=router.clock)
+            ssl = new_ssl(self._ctx, state, self._ctx.max_datagram_size)
             ssl.set_accept_state()
             self._gate, self._gate_state = ssl, state
         return self._gate, self._gate_state

@@ -37,7 +37,6 @@ __all__ = [
     "cookie_verify_callback",
     "drain_records",
     "keylog_callback",
-    "new_ssl",
     "verify_callback",
 ]
 
@@ -96,14 +95,6 @@ class SslState:
     cookies: CookieMint | None = None
     clock: Clock | None = None
     keylog: TextIO | None = None
-
-
-def new_ssl(context: SSL.Context, state: SslState, mtu: int) -> SSL.Connection:
-    """An ``SSL`` object (SSL_new) over memory BIOs, with ``state`` attached."""
-    ssl = SSL.Connection(context, None)
-    ssl.set_app_data(state)
-    ssl.set_ciphertext_mtu(mtu)
-    return ssl
 
 
 def drain_records(ssl: SSL.Connection) -> list[bytes]:

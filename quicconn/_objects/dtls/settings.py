@@ -25,13 +25,14 @@ from ..._constants import Role
 from ..context_base import ContextBase
 from .errors import describe_error
 from .openssl import (
+    SslState,
     cookie_generate_callback,
     cookie_verify_callback,
     keylog_callback,
     verify_callback,
 )
 
-__all__ = ["DEFAULT_MTU", "MAX_MTU", "MIN_MTU", "DTLSSettings"]
+__all__ = ["DEFAULT_MTU", "MAX_MTU", "MIN_MTU", "DTLSSettings", "new_ssl"]
 
 #: Wire value of DTLS 1.2 (``DTLS1_2_VERSION``); quicconn speaks only 1.2.
 DTLS1_2_VERSION = 0xFEFD
@@ -193,6 +194,13 @@ class DTLSSettings(ContextBase):
     def _changed(self) -> None:
         self._built = None
 
+    def _new_ssl(self, state: SslState, mtu: int) -> SSL.Connection:
+        ssl = SSL.Connection(self._openssl_context(), None)
+        state.keylog = self._keylog()
+        ssl.set_app_data(state)
+        ssl.set_ciphertext_mtu(mtu)
+        return ssl
+
     def _openssl_context(self) -> SSL.Context:
         """The pyOpenSSL context for the next connection (built on demand)."""
         if self._built is None:
@@ -252,3 +260,12 @@ def _load_pem_certificates(data: bytes) -> list[Any]:
     from cryptography.x509 import load_pem_x509_certificates
 
     return load_pem_x509_certificates(data)
+
+
+def new_ssl(ctx: DTLSSettings, state: SslState, mtu: int) -> SSL.Connection:
+    """An ``SSL`` object (SSL_new) from ``ctx`` as it is now, over memory BIOs.
+
+    ``state`` becomes its app data (for the callbacks), with the context's
+    key log file; ``mtu`` is its ciphertext MTU (SSL_set_mtu).
+    """
+    return ctx._new_ssl(state, mtu)
