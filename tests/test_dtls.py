@@ -9,6 +9,7 @@ and ``s_client -dtls`` over loopback UDP.
 from __future__ import annotations
 
 import contextlib
+import os
 import selectors
 import shutil
 import socket
@@ -565,6 +566,96 @@ def test_blocking_server_connections_share_the_listener_socket_across_threads(
     assert not errors
     assert not any(t.is_alive() for t in servers + clients)
     assert sorted(echoed) == [b"THREAD 0", b"THREAD 1", b"THREAD 2"]
+
+
+# ----------------------------------------------------------------------------
+# freeing an object while another thread waits on its socket
+# ----------------------------------------------------------------------------
+
+
+def open_descriptors() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def block_in_thread(call: Callable[[], object]) -> tuple[threading.Thread, list[Any]]:
+    """Run ``call`` in a thread; its outcome (result or exception) lands in a list."""
+    outcome: list[Any] = []
+
+    def run() -> None:
+        try:
+            outcome.append(call())
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    time.sleep(0.3)  # long enough to be asleep in poll(2) on the socket
+    assert thread.is_alive(), f"the call did not block: {outcome}"
+    return thread, outcome
+
+
+def test_freeing_a_listener_while_another_thread_blocks_in_accept_closes_every_descriptor_and_returns_none(  # noqa: E501
+    dtls_server_ctx,
+):
+    """The last DTLS object on a socket goes while a thread sleeps on it.
+
+    The sleeping thread must be woken (a descriptor closed under poll(2)
+    does not wake it) and close the descriptors itself once out of poll, so
+    neither thread sees a closed descriptor: nothing raises, nothing leaks.
+    """
+    before = open_descriptors()
+    listener = dtls_server_ctx.new_listener(("127.0.0.1", 0))  # owns its socket
+    listener.listen()
+    thread, outcome = block_in_thread(listener.accept_connection)
+    listener.free()
+    thread.join(5)
+    assert not thread.is_alive(), "accept_connection() still blocked after free()"
+    assert outcome == [None]
+    assert open_descriptors() == before
+
+
+def test_freeing_a_connection_while_another_thread_blocks_in_its_handshake_ends_the_call_and_closes_every_descriptor(  # noqa: E501
+    pki,
+):
+    """A blocking handshake waits for a silent peer, its timer armed (1 s)."""
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    silent.bind(("127.0.0.1", 0))
+    try:
+        before = open_descriptors()
+        conn = udp_client(pki, silent.getsockname()[1])  # owns its socket
+        thread, outcome = block_in_thread(conn.connect)
+        conn.free()
+        thread.join(5)
+        assert not thread.is_alive(), "connect() still blocked after free()"
+        assert len(outcome) == 1 and isinstance(outcome[0], ValueError), outcome
+        assert "freed" in str(outcome[0])
+        assert open_descriptors() == before
+    finally:
+        silent.close()
+
+
+def test_freeing_a_listener_connection_releases_a_thread_blocked_in_its_read(
+    pki, dtls_server_ctx
+):
+    """The socket stays (the listener still uses it); the blocked read ends."""
+    listener = dtls_server_ctx.new_listener(("127.0.0.1", 0))
+    listener.listen()
+    client = udp_client(pki, listener.local_address()[1])
+    connecting = threading.Thread(target=client.connect)
+    connecting.start()
+    server = listener.accept_connection()
+    assert server is not None
+    server.accept()
+    connecting.join(10)
+    try:
+        thread, outcome = block_in_thread(server.read)  # the client sends nothing
+        server.free()
+        thread.join(5)
+        assert not thread.is_alive(), "read() still blocked after free()"
+        assert len(outcome) == 1 and isinstance(outcome[0], ValueError), outcome
+    finally:
+        client.free()
+        listener.free()
 
 
 # ----------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import resource
 import socket
 import threading
@@ -403,6 +404,38 @@ def test_connection_close_releases_every_blocked_thread(pki: CertFiles) -> None:
         client.free()
         sock.close()
         listener.free()
+
+
+def test_freeing_a_listener_releases_every_thread_blocked_in_accept(
+    pki: CertFiles,
+) -> None:
+    """Three threads wait (one polls, two on the condition); free() ends all.
+
+    The socket and the wake-up descriptor are closed once, by the polling
+    thread when it wakes, and none is left open.
+    """
+    before = len(os.listdir("/proc/self/fd"))
+    ctx = server_context(pki, ContextConfig())
+    listener = ctx.new_listener(("127.0.0.1", 0), q.LISTENER_FLAG_NO_VALIDATE)
+    listener.listen()
+    outcomes: list[object] = []
+
+    def accept(_i: int) -> None:
+        try:
+            outcomes.append(listener.accept_connection())
+        except q.SyscallError as exc:  # the listener's socket went away
+            outcomes.append(type(exc))
+
+    def free_soon() -> None:
+        time.sleep(0.3)  # every thread asleep
+        listener.free()
+
+    freer = threading.Thread(target=free_soon)
+    freer.start()
+    run_threads(accept, 3, limit=10)
+    freer.join(10)
+    assert len(outcomes) == 3 and set(outcomes) <= {None, q.SyscallError}
+    assert len(os.listdir("/proc/self/fd")) == before
 
 
 def test_stress_thirty_two_threads_share_one_connection(echo: EchoServer) -> None:

@@ -109,16 +109,16 @@ class WaitCtx:
     """One connection's ``ASYNC_WAIT_CTX``: wait fds, changes, engine status.
 
     Fds are keyed by the engine that uses them and stay stable for the
-    connection's lifetime, as OpenSSL encourages.  The added/deleted lists
-    cover the changes since the last ``WANT_ASYNC``: they are reset when a
-    paused job is resumed, so whatever an engine adds before the job pauses
-    again is reported after that pause, once.
+    connection's lifetime, as OpenSSL encourages: none is deleted before the
+    connection goes, so the deleted list of :meth:`changed_fds` is always
+    empty.  The added list covers the changes since the last ``WANT_ASYNC``:
+    it is reset when a paused job is resumed, so whatever an engine adds
+    before the job pauses again is reported after that pause, once.
     """
 
     def __init__(self) -> None:
         self._fds: dict[int, WaitFd] = {}
         self._added: list[int] = []
-        self._deleted: list[int] = []
         self.status = ASYNC_STATUS_UNSUPPORTED
 
     def fd_for(self, key: object) -> WaitFd:
@@ -129,26 +129,14 @@ class WaitCtx:
             self._added.append(found.fileno())
         return found
 
-    def clear_fd(self, key: object) -> None:
-        """Forget ``key``'s fd (ASYNC_WAIT_CTX_clear_fd) and close it."""
-        found = self._fds.pop(id(key), None)
-        if found is not None:
-            fd = found.fileno()
-            if fd in self._added:
-                self._added.remove(fd)
-            else:
-                self._deleted.append(fd)
-            found.close()
-
     def all_fds(self) -> list[int]:
         return [fd.fileno() for fd in self._fds.values()]
 
     def changed_fds(self) -> tuple[list[int], list[int]]:
-        return list(self._added), list(self._deleted)
+        return list(self._added), []
 
     def reset_counts(self) -> None:
         self._added.clear()
-        self._deleted.clear()
 
     def close(self) -> None:
         for fd in self._fds.values():

@@ -8,7 +8,8 @@ call the same way:
    once (a reactor tick, ``SSL_handle_events``) and try again;
 3. nonblocking: raise ``WantReadError`` / ``WantWriteError`` (or whatever the
    caller says the call is waiting for);
-4. blocking: sleep on the object's driver until the operation can finish.
+4. blocking: sleep on the object's driver until the operation can finish
+   (and, if the call has a timer of its own, at least until its deadline).
 
 :func:`run_call` is that loop, written once; :func:`poll_once` is its
 nonblocking half, for calls that report "not yet" by returning (OpenSSL's
@@ -42,8 +43,18 @@ class Driver(Protocol):
     def tick(self) -> None:
         """Process what is due now; never blocks (``SSL_handle_events``)."""
 
-    def block_until(self, predicate: Callable[[], bool]) -> bool:
-        """Wait, making progress, until ``predicate()``; False if stopped."""
+    def block_until(
+        self,
+        predicate: Callable[[], bool],
+        *,
+        wake_at: Callable[[], float | None] | None = None,
+    ) -> bool:
+        """Wait, making progress, until ``predicate()``; False if stopped.
+
+        ``wake_at()``, if given, is an instant on the driver's clock (or
+        None) at which to test ``predicate()`` again even if nothing else
+        happened: a timer the driver does not own.
+        """
 
 
 class CallTarget(Protocol):
@@ -105,6 +116,7 @@ def run_call(
     implicit_events: bool,
     would_block: Callable[[], Exception],
     stopped: Callable[[], Exception],
+    wake_at: Callable[[], float | None] | None = None,
 ) -> T:
     """Complete ``attempt`` under the call discipline (module docstring).
 
@@ -114,6 +126,12 @@ def run_call(
     ticks.  ``would_block`` makes the exception of a nonblocking call that
     cannot finish; ``stopped`` the one of a blocking call whose driver was
     shut down while it waited.
+
+    ``wake_at`` is for a call whose object keeps a timer the driver does not
+    own (a DTLS connection's retransmission timer; a DTLS router keeps no
+    timers): a blocking wait also wakes at ``wake_at()`` (an instant on the
+    driver's clock, or None) and tries again; ``attempt`` handles the timer
+    when it is due.
     """
     if not blocking:
         result = poll_once(attempt, driver, implicit_events=implicit_events)
@@ -132,6 +150,10 @@ def run_call(
         box.append(value)
         return True
 
-    if not driver.block_until(ready) or not box:
+    if wake_at is None:  # drivers written before wake_at existed keep working
+        finished = driver.block_until(ready)
+    else:
+        finished = driver.block_until(ready, wake_at=wake_at)
+    if not finished or not box:
         raise stopped()
     return box[0]

@@ -15,10 +15,10 @@ socket, many on a listener).  Its unit of work is the *tick*
 Blocking calls use :meth:`Reactor.block_until`: tick, test a predicate,
 otherwise sleep in ``poll(2)`` on the socket until the next timer deadline.
 No busy waiting, no fixed sleeps: an idle connection costs one wake-up per
-timer.  With several threads blocked on one reactor, one (the *leader*)
-polls the socket with the lock released while the others wait on a
-condition; every tick wakes them, and a tick made by another thread while
-the leader sleeps cuts its ``poll`` short through a waker descriptor.
+timer.  The sleeping, with several threads blocked on one reactor, is the
+reactor's :class:`~quicconn._io.waiter.Waiter` (leader/follower): every tick
+that did work wakes the other waiters, and :meth:`Reactor.close` goes through
+its one close path.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from collections.abc import Callable
 from .._core.interface import Core
 from .._core.wire import peek_destination_cid
 from .._io.transport import Address, DatagramTransport, Waker
+from .._io.waiter import Waiter
 
 logger = logging.getLogger("quicconn.reactor")
 
@@ -46,8 +47,9 @@ class Reactor:
     def __init__(self, transport: DatagramTransport) -> None:
         self.transport = transport
         self.clock = transport.clock
-        self.lock = threading.Lock()
-        self._cond = threading.Condition(self.lock)
+        self._waiter = Waiter(transport)
+        #: The lock of every call on the objects here (the waiter's).
+        self.lock = self._waiter.lock
         self._cores: set[Core] = set()
         self._by_cid: dict[bytes, Core] = {}
         self._cids_of: dict[Core, set[bytes]] = {}
@@ -60,22 +62,12 @@ class Reactor:
         #: Called (under the lock) for datagrams no core claims: a listener
         #: uses it to create connections, answer version negotiation, etc.
         self.unroutable_handler: UnroutableHandler | None = None
-        self._waker = Waker()
-        #: Wakers of threads blocked in ``quicconn.poll()`` on this reactor.
-        self._watchers: set[Waker] = set()
-        self._leader: int | None = None
-        #: Guards the hand-over of descriptors between :meth:`close` and a
-        #: thread sleeping in ``poll`` on them (close may run unlocked).
-        self._poll_guard = threading.Lock()
-        self._deferred_close: bool | None = None
-        self._followers = 0
         self._users = 0
         self.closed = False
         # MODE_ASYNC: cores whose paused job may resume, posted from engine
         # threads (deque appends are atomic); see post_async_ready().
         self._async_ready: deque[Core] = deque()
         self._async_elsewhere: list[Core] = []
-        self._post_lock = threading.Lock()
         #: Set once a second thread ticks: async jobs then stop running
         #: inline (see quicconn/_asyncjob/job.py).
         self.multi_threaded = False
@@ -186,7 +178,7 @@ class Reactor:
             # Something changed (input, a timer, or a call on some object):
             # wake the other waiters.  Never for a tick that did nothing, or
             # two waiting threads would take turns waking each other.
-            self._after_tick()
+            self._waiter.notify()
 
     def _route(self, data: bytes, addr: Address, now: float) -> None:
         cid = peek_destination_cid(data, self.cid_length)
@@ -219,9 +211,7 @@ class Reactor:
         notice an engine's completion without polling.
         """
         self._async_ready.append(core)
-        with self._post_lock:
-            if not self.closed:
-                self._waker.wake()
+        self._waiter.post()
 
     def _resume_async(self, now: float) -> None:
         # Only what was posted before this tick: a job that pauses again
@@ -308,81 +298,45 @@ class Reactor:
 
     # -- blocking ---------------------------------------------------------
 
-    def _after_tick(self) -> None:
-        if self._followers:
-            self._cond.notify_all()
-        if self._leader is not None and self._leader != threading.get_ident():
-            self._waker.wake()
-        for watcher in self._watchers:
-            watcher.wake()
-
     def add_watcher(self, waker: Waker) -> None:
         """Wake ``waker`` after every tick (a poll() waiting elsewhere).  Lock held."""
-        self._watchers.add(waker)
+        self._waiter.add_watcher(waker)
 
     def remove_watcher(self, waker: Waker) -> None:
         """Stop waking ``waker``.  Lock held."""
-        self._watchers.discard(waker)
+        self._waiter.remove_watcher(waker)
 
     def block_until(
-        self, predicate: Callable[[], bool], deadline: float | None = None
+        self,
+        predicate: Callable[[], bool],
+        deadline: float | None = None,
+        *,
+        wake_at: Callable[[], float | None] | None = None,
     ) -> bool:
         """Tick and wait until ``predicate()`` holds; False at ``deadline``.
 
         Called with :attr:`lock` held exactly once; it is released while
-        sleeping.  Wakes for datagrams, timer deadlines and other threads'
-        progress only.
+        sleeping.  Wakes for datagrams, timer deadlines, ``wake_at()`` (an
+        instant of the caller's own, if given) and other threads' progress
+        only.  False also once the reactor is closed.
         """
-        me = threading.get_ident()
-        while True:
+
+        def ready() -> bool:
             self.blocking_tick = True
             try:
                 self.tick()
             finally:
                 self.blocking_tick = False
-            if predicate():
-                return True
-            now = self.clock.now()
-            if deadline is not None and now >= deadline:
-                return False
-            if self.closed:
-                return False
-            timeout = self._wait_timeout(now, deadline)
-            if self._leader is None:
-                with self._poll_guard:
-                    if self.closed:
-                        return False
-                    self._leader = me
-                self.lock.release()
-                try:
-                    self.transport.wait(
-                        True,
-                        self.transport.has_pending_writes(),
-                        timeout,
-                        self._waker.fileno(),
-                    )
-                finally:
-                    self.lock.acquire()
-                    with self._poll_guard:
-                        self._leader = None
-                        deferred = self._deferred_close
-                    if deferred is not None:
-                        self._release_descriptors(deferred)
-                    else:
-                        self._waker.clear()
-                    if self._followers:
-                        self._cond.notify()  # let a follower take over polling
-            else:
-                self._followers += 1
-                try:
-                    self._cond.wait(timeout)
-                finally:
-                    self._followers -= 1
+            return predicate()
 
-    def _wait_timeout(self, now: float, deadline: float | None) -> float | None:
-        timer = self.next_deadline()
-        candidates = [t - now for t in (timer, deadline) if t is not None]
-        return max(0.0, min(candidates)) if candidates else None
+        if wake_at is None:
+            return self._waiter.block_until(ready, self.next_deadline, deadline)
+        own = wake_at
+
+        def next_wakeup() -> float | None:
+            return _earliest(self.next_deadline(), own())
+
+        return self._waiter.block_until(ready, next_wakeup, deadline)
 
     # -- teardown ---------------------------------------------------------
 
@@ -398,21 +352,15 @@ class Reactor:
         self._heap.clear()
         self._async_ready.clear()
         self._async_elsewhere.clear()
-        with self._poll_guard:
-            if self._leader is not None and self._leader != threading.get_ident():
-                # Another thread sleeps in poll() on these descriptors: closing
-                # them under it would not wake it.  Wake it; it closes them.
-                self._deferred_close = close_transport
-                self._waker.wake()
-                return
-        self._release_descriptors(close_transport)
+        self._waiter.close(close_transport)
 
-    def _release_descriptors(self, close_transport: bool) -> None:
-        self._deferred_close = None
-        with self._post_lock:  # an engine thread may be posting a wake-up
-            self._waker.close()
-        if close_transport:
-            self.transport.close()
+
+def _earliest(a: float | None, b: float | None) -> float | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return min(a, b)
 
 
 __all__ = [

@@ -32,23 +32,27 @@ BIOs.  This module is the carrier around it:
   call does not enter OpenSSL's handshake while that timer is about to
   expire; :meth:`handle_events` must run first.
 
-One :class:`DatagramRouter` per transport files incoming datagrams by peer
-address, so a :class:`~quicconn.DTLSListener` serves many peers on one
-socket.  See docs/dtls.md.
+Every public call runs under :func:`~quicconn._objects.call.api` and
+completes through :func:`~quicconn._objects.call.run_call`, the call
+discipline of every quicconn object, with event handling always explicit
+(nonblocking calls never tick).  The driver is the transport's
+:class:`~quicconn._objects.dtls.router.DatagramRouter`, which files incoming
+datagrams by peer address, so a :class:`~quicconn.DTLSListener` serves many
+peers on one socket; a blocking call waits there, and wakes at its
+connection's retransmission deadline.  See docs/dtls.md.
 """
 
 from __future__ import annotations
 
 import enum
-import functools
-import logging
+import ipaddress
 import os
 import socket
-import threading
 from collections import deque
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from cryptography import x509
 from OpenSSL import SSL
@@ -58,38 +62,28 @@ from ..._errors import (
     Error,
     SSLError,
     SyscallError,
-    VerificationError,
     WantReadError,
     WantWriteError,
-    ZeroReturnError,
 )
 from ..._io.transport import (
     Address,
     DatagramTransport,
     UdpTransport,
-    Waker,
     require_datagram_transport,
     resolve_address,
 )
-from .context import DTLSContext, SslState, _describe_openssl_error
+from ..call import api, run_call
+from .errors import translate_error
+from .openssl import SslState, drain_records
+from .records import MAX_RECORD_PLAINTEXT, well_formed
+from .router import DatagramRouter
+from .settings import MAX_MTU, MIN_MTU, DTLSSettings, new_ssl
 
 if TYPE_CHECKING:
     from ..._types import Buffer
-    from .listener import DTLSListener
 
-logger = logging.getLogger("quicconn.dtls")
-
-P = ParamSpec("P")
 T = TypeVar("T")
 
-#: DTLS record header: type(1) version(2) epoch(2) sequence(6) length(2).
-RECORD_HEADER_LENGTH = 13
-CONTENT_CHANGE_CIPHER_SPEC = 20
-CONTENT_ALERT = 21
-CONTENT_HANDSHAKE = 22
-CONTENT_APPLICATION_DATA = 23
-#: Largest plaintext in one record (SSL3_RT_MAX_PLAIN_LENGTH).
-MAX_RECORD_PLAINTEXT = 16384
 #: OpenSSL's DTLS timer: 1 s initially, doubled per expiry, at most 60 s,
 #: and the handshake fails after 12 expiries (DTLS1_TMO_ALERT_COUNT).
 INITIAL_TIMEOUT = 1.0
@@ -112,84 +106,6 @@ def _openssl_duration(left: float) -> float:
     while duration < left and duration < MAX_TIMEOUT:
         duration = min(duration * 2, MAX_TIMEOUT)
     return max(duration, left)
-
-
-def split_records(data: bytes) -> list[bytes]:
-    """Cut OpenSSL's output (a run of whole DTLS records) into records."""
-    records: list[bytes] = []
-    i = 0
-    n = len(data)
-    while i < n:
-        if n - i < RECORD_HEADER_LENGTH:
-            records.append(data[i:])  # pragma: no cover - OpenSSL writes whole records
-            break
-        end = i + RECORD_HEADER_LENGTH + int.from_bytes(data[i + 11 : i + 13], "big")
-        records.append(data[i:end])
-        i = end
-    return records
-
-
-_CONTENT_TYPES = frozenset(
-    {
-        CONTENT_CHANGE_CIPHER_SPEC,
-        CONTENT_ALERT,
-        CONTENT_HANDSHAKE,
-        CONTENT_APPLICATION_DATA,
-    }
-)
-
-
-def well_formed(datagram: bytes) -> bool:
-    """Whether ``datagram`` is a run of whole, plausible DTLS 1.0/1.2 records.
-
-    RFC 6347 section 4.1.2.7: invalid records should be silently discarded.
-    OpenSSL drops some, but fails a handshake on others (an unknown content
-    type, bytes after the last record, a malformed plaintext record in epoch
-    0); quicconn drops datagrams holding such records before OpenSSL sees
-    them.  Plaintext (epoch 0) records are checked against their framing:
-    ChangeCipherSpec is one byte 1, an alert two bytes, a handshake fragment
-    its 12-byte header plus the fragment it announces; application data is
-    never in epoch 0.
-    """
-    i = 0
-    n = len(datagram)
-    if n == 0:
-        return False
-    while i < n:
-        if n - i < RECORD_HEADER_LENGTH:
-            return False
-        kind = datagram[i]
-        if kind not in _CONTENT_TYPES or datagram[i + 1] != 0xFE:
-            return False
-        if datagram[i + 2] not in (0xFF, 0xFD):  # DTLS 1.0, DTLS 1.2
-            return False
-        length = int.from_bytes(datagram[i + 11 : i + 13], "big")
-        body = i + RECORD_HEADER_LENGTH
-        end = body + length
-        if end > n:
-            return False
-        if datagram[i + 3 : i + 5] == b"\0\0" and not _plaintext_ok(
-            kind, datagram[body:end]
-        ):
-            return False
-        i = end
-    return True
-
-
-def _plaintext_ok(kind: int, body: bytes) -> bool:
-    if kind == CONTENT_CHANGE_CIPHER_SPEC:
-        return body == b"\x01"
-    if kind == CONTENT_ALERT:
-        return len(body) == 2
-    if kind == CONTENT_HANDSHAKE:
-        # type(1) length(3) message_seq(2) fragment_offset(3) fragment_length(3)
-        if len(body) < 12:
-            return False
-        msg_len = int.from_bytes(body[1:4], "big")
-        frag_off = int.from_bytes(body[6:9], "big")
-        frag_len = int.from_bytes(body[9:12], "big")
-        return frag_len == len(body) - 12 and frag_off + frag_len <= msg_len
-    return False  # application data is never sent in the clear
 
 
 class DTLSState(enum.Enum):
@@ -223,131 +139,6 @@ class RetransmitTimer:
         self.expirations = 0
 
 
-class DatagramRouter:
-    """One per transport: files incoming datagrams by peer address.
-
-    Also the place where threads blocked on objects sharing the transport
-    meet: one (the leader) polls the descriptor with :attr:`lock` released,
-    the others wait on a condition that every delivery notifies, as in the
-    QUIC reactor.
-    """
-
-    def __init__(self, transport: DatagramTransport) -> None:
-        self.transport = transport
-        self.clock = transport.clock
-        self.lock = threading.Lock()
-        self._cond = threading.Condition(self.lock)
-        self._routes: dict[Address, Callable[[bytes], None]] = {}
-        #: Called (lock held) for datagrams from an address without a route.
-        self.unrouted: Callable[[bytes, Address], None] | None = None
-        self._waker = Waker()
-        self._leader: int | None = None
-        self._followers = 0
-        self._users = 0
-        self.closed = False
-
-    def add_route(self, peer: Address, deliver: Callable[[bytes], None]) -> None:
-        """Give datagrams from ``peer`` to ``deliver``."""
-        self._routes[peer] = deliver
-
-    def remove_route(self, peer: Address) -> None:
-        """Forget ``peer``'s route."""
-        self._routes.pop(peer, None)
-
-    def has_route(self, peer: Address) -> bool:
-        """Whether datagrams from ``peer`` have a destination."""
-        return peer in self._routes
-
-    def retain(self) -> None:
-        """Count one more object sharing the transport."""
-        self._users += 1
-
-    def release(self) -> bool:
-        """Count one user gone; True when none is left."""
-        self._users -= 1
-        return self._users <= 0
-
-    def pump(self) -> None:
-        """Drain the transport and deliver every datagram (lock held)."""
-        if self.closed:
-            return
-        transport = self.transport
-        if transport.has_pending_writes():
-            transport.flush()
-        batch = transport.recv_batch()
-        if not batch:
-            return
-        for data, addr in batch:
-            deliver = self._routes.get(addr)
-            if deliver is not None:
-                deliver(data)
-            elif self.unrouted is not None:
-                try:
-                    self.unrouted(data, addr)
-                except Exception:
-                    logger.exception("handling a datagram from %r failed", addr)
-        if self._followers:
-            self._cond.notify_all()
-        if self._leader is not None and self._leader != threading.get_ident():
-            self._waker.wake()
-
-    def wait(self, want_write: bool, timeout: float | None) -> None:
-        """Sleep until datagrams, writability, ``timeout``, or another thread's
-        delivery (lock held on entry and exit)."""
-        if self.closed:
-            return
-        if self._leader is None:
-            self._leader = threading.get_ident()
-            self.lock.release()
-            try:
-                self.transport.wait(True, want_write, timeout, self._waker.fileno())
-            finally:
-                self.lock.acquire()
-                self._leader = None
-                self._waker.clear()
-                if self._followers:
-                    self._cond.notify_all()
-        else:
-            self._followers += 1
-            try:
-                self._cond.wait(timeout)
-            finally:
-                self._followers -= 1
-
-    def close(self, close_transport: bool) -> None:
-        """Stop for good; optionally close the transport too."""
-        if self.closed:
-            return
-        self.closed = True
-        self._routes.clear()
-        self._waker.close()
-        if close_transport:
-            self.transport.close()
-
-
-def _api(
-    method: Callable[Concatenate[DTLSConnection, P], T],
-) -> Callable[Concatenate[DTLSConnection, P], T]:
-    """Run a public method under the router lock and record ``get_error()``."""
-
-    @functools.wraps(method)
-    def wrapper(self: DTLSConnection, *args: P.args, **kwargs: P.kwargs) -> T:
-        router = self._router
-        try:
-            if router is None:
-                result = method(self, *args, **kwargs)
-            else:
-                with router.lock:
-                    result = method(self, *args, **kwargs)
-        except Error as exc:
-            self._last_error = exc.code
-            raise
-        self._last_error = 0
-        return result
-
-    return wrapper  # type: ignore[return-value]
-
-
 class DTLSConnection:
     """A DTLS 1.2 connection (``SSL_new`` on a DTLS context).
 
@@ -369,8 +160,8 @@ class DTLSConnection:
     :meth:`handle_events` at the deadline :meth:`get_event_timeout` gives.
     """
 
-    def __init__(self, ctx: DTLSContext) -> None:
-        if not isinstance(ctx, DTLSContext):
+    def __init__(self, ctx: DTLSSettings) -> None:
+        if not isinstance(ctx, DTLSSettings):
             raise TypeError(
                 f"DTLSConnection() needs a quicconn.DTLSContext, got {ctx!r} "
                 "(a QUIC Context makes quicconn.Connection objects)"
@@ -393,7 +184,8 @@ class DTLSConnection:
         self._close_sent = False
         self._close_received = False
         self._last_error = 0
-        self._listener: DTLSListener | None = None
+        #: Told when this connection is freed: the listener that made it.
+        self._on_free: Callable[[DTLSConnection], None] | None = None
         self._freed = False
         #: Datagrams dropped because the inbox was full.
         self.datagrams_dropped = 0
@@ -403,24 +195,24 @@ class DTLSConnection:
     @classmethod
     def _from_listener(
         cls,
-        listener: DTLSListener,
-        ctx: DTLSContext,
+        ctx: DTLSSettings,
         router: DatagramRouter,
+        peer: Address,
         ssl: SSL.Connection | None,
         state: SslState | None,
-        peer: Address,
+        on_free: Callable[[DTLSConnection], None],
     ) -> DTLSConnection:
-        """A server connection for ``peer`` on a listener's socket (lock held)."""
+        """See :func:`new_listener_connection`."""
         conn = cls(ctx)
-        conn._listener = listener
+        conn._on_free = on_free
         conn._peer = peer
         router.retain()
         conn._router = router
         router.add_route(peer, conn._deliver)
         if ssl is not None and state is not None:
             conn._ssl = ssl
-            conn._ssl_state = state  # keeps the listener: OpenSSL checks the
-            # cookie again when the handshake resumes from the buffered hello
+            conn._ssl_state = state  # keeps the cookie mint: OpenSSL checks
+            # the cookie again when the handshake resumes from the buffered hello
             conn._state = DTLSState.HANDSHAKING
         return conn
 
@@ -428,7 +220,7 @@ class DTLSConnection:
     # setup
     # ==================================================================
 
-    @_api
+    @api
     def set_fd(self, fd: socket.socket | int) -> None:
         """Use a UDP socket for I/O (SSL_set_fd with a datagram BIO).
 
@@ -517,8 +309,6 @@ class DTLSConnection:
 
     def set_mtu(self, mtu: int) -> None:
         """Largest datagram this connection sends, bytes (SSL_set_mtu)."""
-        from .context import MAX_MTU, MIN_MTU
-
         if not isinstance(mtu, int) or not MIN_MTU <= mtu <= MAX_MTU:
             raise ValueError(f"the MTU must be between {MIN_MTU} and {MAX_MTU}")
         self._mtu = mtu
@@ -547,7 +337,7 @@ class DTLSConnection:
         """Whether calls block (SSL_get_blocking_mode)."""
         return self._blocking
 
-    @_api
+    @api
     def handle_events(self) -> None:
         """Retransmit the flight if the DTLS timer expired (SSL_handle_events).
 
@@ -558,7 +348,7 @@ class DTLSConnection:
         """
         self._handle_timeout()
 
-    @_api
+    @api
     def get_event_timeout(self) -> float | None:
         """Seconds until :meth:`handle_events` is due; 0.0 if now, None if never.
 
@@ -568,7 +358,7 @@ class DTLSConnection:
         """
         return self._event_timeout()
 
-    @_api
+    @api
     def DTLSv1_handle_timeout(self) -> int:
         """Handle a pending timeout (DTLSv1_handle_timeout), legacy convention.
 
@@ -578,7 +368,7 @@ class DTLSConnection:
         """
         return self._handle_timeout()
 
-    @_api
+    @api
     def DTLSv1_get_timeout(self) -> float | None:
         """Time left on the DTLS timer (DTLSv1_get_timeout), legacy convention.
 
@@ -621,6 +411,11 @@ class DTLSConnection:
         """The ``ERROR_*`` code of the last failed call, 0 if none (SSL_get_error)."""
         return self._last_error
 
+    def _call_lock(self) -> AbstractContextManager[object]:
+        """The router's lock, which every public call runs under (see ``api``)."""
+        router = self._router
+        return nullcontext() if router is None else router.lock
+
     # -- the timer ----------------------------------------------------------
 
     def _openssl_timeout(self) -> float | None:
@@ -637,6 +432,13 @@ class DTLSConnection:
         if left <= 0.0:
             return 0.0
         return max(0.0, timer.deadline - self._require_router().clock.now())
+
+    def _wake_at(self) -> float | None:
+        """When a blocking call must wake for the timer (the router's clock)."""
+        timeout = self._event_timeout()
+        if timeout is None:
+            return None
+        return self._require_router().clock.now() + timeout
 
     def _timer_due(self) -> bool:
         timer = self._timer
@@ -728,21 +530,21 @@ class DTLSConnection:
     # handshake
     # ==================================================================
 
-    @_api
+    @api
     def connect(self) -> None:
         """Run the client handshake to completion (SSL_connect)."""
         if not self._is_client:
             raise ValueError("connect() is for client connections; use accept()")
         self._handshake()
 
-    @_api
+    @api
     def accept(self) -> None:
         """Run the server handshake to completion (SSL_accept)."""
         if self._is_client:
             raise ValueError("accept() is for server connections; use connect()")
         self._handshake()
 
-    @_api
+    @api
     def do_handshake(self) -> None:
         """Run the handshake in this object's role (SSL_do_handshake).
 
@@ -797,10 +599,7 @@ class DTLSConnection:
             raise ValueError(
                 "the server DTLSContext has no certificate: call load_cert_chain()"
             )
-        ssl = SSL.Connection(self._ctx._openssl_context(), None)
-        self._ssl_state.keylog = self._ctx._keylog()
-        ssl.set_app_data(self._ssl_state)
-        ssl.set_ciphertext_mtu(self._mtu)
+        ssl = new_ssl(self._ctx, self._ssl_state, self._mtu)
         if self._is_client:
             ssl.set_connect_state()
             if self._sni is not None and not _is_ip_address(self._sni):
@@ -825,33 +624,50 @@ class DTLSConnection:
     # ==================================================================
 
     def _run(self, step: Callable[[], T], *, writes: bool = False) -> T:
-        """Drive ``step`` (one OpenSSL call) to completion or a Want* error.
+        """Drive ``step`` (one OpenSSL call) under the call discipline.
 
-        Lock held.  Nonblocking: one pass.  Blocking: passes separated by
-        waits on the transport, handling the timer at its deadlines.
+        Lock held.  Event handling is always explicit for DTLS: a
+        nonblocking call makes one pass and raises ``WantReadError`` (or
+        ``WantWriteError`` while the socket refuses datagrams), never
+        retransmitting.  A blocking call waits on the router between passes
+        and handles its timer at each deadline, as OpenSSL does behind a
+        blocking datagram BIO.
         """
         router = self._require_router()
-        while True:
-            if self._blocking and self._timer_due():
+        blocking = self._blocking
+        blocked_on_write = False
+
+        def attempt() -> T | None:
+            nonlocal blocked_on_write
+            if self._freed:
+                raise ValueError("the connection was freed during the call")
+            if blocking and self._timer_due():
                 self._handle_timeout()
             self._raise_if_failed()
             blocked_on_write = writes and self._send_queue_full()
-            if not blocked_on_write:
-                result = self._attempt(step)
-                if result is not None:
-                    return result
-            if not self._blocking:
-                if blocked_on_write:
-                    raise WantWriteError(
-                        "the socket refuses datagrams; retry once it is writable"
-                    )
-                raise WantReadError(
-                    "the operation needs a datagram from the peer (or, in the "
-                    "handshake, handle_events() at get_event_timeout())"
+            if blocked_on_write:
+                return None
+            return self._attempt(step)
+
+        def would_block() -> Error:
+            if blocked_on_write:
+                return WantWriteError(
+                    "the socket refuses datagrams; retry once it is writable"
                 )
-            if router.closed:
-                raise SyscallError("the transport was closed while waiting")
-            router.wait(router.transport.has_pending_writes(), self._event_timeout())
+            return WantReadError(
+                "the operation needs a datagram from the peer (or, in the "
+                "handshake, handle_events() at get_event_timeout())"
+            )
+
+        return run_call(
+            attempt,
+            router,
+            blocking=blocking,
+            implicit_events=False,
+            would_block=would_block,
+            stopped=_transport_closed,
+            wake_at=self._wake_at,
+        )
 
     def _send_queue_full(self) -> bool:
         transport = self._require_router().transport
@@ -862,7 +678,7 @@ class DTLSConnection:
     def _attempt(self, step: Callable[[], T]) -> T | None:
         """Call ``step``, feeding queued datagrams one by one while it wants
         more; None when it still wants more (lock held)."""
-        self._require_router().pump()
+        self._require_router().tick()
         ssl = self._ssl
         assert ssl is not None
         while True:
@@ -872,45 +688,35 @@ class DTLSConnection:
             try:
                 result = step()
             except SSL.WantReadError:
-                self._flush_output()
-                if not self._inbox:
-                    return None
-                ssl.bio_write(self._inbox.popleft())
-                continue
-            except SSL.ZeroReturnError:
+                pass
+            except SSL.ZeroReturnError as exc:
                 self._flush_output()
                 self._close_received = True
                 self._update_close_state()
-                raise ZeroReturnError("the peer sent close_notify") from None
-            except SSL.SysCallError:
+                raise self._translate(exc) from None
+            except SSL.SysCallError as exc:
                 if not self._close_sent:
-                    raise self._fail(SyscallError("DTLS memory BIO failure")) from None
+                    raise self._fail(self._translate(exc)) from None
                 # After our close_notify OpenSSL discards incoming records and
                 # reports the empty memory BIO as SSL_ERROR_SYSCALL: more is
                 # needed, exactly as WANT_READ.
-                self._flush_output()
-                if not self._inbox:
-                    return None
-                ssl.bio_write(self._inbox.popleft())
-                continue
             except SSL.Error as exc:
                 self._flush_output()
                 raise self._fail(self._translate(exc)) from None
+            else:
+                self._flush_output()
+                return result
             self._flush_output()
-            return result
+            if not self._inbox:
+                return None
+            ssl.bio_write(self._inbox.popleft())
 
     def _flush_output(self, restart: bool = False) -> None:
         """Send what OpenSSL wrote, one record per datagram; follow its timer."""
         ssl = self._ssl
         if ssl is None:
             return
-        chunks: list[bytes] = []
-        while True:
-            try:
-                chunks.append(ssl.bio_read(65536))
-            except SSL.WantReadError:
-                break
-        sent = split_records(b"".join(chunks)) if chunks else []
+        sent = drain_records(ssl)
         if sent:
             self._send(sent)
         if self._failure is None:
@@ -946,22 +752,12 @@ class DTLSConnection:
     # ==================================================================
 
     def _translate(self, exc: SSL.Error) -> Error:
-        if isinstance(exc, SSL.SysCallError):
-            return SyscallError(f"DTLS transport error: {exc}")
-        detail = _describe_openssl_error(exc)
-        failure = self._ssl_state.verify_failure
-        if failure is not None or "certificate verify failed" in detail:
-            hint = ""
-            if self._is_client and not self._ctx.has_trust_anchors():
-                hint = (
-                    " (no CA certificates are loaded: call "
-                    "ctx.load_default_verify_paths() or ctx.load_verify_locations())"
-                )
-            return VerificationError(
-                f"certificate verification failed: {failure or detail}{hint}"
-            )
-        stage = "handshake" if self._state is DTLSState.HANDSHAKING else "connection"
-        return SSLError(f"DTLS {stage} failed: {detail}")
+        return translate_error(
+            exc,
+            handshaking=self._state is DTLSState.HANDSHAKING,
+            verify_failure=self._ssl_state.verify_failure,
+            no_trust_anchors=self._is_client and not self._ctx.has_trust_anchors(),
+        )
 
     def _fail(self, error: Error) -> Error:
         if self._failure is None:
@@ -991,7 +787,7 @@ class DTLSConnection:
     # data
     # ==================================================================
 
-    @_api
+    @api
     def read(self, n: int = -1) -> bytes:
         """Read one record's data, at most ``n`` bytes (SSL_read_ex).
 
@@ -1010,7 +806,7 @@ class DTLSConnection:
         assert ssl is not None
         return self._run(lambda: ssl.recv(size))
 
-    @_api
+    @api
     def readinto(self, buffer: Buffer) -> int:
         """Read one record's data into ``buffer``; return the count (SSL_read_ex)."""
         view = memoryview(buffer).cast("B")
@@ -1025,7 +821,7 @@ class DTLSConnection:
         """Bytes of the current record not yet read (SSL_pending)."""
         return 0 if self._ssl is None else int(self._ssl.pending())
 
-    @_api
+    @api
     def write(self, data: Buffer) -> int:
         """Send ``data`` as one record (SSL_write_ex); returns ``len(data)``.
 
@@ -1056,7 +852,7 @@ class DTLSConnection:
     # closing
     # ==================================================================
 
-    @_api
+    @api
     def shutdown(self) -> bool:
         """Send close_notify; True once the peer's arrived too (SSL_shutdown).
 
@@ -1159,29 +955,36 @@ class DTLSConnection:
     def free(self) -> None:
         """Release the connection (SSL_free): nothing is sent.
 
-        The socket given to :meth:`set_fd` stays open (BIO_NOCLOSE).
+        The socket given to :meth:`set_fd` stays open (BIO_NOCLOSE).  A call
+        blocked on the connection in another thread ends (``ValueError``).
         """
+        router = self._router
+        if router is None:
+            self._freed = True
+            return
+        with router.lock:
+            self.free_locked()
+
+    def free_locked(self) -> None:
+        """:meth:`free` for a caller already holding the router's lock."""
         if self._freed:
             return
         self._freed = True
         router = self._router
-        if router is None:
-            return
-        with router.lock:
-            self._free_locked()
-        self._drop_router()
-
-    def _free_locked(self) -> None:
-        router = self._router
-        if router is not None and self._peer is not None:
-            router.remove_route(self._peer)
-        if router is not None and router.unrouted == self._learn_peer:
-            router.unrouted = None
-        if self._listener is not None:
-            self._listener._on_connection_freed(self)
-            self._listener = None
+        if router is not None:
+            if self._peer is not None:
+                router.remove_route(self._peer)
+            if router.unrouted == self._learn_peer:
+                router.unrouted = None
+            # A call blocked on this connection in another thread looks again
+            # and ends; the socket may stay open for other objects.
+            router.wake_waiters()
+        if self._on_free is not None:
+            self._on_free(self)
+            self._on_free = None
         self._timer.disarm()
         self._inbox.clear()
+        self._drop_router()
 
     def _drop_router(self) -> None:
         router = self._router
@@ -1214,9 +1017,46 @@ class DTLSConnection:
         )
 
 
-def _is_ip_address(name: str) -> bool:
-    import ipaddress
+# -- for the listener (router lock held) ---------------------------------------
 
+
+def new_listener_connection(
+    ctx: DTLSSettings,
+    router: DatagramRouter,
+    peer: Address,
+    ssl: SSL.Connection | None,
+    state: SslState | None,
+    on_free: Callable[[DTLSConnection], None],
+    first_datagram: bytes | None = None,
+) -> DTLSConnection:
+    """A server connection for ``peer`` on a listener's socket.
+
+    ``ssl`` is the listener's SSL object that passed ``DTLSv1_listen``, with
+    its ``state`` (None without cookie exchange; the first ClientHello is
+    then ``first_datagram``).  ``on_free`` is called when the connection is
+    freed.
+    """
+    conn = DTLSConnection._from_listener(ctx, router, peer, ssl, state, on_free)
+    if first_datagram is not None:
+        conn._deliver(first_datagram)
+    return conn
+
+
+def handle_timeout_locked(conn: DTLSConnection) -> int:
+    """``conn.DTLSv1_handle_timeout()`` for a caller holding the lock."""
+    return conn._handle_timeout()
+
+
+def event_timeout_locked(conn: DTLSConnection) -> float | None:
+    """``conn.get_event_timeout()`` for a caller holding the lock."""
+    return conn._event_timeout()
+
+
+def _transport_closed() -> Error:
+    return SyscallError("the transport was closed while waiting")
+
+
+def _is_ip_address(name: str) -> bool:
     try:
         ipaddress.ip_address(name)
     except ValueError:
@@ -1224,4 +1064,10 @@ def _is_ip_address(name: str) -> bool:
     return True
 
 
-__all__ = ["DTLSConnection", "DTLSState"]
+__all__ = [
+    "DTLSConnection",
+    "DTLSState",
+    "event_timeout_locked",
+    "handle_timeout_locked",
+    "new_listener_connection",
+]

@@ -14,23 +14,40 @@ its ``accept()`` continues the handshake, as ``SSL_accept`` does after
 
 The listener has the same object shape as the QUIC
 :class:`~quicconn.Listener` (``listen``, ``accept_connection``,
-``handle_events``, ``get_event_timeout``); see docs/dtls.md.
+``handle_events``, ``get_event_timeout``) and the same call discipline
+(:mod:`quicconn._objects.call`); see docs/dtls.md.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
 from OpenSSL import SSL
 
 from ..._constants import ACCEPT_CONNECTION_NO_BLOCK, LISTENER_FLAG_NO_VALIDATE, Role
-from ..._errors import Error, SyscallError
+from ..._errors import Error, SyscallError, WantReadError
 from ..._io.transport import Address, DatagramTransport, open_transport
+from ..call import api, poll_once, run_call
 from ..errors import bind_error
-from .connection import DatagramRouter, DTLSConnection, split_records
-from .context import CookieMint, DTLSContext, SslState
+from .connection import (
+    DTLSConnection,
+    event_timeout_locked,
+    handle_timeout_locked,
+    new_listener_connection,
+)
+from .openssl import CookieMint, SslState, drain_records
+from .router import DatagramRouter
+from .settings import DTLSSettings, new_ssl
+
+__all__ = ["DTLSListener", "DTLSListenerStats", "make_listener"]
+
+#: What an attempt of ``accept_connection()`` finds: ``(connection,)``,
+#: ``(None,)`` once the listener was freed (nothing left to wait for), or
+#: None while no connection is queued.
+_Accepted = tuple[DTLSConnection | None]
 
 
 @dataclass
@@ -51,7 +68,7 @@ class DTLSListener:
 
     def __init__(
         self,
-        ctx: DTLSContext,
+        ctx: DTLSSettings,
         transport: DatagramTransport,
         flags: int = 0,
         *,
@@ -88,49 +105,49 @@ class DTLSListener:
         self._require_router()
         self._listening = True
 
+    @api
     def accept_connection(self, flags: int = 0) -> DTLSConnection | None:
         """Return the next cookie-verified connection (SSL_accept_connection).
 
         Its handshake is still to be completed by its ``accept()``.  A
         blocking listener waits for one; with ``ACCEPT_CONNECTION_NO_BLOCK``
         or a nonblocking listener, None is returned when none is queued
-        (after draining the socket once).
+        (after draining the socket once).  A blocking call also returns None
+        when another thread frees the listener meanwhile.
         """
         if flags & ~ACCEPT_CONNECTION_NO_BLOCK:
             raise ValueError(f"unknown accept_connection() flags 0x{flags:x}")
-        try:
-            conn = self._accept(flags)
-        except Error as exc:
-            self._last_error = exc.code
-            raise
-        self._last_error = 0
-        return conn
-
-    def _accept(self, flags: int) -> DTLSConnection | None:
         router = self._require_router()
-        if not self._listening:
-            self.listen()
-        with router.lock:
-            while True:
+        self._listening = True
+        blocking = self._blocking and not flags & ACCEPT_CONNECTION_NO_BLOCK
+
+        def attempt() -> _Accepted | None:
+            if self._router is None:
+                return (None,)  # freed by another thread while this call waited
+            conn = self._pop_accepted()
+            if conn is None:
+                router.tick()
                 conn = self._pop_accepted()
-                if conn is not None:
-                    return conn
-                router.pump()
-                conn = self._pop_accepted()
-                if conn is not None:
-                    return conn
-                if flags & ACCEPT_CONNECTION_NO_BLOCK or not self._blocking:
-                    return None
-                if router.closed:
-                    raise SyscallError(
-                        "the listener's socket was closed while accepting"
-                    )
-                router.wait(router.transport.has_pending_writes(), None)
+            return None if conn is None else (conn,)
+
+        if not blocking:
+            found = poll_once(attempt, router, implicit_events=False)
+        else:
+            found = run_call(
+                attempt,
+                router,
+                blocking=True,
+                implicit_events=False,
+                would_block=_nothing_queued,
+                stopped=_socket_closed,
+            )
+        return None if found is None else found[0]
 
     def get_accept_connection_queue_len(self) -> int:
         """Connections waiting to be accepted (SSL_get_accept_connection_queue_len)."""
         return len(self._accept_queue)
 
+    @api
     def handle_events(self) -> None:
         """Drain the socket, answer ClientHellos, and retransmit due flights.
 
@@ -142,26 +159,24 @@ class DTLSListener:
         router = self._router
         if router is None:
             return
-        with router.lock:
-            router.pump()
-            for conn in list(self._connections.values()):
-                conn._handle_timeout()
+        router.tick()
+        for conn in list(self._connections.values()):
+            handle_timeout_locked(conn)
 
+    @api
     def get_event_timeout(self) -> float | None:
         """The earliest deadline of its connections (SSL_get_event_timeout).
 
         None (infinite) when no connection waits for an answer: the cookie
         exchange itself is stateless and has no timer.
         """
-        router = self._router
-        if router is None:
+        if self._router is None:
             return None
-        with router.lock:
-            timeouts = [
-                t
-                for t in (c._event_timeout() for c in self._connections.values())
-                if t is not None
-            ]
+        timeouts = [
+            t
+            for t in (event_timeout_locked(c) for c in self._connections.values())
+            if t is not None
+        ]
         return min(timeouts) if timeouts else None
 
     def net_read_desired(self) -> bool:
@@ -197,6 +212,11 @@ class DTLSListener:
         """The code of the last failed call, 0 if none (SSL_get_error)."""
         return self._last_error
 
+    def _call_lock(self) -> AbstractContextManager[object]:
+        """The router's lock, which every public call runs under (see ``api``)."""
+        router = self._router
+        return nullcontext() if router is None else router.lock
+
     def local_address(self) -> Address:
         """The address the socket is bound to (BIO_get_... / getsockname)."""
         return self._require_router().transport.local_address()
@@ -216,17 +236,15 @@ class DTLSListener:
             return
         with router.lock:
             self._listening = False
+            self._router = None
             router.unrouted = None
             queued = list(self._accept_queue)
             self._accept_queue.clear()
             for conn in queued:
-                conn._free_locked()
-                conn._freed = True
-        for conn in queued:
-            conn._drop_router()
-        self._router = None
-        if router.release():
-            router.close(close_transport=self._owns_socket)
+                conn.free_locked()
+            router.wake_waiters()  # a blocked accept_connection() returns None
+            if router.release():
+                router.close(close_transport=self._owns_socket)
 
     def __enter__(self) -> DTLSListener:
         return self
@@ -251,9 +269,9 @@ class DTLSListener:
             self.stats.datagrams_dropped += 1
             return
         if not self._validate:
-            self._admit(router, addr, None, None)._deliver(data)
+            self._admit(router, addr, None, None, data)
             return
-        gate, state = self._listening_ssl()
+        gate, state = self._listening_ssl(router)
         state.peer = addr
         try:
             gate.bio_write(data)
@@ -264,11 +282,11 @@ class DTLSListener:
             self._reply(router, gate, addr)
             return
         except (SSL.Error, ValueError):
-            self._drain(gate)
+            drain_records(gate)
             self._gate = None  # start from a clean SSL object
             self.stats.datagrams_dropped += 1
             return
-        self._drain(gate)
+        drain_records(gate)
         self._gate = None
         self._gate_state = None
         self._admit(router, addr, gate, state)
@@ -279,19 +297,26 @@ class DTLSListener:
         addr: Address,
         ssl: SSL.Connection | None,
         state: SslState | None,
+        first_datagram: bytes | None = None,
     ) -> DTLSConnection:
-        conn = DTLSConnection._from_listener(self, self._ctx, router, ssl, state, addr)
+        conn = new_listener_connection(
+            self._ctx,
+            router,
+            addr,
+            ssl,
+            state,
+            self._on_connection_freed,
+            first_datagram,
+        )
         self._connections[addr] = conn
         self._accept_queue.append(conn)
         self.stats.connections_accepted += 1
         return conn
 
-    def _listening_ssl(self) -> tuple[SSL.Connection, SslState]:
+    def _listening_ssl(self, router: DatagramRouter) -> tuple[SSL.Connection, SslState]:
         if self._gate is None or self._gate_state is None:
-            ssl = SSL.Connection(self._ctx._openssl_context(), None)
-            state = SslState(listener=self, keylog=self._ctx._keylog())
-            ssl.set_app_data(state)
-            ssl.set_ciphertext_mtu(self._ctx.max_datagram_size)
+            state = SslState(cookies=self._mint, clock=router.clock)
+            ssl = new_ssl(self._ctx, state, self._ctx.max_datagram_size)
             ssl.set_accept_state()
             self._gate, self._gate_state = ssl, state
         return self._gate, self._gate_state
@@ -299,26 +324,10 @@ class DTLSListener:
     def _reply(
         self, router: DatagramRouter, gate: SSL.Connection, addr: Address
     ) -> None:
-        records = self._drain(gate)
+        records = drain_records(gate)
         if records:
             self.stats.hello_verify_requests_sent += 1
             router.transport.send_batch([(r, addr) for r in records])
-
-    @staticmethod
-    def _drain(ssl: SSL.Connection) -> list[bytes]:
-        chunks: list[bytes] = []
-        while True:
-            try:
-                chunks.append(ssl.bio_read(65536))
-            except SSL.WantReadError:
-                break
-        return split_records(b"".join(chunks)) if chunks else []
-
-    def _make_cookie(self, peer: Address) -> bytes:
-        return self._mint.make(peer, self._require_router().clock.now())
-
-    def _check_cookie(self, peer: Address, cookie: bytes) -> bool:
-        return self._mint.check(peer, self._require_router().clock.now(), cookie)
 
     def _on_connection_freed(self, conn: DTLSConnection) -> None:
         peer = conn.get_peer_addr()
@@ -340,7 +349,7 @@ class DTLSListener:
         return self._router
 
 
-def make_listener(ctx: DTLSContext, where: Any, flags: int) -> DTLSListener:
+def make_listener(ctx: DTLSSettings, where: Any, flags: int) -> DTLSListener:
     """Build a DTLS listener on a socket, an address to bind, or a transport."""
     if ctx.role is not Role.SERVER:
         raise ValueError(
@@ -357,4 +366,9 @@ def make_listener(ctx: DTLSContext, where: Any, flags: int) -> DTLSListener:
     return DTLSListener(ctx, transport, flags, owns_socket=owns_socket)
 
 
-__all__ = ["DTLSListener", "DTLSListenerStats", "Error", "make_listener"]
+def _nothing_queued() -> Error:
+    return WantReadError("no connection is queued")
+
+
+def _socket_closed() -> Error:
+    return SyscallError("the listener's socket was closed while accepting")
