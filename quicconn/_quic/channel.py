@@ -263,20 +263,28 @@ class Channel:
         self._advance(ConnEvent.HANDSHAKE_DONE)
 
     def on_stream_data(self, stream_id: int, data: bytes, fin: bool) -> None:
-        record = self.streams.get(stream_id) or self._incoming_stream(stream_id)
+        record = self.streams.records.get(stream_id)
+        if record is None:
+            record = self._incoming_stream(stream_id)
         if (
             record.disposition is Disposition.REJECTED
             or record.stop_sent_code is not None
         ):
             self.consume(stream_id, len(data))  # dropped, but credited
             return
-        self._apply(record, lambda: record.push(data, fin))
+        try:
+            record.push(data, fin)
+        except StreamStateError as exc:
+            self._stream_state_error(exc)
 
     def on_stream_reset(self, stream_id: int, error_code: int) -> None:
         record = self.streams.get(stream_id) or self._incoming_stream(stream_id)
         record.reset_received_code = error_code
         record.discard()  # the core already credited unread bytes
-        self._apply(record, lambda: record.recv_event(RecvEvent.RESET))
+        try:
+            record.recv_event(RecvEvent.RESET)
+        except StreamStateError as exc:
+            self._stream_state_error(exc)
 
     def on_stop_sending(self, stream_id: int, error_code: int) -> None:
         record = self.streams.get(stream_id) or self._incoming_stream(stream_id)
@@ -299,13 +307,9 @@ class Channel:
         if self.observer is not None:
             self.observer.on_channel_terminated(self)
 
-    def _apply(self, record: StreamRecord, change: Callable[[], None]) -> None:
-        """Apply a peer's stream event; a state the table forbids closes."""
-        try:
-            change()
-        except StreamStateError as exc:
-            core = self.require_core()
-            core.close(_STREAM_STATE_ERROR, str(exc), application=False)
+    def _stream_state_error(self, exc: StreamStateError) -> None:
+        """A peer's stream event that the state table forbids: close."""
+        self.require_core().close(_STREAM_STATE_ERROR, str(exc), application=False)
 
     def _incoming_stream(self, stream_id: int) -> StreamRecord:
         """Record a peer-opened stream and apply the incoming stream policy."""

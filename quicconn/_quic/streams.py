@@ -170,7 +170,9 @@ class StreamRecord:
         if fin:
             self.recv_event(RecvEvent.FINAL_SIZE)
             self.recv_event(RecvEvent.ALL_DATA)
-        elif data:
+        elif data and self.recv_state is not RecvState.RECV:
+            # RECV + DATA -> RECV is the table's one self-loop, taken for
+            # every datagram of a transfer: only other states consult it.
             self.recv_event(RecvEvent.DATA)
 
     def take(self, limit: int) -> bytes:
