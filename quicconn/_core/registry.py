@@ -9,6 +9,7 @@ nothing.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import os
@@ -37,13 +38,16 @@ def known() -> list[str]:
     return list(_BACKENDS)
 
 
+@functools.cache
+def _installed(library: str) -> bool:
+    """Whether ``library`` can be imported (looked up once per process: a
+    context resolves its backend for every connection it makes)."""
+    return importlib.util.find_spec(library) is not None
+
+
 def available() -> list[str]:
     """The backends whose QUIC library is installed, in preference order."""
-    return [
-        name
-        for name in PREFERENCE
-        if importlib.util.find_spec(_BACKENDS[name][1]) is not None
-    ]
+    return [name for name in PREFERENCE if _installed(_BACKENDS[name][1])]
 
 
 def get(name: str) -> CoreBackend:
@@ -57,7 +61,7 @@ def get(name: str) -> CoreBackend:
             f"or {AUTO!r}"
         )
     module_name, library = _BACKENDS[name]
-    if importlib.util.find_spec(library) is None:
+    if not _installed(library):
         raise ValueError(
             f"the {name!r} QUIC core needs the {library!r} package: "
             f"pip install {library}"
