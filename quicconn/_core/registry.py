@@ -20,10 +20,11 @@ from .interface import Capability, CoreBackend
 #: Backends by name: the module that holds it, and the library it needs.
 _BACKENDS: dict[str, tuple[str, str]] = {
     "aioquic": ("quicconn._core.aioquic.backend", "aioquic"),
+    "qh3": ("quicconn._core.qh3.backend", "qh3"),
 }
 
 #: The order ``"auto"`` tries installed backends in (fastest first).
-PREFERENCE: tuple[str, ...] = ("aioquic",)
+PREFERENCE: tuple[str, ...] = ("qh3", "aioquic")
 
 #: The environment variable that chooses a core when a context does not.
 ENVIRONMENT_VARIABLE = "QUICCONN_CORE"

@@ -1,0 +1,163 @@
+"""quicconn's neutral :class:`CoreSettings` as qh3's TLS configuration.
+
+qh3 keeps TLS in Python (``qh3.tls``, driven through ``QuicTlsBridge``) and
+wants its own certificate and key classes (Rust objects) rather than
+``cryptography``'s.  Converting them costs a PEM round trip, so each
+certificate and key is converted once and cached by identity: a context
+hands the same objects to every connection it makes.
+
+:class:`TlsBridge` is qh3's bridge with quicconn's transport parameters:
+qh3 announces fixed stream limits (100 bidirectional, 103 unidirectional)
+and a DATAGRAM frame size; quicconn announces the limits its settings ask
+for, which the core enforces, and no DATAGRAM support (it has no API for
+it).
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+import threading
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from qh3._hazmat import Buffer
+from qh3._hazmat import Certificate as X509Certificate
+from qh3.quic.configuration import QuicConfiguration
+from qh3.quic.logger import QuicFileLogger
+from qh3.quic.packet import (
+    pull_quic_transport_parameters,
+    push_quic_transport_parameters,
+)
+from qh3.quic.tls_bridge import QuicTlsBridge
+from qh3.tls import CipherSuite, load_pem_private_key
+
+from ..settings import CoreSettings
+
+_QLOG_LOGGERS: dict[str, QuicFileLogger] = {}
+_CONVERTED: dict[tuple[str, int], tuple[Any, Any]] = {}
+_CONVERTED_MAX = 64
+_lock = threading.Lock()
+
+
+def _converted(kind: str, obj: Any) -> Any:
+    """``obj`` as qh3 wants it, converted once (cache keyed by identity;
+    the entry keeps ``obj`` alive so its id cannot be reused meanwhile)."""
+    key = (kind, id(obj))
+    with _lock:
+        found = _CONVERTED.get(key)
+    if found is not None and found[0] is obj:
+        return found[1]
+    if kind == "certificate":
+        value: Any = X509Certificate(obj.public_bytes(serialization.Encoding.DER))
+    else:
+        try:
+            value = load_pem_private_key(
+                obj.private_bytes(
+                    serialization.Encoding.PEM,
+                    serialization.PrivateFormat.PKCS8,
+                    serialization.NoEncryption(),
+                )
+            )
+        except Exception as exc:
+            raise ValueError(
+                f"the qh3 QUIC core cannot use a {type(obj).__name__} "
+                f"(RSA, ECDSA P-256/384/521 and Ed25519 keys work): {exc}"
+            ) from exc
+    with _lock:
+        if len(_CONVERTED) >= _CONVERTED_MAX:
+            _CONVERTED.pop(next(iter(_CONVERTED)))
+        _CONVERTED[key] = (obj, value)
+    return value
+
+
+def qh3_private_key(key: Any) -> Any:
+    """A ``cryptography`` private key as qh3's TLS stack holds one."""
+    return _converted("key", key)
+
+
+def _qlog_logger(directory: str) -> QuicFileLogger:
+    """One file logger per directory: it writes one ``.qlog`` per connection."""
+    with _lock:
+        found = _QLOG_LOGGERS.get(directory)
+        if found is None:
+            os.makedirs(directory, exist_ok=True)
+            found = _QLOG_LOGGERS[directory] = QuicFileLogger(directory)
+        return found
+
+
+def build_configuration(
+    settings: CoreSettings,
+    server_name: str | None = None,
+    session_ticket: Any = None,
+) -> QuicConfiguration:
+    """qh3's configuration object for one connection."""
+    config = QuicConfiguration(
+        alpn_protocols=list(settings.alpn_protocols)
+        if settings.alpn_protocols
+        else None,
+        connection_id_length=settings.connection_id_length,
+        idle_timeout=settings.idle_timeout,
+        is_client=settings.is_client,
+        max_data=settings.max_data,
+        max_datagram_size=settings.max_datagram_size,
+        max_stream_data=settings.max_stream_data,
+        secrets_log_file=settings.secrets_log_file,
+        server_name=server_name,
+        session_ticket=session_ticket,
+        supported_versions=list(settings.supported_versions),
+        original_version=settings.original_version,
+        verify_mode=ssl.CERT_REQUIRED if settings.verify_peer else ssl.CERT_NONE,
+    )
+    if settings.cipher_suites is not None:
+        config.cipher_suites = [CipherSuite(v) for v in settings.cipher_suites]
+    if settings.is_client and settings.verify_peer and not settings.has_trust_anchors():
+        # OpenSSL trusts nothing until told to; qh3 would fall back to the
+        # system store.  An empty store keeps OpenSSL's behaviour.
+        config.cadata = b""
+    else:
+        config.cafile = settings.cafile
+        config.capath = settings.capath
+        config.cadata = settings.cadata
+    if settings.certificate is not None:
+        config.certificate = _converted("certificate", settings.certificate)
+        config.certificate_chain = [
+            _converted("certificate", c) for c in settings.certificate_chain
+        ]
+    if settings.private_key is not None:
+        key = settings.private_key
+        # An offloadable key (MODE_ASYNC) is already in qh3's terms.
+        config.private_key = key if hasattr(key, "qh3_key") else qh3_private_key(key)
+    if settings.qlog_dir is not None:
+        config.quic_logger = _qlog_logger(settings.qlog_dir)
+    return config
+
+
+class TlsBridge(QuicTlsBridge):
+    """qh3's TLS bridge announcing quicconn's transport parameters."""
+
+    def __init__(
+        self,
+        configuration: QuicConfiguration,
+        *,
+        stream_limits: tuple[int, int],
+        **kwargs: Any,
+    ) -> None:
+        # Set before the base class serialises the parameters.
+        self.stream_limits = stream_limits
+        super().__init__(configuration, **kwargs)
+
+    def serialize_transport_parameters(self) -> bytes:
+        data = super().serialize_transport_parameters()
+        parameters = pull_quic_transport_parameters(Buffer(data=data))
+        bidi, uni = self.stream_limits
+        parameters.initial_max_streams_bidi = bidi
+        parameters.initial_max_streams_uni = uni
+        # quicconn has no DATAGRAM frames to hand the application.
+        parameters.max_datagram_frame_size = None
+        buf = Buffer(capacity=len(data) + 64)
+        push_quic_transport_parameters(buf, parameters)
+        return bytes(buf.data)
+
+
+__all__ = ["TlsBridge", "build_configuration", "qh3_private_key"]

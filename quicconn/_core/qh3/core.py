@@ -1,0 +1,1183 @@
+"""The qh3 :class:`~quicconn._core.interface.Core`: one connection's state.
+
+:class:`Qh3Core` is quicconn's own facade over qh3's Rust connection core
+(``qh3._hazmat.QuicConnectionCore``: packets, loss recovery, congestion
+control, streams, flow control) and its TLS bridge (``QuicTlsBridge``, TLS
+1.3 in Python).  qh3's public ``QuicConnection`` does the same job for
+qh3's asyncio stack, but re-parses every outgoing datagram's headers for
+logging even with qlog off (about 30% of a sender's CPU) and drops the
+events quicconn needs (peer credit, streams finished); this facade talks to
+the core directly and reports to a :class:`~quicconn._core.interface.CoreSink`.
+
+What it adds on top of the Rust core, and why:
+
+* **Coalesced handshake packets are fed one at a time**, so that TLS can
+  install the keys of a Handshake packet that follows an Initial in the
+  same datagram; the *last* slice keeps the datagram's trailing padding,
+  so the server's anti-amplification budget is credited with the whole
+  datagram (qh3 credits each slice's length: a padded 1200-byte Initial
+  with a 526-byte packet would otherwise allow 3 x 526 bytes, and the
+  send path then fails with "packet builder capacity exhausted").
+* **Receive credit follows what the application holds, not only what it
+  polled.**  The Rust core grants flow-control credit when an event is
+  taken from it.  Events are taken only while the application holds fewer
+  than ``max_data`` unread bytes of this connection; past that they stay
+  in the core, which grants nothing for them, so a receiver that never
+  reads holds at most about ``2 x max_data`` (what it holds, plus what the
+  core buffers within the window it granted), not an unbounded amount.
+* **Streams opened beyond the peer's limit** (``STREAM_FLAG_ADVANCE``) get
+  their ID at once; the core opens them, in order, when MAX_STREAMS
+  allows, and their writes wait here until then.
+* **A Retry or Version Negotiation restarts the core** (qh3 keeps no state
+  across them); stream operations made before the handshake completed
+  (0-RTT) are replayed on the new one.
+* **A first Initial without CRYPTO** (a PING-only probe after a lost
+  ClientHello) makes qh3 close the connection; here the server forgets the
+  attempt instead, so the client's retransmitted ClientHello starts afresh.
+* **Close reports when a close begins**, local or remote, with the same
+  :class:`~quicconn._errors.ConnCloseInfo` as on the aioquic core.
+* **Stateless reset tokens** are derived from the listener's secret
+  (:func:`~quicconn._core.wire.stateless_reset_token`): the server announces
+  only its handshake connection ID, whose token is in its transport
+  parameters, and issues no spare ones (qh3 would draw random tokens for
+  them, which no one could reproduce after losing the connection).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from qh3._hazmat import Buffer, QuicConnectionCore
+from qh3._hazmat import pull_quic_header as native_header
+from qh3.quic.crypto import CIPHER_SUITES
+from qh3.quic.packet import (
+    QuicPacketType,
+    QuicTransportParameters,
+    get_retry_integrity_tag,
+    pull_quic_transport_parameters,
+)
+from qh3.quic.tls_bridge import QuicTlsBridgeError
+from qh3.tls import Direction, Epoch, ExtensionType, SessionTicket
+
+from ..._asyncjob.job import JobHost, Resumed
+from ..._errors import ConnCloseInfo
+from ..interface import Address, CoreSink
+from ..rules import negotiated_idle_timeout
+from ..settings import CoreSettings
+from ..wire import stateless_reset_token
+from .config import TlsBridge, build_configuration
+
+logger = logging.getLogger("quicconn.core")
+
+#: Added to the time a due timer is handled at: qh3 holds deadlines in
+#: nanoseconds, and a deadline turned into float seconds and back can land
+#: a nanosecond short of itself, which a FakeClock stepping to deadlines
+#: exactly would never pass.
+TIMER_SLACK = 1e-6
+#: Taken off the deadlines reported: qh3's clock has nanosecond resolution,
+#: so a deadline computed from a float ``now`` can lie up to half a
+#: nanosecond past the float instant it stands for (an idle timeout of
+#: 0.3 s would read 0.30000000000007 s).  Firing a nanosecond early is
+#: harmless: :data:`TIMER_SLACK` covers it.
+TIMER_EARLY = 1e-9
+#: RFC 9002's default, as on the aioquic core (qh3's own default is 333 ms).
+INITIAL_RTT = 0.1
+#: The max_ack_delay quicconn advertises (ms), as the aioquic core does.
+MAX_ACK_DELAY = 0.025
+#: The peer connection IDs a client (server) keeps (active_connection_id_limit).
+CLIENT_CID_LIMIT = 2
+SERVER_CID_LIMIT = 8
+
+#: QUIC transport error codes and frame types used here (RFC 9000, 20.1, 19).
+_INTERNAL_ERROR = 0x1
+_PROTOCOL_VIOLATION = 0xA
+_PADDING = 0x0
+_CRYPTO_FRAME = 0x6
+#: The largest max_early_data_size quicconn's servers issue (0-RTT allowed).
+_MAX_EARLY_DATA = 0xFFFFFFFF
+_INITIAL = int(QuicPacketType.INITIAL)
+_RETRY = int(QuicPacketType.RETRY)
+
+_OPEN_STATES = frozenset({"first_flight", "connected"})
+
+
+class Qh3Core:
+    """One QUIC connection's protocol state on qh3; see the module docstring.
+
+    The reactor calls :meth:`receive_datagram`, :meth:`handle_timer` and
+    :meth:`datagrams_to_send`; the objects layer calls the stream and close
+    methods; :meth:`dispatch_events` reports progress to the sink.  Made by
+    :class:`~.backend.Qh3Backend`.
+    """
+
+    def __init__(
+        self,
+        settings: CoreSettings,
+        sink: CoreSink,
+        *,
+        server_name: str | None = None,
+        session_ticket: SessionTicket | None = None,
+        session_ticket_handler: Callable[[SessionTicket], None] | None = None,
+        session_ticket_fetcher: Callable[[bytes], SessionTicket | None] | None = None,
+        client_dcid: bytes = b"",
+        original_destination_cid: bytes | None = None,
+        retry_source_cid: bytes | None = None,
+        version: int | None = None,
+        reset_key: bytes | None = None,
+    ) -> None:
+        self._settings = settings
+        self._sink = sink
+        self._is_client = settings.is_client
+        self._cid_length = settings.connection_id_length
+        self._host_cid = os.urandom(self._cid_length)
+        self._configuration = build_configuration(settings, server_name, session_ticket)
+        self._ticket_handler = session_ticket_handler
+        self._ticket_fetcher = session_ticket_fetcher
+        self._reset_token = (
+            None
+            if reset_key is None
+            else stateless_reset_token(reset_key, self._host_cid)
+        )
+        #: Client: the DCID of the first Initial (from it the Initial keys
+        #: come); server: the DCID the client chose.
+        self._initial_dcid = (
+            os.urandom(self._cid_length) if self._is_client else client_dcid
+        )
+        self._original_dcid = (
+            self._initial_dcid if self._is_client else original_destination_cid
+        )
+        self._retry_scid = retry_source_cid
+        self._version = version
+        self._native: QuicConnectionCore | None = None
+        self._tls: TlsBridge | None = None
+        self._remembered = self._remembered_parameters(session_ticket)
+        self._retried = False
+        self._negotiated = False
+        self._peer_addr: Address | None = None
+        self._trace: Any = None
+        self._key_update_wanted = False
+        # -- handshake facts ------------------------------------------------
+        self.handshake_complete = False
+        self.alpn_protocol: str | None = None
+        self.session_resumed = False
+        self.early_data_attempted = False
+        self.early_data_accepted = False
+        self._zero_rtt_resolved = False
+        self._applied_parameters: QuicTransportParameters | None = None
+        self._peer_parameters: QuicTransportParameters | None = None
+        self._crypto_seen = False
+        # -- close ----------------------------------------------------------
+        self.close_info: ConnCloseInfo | None = None
+        self._closing_reported = False
+        self._terminated_reported = False
+        self._terminated = False
+        # -- events ---------------------------------------------------------
+        #: Events taken from the core during the handshake (TLS had to see
+        #: its CRYPTO at once), reported at the next dispatch, in order.
+        self._pending: deque[tuple[Any, ...]] = deque()
+        # -- streams --------------------------------------------------------
+        first = 0 if self._is_client else 1
+        #: The next stream ID handed out, and the next the core opened, by
+        #: kind (key: unidirectional?).
+        self._next_local = {False: first, True: first + 2}
+        self._next_native = {False: first, True: first + 2}
+        #: Operations on streams the core has not opened yet (ADVANCE).
+        self._deferred: dict[int, list[tuple[Any, ...]]] = {}
+        #: Stream operations before the handshake completed: replayed on a
+        #: new core after a Retry or Version Negotiation.
+        self._early_ops: list[tuple[Any, ...]] | None = [] if self._is_client else None
+        self._sent: dict[int, int] = {}
+        #: Bytes (FINs) written since the last moment everything was
+        #: acknowledged: see :meth:`_confirm_if_quiescent`.
+        self._unconfirmed: dict[int, int] = {}
+        self._unconfirmed_fin: set[int] = set()
+        self._send_max: dict[int, int] = {}
+        self._finished: set[int] = set()
+        self._peer_finished = {False: 0, True: 0}
+        self._peer_opened = {False: 0, True: 0}
+        self._unread = 0
+        self._unread_by_stream: dict[int, int] = {}
+        self._max_unread = settings.max_data
+        #: MODE_ASYNC: runs packet processing in async jobs.
+        self._async_host: JobHost | None = None
+
+    # -- identity ---------------------------------------------------------
+
+    @property
+    def is_client(self) -> bool:
+        return self._is_client
+
+    @property
+    def host_cid(self) -> bytes:
+        return self._host_cid
+
+    def peer_address(self) -> Address | None:
+        native = self._native
+        if native is not None:
+            return tuple(native.active_path[2])
+        return self._peer_addr
+
+    # -- creating the Rust core and the TLS bridge ------------------------
+
+    def _remembered_parameters(
+        self, ticket: SessionTicket | None
+    ) -> QuicTransportParameters | None:
+        """The server's transport parameters a 0-RTT ticket carries."""
+        if (
+            not self._is_client
+            or ticket is None
+            or not ticket.is_valid
+            or ticket.server_name != self._configuration.server_name
+            or ticket.max_early_data_size != _MAX_EARLY_DATA
+        ):
+            return None
+        for kind, data in ticket.other_extensions:
+            if kind == ExtensionType.QUIC_TRANSPORT_PARAMETERS:
+                try:
+                    return pull_quic_transport_parameters(Buffer(data=data))
+                except ValueError:
+                    return None
+        return None
+
+    def _start(self, addr: Address, dcid: bytes, now: float) -> None:
+        """Create the Rust core and the TLS bridge (again after a Retry)."""
+        settings = self._settings
+        version = self._version
+        assert version is not None
+        remembered = self._remembered if self._is_client else None
+        limits = _limits(remembered)
+        self._native = QuicConnectionCore(
+            self._is_client,
+            version,
+            ("0.0.0.0", 0),
+            addr,
+            self._host_cid,
+            dcid,
+            self._is_client or self._retry_scid is not None,
+            CLIENT_CID_LIMIT if self._is_client else SERVER_CID_LIMIT,
+            settings.max_datagram_size,
+            False,  # path MTU discovery: not yet
+            settings.idle_timeout or None,
+            3,
+            None,  # no DATAGRAM frames
+            None,
+            settings.max_data,
+            limits[0],
+            settings.max_stream_data,
+            limits[1],
+            limits[2],
+            limits[3],
+            settings.max_stream_data,
+            settings.max_streams_bidi,
+            settings.max_streams_uni,
+            limits[4],
+            limits[5],
+            INITIAL_RTT,
+            MAX_ACK_DELAY,
+            now,
+        )
+        self._applied_parameters = remembered
+        if remembered is not None:
+            self._peer_parameters = remembered
+        config = self._configuration
+        if config.quic_logger is not None and self._trace is None:
+            self._trace = config.quic_logger.start_trace(
+                is_client=self._is_client, odcid=self._original_dcid or b""
+            )
+        self._tls = TlsBridge(
+            config,
+            stream_limits=(settings.max_streams_bidi, settings.max_streams_uni),
+            version=version,
+            local_initial_source_connection_id=self._host_cid,
+            original_destination_connection_id=self._original_dcid,
+            retry_source_connection_id=self._retry_scid,
+            stateless_reset_token=self._reset_token,
+            session_ticket_fetcher=self._ticket_fetcher,
+            session_ticket_handler=self._ticket_handler,
+            quic_logger=self._trace,
+            version_change_handler=self._on_version_change,
+        )
+
+    def _on_version_change(self, version: int) -> None:
+        """A server moved the connection to a compatible version (RFC 9368)."""
+        native = self._native
+        if native is not None and native.version != version:
+            native.set_version(version)
+        self._version = version
+
+    # -- driving ----------------------------------------------------------
+
+    def connect(self, addr: Address, now: float) -> None:
+        """Start the client handshake towards ``addr``."""
+        settings = self._settings
+        self._peer_addr = addr
+        self._version = int(settings.original_version or settings.supported_versions[0])
+        self._start(addr, self._initial_dcid, now)
+        tls = self._tls
+        assert tls is not None
+        self._guard_tls(tls.start)
+
+    def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
+        """Feed one datagram.  Never raises: bad input is logged and dropped."""
+        host = self._async_host
+        if host is not None and host.intercepts(self.handshake_complete):
+            host.run(lambda at: self._receive_now(data, addr, at), now)
+            return
+        self._receive_now(data, addr, now)
+
+    def _receive_now(self, data: bytes, addr: Address, now: float) -> None:
+        try:
+            if self._native is None:
+                if self._is_client or self._terminated:
+                    return
+                self._peer_addr = addr
+                self._start(addr, self._initial_dcid, now)
+            native = self._native
+            assert native is not None
+            if self.handshake_complete:
+                native.receive_datagram(data, addr, now)
+                return
+            self._receive_handshake(data, addr, now)
+        except Exception:
+            logger.exception("dropped a datagram the QUIC core could not process")
+
+    def _receive_handshake(self, data: bytes, addr: Address, now: float) -> None:
+        """Feed a handshake datagram packet by packet; TLS sees each one's
+        CRYPTO before the next is decrypted (its keys may come from it)."""
+        size = len(data)
+        ends = _packet_ends(data, self._cid_length)
+        start = 0
+        for i, end in enumerate(ends):
+            # The last slice runs to the end of the datagram: trailing
+            # padding counts towards the anti-amplification budget.
+            stop = size if i == len(ends) - 1 else end
+            packet = data[start:stop]
+            native = self._native
+            assert native is not None
+            report = native.receive_datagram(packet, addr, now, size)
+            if report[2] and data[start] & 0x80:
+                self._learn_peer_cid(packet)
+            if self._take_handshake_events(packet, addr, now):
+                return  # the core was replaced (Retry, version negotiation)
+            if self._forget_crypto_less_initial():
+                return
+            if self.handshake_complete and stop < size:
+                native.receive_datagram(data[stop:], addr, now, size)
+                return
+            start = stop
+
+    def _learn_peer_cid(self, packet: bytes) -> None:
+        """The peer's initial source connection ID, for the TLS bridge's
+        transport parameter check."""
+        tls = self._tls
+        if tls is None:
+            return
+        try:
+            header = native_header(packet, 0, self._cid_length)
+        except ValueError:
+            return
+        if header[4]:
+            tls.remote_initial_source_connection_id = header[4]
+
+    def _forget_crypto_less_initial(self) -> bool:
+        """A server whose first packet had no CRYPTO frame: start over.
+
+        RFC 9000 asks for CRYPTO in the first Initial a client *sends*; when
+        that is lost, the first to arrive can be a PING-only probe (OpenSSL's
+        client sends those), and qh3 closes the connection over it.  The
+        attempt is forgotten instead (no packet counts as received), and
+        the client's retransmitted ClientHello is a new first Initial.
+        """
+        native = self._native
+        if (
+            self._is_client
+            or self._crypto_seen
+            or native is None
+            or native.state != "closing"
+        ):
+            return False
+        error = native.local_error
+        if error is None or error[0] != _PROTOCOL_VIOLATION:
+            return False
+        self._native = None
+        self._tls = None
+        self._pending.clear()
+        self._terminated = True
+        return True
+
+    def _take_handshake_events(self, packet: bytes, addr: Address, now: float) -> bool:
+        """Take every event the core has: CRYPTO to TLS at once, the rest
+        kept for :meth:`dispatch_events`.  True if the core was replaced."""
+        native = self._native
+        while native is not None:
+            event = native.next_event()
+            if event is None:
+                break
+            kind = event[0]
+            if kind == "crypto_data":
+                self._crypto(event)
+            elif kind == "retry":
+                if self._on_retry(event, packet, addr, now):
+                    return True
+            elif kind == "version_negotiation":
+                if self._on_version_negotiation(event, addr, now):
+                    return True
+            else:
+                self._pending.append(event)
+            native = self._native
+        return False
+
+    def received_a_packet(self) -> bool:
+        """True once a packet from the peer was decrypted (or a close began).
+
+        A job paused to sign counts too: signing follows a decrypted
+        ClientHello.
+        """
+        if self.async_held or self.close_info is not None:
+            return True
+        native = self._native
+        return native is not None and native.received_authenticated_packet
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
+        native = self._native
+        if native is None or self.async_held:
+            return []
+        self._open_deferred()
+        if self._key_update_wanted:
+            self._try_key_update()
+        out: list[tuple[bytes, Address]] = []
+        try:
+            while True:
+                transmit = native.poll_transmit(now)
+                if transmit is None:
+                    break
+                out.append((transmit[0], transmit[1]))
+        except Exception:
+            logger.exception("the QUIC core failed to build a datagram")
+        return out
+
+    def get_timer(self) -> float | None:
+        native = self._native
+        if native is None or self.async_held:
+            return None
+        timer = native.get_timer()
+        return None if timer is None else float(timer[1]) - TIMER_EARLY
+
+    def handle_timer(self, now: float) -> None:
+        native = self._native
+        if native is None or self.async_held:
+            return
+        try:
+            native.handle_timer(now + TIMER_SLACK)
+        except Exception:
+            logger.exception("the QUIC core failed to handle its timer")
+
+    # -- MODE_ASYNC --------------------------------------------------------
+
+    def attach_async_host(self, host: JobHost) -> None:
+        self._async_host = host
+
+    @property
+    def async_held(self) -> bool:
+        host = self._async_host
+        return host is not None and host.busy
+
+    def resume_async(self, now: float) -> bool:
+        host = self._async_host
+        if host is None:
+            return True
+        outcome = host.resume(now)
+        if outcome is Resumed.LOST:
+            self.close(_INTERNAL_ERROR, "handshake abandoned", application=False)
+        return outcome is not Resumed.ELSEWHERE
+
+    # -- TLS --------------------------------------------------------------
+
+    def _crypto(self, event: tuple[Any, ...]) -> None:
+        """CRYPTO data from the peer: to TLS, and what TLS made to the core."""
+        tls = self._tls
+        native = self._native
+        if tls is None or native is None:
+            return
+        self._crypto_seen = True
+        _, epoch, offset, data = event
+        self._guard_tls(
+            lambda: tls.receive_crypto(
+                Epoch(epoch), data, offset, version=native.version
+            )
+        )
+
+    def _guard_tls(self, step: Callable[[], None]) -> None:
+        """Run a TLS step, then move its output into the core; a TLS failure
+        closes the connection (a CRYPTO_ERROR carrying the alert)."""
+        try:
+            step()
+            self._drain_tls()
+        except QuicTlsBridgeError as exc:
+            self._fail(exc.error_code, int(exc.frame_type), exc.reason_phrase)
+        except Exception as exc:
+            logger.exception("TLS failed")
+            self._fail(_INTERNAL_ERROR, _CRYPTO_FRAME, f"TLS failed: {exc}")
+
+    def _fail(self, code: int, frame_type: int, reason: str) -> None:
+        native = self._native
+        if native is not None and native.state in _OPEN_STATES:
+            native.close(code, frame_type, reason.encode("utf8", "replace"))
+        if self.close_info is None:
+            self.close_info = ConnCloseInfo(
+                error_code=code,
+                frame_type=frame_type,
+                reason=reason,
+                is_local=True,
+                is_transport=True,
+            )
+
+    def _drain_tls(self) -> None:
+        tls = self._tls
+        native = self._native
+        assert tls is not None and native is not None
+        if native.version != tls.version:
+            native.set_version(tls.version)
+        self._version = tls.version
+        while (secret := tls.next_traffic_secret()) is not None:
+            hp_name, aead_name = CIPHER_SUITES[secret.cipher_suite]
+            native.install_packet_key(
+                "send" if secret.direction == Direction.ENCRYPT else "receive",
+                int(secret.epoch),
+                (aead_name.decode(), hp_name.decode()),
+                secret.key,
+                secret.iv,
+                secret.hp,
+                0,
+                secret.secret,
+                secret.version,
+            )
+            if secret.epoch == Epoch.ZERO_RTT and self._is_client:
+                self.early_data_attempted = True
+        while (crypto := tls.next_crypto_data()) is not None:
+            native.send_crypto(int(crypto.epoch), crypto.offset, crypto.data)
+        parameters = tls.remote_transport_parameters
+        if parameters is not None and parameters is not self._applied_parameters:
+            self._apply_parameters(parameters)
+        while tls.next_event() is not None:
+            pass  # HandshakeCompleted is read from the bridge below
+        if tls.handshake_complete and not self.handshake_complete:
+            self._complete_handshake()
+
+    def _apply_parameters(self, parameters: QuicTransportParameters) -> None:
+        native = self._native
+        tls = self._tls
+        assert native is not None and tls is not None
+        if (
+            self._is_client
+            and self.early_data_attempted
+            and not self._zero_rtt_resolved
+        ):
+            if not tls.tls.early_data_accepted:
+                native.reject_zero_rtt()
+            self._zero_rtt_resolved = True
+        limit = parameters.active_connection_id_limit or 2
+        native.apply_peer_transport_parameters(
+            parameters.initial_max_data or 0,
+            parameters.initial_max_stream_data_bidi_local or 0,
+            parameters.initial_max_stream_data_bidi_remote or 0,
+            parameters.initial_max_stream_data_uni or 0,
+            parameters.initial_max_streams_bidi or 0,
+            parameters.initial_max_streams_uni or 0,
+            3
+            if parameters.ack_delay_exponent is None
+            else parameters.ack_delay_exponent,
+            0.025
+            if parameters.max_ack_delay is None
+            else parameters.max_ack_delay / 1000,
+            parameters.max_idle_timeout / 1000 if parameters.max_idle_timeout else None,
+            parameters.max_datagram_frame_size,
+            parameters.stateless_reset_token,
+            limit,
+            bool(parameters.disable_active_migration),
+            parameters.max_udp_payload_size,
+        )
+        self._applied_parameters = parameters
+        self._peer_parameters = parameters
+
+    def _complete_handshake(self) -> None:
+        tls = self._tls
+        native = self._native
+        assert tls is not None and native is not None
+        context = tls.tls
+        self.handshake_complete = True
+        self.alpn_protocol = context.alpn_negotiated
+        self.session_resumed = bool(context.session_resumed)
+        self.early_data_accepted = bool(context.early_data_accepted)
+        native.handshake_complete()
+        if self._is_client and not self.early_data_accepted:
+            if self.early_data_attempted and not self._zero_rtt_resolved:
+                native.reject_zero_rtt()
+                self._zero_rtt_resolved = True
+            else:
+                native.discard_keys(int(Epoch.ZERO_RTT))
+        self._early_ops = None
+        self._pending.append(("handshake_completed",))
+
+    # -- Retry and Version Negotiation (client) ----------------------------
+
+    def _on_retry(
+        self, event: tuple[Any, ...], packet: bytes, addr: Address, now: float
+    ) -> bool:
+        """A Retry: start over with its token, if it is genuine and the first."""
+        _, token, scid = event
+        if not self._is_client or self._retried or not packet:
+            return False
+        tag_size = 16
+        try:
+            expected = get_retry_integrity_tag(
+                packet[:-tag_size], self._initial_dcid, version=self._version or 1
+            )
+        except ValueError:
+            return False
+        if expected != packet[-tag_size:] or not token:
+            return False
+        self._retried = True
+        self._retry_scid = scid
+        self._restart(addr, scid, now, token)
+        return True
+
+    def _on_version_negotiation(
+        self, event: tuple[Any, ...], addr: Address, now: float
+    ) -> bool:
+        """Version Negotiation: start over in a common version, or give up."""
+        offered = list(event[1])
+        if not self._is_client or self._negotiated or self._version in offered:
+            return False
+        common = [v for v in self._settings.supported_versions if v in offered]
+        if not common:
+            self.close_info = ConnCloseInfo(
+                error_code=_INTERNAL_ERROR,
+                frame_type=None,
+                reason="Could not find a common protocol version",
+                is_local=True,
+                is_transport=False,
+            )
+            self._native = None
+            self._tls = None
+            self._terminated = True
+            return True
+        self._negotiated = True
+        self._version = int(common[0])
+        self._restart(addr, self._initial_dcid, now, None)
+        return True
+
+    def _restart(
+        self, addr: Address, dcid: bytes, now: float, token: bytes | None
+    ) -> None:
+        self._pending.clear()
+        self._start(addr, dcid, now)
+        native = self._native
+        tls = self._tls
+        assert native is not None and tls is not None
+        if token is not None:
+            native.set_initial_token(token)
+        # Streams opened before (0-RTT) are opened again on the new core.
+        self._next_native = {
+            False: 0 if self._is_client else 1,
+            True: 2 if self._is_client else 3,
+        }
+        self._deferred = {}
+        for op in self._early_ops or ():
+            self._deferred.setdefault(op[1], []).append(op)
+        self._guard_tls(tls.start)
+
+    # -- reporting --------------------------------------------------------
+
+    def dispatch_events(self) -> None:
+        """Report everything that happened since the last call to the sink."""
+        if self.async_held:
+            return
+        pending = self._pending
+        while pending:
+            self._report(pending.popleft())
+        native = self._native
+        if native is not None:
+            while True:
+                if self._unread >= self._max_unread and native.state in _OPEN_STATES:
+                    break  # the application holds enough: credit waits
+                event = native.next_event()
+                if event is None:
+                    break
+                kind = event[0]
+                if kind == "crypto_data":
+                    self._crypto(event)
+                    while pending:
+                        self._report(pending.popleft())
+                elif kind not in ("retry", "version_negotiation"):
+                    self._report(event)
+            self._open_deferred()
+            if self._unconfirmed or self._unconfirmed_fin:
+                self._confirm_if_quiescent()
+        self._report_close_state()
+
+    def _report(self, event: tuple[Any, ...]) -> None:
+        sink = self._sink
+        kind = event[0]
+        if kind == "stream_data":
+            _, stream_id, data, fin = event
+            if data:
+                self._unread += len(data)
+                self._unread_by_stream[stream_id] = self._unread_by_stream.get(
+                    stream_id, 0
+                ) + len(data)
+            self._saw_peer_stream(stream_id)
+            sink.on_stream_data(stream_id, data, fin)
+        elif kind == "stream_reset":
+            stream_id, code = event[1], event[2]
+            self._unread -= self._unread_by_stream.pop(stream_id, 0)
+            self._saw_peer_stream(stream_id)
+            sink.on_stream_reset(stream_id, code)
+        elif kind == "stop_sending":
+            self._saw_peer_stream(event[1])
+            sink.on_stop_sending(event[1], event[2])
+        elif kind == "stream_finished":
+            stream_id = event[1]
+            self._finished.add(stream_id)
+            if self._is_peer_stream(stream_id):
+                self._peer_finished[bool(stream_id & 2)] += 1
+        elif kind == "stream_credit":
+            stream_id, maximum = event[1], event[2]
+            if maximum > self._send_max.get(stream_id, 0):
+                self._send_max[stream_id] = maximum
+        elif kind == "handshake_completed":
+            sink.on_handshake_complete(
+                self.alpn_protocol, self.session_resumed, self.early_data_accepted
+            )
+        elif kind == "handshake_done":
+            native = self._native
+            if native is not None:
+                native.handshake_confirmed()
+        elif kind == "connection_id_issued":
+            sink.on_connection_id_issued(event[1])
+        elif kind == "connection_id_retired":
+            sink.on_connection_id_retired(event[1])
+        elif kind == "peer_closed":
+            _, application, code, frame_type, reason = event
+            if self.close_info is None:
+                self.close_info = ConnCloseInfo(
+                    error_code=code,
+                    frame_type=None if application else (frame_type or 0),
+                    reason=reason.decode("utf8", "replace"),
+                    is_local=False,
+                    is_transport=not application,
+                )
+        elif kind == "protocol_error":
+            _, code, frame_type, reason = event
+            if self.close_info is None:
+                self.close_info = ConnCloseInfo(
+                    error_code=code,
+                    frame_type=frame_type if frame_type is not None else 0,
+                    reason=str(reason),
+                    is_local=True,
+                    is_transport=True,
+                )
+        elif kind == "connection_terminated":
+            self._terminated = True
+            if self.close_info is None:
+                self.close_info = _termination_info(event)
+
+    def _report_close_state(self) -> None:
+        native = self._native
+        if self.close_info is None and native is not None:
+            if native.state not in _OPEN_STATES:
+                error = native.local_error
+                if error is not None:
+                    self.close_info = ConnCloseInfo(
+                        error_code=error[0],
+                        frame_type=error[1] if error[1] is not None else 0,
+                        reason=error[2],
+                        is_local=True,
+                        is_transport=True,
+                    )
+        if not self._closing_reported and self.close_info is not None:
+            self._closing_reported = True
+            self._sink.on_closing(self.close_info)
+        if (
+            self._closing_reported
+            and not self._terminated_reported
+            and self.is_terminated
+        ):
+            self._terminated_reported = True
+            self._sink.on_terminated()
+
+    # -- state ------------------------------------------------------------
+
+    @property
+    def is_closing(self) -> bool:
+        native = self._native
+        if native is not None and native.state not in _OPEN_STATES:
+            return True
+        return self.close_info is not None
+
+    @property
+    def is_terminated(self) -> bool:
+        native = self._native
+        if native is not None:
+            return native.state == "terminated"
+        return self._terminated
+
+    @property
+    def version(self) -> int | None:
+        native = self._native
+        return None if native is None else int(native.version)
+
+    @property
+    def cipher_suite(self) -> int | None:
+        tls = self._tls
+        suite = None if tls is None else tls.cipher_suite
+        return None if suite is None else int(suite)
+
+    def idle_timeout(self) -> float:
+        return float(self._settings.idle_timeout)
+
+    def peer_idle_timeout(self) -> float | None:
+        parameters = self._peer_parameters
+        if parameters is None:
+            return None
+        value = parameters.max_idle_timeout
+        return None if value is None else value / 1000
+
+    def peer_max_datagram_frame_size(self) -> int | None:
+        parameters = self._peer_parameters
+        return None if parameters is None else parameters.max_datagram_frame_size
+
+    def negotiated_idle_timeout(self) -> float | None:
+        return negotiated_idle_timeout(self.idle_timeout(), self.peer_idle_timeout())
+
+    # -- streams ----------------------------------------------------------
+
+    def _is_peer_stream(self, stream_id: int) -> bool:
+        return bool(stream_id & 1) == self._is_client
+
+    def _saw_peer_stream(self, stream_id: int) -> None:
+        if self._is_peer_stream(stream_id):
+            uni = bool(stream_id & 2)
+            count = stream_id // 4 + 1
+            if count > self._peer_opened[uni]:
+                self._peer_opened[uni] = count
+
+    def local_streams_available(self, unidirectional: bool) -> int:
+        native = self._native
+        if native is None:
+            return 0
+        limit = native.stream_limits[1 if unidirectional else 0]
+        return max(0, limit - self._next_local[unidirectional] // 4)
+
+    def remote_streams_available(self, unidirectional: bool) -> int:
+        settings = self._settings
+        base = settings.max_streams_uni if unidirectional else settings.max_streams_bidi
+        allowed = base + self._peer_finished[unidirectional]
+        return max(0, allowed - self._peer_opened[unidirectional])
+
+    def open_stream(self, unidirectional: bool) -> int:
+        stream_id = self._next_local[unidirectional]
+        self._next_local[unidirectional] = stream_id + 4
+        self._deferred.setdefault(stream_id, [])
+        self._log(("open", stream_id))
+        self._open_deferred()
+        return stream_id
+
+    def _open_deferred(self) -> None:
+        """Open, in order, the streams handed out that the peer now allows."""
+        native = self._native
+        if native is None or not self._deferred or native.state not in _OPEN_STATES:
+            return
+        limits = native.stream_limits
+        for uni in (False, True):
+            next_id = self._next_native[uni]
+            while next_id < self._next_local[uni] and next_id // 4 < limits[int(uni)]:
+                opened = native.open_stream(uni)
+                if opened != next_id:
+                    logger.error("qh3 opened stream %d, expected %d", opened, next_id)
+                next_id += 4
+                for op in self._deferred.pop(opened, ()):
+                    self._apply(op)
+            self._next_native[uni] = next_id
+
+    def _native_open(self, stream_id: int) -> bool:
+        """Whether the core knows the stream (else its operations wait)."""
+        if not self._is_peer_stream(stream_id):
+            return stream_id < self._next_native[bool(stream_id & 2)]
+        return True
+
+    def _log(self, op: tuple[Any, ...]) -> None:
+        early = self._early_ops
+        if early is not None:
+            early.append(op)
+
+    def _apply(self, op: tuple[Any, ...]) -> None:
+        native = self._native
+        assert native is not None
+        kind, stream_id = op[0], op[1]
+        try:
+            if kind == "data":
+                native.send_stream(stream_id, op[2], op[3])
+            elif kind == "reset":
+                native.reset_stream(stream_id, op[2])
+            elif kind == "stop":
+                native.stop_sending(stream_id, op[2])
+        except (ValueError, RuntimeError) as exc:
+            logger.debug("stream %d: %s ignored: %s", stream_id, kind, exc)
+
+    def _do(self, op: tuple[Any, ...]) -> None:
+        self._log(op)
+        stream_id = op[1]
+        if self._native is not None and self._native_open(stream_id):
+            self._apply(op)
+        else:
+            self._deferred.setdefault(stream_id, []).append(op)
+
+    def send_stream_data(self, stream_id: int, data: bytes, fin: bool) -> None:
+        if data:
+            size = len(data)
+            self._sent[stream_id] = self._sent.get(stream_id, 0) + size
+            self._unconfirmed[stream_id] = self._unconfirmed.get(stream_id, 0) + size
+        if fin:
+            self._unconfirmed_fin.add(stream_id)
+        self._do(("data", stream_id, data, fin))
+
+    def send_credit(self, stream_id: int) -> int:
+        if stream_id in self._finished:
+            return 0
+        initial = self._initial_send_limit(stream_id)
+        limit = max(initial, self._send_max.get(stream_id, 0))
+        return max(0, limit - self._sent.get(stream_id, 0))
+
+    def _initial_send_limit(self, stream_id: int) -> int:
+        parameters = self._peer_parameters
+        if parameters is None:
+            return 0
+        if stream_id & 2:
+            if self._is_peer_stream(stream_id):
+                return 0
+            return parameters.initial_max_stream_data_uni or 0
+        if self._is_peer_stream(stream_id):
+            return parameters.initial_max_stream_data_bidi_local or 0
+        return parameters.initial_max_stream_data_bidi_remote or 0
+
+    def _unsent(self, stream_id: int | None) -> int:
+        """Bytes written and not yet sent (waiting here or in the core)."""
+        queued = 0
+        for sid, ops in self._deferred.items():
+            if stream_id is None or sid == stream_id:
+                queued += sum(len(op[2]) for op in ops if op[0] == "data")
+        native = self._native
+        if native is None:
+            return queued
+        try:
+            return queued + int(native.get_send_buffer_size(stream_id))
+        except ValueError:
+            return queued
+
+    def _confirm_if_quiescent(self) -> bool:
+        """If nothing is in flight and nothing waits to be sent, every byte
+        (and FIN) written so far was acknowledged: forget them, and say so.
+
+        qh3 does not tell which stream's bytes a peer acknowledged; a moment
+        with no packet in flight is when that is certain for all of them.
+        (Lost data awaiting retransmission goes out in the same flush, or is
+        held by congestion or pacing, which keeps packets in flight or a
+        pacing timer armed.)
+        """
+        native = self._native
+        if native is None:
+            quiet = not self._deferred
+        elif native.bytes_in_flight or self._unsent(None):
+            quiet = False
+        else:
+            timer = native.get_timer()
+            quiet = timer is None or timer[0] != "pacing"
+        if quiet:
+            self._unconfirmed.clear()
+            self._unconfirmed_fin.clear()
+        return quiet
+
+    def send_buffered(self, stream_id: int) -> int:
+        """Bytes written to the stream and not known to be acknowledged.
+
+        The stream's bytes written since the connection last had nothing
+        in flight (see :meth:`_confirm_if_quiescent`), capped by what is
+        unsent on it plus everything in flight.
+        """
+        if stream_id in self._finished:
+            return 0
+        written = self._unconfirmed.get(stream_id, 0)
+        if not written or self._confirm_if_quiescent():
+            return 0
+        native = self._native
+        in_flight = 0 if native is None else int(native.bytes_in_flight)
+        return min(written, self._unsent(stream_id) + in_flight)
+
+    def send_fully_acked(self, stream_id: int) -> bool:
+        if stream_id in self._finished or self._confirm_if_quiescent():
+            return True
+        return (
+            not self._unconfirmed.get(stream_id)
+            and stream_id not in self._unconfirmed_fin
+            and not self._unsent(stream_id)
+        )
+
+    def all_sends_acked(self) -> bool:
+        if self._confirm_if_quiescent():
+            return True
+        return (
+            not self._unconfirmed
+            and not self._unconfirmed_fin
+            and not self._unsent(None)
+        )
+
+    def consume(self, stream_id: int, nbytes: int) -> None:
+        if nbytes <= 0:
+            return
+        held = self._unread_by_stream.get(stream_id, 0)
+        taken = min(held, nbytes)
+        if taken:
+            self._unread -= taken
+            if held == taken:
+                del self._unread_by_stream[stream_id]
+            else:
+                self._unread_by_stream[stream_id] = held - taken
+
+    def reset_stream(self, stream_id: int, error_code: int) -> None:
+        self._do(("reset", stream_id, error_code))
+
+    def stop_sending(self, stream_id: int, error_code: int) -> None:
+        if stream_id in self._finished:
+            return
+        self._do(("stop", stream_id, error_code))
+
+    def release_stream(self, stream_id: int) -> None:
+        """Nothing to do: qh3 returns a peer's stream slot as soon as the
+        stream is finished on the wire (Capability.STREAM_CREDIT_ON_RELEASE
+        is not claimed)."""
+
+    def stream_discarded(self, stream_id: int) -> bool:
+        return stream_id in self._finished
+
+    def forget_stream(self, stream_id: int) -> None:
+        self._finished.discard(stream_id)
+        self._sent.pop(stream_id, None)
+        self._unconfirmed.pop(stream_id, None)
+        self._unconfirmed_fin.discard(stream_id)
+        self._send_max.pop(stream_id, None)
+        self._unread -= self._unread_by_stream.pop(stream_id, 0)
+
+    # -- connection-wide --------------------------------------------------
+
+    def close(self, error_code: int, reason: str, *, application: bool = True) -> None:
+        native = self._native
+        frame_type = None if application else _PADDING
+        if native is not None and native.state in _OPEN_STATES:
+            try:
+                native.close(error_code, frame_type, reason.encode("utf8"))
+            except (ValueError, RuntimeError):
+                logger.exception("the QUIC core refused to close")
+        elif native is None:
+            self._terminated = True
+        if self.close_info is None:
+            self.close_info = ConnCloseInfo(
+                error_code=error_code,
+                frame_type=frame_type,
+                reason=reason,
+                is_local=True,
+                is_transport=not application,
+            )
+
+    def request_key_update(self) -> None:
+        """Start a 1-RTT key update, or as soon as RFC 9001 allows one.
+
+        An endpoint may not update again before a packet of the current key
+        phase was acknowledged (section 6.1), nor before the handshake is
+        confirmed; qh3 refuses such a request, and quicconn, as OpenSSL,
+        keeps it and makes it when allowed.
+        """
+        if self._native is None:
+            raise ValueError("no connection to update keys on")
+        self._key_update_wanted = True
+        self._try_key_update()
+
+    def _try_key_update(self) -> None:
+        native = self._native
+        if native is None or native.state not in _OPEN_STATES:
+            self._key_update_wanted = False
+            return
+        try:
+            native.request_key_update()
+        except (ValueError, RuntimeError):
+            return  # not yet allowed: tried again before each send
+        self._key_update_wanted = False
+
+    def finish_qlog(self) -> None:
+        trace = self._trace
+        logger_ = self._configuration.quic_logger
+        if trace is not None and logger_ is not None:
+            self._trace = None
+            logger_.end_trace(trace)
+
+
+def _termination_info(event: tuple[Any, ...]) -> ConnCloseInfo:
+    """The close info of a connection that ended without a CONNECTION_CLOSE:
+    an idle timeout (local) or a stateless reset from the peer."""
+    _, code, frame_type, reason = event
+    text = reason.decode("utf8", "replace") if isinstance(reason, bytes) else reason
+    if text == "Idle timeout":
+        return ConnCloseInfo(
+            error_code=code,
+            frame_type=frame_type,
+            reason=text,
+            is_local=True,
+            is_transport=frame_type is not None,
+        )
+    return ConnCloseInfo(
+        error_code=0,
+        frame_type=_PADDING,
+        reason="stateless reset received",
+        is_local=False,
+        is_transport=True,
+    )
+
+
+def _limits(parameters: QuicTransportParameters | None) -> tuple[int, ...]:
+    """The peer's send limits a core starts with (0 until it announces)."""
+    if parameters is None:
+        return (0, 0, 0, 0, 0, 0)
+    return (
+        parameters.initial_max_data or 0,
+        parameters.initial_max_stream_data_bidi_local or 0,
+        parameters.initial_max_stream_data_bidi_remote or 0,
+        parameters.initial_max_stream_data_uni or 0,
+        parameters.initial_max_streams_bidi or 0,
+        parameters.initial_max_streams_uni or 0,
+    )
+
+
+def _packet_ends(data: bytes, cid_length: int) -> list[int]:
+    """Where each packet of a datagram ends (one entry if unparseable)."""
+    ends: list[int] = []
+    offset = 0
+    size = len(data)
+    while offset < size:
+        try:
+            end = int(native_header(data, offset, cid_length)[9])
+        except ValueError:
+            break
+        if end <= offset:
+            break
+        ends.append(end)
+        offset = end
+        if offset < size and not data[offset] & 0x40:
+            break  # no fixed bit: trailing padding, not a packet
+    return ends or [size]
+
+
+__all__ = ["INITIAL_RTT", "TIMER_SLACK", "Qh3Core"]

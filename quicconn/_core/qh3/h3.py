@@ -1,0 +1,128 @@
+"""HTTP/3 framing and QPACK from qh3's ``H3Connection``, as an :class:`H3Codec`.
+
+qh3's ``H3Connection`` (QPACK in Rust) is written against qh3's
+``QuicConnection``; here it talks to :class:`_QuicShim`, which offers the
+slice of that class it uses and turns it into calls on an
+:class:`~quicconn._core.interface.H3Transport` (quicconn streams, in
+practice).  Incoming stream data goes in as qh3's own events; the HTTP
+events that come out become the interface's neutral
+:class:`H3HeadersReceived` / :class:`H3DataReceived` (an informational
+1xx response is a HEADERS frame like any other, as on the aioquic core).
+
+The shim has to look like ``QuicConnection`` in two private attributes that
+``H3Connection`` reads: ``_quic_logger`` (None: no HTTP/3 qlog events) and
+``_remote_max_datagram_frame_size`` (see :class:`_QuicShim`).
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from qh3.h3 import events as h3_events
+from qh3.h3.connection import H3Connection
+from qh3.quic import events as quic_events
+
+from ..interface import (
+    H3DataReceived,
+    H3Event,
+    H3HeadersReceived,
+    H3Transport,
+    HeaderField,
+)
+
+
+class _QuicShim:
+    """The slice of qh3's ``QuicConnection`` that ``H3Connection`` calls."""
+
+    def __init__(self, transport: H3Transport, is_client: bool) -> None:
+        self._transport = transport
+        self.configuration = SimpleNamespace(is_client=is_client)
+        self._quic_logger = None
+
+    @property
+    def _remote_max_datagram_frame_size(self) -> int | None:
+        # H3Connection rejects SETTINGS_H3_DATAGRAM=1 from a peer that did
+        # not send this transport parameter (RFC 9297, section 2.1.1).
+        return self._transport.peer_max_datagram_frame_size()
+
+    def get_next_available_stream_id(self, is_unidirectional: bool = False) -> int:
+        return self._transport.open_stream(is_unidirectional)
+
+    def send_stream_data(
+        self, stream_id: int, data: bytes, end_stream: bool = False
+    ) -> None:
+        self._transport.write(stream_id, bytes(data), end_stream)
+
+    def reset_stream(self, stream_id: int, error_code: int) -> None:
+        self._transport.reset_stream(stream_id, error_code)
+
+    def stop_stream(self, stream_id: int, error_code: int) -> None:
+        self._transport.stop_stream(stream_id, error_code)
+
+    def close(
+        self,
+        error_code: int = 0,
+        frame_type: int | None = None,
+        reason_phrase: str = "",
+    ) -> None:
+        self._transport.close(error_code, reason_phrase)
+
+    def send_datagram_frame(self, data: bytes) -> None:
+        raise ValueError("HTTP/3 datagrams are not supported")
+
+
+class Qh3H3Codec:
+    """An :class:`~quicconn._core.interface.H3Codec` on qh3's ``H3Connection``.
+
+    Creating it opens the control and QPACK streams through the transport.
+    """
+
+    def __init__(self, transport: H3Transport, *, is_client: bool) -> None:
+        self._h3 = H3Connection(_QuicShim(transport, is_client))  # type: ignore[arg-type]
+
+    def handle_stream_data(
+        self, stream_id: int, data: bytes, fin: bool
+    ) -> list[H3Event]:
+        received = self._h3.handle_event(
+            quic_events.StreamDataReceived(
+                data=data, end_stream=fin, stream_id=stream_id
+            )
+        )
+        events: list[H3Event] = []
+        for event in received:
+            if isinstance(event, h3_events.HeadersReceived):
+                events.append(
+                    H3HeadersReceived(
+                        event.stream_id, list(event.headers), event.stream_ended
+                    )
+                )
+            elif isinstance(event, h3_events.InformationalHeadersReceived):
+                events.append(
+                    H3HeadersReceived(event.stream_id, list(event.headers), False)
+                )
+            elif isinstance(event, h3_events.DataReceived):
+                events.append(
+                    H3DataReceived(event.stream_id, event.data, event.stream_ended)
+                )
+        return events
+
+    def handle_stream_reset(self, stream_id: int, error_code: int) -> None:
+        self._h3.handle_event(
+            quic_events.StreamReset(error_code=error_code, stream_id=stream_id)
+        )
+
+    def handle_stop_sending(self, stream_id: int, error_code: int) -> None:
+        self._h3.handle_event(
+            quic_events.StopSendingReceived(error_code=error_code, stream_id=stream_id)
+        )
+
+    def send_headers(
+        self, stream_id: int, headers: list[HeaderField], end_stream: bool
+    ) -> None:
+        self._h3.send_headers(stream_id, headers, end_stream=end_stream)
+
+    def send_data(self, stream_id: int, data: bytes, end_stream: bool) -> None:
+        self._h3.send_data(stream_id, data, end_stream)
+
+
+__all__ = ["Qh3H3Codec"]
