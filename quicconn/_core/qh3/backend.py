@@ -22,6 +22,7 @@ from ..settings import CoreSettings
 from .core import Qh3Core
 from .gate import Qh3Gate
 from .h3 import Qh3H3Codec
+from .keys import offloadable_key, plain_key
 from .tickets import decode_session_ticket, encode_session_ticket, ticket_label
 
 
@@ -39,6 +40,7 @@ class Qh3Backend:
             Capability.SERVER,
             Capability.RESUMPTION,
             Capability.VERSION_2,
+            Capability.ASYNC_SIGN,
             Capability.STREAM_LIMITS,
             Capability.KEYLOG,
             Capability.HTTP3,
@@ -101,7 +103,7 @@ class Qh3Backend:
         return decode_session_ticket(data)
 
     def prepare_private_key(self, key: Any, *, offload: bool) -> Any:
-        return key
+        return offloadable_key(key) if offload else plain_key(key)
 
     def new_h3_codec(self, transport: H3Transport, *, is_client: bool) -> H3Codec:
         return Qh3H3Codec(transport, is_client=is_client)
