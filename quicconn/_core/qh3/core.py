@@ -64,6 +64,7 @@ from qh3.quic.tls_bridge import QuicTlsBridgeError
 from qh3.tls import Direction, Epoch, ExtensionType, SessionTicket
 
 from ..._asyncjob.job import JobHost, Resumed
+from ..._constants import QUIC_VERSION_1, QUIC_VERSION_2
 from ..._errors import ConnCloseInfo
 from ..interface import Address, CoreSink
 from ..rules import negotiated_idle_timeout
@@ -103,6 +104,8 @@ _INITIAL = int(QuicPacketType.INITIAL)
 _RETRY = int(QuicPacketType.RETRY)
 
 _OPEN_STATES = frozenset({"first_flight", "connected"})
+#: The versions compatible version negotiation moves between (RFC 9368).
+_COMPATIBLE = {QUIC_VERSION_1, QUIC_VERSION_2}
 
 
 class Qh3Core:
@@ -338,6 +341,8 @@ class Qh3Core:
                 self._start(addr, self._initial_dcid, now)
             native = self._native
             assert native is not None
+            if self._trace is not None:
+                self._log_packets("packet_received", data)
             if self.handshake_complete:
                 native.receive_datagram(data, addr, now)
                 return
@@ -358,7 +363,10 @@ class Qh3Core:
             packet = data[start:stop]
             native = self._native
             assert native is not None
+            switched = self._follow_version(packet, native)
             report = native.receive_datagram(packet, addr, now, size)
+            if switched is not None and not report[2]:
+                native.set_version(switched)  # not genuine: back again
             if report[2] and data[start] & 0x80:
                 self._learn_peer_cid(packet)
             if self._take_handshake_events(packet, addr, now):
@@ -369,6 +377,31 @@ class Qh3Core:
                 native.receive_datagram(data[stop:], addr, now, size)
                 return
             start = stop
+
+    def _follow_version(self, packet: bytes, native: QuicConnectionCore) -> int | None:
+        """Client: move to the compatible version a server's packet is in.
+
+        With compatible version negotiation (RFC 9368) a server can answer
+        a ClientHello that spans two Initials with an ACK in the original
+        version, then continue in the negotiated one; qh3 follows a version
+        change only before any packet decrypted.  The previous version is
+        returned, to go back to if the packet does not decrypt.
+        """
+        if not self._is_client or not packet[0] & 0x80 or len(packet) < 5:
+            return None
+        version = int.from_bytes(packet[1:5], "big")
+        current = int(native.version)
+        if (
+            version == current
+            or version not in self._settings.supported_versions
+            or {version, current} != _COMPATIBLE
+        ):
+            return None
+        try:
+            native.set_version(version)
+        except ValueError:
+            return None
+        return current
 
     def _learn_peer_cid(self, packet: bytes) -> None:
         """The peer's initial source connection ID, for the TLS bridge's
@@ -458,7 +491,42 @@ class Qh3Core:
                 out.append((transmit[0], transmit[1]))
         except Exception:
             logger.exception("the QUIC core failed to build a datagram")
+        if self._trace is not None:
+            for datagram, _ in out:
+                self._log_packets("packet_sent", datagram)
         return out
+
+    def _log_packets(self, event: str, datagram: bytes) -> None:
+        """qlog: one event per packet of a datagram, with its header.
+
+        Only with qlog on (the headers are parsed again for it).  qh3 does
+        not say which frames a packet carried, so ``frames`` stays empty
+        (Capability.QLOG_FRAMES is not claimed).
+        """
+        trace = self._trace
+        offset = 0
+        size = len(datagram)
+        while offset < size:
+            try:
+                header = native_header(datagram, offset, self._cid_length)
+                name = trace.packet_type(QuicPacketType(header[1]))
+            except ValueError:
+                return
+            end = int(header[9]) if header[9] > offset else size
+            trace.log_event(
+                category="transport",
+                event=event,
+                data={
+                    "frames": [],
+                    "header": {
+                        "packet_type": name,
+                        "dcid": header[3].hex(),
+                        "scid": header[4].hex(),
+                    },
+                    "raw": {"length": end - offset},
+                },
+            )
+            offset = end
 
     def get_timer(self) -> float | None:
         native = self._native
@@ -788,17 +856,20 @@ class Qh3Core:
 
     def _report_close_state(self) -> None:
         native = self._native
-        if self.close_info is None and native is not None:
-            if native.state not in _OPEN_STATES:
-                error = native.local_error
-                if error is not None:
-                    self.close_info = ConnCloseInfo(
-                        error_code=error[0],
-                        frame_type=error[1] if error[1] is not None else 0,
-                        reason=error[2],
-                        is_local=True,
-                        is_transport=True,
-                    )
+        if (
+            self.close_info is None
+            and native is not None
+            and native.state not in _OPEN_STATES
+        ):
+            error = native.local_error
+            if error is not None:
+                self.close_info = ConnCloseInfo(
+                    error_code=error[0],
+                    frame_type=error[1] if error[1] is not None else 0,
+                    reason=error[2],
+                    is_local=True,
+                    is_transport=True,
+                )
         if not self._closing_reported and self.close_info is not None:
             self._closing_reported = True
             self._sink.on_closing(self.close_info)

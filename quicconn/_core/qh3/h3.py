@@ -11,7 +11,11 @@ events that come out become the interface's neutral
 
 The shim has to look like ``QuicConnection`` in two private attributes that
 ``H3Connection`` reads: ``_quic_logger`` (None: no HTTP/3 qlog events) and
-``_remote_max_datagram_frame_size`` (see :class:`_QuicShim`).
+``_remote_max_datagram_frame_size`` (see :class:`_QuicShim`).  And
+:class:`_H3Connection` overrides one private method, ``_get_local_settings``:
+qh3 always announces SETTINGS_H3_DATAGRAM, which RFC 9297 allows only
+alongside the max_datagram_frame_size transport parameter; quicconn has no
+datagrams to offer and announces neither (as the aioquic core).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from qh3.h3 import events as h3_events
-from qh3.h3.connection import H3Connection
+from qh3.h3.connection import H3Connection, Setting
 from qh3.quic import events as quic_events
 
 from ..interface import (
@@ -71,6 +75,15 @@ class _QuicShim:
         raise ValueError("HTTP/3 datagrams are not supported")
 
 
+class _H3Connection(H3Connection):
+    """``H3Connection`` without HTTP/3 datagram support in its SETTINGS."""
+
+    def _get_local_settings(self) -> dict[int, int]:
+        settings: dict[int, int] = super()._get_local_settings()
+        settings.pop(Setting.H3_DATAGRAM, None)
+        return settings
+
+
 class Qh3H3Codec:
     """An :class:`~quicconn._core.interface.H3Codec` on qh3's ``H3Connection``.
 
@@ -78,7 +91,7 @@ class Qh3H3Codec:
     """
 
     def __init__(self, transport: H3Transport, *, is_client: bool) -> None:
-        self._h3 = H3Connection(_QuicShim(transport, is_client))  # type: ignore[arg-type]
+        self._h3 = _H3Connection(_QuicShim(transport, is_client))  # type: ignore[arg-type]
 
     def handle_stream_data(
         self, stream_id: int, data: bytes, fin: bool

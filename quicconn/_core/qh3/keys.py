@@ -61,7 +61,7 @@ class OffloadedKey:
         self.qh3_key = qh3_private_key(key)
 
     @property  # type: ignore[misc]
-    def __class__(self) -> type:  # noqa: D105
+    def __class__(self) -> type:
         return type(self.qh3_key)
 
     def scheme(self, params: tuple[Any, ...]) -> int:
