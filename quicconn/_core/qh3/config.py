@@ -37,6 +37,7 @@ from ..settings import CoreSettings
 _QLOG_LOGGERS: dict[str, QuicFileLogger] = {}
 _CONVERTED: dict[tuple[str, int], tuple[Any, Any]] = {}
 _CONVERTED_MAX = 64
+_DIRECTORIES: dict[str, tuple[int, bytes]] = {}
 _lock = threading.Lock()
 
 
@@ -74,6 +75,35 @@ def _converted(kind: str, obj: Any) -> Any:
 def qh3_private_key(key: Any) -> Any:
     """A ``cryptography`` private key as qh3's TLS stack holds one."""
     return _converted("key", key)
+
+
+def _directory_pem(path: str) -> bytes:
+    """The PEM certificates in the regular files of a CA directory
+    (OpenSSL's ``capath``), read once per directory version."""
+    try:
+        stamp = os.stat(path).st_mtime_ns
+    except OSError:
+        return b""
+    with _lock:
+        found = _DIRECTORIES.get(path)
+    if found is not None and found[0] == stamp:
+        return found[1]
+    chunks = []
+    with os.scandir(path) as entries:
+        for entry in sorted(entries, key=lambda e: e.name):
+            if not entry.is_file():
+                continue
+            try:
+                with open(entry.path, "rb") as fp:
+                    data = fp.read()
+            except OSError:
+                continue
+            if b"-----BEGIN CERTIFICATE-----" in data:
+                chunks.append(data if data.endswith(b"\n") else data + b"\n")
+    pem = b"".join(chunks)
+    with _lock:
+        _DIRECTORIES[path] = (stamp, pem)
+    return pem
 
 
 def _qlog_logger(directory: str) -> QuicFileLogger:
@@ -117,8 +147,12 @@ def build_configuration(
         config.cadata = b""
     else:
         config.cafile = settings.cafile
-        config.capath = settings.capath
         config.cadata = settings.cadata
+        if settings.capath is not None:
+            # qh3 opens every entry of a CA directory, subdirectories too
+            # (the system's /etc/ssl/certs has some): read its certificates
+            # here instead.
+            config.cadata = (settings.cadata or b"") + _directory_pem(settings.capath)
     if settings.certificate is not None:
         config.certificate = _converted("certificate", settings.certificate)
         config.certificate_chain = [

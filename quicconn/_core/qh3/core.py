@@ -67,7 +67,7 @@ from ..._asyncjob.job import JobHost, Resumed
 from ..._constants import QUIC_VERSION_1, QUIC_VERSION_2
 from ..._errors import ConnCloseInfo
 from ..interface import Address, CoreSink
-from ..rules import negotiated_idle_timeout
+from ..rules import CERTIFICATE_ALERTS, CRYPTO_ERROR_BASE, negotiated_idle_timeout
 from ..settings import CoreSettings
 from ..wire import stateless_reset_token
 from .config import TlsBridge, build_configuration
@@ -596,6 +596,15 @@ class Qh3Core:
         if native is not None and native.state in _OPEN_STATES:
             native.close(code, frame_type, reason.encode("utf8", "replace"))
         if self.close_info is None:
+            name = self._configuration.server_name
+            if (
+                self._is_client
+                and name
+                and code - CRYPTO_ERROR_BASE in CERTIFICATE_ALERTS
+                and name not in reason
+            ):
+                # qh3's reasons do not say which name was checked.
+                reason = f"{reason} (verifying {name!r})"
             self.close_info = ConnCloseInfo(
                 error_code=code,
                 frame_type=frame_type,
