@@ -6,13 +6,21 @@ Initial keys both ends derive from the connection ID the client chose.
 Nothing about that needs a QUIC library, only ``cryptography`` (already
 quicconn's dependency), so any backend's gate can use it.
 
-Only what such a refusal needs is here: one Initial packet carrying one
-transport CONNECTION_CLOSE frame, for QUIC version 1 (RFC 9001) and version
-2 (RFC 9369, which changes the salt, the labels and the packet type bits).
+Two things are here, for QUIC version 1 (RFC 9001) and version 2 (RFC 9369,
+which changes the salt, the labels and the packet type bits):
+
+* :func:`initial_close`: one Initial packet carrying one transport
+  CONNECTION_CLOSE frame (a refusal);
+* :func:`crypto_offsets`: where the CRYPTO frames of a client's Initial
+  start.  A ClientHello too large for one packet (one with a post-quantum
+  key share, ML-KEM's 1184 bytes) spans two Initials; only the one that
+  starts it (offset 0) may begin a connection or earn a Retry, or a gate
+  answers one client twice.
 """
 
 from __future__ import annotations
 
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes, hmac
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -55,6 +63,20 @@ def _varint(value: int) -> bytes:
     raise ValueError(f"{value} does not fit a QUIC variable-length integer")
 
 
+def _read_varint(data: bytes, offset: int) -> tuple[int, int]:
+    """A QUIC variable-length integer at ``offset``: (value, next offset)."""
+    if offset >= len(data):
+        raise ValueError("truncated")
+    first = data[offset]
+    size = 1 << (first >> 6)
+    if offset + size > len(data):
+        raise ValueError("truncated")
+    value = first & 0x3F
+    for byte in data[offset + 1 : offset + size]:
+        value = (value << 8) | byte
+    return value, offset + size
+
+
 def _expand_label(secret: bytes, label: bytes, length: int) -> bytes:
     """TLS 1.3's HKDF-Expand-Label with an empty context (RFC 8446 7.1)."""
     full = b"tls13 " + label
@@ -64,12 +86,23 @@ def _expand_label(secret: bytes, label: bytes, length: int) -> bytes:
 
 def server_initial_keys(version: int, client_dcid: bytes) -> tuple[bytes, bytes, bytes]:
     """The server's Initial (key, iv, hp) for a client's chosen DCID."""
+    return _initial_keys(version, client_dcid, b"server in")
+
+
+def client_initial_keys(version: int, client_dcid: bytes) -> tuple[bytes, bytes, bytes]:
+    """The client's Initial (key, iv, hp) for the DCID it chose."""
+    return _initial_keys(version, client_dcid, b"client in")
+
+
+def _initial_keys(
+    version: int, client_dcid: bytes, label: bytes
+) -> tuple[bytes, bytes, bytes]:
     salt = _SALTS.get(version)
     if salt is None:
         raise ValueError(f"no Initial keys for QUIC version 0x{version:08x}")
     extract = hmac.HMAC(salt, hashes.SHA256())
     extract.update(client_dcid)
-    secret = _expand_label(extract.finalize(), b"server in", 32)
+    secret = _expand_label(extract.finalize(), label, 32)
     prefix = _LABEL_PREFIX[version]
     return (
         _expand_label(secret, prefix + b"key", 16),
@@ -123,8 +156,7 @@ def initial_close(
     protected = AESGCM(key).encrypt(nonce, payload, header)
     start = _SAMPLE_OFFSET - _PN_LENGTH
     sample = protected[start : start + _SAMPLE_LENGTH]
-    encryptor = Cipher(algorithms.AES(hp), modes.ECB()).encryptor()
-    mask = encryptor.update(sample) + encryptor.finalize()
+    mask = _header_protection_mask(hp, sample)
     masked = bytearray(header)
     masked[0] ^= mask[0] & 0x0F
     pn_start = len(header) - _PN_LENGTH
@@ -133,4 +165,88 @@ def initial_close(
     return bytes(masked) + protected
 
 
-__all__ = ["initial_close", "server_initial_keys"]
+def _header_protection_mask(hp: bytes, sample: bytes) -> bytes:
+    encryptor = Cipher(algorithms.AES(hp), modes.ECB()).encryptor()
+    return encryptor.update(sample) + encryptor.finalize()
+
+
+def crypto_offsets(data: bytes) -> list[int] | None:
+    """The offsets of the CRYPTO frames in a client's first Initial packet.
+
+    ``data`` is a datagram starting with a long-header Initial of QUIC v1 or
+    v2.  None if it cannot be decrypted with the Initial keys of its
+    destination connection ID (junk, or not a client's); an empty list for
+    an Initial without CRYPTO (a PING-only probe).
+    """
+    try:
+        version = int.from_bytes(data[1:5], "big")
+        if version not in _SALTS:
+            return None
+        dcid_end = 6 + data[5]
+        dcid = data[6:dcid_end]
+        scid_end = dcid_end + 1 + data[dcid_end]
+        token_length, offset = _read_varint(data, scid_end)
+        length, pn_offset = _read_varint(data, offset + token_length)
+        end = pn_offset + length
+        if end > len(data) or length < _SAMPLE_OFFSET + _SAMPLE_LENGTH:
+            return None
+        key, iv, hp = client_initial_keys(version, dcid)
+        sample = data[pn_offset + _SAMPLE_OFFSET : pn_offset + 20]
+        mask = _header_protection_mask(hp, sample)
+        first = data[0] ^ (mask[0] & 0x0F)
+        pn_length = (first & 0x03) + 1
+        pn = bytes(
+            b ^ m
+            for b, m in zip(
+                data[pn_offset : pn_offset + pn_length],
+                mask[1 : 1 + pn_length],
+                strict=True,
+            )
+        )
+        header = bytes([first]) + data[1:pn_offset] + pn
+        padded = bytes(len(iv) - pn_length) + pn
+        nonce = bytes(a ^ b for a, b in zip(iv, padded, strict=True))
+        payload = AESGCM(key).decrypt(nonce, data[pn_offset + pn_length : end], header)
+    except (IndexError, ValueError, InvalidTag):
+        return None
+    return _crypto_frame_offsets(payload)
+
+
+def _crypto_frame_offsets(payload: bytes) -> list[int]:
+    """CRYPTO frame offsets of an Initial's payload (frames an Initial may
+    carry: PADDING, PING, ACK, CRYPTO, CONNECTION_CLOSE)."""
+    offsets: list[int] = []
+    at = 0
+    try:
+        while at < len(payload):
+            kind, at = _read_varint(payload, at)
+            if kind in (0x00, 0x01):  # PADDING, PING
+                continue
+            if kind == 0x06:  # CRYPTO
+                start, at = _read_varint(payload, at)
+                length, at = _read_varint(payload, at)
+                offsets.append(start)
+                at += length
+            elif kind in (0x02, 0x03):  # ACK
+                _, at = _read_varint(payload, at)  # largest acknowledged
+                _, at = _read_varint(payload, at)  # delay
+                ranges, at = _read_varint(payload, at)
+                _, at = _read_varint(payload, at)  # first range
+                for _ in range(2 * ranges):
+                    _, at = _read_varint(payload, at)
+                if kind == 0x03:
+                    for _ in range(3):  # ECN counts
+                        _, at = _read_varint(payload, at)
+            else:
+                break  # CONNECTION_CLOSE or anything else: nothing more to see
+    except ValueError:
+        pass
+    return offsets
+
+
+__all__ = [
+    "client_initial_keys",
+    "crypto_offsets",
+    "initial_close",
+    "server_initial_keys",
+]

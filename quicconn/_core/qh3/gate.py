@@ -3,8 +3,10 @@
 Version Negotiation for unknown versions, Retry address validation (on by
 default), stateless resets for short headers to unknown connection IDs, an
 Initial CONNECTION_CLOSE for refusals and bad tokens; otherwise "accept".
-Nothing here keeps per-client state.  Headers are read with qh3's Rust
-parser; Retry and Version Negotiation packets are qh3's encoders; tokens
+Nothing here keeps per-client state.  An Initial for no connection must
+start a ClientHello: one that spans two Initials (a post-quantum key share
+makes it 1.4 kB) gets one Retry, or one refusal, not two.  Headers are read
+with qh3's Rust parser; Retry and Version Negotiation packets are qh3's encoders; tokens
 (:mod:`quicconn._core.tokens`) and the Initial CONNECTION_CLOSE
 (:mod:`quicconn._core.initial`) are quicconn's own.
 """
@@ -20,7 +22,7 @@ from qh3.quic.packet import (
     encode_quic_version_negotiation,
 )
 
-from ..initial import initial_close
+from ..initial import crypto_offsets, initial_close
 from ..interface import Address, GateAction, GateDecision, GateReply
 from ..settings import CoreSettings
 from ..tokens import RetryTokens
@@ -82,6 +84,13 @@ class Qh3Gate:
             return GateDecision(
                 GateAction.DROP, "Initial in a datagram under 1200 bytes"
             )
+        offsets = crypto_offsets(data)
+        if offsets is None:
+            return GateDecision(GateAction.DROP, "undecryptable Initial")
+        if offsets and 0 not in offsets:
+            # The rest of a ClientHello that spans two Initials: the first
+            # alone begins the connection (or earns the one Retry).
+            return GateDecision(GateAction.DROP, "Initial continuing a ClientHello")
         dcid, scid = bytes(dcid), bytes(scid)
         tokens = self._tokens
         if tokens is None:
