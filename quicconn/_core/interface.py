@@ -307,6 +307,11 @@ class GateDecision:
     client_scid: bytes = b""
     original_destination_cid: bytes | None = None
     retry_source_cid: bytes | None = None
+    #: For :attr:`GateAction.ACCEPT`: whether the Initial starts the
+    #: client's ClientHello.  False for the second Initial of a ClientHello
+    #: that spans two (a post-quantum key share makes it 1.4 kB), which a
+    #: refusal need not answer again.  Gates that cannot tell say True.
+    starts_handshake: bool = True
 
 
 class ServerGate(Protocol):

@@ -132,6 +132,10 @@ class Port(Generic[M]):
             if counter is not None:
                 setattr(self.stats, counter, getattr(self.stats, counter) + 1)
         elif self._full():
+            if not decision.starts_handshake:
+                # The rest of a ClientHello whose start was refused already.
+                self.stats.datagrams_dropped += 1
+                return
             self.stats.connections_refused += 1
             refusal = self.gate.refuse(decision, "server busy: too many connections")
             self.reactor.transport.send_batch([(refusal, addr)])

@@ -78,6 +78,7 @@ class Qh3Backend:
             settings,
             sink,
             client_dcid=decision.client_dcid,
+            client_scid=decision.client_scid,
             original_destination_cid=decision.original_destination_cid,
             retry_source_cid=decision.retry_source_cid,
             version=decision.version,

@@ -66,6 +66,7 @@ from qh3.tls import Direction, Epoch, ExtensionType, SessionTicket
 from ..._asyncjob.job import JobHost, Resumed
 from ..._constants import QUIC_VERSION_1, QUIC_VERSION_2
 from ..._errors import ConnCloseInfo
+from ..initial import client_initial_keys, server_initial_keys
 from ..interface import Address, CoreSink
 from ..rules import CERTIFICATE_ALERTS, CRYPTO_ERROR_BASE, negotiated_idle_timeout
 from ..settings import CoreSettings
@@ -127,6 +128,7 @@ class Qh3Core:
         session_ticket_handler: Callable[[SessionTicket], None] | None = None,
         session_ticket_fetcher: Callable[[bytes], SessionTicket | None] | None = None,
         client_dcid: bytes = b"",
+        client_scid: bytes | None = None,
         original_destination_cid: bytes | None = None,
         retry_source_cid: bytes | None = None,
         version: int | None = None,
@@ -136,7 +138,16 @@ class Qh3Core:
         self._sink = sink
         self._is_client = settings.is_client
         self._cid_length = settings.connection_id_length
-        self._host_cid = os.urandom(self._cid_length)
+        #: Server, client with a zero-length connection ID (OpenSSL's):
+        #: see :meth:`_start`.
+        self._empty_peer_cid = (
+            not self._is_client
+            and client_scid == b""
+            and len(client_dcid) == self._cid_length
+        )
+        self._host_cid = (
+            client_dcid if self._empty_peer_cid else os.urandom(self._cid_length)
+        )
         self._configuration = build_configuration(settings, server_name, session_ticket)
         self._ticket_handler = session_ticket_handler
         self._ticket_fetcher = session_ticket_fetcher
@@ -259,7 +270,7 @@ class Qh3Core:
             ("0.0.0.0", 0),
             addr,
             self._host_cid,
-            dcid,
+            b"" if self._empty_peer_cid else dcid,
             self._is_client or self._retry_scid is not None,
             CLIENT_CID_LIMIT if self._is_client else SERVER_CID_LIMIT,
             settings.max_datagram_size,
@@ -283,6 +294,8 @@ class Qh3Core:
             MAX_ACK_DELAY,
             now,
         )
+        if self._empty_peer_cid:
+            self._install_initial_keys(version)
         self._applied_parameters = remembered
         if remembered is not None:
             self._peer_parameters = remembered
@@ -305,11 +318,33 @@ class Qh3Core:
             version_change_handler=self._on_version_change,
         )
 
+    def _install_initial_keys(self, version: int) -> None:
+        """Initial keys from the connection ID the client chose.
+
+        qh3's core derives them from its destination connection ID, which is
+        also where it sends: a client with a zero-length connection ID
+        (OpenSSL's) must get packets without one, so the server core is made
+        with none, adopts the one the client chose as its own (the client
+        keeps sending to it until it learns ours: now the same), and gets
+        its Initial keys here.
+        """
+        native = self._native
+        assert native is not None
+        algorithms = ("aes-128-gcm", "aes-128-ecb")
+        for direction, keys in (
+            ("send", server_initial_keys(version, self._initial_dcid)),
+            ("receive", client_initial_keys(version, self._initial_dcid)),
+        ):
+            key, iv, hp = keys
+            native.install_packet_key(direction, 0, algorithms, key, iv, hp, 0)
+
     def _on_version_change(self, version: int) -> None:
         """A server moved the connection to a compatible version (RFC 9368)."""
         native = self._native
         if native is not None and native.version != version:
             native.set_version(version)
+            if self._empty_peer_cid:
+                self._install_initial_keys(version)
         self._version = version
 
     # -- driving ----------------------------------------------------------
@@ -413,8 +448,8 @@ class Qh3Core:
             header = native_header(packet, 0, self._cid_length)
         except ValueError:
             return
-        if header[4]:
-            tls.remote_initial_source_connection_id = header[4]
+        # Even an empty one: the peer's transport parameters must match it.
+        tls.remote_initial_source_connection_id = bytes(header[4])
 
     def _forget_crypto_less_initial(self) -> bool:
         """A server whose first packet had no CRYPTO frame: start over.

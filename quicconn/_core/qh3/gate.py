@@ -3,12 +3,14 @@
 Version Negotiation for unknown versions, Retry address validation (on by
 default), stateless resets for short headers to unknown connection IDs, an
 Initial CONNECTION_CLOSE for refusals and bad tokens; otherwise "accept".
-Nothing here keeps per-client state.  An Initial for no connection must
-start a ClientHello: one that spans two Initials (a post-quantum key share
-makes it 1.4 kB) gets one Retry, or one refusal, not two.  Headers are read
-with qh3's Rust parser; Retry and Version Negotiation packets are qh3's encoders; tokens
-(:mod:`quicconn._core.tokens`) and the Initial CONNECTION_CLOSE
-(:mod:`quicconn._core.initial`) are quicconn's own.
+Nothing here keeps per-client state.  A client's Initial is decrypted
+first (junk never gets a Retry or a connection), which also tells whether it
+starts the ClientHello: one with a post-quantum key share (1.4 kB) spans
+two Initials, and a client gets one Retry, or one refusal, not two.
+Headers are read with qh3's Rust parser; Retry and Version Negotiation
+packets are qh3's encoders; tokens (:mod:`quicconn._core.tokens`), Initial
+decryption and the Initial CONNECTION_CLOSE (:mod:`quicconn._core.initial`)
+are quicconn's own.
 """
 
 from __future__ import annotations
@@ -87,22 +89,24 @@ class Qh3Gate:
         offsets = crypto_offsets(data)
         if offsets is None:
             return GateDecision(GateAction.DROP, "undecryptable Initial")
-        if offsets and 0 not in offsets:
-            # The rest of a ClientHello that spans two Initials: the first
-            # alone begins the connection (or earns the one Retry).
-            return GateDecision(GateAction.DROP, "Initial continuing a ClientHello")
+        starts = not offsets or 0 in offsets
         dcid, scid = bytes(dcid), bytes(scid)
         tokens = self._tokens
         if tokens is None:
             return GateDecision(
                 GateAction.ACCEPT,
                 "new connection",
+                starts_handshake=starts,
                 version=version,
                 client_dcid=dcid,
                 client_scid=scid,
                 original_destination_cid=dcid,
             )
         if not token:
+            if not starts:
+                # The rest of a ClientHello spanning two Initials: the Retry
+                # for its first makes the client send both again.
+                return GateDecision(GateAction.DROP, "Initial continuing a ClientHello")
             retry_scid = os.urandom(self._cid_length)
             reply = encode_quic_retry(
                 version=version,
@@ -127,6 +131,7 @@ class Qh3Gate:
         return GateDecision(
             GateAction.ACCEPT,
             "new connection, address validated",
+            starts_handshake=starts,
             version=version,
             client_dcid=dcid,
             client_scid=scid,
