@@ -15,6 +15,7 @@ import pytest
 
 import quicconn as q
 from tests.support.certs import CertFiles
+from tests.support.cores import Capability, require
 from tests.support.stream_scripts import (
     C,
     ConnConfig,
@@ -603,6 +604,7 @@ SCRIPTS: list[Script] = [
         S.accept("b", q.ACCEPT_STREAM_UNI, expect_id=6),
         S.expect_queue_len(2),
         server_ctx=ContextConfig(max_streams_uni=3),
+        needs=(Capability.STREAM_CREDIT_ON_RELEASE,),
     ),
     # -- accept queue ---------------------------------------------------
     script(
@@ -1056,6 +1058,7 @@ CASES = [
 def test_stream_script(
     sc: Script, mode: str, pool: ListenerPool, pki: CertFiles
 ) -> None:
+    require(*sc.needs)
     run_script(sc, mode, pool, pki)
 
 

@@ -80,7 +80,7 @@ class Port(Generic[M]):
         max_live: int,
     ) -> None:
         self.reactor = reactor
-        self._backend = backend
+        self.backend = backend
         self.gate = gate
         self._make = make
         self._reset_key = reset_key
@@ -176,7 +176,7 @@ class Port(Generic[M]):
         self.stats.connections_accepted += 1
 
     def _store_ticket(self, ticket: Any) -> None:
-        self._tickets[self._backend.ticket_label(ticket)] = ticket
+        self._tickets[self.backend.ticket_label(ticket)] = ticket
         while len(self._tickets) > TICKET_STORE_SIZE:
             self._tickets.popitem(last=False)
 

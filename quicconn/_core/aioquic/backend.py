@@ -49,8 +49,16 @@ class AioquicBackend:
             Capability.QLOG,
             Capability.KEYLOG,
             Capability.HTTP3,
+            Capability.QLOG_FRAMES,
+            Capability.RENO,
+            Capability.CUBIC,
+            Capability.PING_FIRST_INITIAL,
+            Capability.REPEATED_HANDSHAKE_ACKS,
+            Capability.GAP_ACK,
+            Capability.ACK_THINNING,
         }
     )
+    default_congestion_control = "reno"
 
     def new_client(
         self,

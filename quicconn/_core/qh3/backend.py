@@ -42,10 +42,14 @@ class Qh3Backend:
             Capability.VERSION_2,
             Capability.ASYNC_SIGN,
             Capability.STREAM_LIMITS,
+            Capability.QLOG,
             Capability.KEYLOG,
             Capability.HTTP3,
+            Capability.CUBIC,
         }
     )
+    #: qh3's only controller: CUBIC with HyStart++.
+    default_congestion_control = "cubic"
 
     def new_client(
         self,

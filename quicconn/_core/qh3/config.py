@@ -132,7 +132,8 @@ def build_configuration(
         max_data=settings.max_data,
         max_datagram_size=settings.max_datagram_size,
         max_stream_data=settings.max_stream_data,
-        secrets_log_file=settings.secrets_log_file,
+        # qh3 types it as always present; None means no key log.
+        secrets_log_file=settings.secrets_log_file,  # type: ignore[arg-type]
         server_name=server_name,
         session_ticket=session_ticket,
         supported_versions=list(settings.supported_versions),
