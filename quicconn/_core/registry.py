@@ -2,7 +2,7 @@
 
 ``Context(core=...)`` and the ``QUICCONN_CORE`` environment variable name a
 backend; ``"auto"`` takes the first installed one, in :data:`PREFERENCE`
-order, that has every capability the context needs.  A backend module is
+order (qh3, then aioquic), that has every capability the context needs.  A backend module is
 imported only when it is first used, so an uninstalled library costs
 nothing.
 """
@@ -100,11 +100,32 @@ def resolve(name: str | None = None, needs: Iterable[Capability] = ()) -> CoreBa
     )
 
 
+def capability_table() -> str:
+    """docs/cores.md's table: every :class:`Capability`, and which backend
+    has it (Markdown; a backend not installed here is marked so)."""
+    names = known()
+    header = "| capability | " + " | ".join(f"`{n}`" for n in names) + " |"
+    lines = [header, "|---" * (len(names) + 1) + "|"]
+    installed = set(available())
+    for capability in Capability:
+        cells = []
+        for name in names:
+            if name not in installed:
+                cells.append("(not installed)")
+            else:
+                cells.append("yes" if capability in get(name).capabilities else "no")
+        lines.append(
+            f"| `{capability.name}`: {capability.value} | " + " | ".join(cells) + " |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 __all__ = [
     "AUTO",
     "ENVIRONMENT_VARIABLE",
     "PREFERENCE",
     "available",
+    "capability_table",
     "get",
     "known",
     "resolve",
