@@ -87,7 +87,7 @@ TIMER_SLACK = 1e-6
 #: harmless: :data:`TIMER_SLACK` covers it.
 TIMER_EARLY = 1e-9
 #: RFC 9002's default, as on the aioquic core (qh3's own default is 333 ms).
-INITIAL_RTT = 0.1
+INITIAL_RTT = 0.333
 #: The max_ack_delay quicconn advertises (ms), as the aioquic core does.
 MAX_ACK_DELAY = 0.025
 #: The peer connection IDs a client (server) keeps (active_connection_id_limit).
