@@ -174,9 +174,7 @@ def client_for(pki: CertFiles, port: int, alpn: str = "h3") -> HttpClient:
 class TestRequests:
     def test_get_gives_status_headers_and_body(self, pki, file_server):
         with client_for(pki, file_server) as client:
-            response = client.request(
-                "GET", "/hello.txt", [(b"accept", b"text/plain")]
-            )
+            response = client.request("GET", "/hello.txt", [(b"accept", b"text/plain")])
             assert response.status == 200
             assert (b"content-length", b"16") in response.headers
             assert response.content_length == 16
@@ -309,7 +307,8 @@ def test_httpx_sees_trailers_and_streams_a_generator_body(pki, echo_server):
 
 
 def test_httpx_errors_are_httpx_exceptions(pki, other_pki, file_server):
-    wrong = httpx.Client(transport=quicconn.http.HTTP3Transport(verify=str(other_pki.ca)))
+    transport = quicconn.http.HTTP3Transport(verify=str(other_pki.ca))
+    wrong = httpx.Client(transport=transport)
     with wrong, pytest.raises(httpx.ConnectError, match="certificate"):
         wrong.get(f"https://localhost:{file_server}/hello.txt")
     with httpx_client(pki) as client:
