@@ -211,7 +211,7 @@ def cmd_get(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     failed = 0
     for (host, port), group in servers.items():
         failed += _get_from(host, port, group, output, session, args, out, err)
-    if len(servers) > 1 or failed:
+    if len(targets) > 1:
         print(
             f"{len(targets) - failed}/{len(targets)} URLs fetched"
             + (f", {failed} failed" if failed else ""),
