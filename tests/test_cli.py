@@ -29,7 +29,6 @@ import pytest
 import quicconn
 from quicconn.cli import build_parser
 from quicconn.http import (
-    DataReceived,
     FileServer,
     HttpSession,
     RequestReceived,
