@@ -2,9 +2,9 @@
 
 ``Context(core=...)`` and the ``QUICCONN_CORE`` environment variable name a
 backend; ``"auto"`` takes the first installed one, in :data:`PREFERENCE`
-order (qh3, then aioquic), that has every capability the context needs.  A backend module is
-imported only when it is first used, so an uninstalled library costs
-nothing.
+order (qh3, then aioquic), that has every capability the context needs.
+A backend module is imported only when it is first used, so an
+uninstalled library costs nothing.
 """
 
 from __future__ import annotations
