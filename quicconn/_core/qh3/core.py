@@ -34,13 +34,21 @@ What it adds on top of the Rust core, and why:
 * **A first Initial without CRYPTO** (a PING-only probe after a lost
   ClientHello) makes qh3 close the connection; here the server forgets the
   attempt instead, so the client's retransmitted ClientHello starts afresh.
+* **A client with a zero-length connection ID** (OpenSSL's) gets packets
+  without one: qh3 sends to the connection ID its Initial keys come from.
+* **A client follows a compatible version change** (RFC 9368) after an ACK
+  in the original version; qh3 follows one only before any packet decrypted.
 * **Close reports when a close begins**, local or remote, with the same
   :class:`~quicconn._errors.ConnCloseInfo` as on the aioquic core.
-* **Stateless reset tokens** are derived from the listener's secret
-  (:func:`~quicconn._core.wire.stateless_reset_token`): the server announces
-  only its handshake connection ID, whose token is in its transport
-  parameters, and issues no spare ones (qh3 would draw random tokens for
-  them, which no one could reproduce after losing the connection).
+* **Acknowledged bytes per stream**, which qh3 does not report, are
+  inferred from moments with nothing in flight (:meth:`Qh3Core.send_buffered`).
+* **The stateless reset token** of the server's handshake connection ID is
+  derived from the listener's secret
+  (:func:`~quicconn._core.wire.stateless_reset_token`); qh3 draws random
+  ones for the spare connection IDs it issues (Capability.DERIVED_RESET_TOKENS
+  is not claimed).
+
+docs/cores.md lists what this costs against the aioquic core.
 """
 
 from __future__ import annotations
@@ -86,9 +94,10 @@ TIMER_SLACK = 1e-6
 #: 0.3 s would read 0.30000000000007 s).  Firing a nanosecond early is
 #: harmless: :data:`TIMER_SLACK` covers it.
 TIMER_EARLY = 1e-9
-#: RFC 9002's default, as on the aioquic core (qh3's own default is 333 ms).
+#: RFC 9002's kInitialRtt, and qh3's own default (the aioquic core's is
+#: 100 ms: against a busy peer that fires spurious handshake PTOs).
 INITIAL_RTT = 0.333
-#: The max_ack_delay quicconn advertises (ms), as the aioquic core does.
+#: The peer's max_ack_delay assumed until it announces one (seconds).
 MAX_ACK_DELAY = 0.025
 #: The peer connection IDs a client (server) keeps (active_connection_id_limit).
 CLIENT_CID_LIMIT = 2
@@ -101,8 +110,6 @@ _PADDING = 0x0
 _CRYPTO_FRAME = 0x6
 #: The largest max_early_data_size quicconn's servers issue (0-RTT allowed).
 _MAX_EARLY_DATA = 0xFFFFFFFF
-_INITIAL = int(QuicPacketType.INITIAL)
-_RETRY = int(QuicPacketType.RETRY)
 
 _OPEN_STATES = frozenset({"first_flight", "connected"})
 #: The versions compatible version negotiation moves between (RFC 9368).
