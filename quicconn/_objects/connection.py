@@ -531,6 +531,12 @@ def poll_source(conn: Connection) -> tuple[Reactor | None, Callable[[int], int]]
     return conn._channel.reactor, revents
 
 
+def progress_key(conn: Connection) -> object | None:
+    """What the reactor names this connection by when it reports progress
+    (``ReactorObserver.on_progress``): its core, once the handshake began."""
+    return conn._channel.core
+
+
 def channel_of(conn: Connection) -> Channel:
     """The connection's channel (tests and diagnostics look at its state)."""
     return conn._channel
@@ -589,5 +595,6 @@ __all__ = [
     "h3_codec",
     "peer_max_datagram_frame_size",
     "poll_source",
+    "progress_key",
     "server_connection",
 ]

@@ -69,4 +69,10 @@ class EventSurface:
         return self._require_events_reactor().transport.fileno()
 
 
-__all__ = ["EventSurface"]
+def events_reactor(obj: EventSurface) -> Reactor | None:
+    """The reactor under a connection or listener (None before a transport
+    is attached): what an event-loop driver or an assist thread drives."""
+    return obj._events_reactor()
+
+
+__all__ = ["EventSurface", "events_reactor"]

@@ -30,6 +30,7 @@ import math
 import threading
 from collections import deque
 from collections.abc import Callable
+from typing import Protocol
 
 from .._core.interface import Core
 from .._core.wire import peek_destination_cid
@@ -39,6 +40,19 @@ from .._io.waiter import Waiter
 logger = logging.getLogger("quicconn.reactor")
 
 UnroutableHandler = Callable[[bytes, Address, float], None]
+
+
+class ReactorObserver(Protocol):
+    """Something that drives a reactor from outside a blocking call: an
+    event-loop driver or a thread-assisted domain's assist thread."""
+
+    def on_progress(self, cores: list[Core]) -> None:
+        """A flush processed ``cores`` (their connections may have moved on)
+        and may have changed the deadline.  Lock held; must not call back
+        into the objects."""
+
+    def on_close(self) -> None:
+        """The reactor is closing; its descriptor is about to be closed."""
 
 
 class Reactor:
@@ -74,6 +88,9 @@ class Reactor:
         self._tick_thread: int | None = None
         #: True during a tick made inside block_until (a blocking call).
         self.blocking_tick = False
+        #: An event-loop driver (quicconn.asyncio, quicconn.trio) or an
+        #: assist thread watching this reactor; see :class:`ReactorObserver`.
+        self.observer: ReactorObserver | None = None
 
     # -- membership -------------------------------------------------------
 
@@ -161,9 +178,13 @@ class Reactor:
             now = self.clock.now()
         outgoing: list[tuple[bytes, Address]] = []
         worked = bool(self._dirty)
+        observer = self.observer
+        processed: list[Core] = []
         while self._dirty:
             dirty = list(self._dirty)
             self._dirty.clear()
+            if observer is not None:
+                processed += dirty
             for core in dirty:
                 core.dispatch_events()
                 outgoing += core.datagrams_to_send(now)
@@ -174,6 +195,8 @@ class Reactor:
                 self._schedule(core)
         if outgoing:
             self.transport.send_batch(outgoing)
+        if observer is not None and processed:
+            observer.on_progress(processed)
         if worked:
             # Something changed (input, a timer, or a call on some object):
             # wake the other waiters.  Never for a tick that did nothing, or
@@ -345,6 +368,9 @@ class Reactor:
         if self.closed:
             return
         self.closed = True
+        observer, self.observer = self.observer, None
+        if observer is not None:
+            observer.on_close()
         self._cores.clear()
         self._by_cid.clear()
         self._cids_of.clear()
@@ -365,5 +391,6 @@ def _earliest(a: float | None, b: float | None) -> float | None:
 
 __all__ = [
     "Reactor",
+    "ReactorObserver",
     "UnroutableHandler",
 ]
