@@ -86,7 +86,14 @@ def api(
         except QuicFailure as failure:
             error = translate(failure)
             self._last_error = error.code
-            raise error from None
+            try:
+                raise error from None
+            finally:
+                # The traceback holds this frame: without the del, the error
+                # and its frames (with their memoryviews of the caller's
+                # buffer, which then cannot be resized) would live on in a
+                # reference cycle until the garbage collector ran.
+                del error
         except Error as exc:
             self._last_error = exc.code
             raise

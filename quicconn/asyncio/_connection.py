@@ -24,7 +24,7 @@ from .._constants import (
 )
 from .._errors import ZeroReturnError
 from .._objects.connection import Connection as QuicConnection
-from .._objects.connection import progress_key
+from .._objects.connection import batched_output, progress_key
 from .._objects.stream import Stream as QuicStream
 from .._objects.surface import events_reactor
 from ._driver import AsyncioDriver, driver_for
@@ -68,6 +68,11 @@ class Connection:
         self.quic = quic
         self._driver: AsyncioDriver = driver_for(events_reactor(quic))
         self._closed = False
+        # Writes only queue their frames; the driver's next dispatch (soon
+        # after, in this loop iteration) sends them together: a task writing
+        # small pieces fills packets instead of sending one per write.
+        self._batching = batched_output(quic)
+        self._batching.__enter__()
 
     def _key(self) -> object:
         return progress_key(self.quic)
@@ -150,7 +155,10 @@ class Connection:
         """Free the connection now, sending nothing (SSL_free)."""
         if not self._closed:
             self._closed = True
-            self.quic.free()
+            try:
+                self._batching.__exit__(None, None, None)  # sends what is queued
+            finally:
+                self.quic.free()
 
     @property
     def closed(self) -> bool:

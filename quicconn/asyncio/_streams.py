@@ -128,6 +128,7 @@ class StreamTransport(asyncio.Transport):
 
     def _push(self) -> None:
         outgoing = self._outgoing
+        queued = False
         while outgoing:
             try:
                 sent = self._quic.write(outgoing)
@@ -137,14 +138,18 @@ class StreamTransport(asyncio.Transport):
                 self._lose(exc)
                 return
             del outgoing[:sent]
+            queued = True
         if not outgoing and self._eof_pending and not self._concluded:
             self._concluded = True
+            queued = True
             if self._writable:
                 try:
                     self._quic.stream_conclude()
                 except Error as exc:
                     self._lose(exc)
                     return
+        if queued:
+            self._driver.touch()  # the driver sends what was queued
         size = len(outgoing)
         if not self._write_paused and size > self._high:
             self._write_paused = True
