@@ -28,11 +28,17 @@ from ._constants import (
     ASYNC_STATUS_OK,
     ASYNC_STATUS_UNSUPPORTED,
     CLIENT,
+    CLIENT_THREAD,
     CONN_CLOSE_FLAG_LOCAL,
     CONN_CLOSE_FLAG_TRANSPORT,
     DEFAULT_STREAM_MODE_AUTO_BIDI,
     DEFAULT_STREAM_MODE_AUTO_UNI,
     DEFAULT_STREAM_MODE_NONE,
+    DOMAIN_FLAG_BLOCKING,
+    DOMAIN_FLAG_LEGACY_BLOCKING,
+    DOMAIN_FLAG_MULTI_THREAD,
+    DOMAIN_FLAG_SINGLE_THREAD,
+    DOMAIN_FLAG_THREAD_ASSISTED,
     EARLY_DATA_ACCEPTED,
     EARLY_DATA_NOT_SENT,
     EARLY_DATA_REJECTED,
@@ -154,6 +160,7 @@ from ._io.clock import FakeClock, MonotonicClock
 from ._io.transport import enlarge_socket_buffers as _enlarge_socket_buffers
 from ._objects.connection import Connection, ConnState
 from ._objects.context import Context
+from ._objects.domain import Domain
 from ._objects.dtls.connection import DTLSConnection, DTLSState
 from ._objects.dtls.context import DTLSContext
 from ._objects.dtls.listener import DTLSListener, DTLSListenerStats
@@ -265,11 +272,17 @@ __all__ = [
     "ASYNC_STATUS_OK",
     "ASYNC_STATUS_UNSUPPORTED",
     "CLIENT",
+    "CLIENT_THREAD",
     "CONN_CLOSE_FLAG_LOCAL",
     "CONN_CLOSE_FLAG_TRANSPORT",
     "DEFAULT_STREAM_MODE_AUTO_BIDI",
     "DEFAULT_STREAM_MODE_AUTO_UNI",
     "DEFAULT_STREAM_MODE_NONE",
+    "DOMAIN_FLAG_BLOCKING",
+    "DOMAIN_FLAG_LEGACY_BLOCKING",
+    "DOMAIN_FLAG_MULTI_THREAD",
+    "DOMAIN_FLAG_SINGLE_THREAD",
+    "DOMAIN_FLAG_THREAD_ASSISTED",
     "EARLY_DATA_ACCEPTED",
     "EARLY_DATA_NOT_SENT",
     "EARLY_DATA_REJECTED",
@@ -381,6 +394,7 @@ __all__ = [
     "DTLSListener",
     "DTLSListenerStats",
     "DTLSState",
+    "Domain",
     "Error",
     "FakeClock",
     "Listener",

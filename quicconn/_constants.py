@@ -20,6 +20,9 @@ class Role(enum.IntEnum):
 
 CLIENT = Role.CLIENT
 SERVER = Role.SERVER
+#: ``Context(CLIENT_THREAD)`` is ``SSL_CTX_new(OSSL_QUIC_client_thread_method())``:
+#: a client context whose connections are thread-assisted by default.
+CLIENT_THREAD = 2
 
 # SSL_get_error() codes.
 ERROR_NONE = 0
@@ -104,6 +107,14 @@ CONN_CLOSE_FLAG_TRANSPORT = 1 << 1
 LISTENER_FLAG_NO_ACCEPT = 1 << 0
 LISTENER_FLAG_NO_VALIDATE = 1 << 1
 ACCEPT_CONNECTION_NO_BLOCK = 1 << 0
+
+# QUIC domain flags (SSL_new_domain, SSL_CTX_set_domain_flags): the
+# concurrency model of a group of connections and listeners.
+DOMAIN_FLAG_SINGLE_THREAD = 1 << 0
+DOMAIN_FLAG_MULTI_THREAD = 1 << 1
+DOMAIN_FLAG_THREAD_ASSISTED = 1 << 2
+DOMAIN_FLAG_BLOCKING = 1 << 3
+DOMAIN_FLAG_LEGACY_BLOCKING = 1 << 4
 
 # SSL_get_value_uint() / SSL_set_value_uint() classes and ids.
 VALUE_CLASS_GENERIC = 0
@@ -194,11 +205,17 @@ __all__ = [
     "ASYNC_STATUS_OK",
     "ASYNC_STATUS_UNSUPPORTED",
     "CLIENT",
+    "CLIENT_THREAD",
     "CONN_CLOSE_FLAG_LOCAL",
     "CONN_CLOSE_FLAG_TRANSPORT",
     "DEFAULT_STREAM_MODE_AUTO_BIDI",
     "DEFAULT_STREAM_MODE_AUTO_UNI",
     "DEFAULT_STREAM_MODE_NONE",
+    "DOMAIN_FLAG_BLOCKING",
+    "DOMAIN_FLAG_LEGACY_BLOCKING",
+    "DOMAIN_FLAG_MULTI_THREAD",
+    "DOMAIN_FLAG_SINGLE_THREAD",
+    "DOMAIN_FLAG_THREAD_ASSISTED",
     "EARLY_DATA_ACCEPTED",
     "EARLY_DATA_NOT_SENT",
     "EARLY_DATA_REJECTED",

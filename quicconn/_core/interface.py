@@ -71,6 +71,9 @@ class Capability(enum.Enum):
     KEYLOG = "key log (SSLKEYLOGFILE format)"
     #: HTTP/3 framing and QPACK (:class:`H3Codec`).
     HTTP3 = "HTTP/3 codec"
+    #: Keep-alive PINGs (``CoreSettings.keep_alive``): :meth:`Core.get_timer`
+    #: and :meth:`Core.handle_timer` include the keep-alive deadline.
+    KEEP_ALIVE = "keep-alive PINGs"
 
 
 class CoreSink(Protocol):
@@ -201,7 +204,9 @@ class Core(Protocol):
         """When :meth:`handle_timer` is next due, or None."""
 
     def handle_timer(self, now: float) -> None:
-        """Run what is due at ``now`` (loss detection, ACKs, idle timeout)."""
+        """Run what is due at ``now`` (loss detection, ACKs, idle timeout,
+        and with ``CoreSettings.keep_alive`` a keep-alive PING after a
+        silence of ``rules.keep_alive_interval()``)."""
 
     def dispatch_events(self) -> None:
         """Report everything since the last call to the sink."""

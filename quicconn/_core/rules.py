@@ -37,9 +37,27 @@ def negotiated_idle_timeout(local: float, peer: float | None) -> float | None:
     return min(local, peer)
 
 
+#: The longest silence before a keep-alive PING, whatever the idle timeout:
+#: NATs commonly forget a UDP flow after 30 s (RFC 9000, section 10.1.2).
+KEEP_ALIVE_MAX_INTERVAL = 25.0
+
+
+def keep_alive_interval(idle_timeout: float | None) -> float | None:
+    """Silence (nothing received) after which a keep-alive PING goes out.
+
+    OpenSSL's rule: half the effective idle timeout, at most 25 s; None
+    without an idle timeout (nothing would end the connection).
+    """
+    if not idle_timeout:
+        return None
+    return min(idle_timeout / 2, KEEP_ALIVE_MAX_INTERVAL)
+
+
 __all__ = [
     "CERTIFICATE_ALERTS",
     "CRYPTO_ERROR_BASE",
+    "KEEP_ALIVE_MAX_INTERVAL",
     "is_verification_failure",
+    "keep_alive_interval",
     "negotiated_idle_timeout",
 ]

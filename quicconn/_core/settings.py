@@ -62,6 +62,10 @@ class CoreSettings:
     #: Streams of each kind the peer may open at once (initial_max_streams_*).
     max_streams_bidi: int = 128
     max_streams_uni: int = 128
+    #: Send a PING after a silence of half the idle timeout (at most 25 s),
+    #: as OpenSSL's channel does, so that a connection whose application
+    #: waits (or is thread-assisted) outlives the idle timeout.
+    keep_alive: bool = False
 
     def load_cert_chain(
         self,

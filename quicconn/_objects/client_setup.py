@@ -29,8 +29,10 @@ from .._io.transport import (
     require_datagram_transport,
     resolve_address,
 )
+from .._quic.assist import check_real_clock, start_assist
 from .._quic.channel import Channel, EarlyData
 from .._quic.reactor import Reactor
+from . import domain_flags
 from .binding import Binding
 from .call import api
 from .context_base import checked_alpn
@@ -89,6 +91,9 @@ class ClientSetup:
         channel = self._channel
         if channel.started:
             raise ValueError("the transport cannot change once the handshake started")
+        concurrency = self._ctx.get_domain_flags()
+        if domain_flags.thread_assisted(concurrency):
+            check_real_clock(transport.clock)
         self._detach_reactor()
         reactor = Reactor(transport)
         reactor.retain()
@@ -96,6 +101,13 @@ class ClientSetup:
         self._owns_socket = owns_socket
         if channel.peer_addr is None:
             channel.peer_addr = transport.connected_peer()
+        # The connection's implicit domain (openssl-quic-concurrency(7)):
+        # without BLOCKING or LEGACY_BLOCKING objects start nonblocking;
+        # thread-assisted, a thread handles its timers and datagrams.
+        if not domain_flags.blocking_by_default(concurrency):
+            self._binding.blocking = False
+        if domain_flags.thread_assisted(concurrency):
+            start_assist(reactor)
 
     def set1_initial_peer_addr(self, addr: tuple[Any, ...]) -> None:
         """The address to send the first datagram to (SSL_set1_initial_peer_addr)."""

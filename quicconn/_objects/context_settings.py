@@ -16,6 +16,7 @@ from typing import Any
 
 from .._asyncjob.engine import AsyncEngine
 from .._constants import (
+    CLIENT_THREAD,
     MODE_ASYNC,
     QUIC_VERSION_1,
     QUIC_VERSION_2,
@@ -27,6 +28,7 @@ from .._core import registry
 from .._core.interface import Capability, CoreBackend
 from .._core.settings import CoreSettings
 from .._quic.channel import ChannelConfig
+from . import domain_flags
 from .async_surface import AsyncCallback
 from .context_base import ContextBase, checked_alpn
 
@@ -43,7 +45,20 @@ class ContextSettings(ContextBase):
     def __init__(
         self, role: Role | int = Role.CLIENT, *, core: str | None = None
     ) -> None:
-        super().__init__(role)
+        # CLIENT_THREAD is OSSL_QUIC_client_thread_method(): a client whose
+        # connections are thread-assisted unless its domain flags change.
+        thread_method = role == CLIENT_THREAD and not isinstance(role, Role)
+        super().__init__(Role.CLIENT if thread_method else role)
+        self._domain_flags = (
+            domain_flags.THREAD_METHOD_FLAGS
+            if thread_method
+            else domain_flags.DEFAULT_FLAGS
+        )
+        #: Keep-alive PINGs after a silence of half the idle timeout (at
+        #: most 25 s), as OpenSSL's channel sends them.  None (the default):
+        #: on exactly for thread-assisted connections, whose assist thread
+        #: is then what keeps them alive; True or False: always or never.
+        self.keep_alive: bool | None = None
         if core is not None and core != registry.AUTO and core not in registry.known():
             raise ValueError(
                 f"unknown QUIC core {core!r}: choose one of "
@@ -261,6 +276,33 @@ class ContextSettings(ContextBase):
             )
         self._settings.congestion_control = name
 
+    # -- concurrency model (QUIC domains) -----------------------------------
+
+    def set_domain_flags(self, flags: int) -> None:
+        """Choose the concurrency model of this context's objects
+        (SSL_CTX_set_domain_flags).
+
+        ``DOMAIN_FLAG_SINGLE_THREAD``, ``_MULTI_THREAD`` (the default) or
+        ``_THREAD_ASSISTED`` (a background thread handles timers and
+        incoming datagrams), plus ``DOMAIN_FLAG_BLOCKING`` /
+        ``_LEGACY_BLOCKING`` (objects start in blocking mode).  Completed as
+        OpenSSL does (THREAD_ASSISTED implies MULTI_THREAD; no model means
+        MULTI_THREAD); conflicting or unknown flags raise ValueError.  It
+        applies to connections and listeners made afterwards (their
+        implicit domain) and is the default of :meth:`new_domain`.
+        """
+        self._domain_flags = domain_flags.adjust(flags)
+
+    def get_domain_flags(self) -> int:
+        """The context's domain flags (SSL_CTX_get_domain_flags)."""
+        return self._domain_flags
+
+    def keep_alive_for(self, flags: int) -> bool:
+        """Whether objects with these domain flags send keep-alive PINGs."""
+        if self.keep_alive is None:
+            return domain_flags.thread_assisted(flags)
+        return bool(self.keep_alive)
+
     # -- modes ------------------------------------------------------------
 
     def set_mode(self, mode: int) -> int:
@@ -315,13 +357,16 @@ class ContextSettings(ContextBase):
         settings.verify_peer = bool(self._verify_mode & VERIFY_PEER)
         settings.secrets_log_file = self._keylog()
         settings.qlog_dir = self.qlog_dir
+        settings.keep_alive = self.keep_alive_for(self._domain_flags)
         return settings
 
     def _needs(self) -> frozenset[Capability]:
-        role = Capability.CLIENT if self.role is Role.CLIENT else Capability.SERVER
+        needs = {Capability.CLIENT if self.role is Role.CLIENT else Capability.SERVER}
         if self._mode & MODE_ASYNC and self._async_engine is not None:
-            return frozenset({role, Capability.ASYNC_SIGN})
-        return frozenset({role})
+            needs.add(Capability.ASYNC_SIGN)
+        if self.keep_alive_for(self._domain_flags):
+            needs.add(Capability.KEEP_ALIVE)
+        return frozenset(needs)
 
 
 def channel_config(ctx: ContextSettings) -> ChannelConfig:

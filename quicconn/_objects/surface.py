@@ -9,9 +9,11 @@ descriptors; here they are written once, over the object's reactor.
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
+from typing import Any
 
 from .._quic.reactor import Reactor
 from .call import api
+from .context_settings import ContextSettings
 
 
 class EventSurface:
@@ -26,9 +28,38 @@ class EventSurface:
         raise NotImplementedError
 
     _last_error: int
+    _ctx: ContextSettings
+    #: The explicit QUIC domain a listener was made in (SSL_new_listener_from).
+    _domain: Any = None
 
     def _call_lock(self) -> AbstractContextManager[object]:
         raise NotImplementedError
+
+    def get0_listener(self) -> Any:
+        raise NotImplementedError
+
+    # -- QUIC domains ---------------------------------------------------------
+
+    def is_domain(self) -> bool:
+        """Always False: this is not a domain object (SSL_is_domain)."""
+        return False
+
+    def get0_domain(self) -> Any:
+        """The explicit QUIC domain this object belongs to, or None
+        (SSL_get0_domain): a listener made by ``Domain.new_listener_from``
+        and the connections it accepted have one; objects in the implicit
+        domain of their context have none."""
+        listener = self.get0_listener()
+        return None if listener is None else listener._domain
+
+    def get_domain_flags(self) -> int:
+        """The domain flags (concurrency model) of this object's domain,
+        explicit or implicit (SSL_get_domain_flags)."""
+        domain = self.get0_domain()
+        if domain is not None:
+            flags: int = domain.get_domain_flags()
+            return flags
+        return self._ctx.get_domain_flags()
 
     @api
     def handle_events(self) -> None:

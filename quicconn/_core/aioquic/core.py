@@ -31,7 +31,7 @@ from aioquic.tls import SessionTicket
 from ..._asyncjob.job import JobHost, Resumed
 from ..._errors import ConnCloseInfo
 from ..interface import Address, CoreSink
-from ..rules import negotiated_idle_timeout
+from ..rules import keep_alive_interval, negotiated_idle_timeout
 from ..settings import CoreSettings
 from ..wire import trailing_reset_token
 from .config import build_configuration
@@ -95,6 +95,13 @@ class AioquicCore:
         #: :meth:`attach_async_host`).  While it holds a paused job, nothing
         #: else may enter the aioquic connection.
         self._async_host: JobHost | None = None
+        #: Keep-alive (settings.keep_alive): when the peer was last heard
+        #: from, and when we last pinged; the PING is due a keep-alive
+        #: interval after the later of the two.
+        self._keep_alive = settings.keep_alive
+        self._last_receipt = 0.0
+        self._last_ping = 0.0
+        self._pings = 0
 
     # -- identity ---------------------------------------------------------
 
@@ -126,6 +133,7 @@ class AioquicCore:
         self._receive_now(data, addr, now)
 
     def _receive_now(self, data: bytes, addr: Address, now: float) -> None:
+        self._last_receipt = now
         if self._is_client:
             token = trailing_reset_token(data)
             if token is not None and token in self._quic.peer_reset_tokens():
@@ -156,11 +164,31 @@ class AioquicCore:
     def get_timer(self) -> float | None:
         if self.async_held:
             return None  # re-armed when the job resumes
-        return self._quic.get_timer()
+        timer = self._quic.get_timer()
+        if self._keep_alive:
+            ping_at = self._keep_alive_at()
+            if ping_at is not None and (timer is None or ping_at < timer):
+                return ping_at
+        return timer
+
+    def _keep_alive_at(self) -> float | None:
+        """When a keep-alive PING is due, or None (OpenSSL's ping deadline)."""
+        if not self.handshake_complete or self.is_closing:
+            return None
+        interval = keep_alive_interval(self.negotiated_idle_timeout())
+        if interval is None:
+            return None
+        return max(self._last_receipt, self._last_ping) + interval
 
     def handle_timer(self, now: float) -> None:
         if self.async_held:
             return
+        if self._keep_alive:
+            ping_at = self._keep_alive_at()
+            if ping_at is not None and ping_at <= now:
+                self._pings += 1
+                self._quic.send_ping(self._pings)
+                self._last_ping = now
         # aioquic declares a packet lost by time when ``sent + delay <= now``
         # but computes it as ``sent <= now - delay``; at exactly the deadline
         # float rounding can say no and re-arm the same deadline, forever on
