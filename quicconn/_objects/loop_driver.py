@@ -170,6 +170,10 @@ class LoopDriver:
             if not wakeups:
                 del self._waiting[key]
 
+    def wake(self, key: object) -> None:
+        """Wake the tasks waiting on ``key`` now (it was closed, say)."""
+        self._wake_key(key)
+
     def watch(self, key: object, callback: Wakeup) -> None:
         """Call ``callback`` every time the connection ``key`` moves on."""
         self._watchers.setdefault(key, []).append(callback)
