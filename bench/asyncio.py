@@ -45,8 +45,16 @@ import quicconn.asyncio as qa  # noqa: E402
 ALPN = ["quicconn-test"]
 
 
+#: aioquic's default idle timeout, for both clients: with 100 connections at
+#: once the server's socket (aioquic's default buffer) drops datagrams on a
+#: busy machine, and its recovery can leave one connection silent for long.
+IDLE_TIMEOUT = 60.0
+
+
 async def quicconn_fetch(port: int, ca: str, size: int) -> int:
-    conn = await qa.connect("localhost", port, alpn=ALPN, cafile=ca)
+    conn = await qa.connect(
+        "localhost", port, alpn=ALPN, cafile=ca, idle_timeout=IDLE_TIMEOUT
+    )
     try:
         stream = await conn.open_stream()
         await stream.write(b"send %d\n" % size)
@@ -63,7 +71,10 @@ async def aioquic_fetch(port: int, ca: str, size: int) -> int:
     from aioquic.quic.configuration import QuicConfiguration
 
     config = QuicConfiguration(
-        is_client=True, alpn_protocols=ALPN, verify_mode=ssl.CERT_REQUIRED
+        is_client=True,
+        alpn_protocols=ALPN,
+        verify_mode=ssl.CERT_REQUIRED,
+        idle_timeout=IDLE_TIMEOUT,
     )
     config.load_verify_locations(ca)
     config.max_data = 4 * 1024 * 1024
