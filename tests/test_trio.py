@@ -239,3 +239,65 @@ def test_closing_the_listener_ends_a_waiting_accept(pki: CertFiles) -> None:
             await listener.aclose()
 
     trio.run(main)
+
+
+def test_200_concurrent_connections_in_one_run_against_one_listener(
+    pki: CertFiles,
+) -> None:
+    """200 client connections (200 sockets, a driver task each) and the
+    listener's in one trio run, all open at once, each echoing 4 kB of its
+    own through a handler the server runs in a nursery."""
+    count = 200
+    size = 4096
+
+    async def echo(conn: qt.Connection) -> None:
+        stream = await conn.accept_stream()
+        while data := await stream.receive_some():
+            await stream.send_all(data)
+        await stream.send_eof()
+        with pytest.raises(quicconn.ConnectionTerminatedError):
+            await conn.accept_stream()
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            [listener] = await nursery.start(
+                lambda task_status: qt.serve_quic(
+                    echo,
+                    "127.0.0.1",
+                    0,
+                    certfile=pki.cert,
+                    keyfile=pki.key,
+                    alpn=ALPN,
+                    max_pending_connections=count,
+                    task_status=task_status,
+                )
+            )
+            port = listener.local_address()[1]
+            handshakes = trio.Semaphore(50)
+            all_open = trio.Event()
+            opened = 0
+
+            async def client(i: int) -> None:
+                nonlocal opened
+                async with handshakes:
+                    conn = await qt.connect("localhost", port, alpn=ALPN, cafile=pki.ca)
+                opened += 1
+                if opened == count:
+                    all_open.set()
+                await all_open.wait()
+                async with conn:
+                    stream = await conn.open_stream()
+                    payload = pattern(size, i)
+                    await stream.send_all(payload)
+                    await stream.send_eof()
+                    echoed = bytearray()
+                    while data := await stream.receive_some():
+                        echoed += data
+                    assert echoed == payload, f"client {i}: the echo differs"
+
+            async with trio.open_nursery() as clients:
+                for i in range(count):
+                    clients.start_soon(client, i)
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
