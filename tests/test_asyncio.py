@@ -457,3 +457,60 @@ def test_misuse_is_refused_with_a_clear_message(pki: CertFiles) -> None:
             await qa.start_server(echo_handler, "127.0.0.1", 0)
 
     run(main())
+
+
+def test_write_interest_only_while_datagrams_wait_behind_eagain(
+    pki: CertFiles,
+) -> None:
+    """The driver watches for writability only while net_write_desired():
+    here an in-memory endpoint answers EAGAIN (``congested``) for a while."""
+    from quicconn.testing import DatagramPair
+
+    calls: list[str] = []
+
+    class Spy(asyncio.SelectorEventLoop):
+        def add_writer(self, fd: Any, *args: Any) -> None:
+            calls.append("add_writer")
+            super().add_writer(fd, *args)
+
+        def remove_writer(self, fd: Any) -> bool:
+            calls.append("remove_writer")
+            return super().remove_writer(fd)
+
+    async def main() -> None:
+        pair = DatagramPair()
+        sctx = quicconn.Context(quicconn.SERVER)
+        sctx.load_cert_chain(pki.cert, pki.key)
+        sctx.set_alpn_protos(ALPN)
+        server = qa.Server(
+            sctx.new_listener(pair.server, quicconn.LISTENER_FLAG_NO_VALIDATE),
+            echo_handler,
+        )
+        cctx = quicconn.Context(quicconn.CLIENT)
+        cctx.load_verify_locations(pki.ca)
+        cctx.set_alpn_protos(ALPN)
+        quic = quicconn.Connection(cctx)
+        quic.set_transport(pair.client)
+        quic.set1_initial_peer_addr(pair.SERVER_ADDRESS)
+        quic.set1_host("localhost")
+        conn = qa.Connection(quic)
+        await conn.do_handshake()
+        stream = await conn.open_stream()
+        await stream.write(b"before")
+        assert await stream.readexactly(6) == b"before"
+        assert calls == [], "no write interest without EAGAIN"
+        pair.client.congested = True
+        await stream.write(b"held back by EAGAIN")
+        await asyncio.sleep(0.02)
+        assert quic.net_write_desired()
+        assert calls == ["add_writer"]
+        pair.client.congested = False
+        assert await stream.readexactly(19) == b"held back by EAGAIN"
+        assert not quic.net_write_desired()
+        assert calls == ["add_writer", "remove_writer"]
+        await conn.aclose(flags=quicconn.SHUTDOWN_FLAG_RAPID)
+        server.close()
+        await server.wait_closed()
+
+    with asyncio.Runner(loop_factory=Spy) as runner:
+        runner.run(main())
