@@ -38,7 +38,6 @@ from .._constants import (
     STREAM_FLAG_UNI,
     STREAM_TYPE_BIDI,
     STREAM_TYPE_NONE,
-    TLS13_CIPHERSUITES,
     Role,
 )
 from .._core.interface import H3Codec, H3Transport
@@ -59,7 +58,6 @@ from .values import get_value, set_value
 if TYPE_CHECKING:
     from .._types import Buffer
 
-_NAMES = {v: n for n, v in TLS13_CIPHERSUITES.items()}
 _SHUTDOWN_FLAGS = (
     SHUTDOWN_FLAG_RAPID
     | SHUTDOWN_FLAG_NO_STREAM_FLUSH
