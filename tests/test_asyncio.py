@@ -514,3 +514,16 @@ def test_write_interest_only_while_datagrams_wait_behind_eagain(
 
     with asyncio.Runner(loop_factory=Spy) as runner:
         runner.run(main())
+
+
+def test_a_thread_assisted_connection_is_refused(
+    pki: CertFiles, aioquic_server: int
+) -> None:
+    async def main() -> None:
+        ctx = quicconn.Context(quicconn.CLIENT_THREAD)
+        ctx.load_verify_locations(pki.ca)
+        ctx.set_alpn_protos(ALPN)
+        with pytest.raises(ValueError, match="thread-assisted"):
+            await qa.connect("localhost", aioquic_server, context=ctx)
+
+    run(main())

@@ -32,6 +32,7 @@ import math
 from collections.abc import Callable
 
 from .._core.interface import Core
+from .._quic.assist import assist_of
 from .._quic.reactor import Reactor
 
 Wakeup = Callable[[], None]
@@ -51,8 +52,14 @@ class LoopDriver:
     def __init__(self, reactor: Reactor) -> None:
         if reactor.observer is not None:
             raise ValueError(
-                "this socket is already driven by another event loop or an "
-                "assist thread (one driver per socket)"
+                "this socket is already driven by another event loop "
+                "(one driver per socket)"
+            )
+        if assist_of(reactor) is not None:
+            raise ValueError(
+                "this socket is thread-assisted (CLIENT_THREAD or a "
+                "THREAD_ASSISTED domain): its assist thread drives it; use a "
+                "context with DOMAIN_FLAG_MULTI_THREAD for an event loop"
             )
         self.reactor = reactor
         self.fileno = reactor.transport.fileno()

@@ -52,7 +52,12 @@ async def connect(
         infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
     except socket.gaierror as exc:
         raise ValueError(f"cannot resolve {host!r}: {exc.strerror}") from exc
-    conn = Connection(client_connection(context, host, infos))
+    quic = client_connection(context, host, infos)
+    try:
+        conn = Connection(quic)
+    except BaseException:
+        quic.free()
+        raise
     try:
         await conn.do_handshake()
     except BaseException:

@@ -38,7 +38,12 @@ async def connect(
         infos = await trio.socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
     except socket.gaierror as exc:
         raise ValueError(f"cannot resolve {host!r}: {exc.strerror}") from exc
-    conn = Connection(client_connection(context, host, list(infos)))
+    quic = client_connection(context, host, list(infos))
+    try:
+        conn = Connection(quic)
+    except BaseException:
+        quic.free()
+        raise
     try:
         await conn.do_handshake()
     except BaseException:
