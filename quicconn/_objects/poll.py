@@ -169,8 +169,8 @@ class _Entry:
             self.spanned, self._revents = domain_poll_source(obj)
         else:
             raise TypeError(
-                f"item {index}: poll() takes quicconn Connection, Stream, Listener "
-                f"and Domain objects (or None), not {type(obj).__name__}"
+                f"item {index}: poll() takes quicconn Connection, Stream and Listener "
+                f"objects, Domains (or None), not {type(obj).__name__}"
             )
 
     def revents(self) -> int:
