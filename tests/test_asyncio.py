@@ -527,3 +527,26 @@ def test_a_thread_assisted_connection_is_refused(
             await qa.connect("localhost", aioquic_server, context=ctx)
 
     run(main())
+
+
+def test_closing_the_connection_ends_a_waiting_stream_reader(
+    pki: CertFiles,
+) -> None:
+    errors: list[dict[str, Any]] = []
+
+    async def main() -> None:
+        asyncio.get_running_loop().set_exception_handler(
+            lambda loop, context: errors.append(context)
+        )
+        async with await echo_server(pki) as server:
+            conn = await client_of(server, pki)
+            reader, writer = await conn.create_stream()
+            pending = asyncio.get_running_loop().create_task(reader.read(10))
+            await asyncio.sleep(0.02)
+            await conn.aclose(flags=quicconn.SHUTDOWN_FLAG_RAPID)
+            with pytest.raises(ConnectionAbortedError):
+                await asyncio.wait_for(pending, 5)
+            assert writer.is_closing()
+
+    run(main())
+    assert not errors, errors

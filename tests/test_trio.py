@@ -301,3 +301,22 @@ def test_200_concurrent_connections_in_one_run_against_one_listener(
             nursery.cancel_scope.cancel()
 
     trio.run(main)
+
+
+def test_closing_the_connection_breaks_a_waiting_receive(pki: CertFiles) -> None:
+    async def main() -> None:
+        listener, client, server = await listener_and_client(pki)
+        mine = await client.open_stream()
+        async with trio.open_nursery() as nursery:
+
+            async def receive() -> None:
+                with pytest.raises(trio.BrokenResourceError):
+                    await mine.receive_some()
+
+            nursery.start_soon(receive)
+            await trio.testing.wait_all_tasks_blocked()
+            client.abort()
+        await server.aclose()
+        await listener.aclose()
+
+    trio.run(main)

@@ -73,7 +73,7 @@ class StreamTransport(asyncio.Transport):
             self._lose(None)
 
     def _release(self) -> None:
-        with contextlib.suppress(Error):
+        with contextlib.suppress(Error, ValueError):
             self._quic.free()
         self._driver.touch()
 
@@ -95,7 +95,7 @@ class StreamTransport(asyncio.Transport):
                 self._eof_received = True
                 self._lose(exc)
                 break
-            except Error as exc:
+            except (Error, ValueError) as exc:  # ValueError: freed
                 self._lose(exc)
                 break
             got = True
@@ -134,7 +134,7 @@ class StreamTransport(asyncio.Transport):
                 sent = self._quic.write(outgoing)
             except WantWriteError:
                 break
-            except Error as exc:
+            except (Error, ValueError) as exc:  # ValueError: freed
                 self._lose(exc)
                 return
             del outgoing[:sent]
@@ -145,7 +145,7 @@ class StreamTransport(asyncio.Transport):
             if self._writable:
                 try:
                     self._quic.stream_conclude()
-                except Error as exc:
+                except (Error, ValueError) as exc:  # ValueError: freed
                     self._lose(exc)
                     return
         if queued:
@@ -208,6 +208,8 @@ class StreamTransport(asyncio.Transport):
     def _lose(self, exc: Exception | None) -> None:
         if self._lost:
             return
+        if isinstance(exc, ValueError):  # the connection was freed under us
+            exc = ConnectionAbortedError("the QUIC connection was closed")
         self._lost = True
         self._driver.unwatch(self._key, self._on_progress)
         protocol = self._protocol

@@ -202,7 +202,7 @@ class Stream(trio.abc.HalfCloseableStream):
         except (Error, ValueError) as exc:
             if self._closed:  # closed by another task while this one waited
                 raise trio.ClosedResourceError("the stream was closed") from exc
-            if isinstance(exc, _BROKEN):
+            if isinstance(exc, (*_BROKEN, ValueError)):  # ValueError: freed
                 self._broken = exc
                 raise trio.BrokenResourceError(str(exc)) from exc
             raise
