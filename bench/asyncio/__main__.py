@@ -9,28 +9,25 @@ in one invocation:
 
 Prints goodput, the client's CPU seconds, and the median ratios.
 
-    python bench/asyncio.py [--size 50000000] [--rounds 5]
+    python bench/asyncio [--size 50000000] [--rounds 5]
         [--connections 100] [--each 1000000] [--uvloop]
 """
 
 from __future__ import annotations
 
+# A folder with a __main__.py, not bench/asyncio.py: a module of that name
+# would shadow the standard library's asyncio for every script in bench/.
+# The folder has no __init__.py, so it never does.
+import argparse
+import asyncio
 import os
+import ssl
 import sys
+from collections.abc import Awaitable, Callable
 
-# This file is named asyncio.py: keep its folder off the path while the
-# standard library's asyncio is imported, then put it back for _common.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
-import asyncio  # noqa: E402
-import ssl  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-sys.path.insert(0, _HERE)
-
-import argparse  # noqa: E402
-from collections.abc import Awaitable, Callable  # noqa: E402
-
-from _common import (  # noqa: E402
+from _common import (
     Sample,
     aioquic_server,
     env_note,
@@ -39,8 +36,8 @@ from _common import (  # noqa: E402
     median,
 )
 
-import quicconn  # noqa: E402
-import quicconn.asyncio as qa  # noqa: E402
+import quicconn
+import quicconn.asyncio as qa
 
 ALPN = ["quicconn-test"]
 
