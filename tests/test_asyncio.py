@@ -552,6 +552,24 @@ def test_closing_the_connection_ends_a_waiting_stream_reader(
     assert not errors, errors
 
 
+def test_closing_the_connection_ends_a_waiting_read_with_connection_aborted(
+    pki: CertFiles,
+) -> None:
+    async def main() -> None:
+        async with await echo_server(pki) as server:
+            conn = await client_of(server, pki)
+            stream = await conn.open_stream()
+            pending = asyncio.get_running_loop().create_task(stream.read())
+            await asyncio.sleep(0.02)
+            conn.abort()
+            with pytest.raises(ConnectionAbortedError):
+                await asyncio.wait_for(pending, 5)
+            with pytest.raises(ValueError, match="freed"):
+                await stream.read()  # a call after the close: misuse
+
+    run(main())
+
+
 def test_an_idle_connection_costs_the_loop_almost_nothing(pki: CertFiles) -> None:
     """No busy waiting: with a connection and its server idle on the loop,
     one idle second costs under 50 ms of CPU."""

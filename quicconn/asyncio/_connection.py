@@ -78,7 +78,13 @@ class Connection:
         return progress_key(self.quic)
 
     async def _complete(self, attempt: Callable[[], T | None]) -> T:
-        return await self._driver.complete(self._key, attempt)
+        was_closed = self._closed
+        try:
+            return await self._driver.complete(self._key, attempt)
+        except ValueError as exc:
+            if self._closed and not was_closed:  # closed while this call waited
+                raise ConnectionAbortedError("the QUIC connection was closed") from exc
+            raise
 
     # -- handshake ------------------------------------------------------------
 

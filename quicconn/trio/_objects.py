@@ -81,7 +81,13 @@ class Connection(trio.abc.AsyncResource):
         return progress_key(self.quic)
 
     async def _complete(self, attempt: Callable[[], T | None]) -> T:
-        return await self._driver.complete(self._key, attempt)
+        was_closed = self._closed
+        try:
+            return await self._driver.complete(self._key, attempt)
+        except ValueError as exc:
+            if self._closed and not was_closed:  # closed while this call waited
+                raise trio.ClosedResourceError("the connection was closed") from exc
+            raise
 
     async def do_handshake(self) -> None:
         """Complete the handshake in this end's role (SSL_do_handshake)."""
@@ -199,6 +205,11 @@ class Stream(trio.abc.HalfCloseableStream):
         """Run an attempt; quicconn's failures become trio's."""
         try:
             return await self.connection._complete(attempt)
+        except trio.ClosedResourceError as exc:
+            if self._closed:
+                raise
+            self._broken = exc  # the connection, not this stream, was closed
+            raise trio.BrokenResourceError("the connection was closed") from exc
         except (Error, ValueError) as exc:
             if self._closed:  # closed by another task while this one waited
                 raise trio.ClosedResourceError("the stream was closed") from exc
