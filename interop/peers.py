@@ -344,6 +344,34 @@ def _library_path(root: Path, arch: str) -> str:
     return f"{root / 'usr/lib' / triplet}:{root / 'lib' / triplet}"
 
 
+def openssl35_command(
+    program: list[str], directory: str | os.PathLike[str] | None = None
+) -> tuple[list[str], dict[str, str]]:
+    """Run ``program`` (e.g. ``[sys.executable, script]``) against OpenSSL 3.5.
+
+    The command line puts trixie's loader and the tree's library path in
+    front of ``program``, so that ``ctypes.CDLL("libssl.so.3")`` in it
+    loads OpenSSL 3.5 (the differential tests drive libssl that way); the
+    environment additions name the tree's provider modules and config.
+    PeerInstallError if OpenSSL 3.5 is not installed.
+    """
+    root = peers_dir(directory) / "openssl35"
+    if not (root / "usr/bin/openssl").exists():
+        raise PeerInstallError("openssl35: not installed (python -m interop.peers install)")
+    arch = _dpkg_architecture()
+    env = {
+        "OPENSSL_MODULES": str(root / "usr/lib" / _ARCHES[arch][0] / "ossl-modules"),
+        "OPENSSL_CONF": str(root / "etc/ssl/openssl.cnf"),
+    }
+    command = [
+        str(_loader(root, arch)),
+        "--library-path",
+        _library_path(root, arch),
+        *program,
+    ]
+    return command, env
+
+
 def _missing_libraries(root: Path, arch: str) -> list[str]:
     """Libraries the unpacked ``openssl`` needs that the unpacked tree lacks."""
     listing = _run(

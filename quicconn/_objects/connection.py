@@ -51,6 +51,7 @@ from .binding import Binding
 from .call import api
 from .client_setup import ClientSetup
 from .context_settings import ContextSettings, channel_config
+from .kinds import QuicObjectKind
 from .session import Session
 from .stream import Stream, StreamHandle, check_error_code, open_stream
 from .surface import EventSurface
@@ -68,7 +69,7 @@ _SHUTDOWN_FLAGS = (
 )
 
 
-class Connection(ClientSetup, EventSurface, AsyncSurface):
+class Connection(ClientSetup, EventSurface, AsyncSurface, QuicObjectKind):
     """A QUIC connection (``SSL_new`` on a QUIC context).
 
     Client use, as in OpenSSL's guide demos::
@@ -83,6 +84,8 @@ class Connection(ClientSetup, EventSurface, AsyncSurface):
     every call tick once and raise ``WantReadError``/``WantWriteError``
     instead of waiting.
     """
+
+    _IS_CONNECTION = True
 
     def __init__(self, ctx: ContextSettings) -> None:
         if not isinstance(ctx, ContextSettings):
@@ -120,10 +123,6 @@ class Connection(ClientSetup, EventSurface, AsyncSurface):
     def is_server(self) -> bool:
         """True for a server-side connection (SSL_is_server)."""
         return not self._channel.is_client
-
-    def is_listener(self) -> bool:
-        """Always False for a connection (SSL_is_listener)."""
-        return False
 
     def get0_listener(self) -> Any:
         """The listener this connection came from, or None (SSL_get0_listener)."""

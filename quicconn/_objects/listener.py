@@ -32,15 +32,18 @@ from .call import api, poll_once, run_call
 from .connection import Connection, client_on_reactor, server_connection
 from .context_settings import ContextSettings, core_backend, core_settings
 from .errors import bind_error
+from .kinds import QuicObjectKind
 from .surface import EventSurface
 
 
-class Listener(EventSurface):
+class Listener(EventSurface, QuicObjectKind):
     """A QUIC listener: accepts incoming connections on one UDP socket.
 
     Made by :meth:`Context.new_listener`.  Blocking by default, like every
     OpenSSL QUIC object; connections it returns inherit its blocking mode.
     """
+
+    _IS_LISTENER = True
 
     def __init__(
         self,
@@ -214,10 +217,6 @@ class Listener(EventSurface):
     def get_blocking_mode(self) -> bool:
         """Whether accept_connection() blocks (SSL_get_blocking_mode)."""
         return self._blocking
-
-    def is_listener(self) -> bool:
-        """Always True for a listener (SSL_is_listener)."""
-        return True
 
     def get0_listener(self) -> Listener:
         """The listener itself (SSL_get0_listener)."""

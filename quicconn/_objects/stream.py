@@ -41,6 +41,7 @@ from .._quic.stream_state import (
 from .._quic.streams import StreamRecord
 from .binding import Binding
 from .call import api
+from .kinds import QuicObjectKind
 
 if TYPE_CHECKING:
     from .._types import Buffer
@@ -326,7 +327,7 @@ _EVENT_HANDLING_MODES = (
 )
 
 
-class Stream:
+class Stream(QuicObjectKind):
     """A QUIC stream SSL object (from ``new_stream`` or ``accept_stream``).
 
     Blocking mode is inherited from the connection unless set on the stream
@@ -456,6 +457,10 @@ class Stream:
     def is_stream_local(self) -> bool:
         """True if this endpoint opened the stream (SSL_is_stream_local)."""
         return self._record.is_local
+
+    def is_server(self) -> bool:
+        """Whether the stream's connection is the server end (SSL_is_server)."""
+        return self._conn.is_server()
 
     def get0_connection(self) -> Connection:
         """The connection the stream belongs to (SSL_get0_connection)."""
