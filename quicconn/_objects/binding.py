@@ -47,7 +47,8 @@ class Binding:
     ) -> None:
         self.channel = channel
         self.blocking = True
-        self.event_mode = VALUE_EVENT_HANDLING_MODE_IMPLICIT
+        #: OpenSSL reads INHERIT (0) until set; INHERIT means implicit.
+        self.event_mode = VALUE_EVENT_HANDLING_MODE_INHERIT
         self.mode = mode
         self.freed = False
         #: Starts a client handshake with the connection's names and session.

@@ -29,6 +29,7 @@ from .._io.transport import (
     require_datagram_transport,
     resolve_address,
 )
+from .._core.rules import verify_result
 from .._quic.channel import Channel, EarlyData
 from .._quic.reactor import Reactor
 from .binding import Binding
@@ -171,11 +172,22 @@ class ClientSetup:
             raise ValueError("set_session() must be called before the handshake")
         self._session = session
 
+    def get_verify_result(self) -> int:
+        """The certificate verification result (SSL_get_verify_result).
+
+        ``X509_V_OK`` (0) unless the handshake failed on the peer's
+        certificate; then OpenSSL's ``X509_V_ERR_*`` code for the reason
+        (e.g. 19 self-signed certificate in the chain, 62 host name
+        mismatch), or ``X509_V_ERR_UNSPECIFIED`` (1).
+        """
+        return verify_result(self._channel.close_info)
+
     def get1_session(self) -> Session | None:
         """The newest session ticket the server sent, or None (SSL_get1_session).
 
         Servers send tickets after the handshake; read some data (or call
-        :meth:`handle_events`) before asking.
+        :meth:`handle_events`) before asking, or learn of each new session
+        from the context's callback (:meth:`Context.sess_set_new_cb`).
         """
         return self._new_session
 
@@ -260,7 +272,11 @@ class ClientSetup:
         )
 
     def _on_session_ticket(self, ticket: Any) -> None:
-        self._new_session = Session(ticket, self._channel.backend)
+        session = Session(ticket, self._channel.backend)
+        self._new_session = session
+        callback = self._ctx.sess_get_new_cb()
+        if callback is not None:
+            callback(self, session)
 
 
 __all__ = ["ClientSetup"]

@@ -54,8 +54,8 @@ from .context_settings import ContextSettings, channel_config
 from .kinds import QuicObjectKind
 from .session import Session
 from .stream import Stream, StreamHandle, check_error_code, open_stream
-from .surface import EventSurface
-from .values import get_value, set_value
+from .surface import ConnectionEvents
+from .values import ValueSurface
 
 if TYPE_CHECKING:
     from .._types import Buffer
@@ -69,7 +69,9 @@ _SHUTDOWN_FLAGS = (
 )
 
 
-class Connection(ClientSetup, EventSurface, AsyncSurface, QuicObjectKind):
+class Connection(
+    ClientSetup, ConnectionEvents, AsyncSurface, ValueSurface, QuicObjectKind
+):
     """A QUIC connection (``SSL_new`` on a QUIC context).
 
     Client use, as in OpenSSL's guide demos::
@@ -117,6 +119,19 @@ class Connection(ClientSetup, EventSurface, AsyncSurface, QuicObjectKind):
     def _require_events_reactor(self) -> Reactor:
         return self._binding.require_reactor()
 
+    def _inject_default_peer(self) -> tuple[Any, ...] | None:
+        channel = self._channel
+        if channel.peer_addr is not None:
+            return channel.peer_addr
+        core = channel.core
+        return None if core is None else core.peer_address()
+
+    def _connection_started(self) -> bool:
+        return self._channel.started
+
+    def _waiting_to_start(self) -> bool:
+        return self._channel.is_client and not self._channel.started
+
     def _context_engine(self) -> Any:
         return self._ctx.get_async_engine()
 
@@ -137,11 +152,6 @@ class Connection(ClientSetup, EventSurface, AsyncSurface, QuicObjectKind):
     def get_blocking_mode(self) -> bool:
         """Whether calls block (SSL_get_blocking_mode)."""
         return self._binding.blocking
-
-    def net_read_desired(self) -> bool:
-        """Whether the reactor wants to read the network (SSL_net_read_desired):
-        from the start of the handshake until the connection terminates."""
-        return self._channel.started and self._channel.state is not ConnState.TERMINATED
 
     def get_error(self) -> int:
         """The ``ERROR_*`` code of the last failed call, 0 after a success
@@ -362,6 +372,7 @@ class Connection(ClientSetup, EventSurface, AsyncSurface, QuicObjectKind):
         """Peer-opened streams not yet accepted (SSL_get_accept_stream_queue_len)."""
         return len(self._channel.streams.accept_queue)
 
+    @api
     def set_default_stream_mode(self, mode: int) -> None:
         """How the default stream is made (SSL_set_default_stream_mode).
 
@@ -373,6 +384,7 @@ class Connection(ClientSetup, EventSurface, AsyncSurface, QuicObjectKind):
         """
         self._channel.streams.set_default_mode(mode)
 
+    @api
     def set_incoming_stream_policy(self, policy: int, app_error_code: int = 0) -> None:
         """Accept or reject peer-opened streams (SSL_set_incoming_stream_policy).
 
@@ -431,34 +443,6 @@ class Connection(ClientSetup, EventSurface, AsyncSurface, QuicObjectKind):
                 "update_type must be KEY_UPDATE_REQUESTED or _NOT_REQUESTED"
             )
         self._channel.key_update()
-
-    # -- values and modes -----------------------------------------------------
-
-    @api
-    def get_value_uint(self, value_class: int, value_id: int) -> int:
-        """Read a numeric setting (SSL_get_value_uint): the idle timeout (ms;
-        classes FEATURE_REQUEST, FEATURE_PEER_REQUEST, FEATURE_NEGOTIATED),
-        stream availability, the event-handling mode, write-buffer figures."""
-        return get_value(self._binding, self._default, value_class, value_id)
-
-    def set_value_uint(self, value_class: int, value_id: int, value: int) -> None:
-        """Change a numeric setting (SSL_set_value_uint): the idle timeout
-        request (before the handshake) or the event-handling mode."""
-        set_value(self._binding, value_class, value_id, value)
-
-    def set_mode(self, mode: int) -> int:
-        """Add mode bits for this connection (SSL_set_mode)."""
-        self._binding.mode |= mode
-        return self._binding.mode
-
-    def clear_mode(self, mode: int) -> int:
-        """Remove mode bits (SSL_clear_mode)."""
-        self._binding.mode &= ~mode
-        return self._binding.mode
-
-    def get_mode(self) -> int:
-        """This connection's mode bits (SSL_get_mode)."""
-        return self._binding.mode
 
     # -- lifetime -----------------------------------------------------------
 

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from .._asyncjob.engine import AsyncEngine
 from .._constants import (
     MODE_ASYNC,
+    MODE_AUTO_RETRY,
     QUIC_VERSION_1,
     QUIC_VERSION_2,
     TLS13_CIPHERSUITES,
@@ -29,6 +30,9 @@ from .._core.settings import CoreSettings
 from .._quic.channel import ChannelConfig
 from .async_surface import AsyncCallback
 from .context_base import ContextBase, checked_alpn
+
+#: ``callback(conn, session)``: SSL_CTX_sess_set_new_cb's callback.
+NewSessionCallback = Callable[[Any, Any], Any]
 
 
 class ContextSettings(ContextBase):
@@ -56,7 +60,9 @@ class ContextSettings(ContextBase):
         #: Write a qlog trace per connection into this directory (defaults
         #: to ``$QLOGDIR``); off unless set.
         self.qlog_dir: str | None = os.environ.get("QLOGDIR") or None
-        self._mode = 0
+        #: OpenSSL's SSL_CTX_new sets SSL_MODE_AUTO_RETRY.
+        self._mode = MODE_AUTO_RETRY
+        self._new_session_cb: NewSessionCallback | None = None
         self.async_callback: AsyncCallback | None = None
         self.async_callback_arg: Any = None
         self._async_engine: AsyncEngine | None = None
@@ -262,6 +268,25 @@ class ContextSettings(ContextBase):
         self._settings.congestion_control = name
 
     # -- modes ------------------------------------------------------------
+
+    def sess_set_new_cb(self, callback: NewSessionCallback | None) -> None:
+        """Call ``callback(conn, session)`` for each new session (SSL_CTX_sess_set_new_cb).
+
+        A client learns here when the server's ticket arrived (after the
+        handshake; ``get1_session()`` right after ``connect()`` is usually
+        still None).  It runs during event handling, with the connection's
+        lock held: keep the session (``session.to_bytes()``) and return;
+        do not call back into the connection.  Unlike OpenSSL, no session
+        cache mode has to be set for it to be called, and its return value
+        is ignored (the session object stays valid either way).
+        """
+        if callback is not None and not callable(callback):
+            raise TypeError("the new-session callback must be callable")
+        self._new_session_cb = callback
+
+    def sess_get_new_cb(self) -> NewSessionCallback | None:
+        """The new-session callback, or None (SSL_CTX_sess_get_new_cb)."""
+        return self._new_session_cb
 
     def set_mode(self, mode: int) -> int:
         """Add mode bits (SSL_CTX_set_mode); returns the new mode."""

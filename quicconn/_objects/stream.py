@@ -269,7 +269,10 @@ class StreamHandle:
         return read_state(self.record, self.binding.channel.terminating)
 
     def write_state(self) -> int:
-        return write_state(self.record, self.binding.channel.terminating)
+        record = self.record
+        if record is not None:
+            self.binding.channel.refresh_send_state(record)
+        return write_state(record, self.binding.channel.terminating)
 
     def read_error_code(self) -> int | None:
         return read_error_code(self.record, self.binding.channel.terminating)
@@ -491,6 +494,7 @@ class Stream(QuicObjectKind):
             )
         return self._handle.write_buffer_value(value_id)
 
+    @api
     def set_value_uint(self, value_class: int, value_id: int, value: int) -> None:
         """Set this stream's event-handling mode (SSL_set_value_uint).
 
@@ -538,6 +542,22 @@ class Stream(QuicObjectKind):
     def get_event_timeout(self) -> float | None:
         """Seconds until events are due, None for infinite (SSL_get_event_timeout)."""
         return self._conn.get_event_timeout()
+
+    def net_read_desired(self) -> bool:
+        """The connection's SSL_net_read_desired (a stream has no I/O of its own)."""
+        return self._conn.net_read_desired()
+
+    def net_write_desired(self) -> bool:
+        """The connection's SSL_net_write_desired."""
+        return self._conn.net_write_desired()
+
+    def get_rpoll_descriptor(self) -> int:
+        """The connection's socket (SSL_get_rpoll_descriptor on a stream)."""
+        return self._conn.get_rpoll_descriptor()
+
+    def get_wpoll_descriptor(self) -> int:
+        """The connection's socket (SSL_get_wpoll_descriptor on a stream)."""
+        return self._conn.get_wpoll_descriptor()
 
     # -- lifetime ---------------------------------------------------------
 

@@ -9,9 +9,14 @@ descriptors; here they are written once, over the object's reactor.
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING
 
+from .._io.transport import Address
 from .._quic.reactor import Reactor
 from .call import api
+
+if TYPE_CHECKING:
+    from .._types import Buffer
 
 
 class EventSurface:
@@ -51,6 +56,32 @@ class EventSurface:
         reactor = self._events_reactor()
         return None if reactor is None else reactor.timeout()
 
+    def _inject_default_peer(self) -> Address | None:
+        """Where an injected datagram comes from when no ``peer`` is given."""
+        return None
+
+    @api
+    def inject_net_dgram(
+        self, data: Buffer, peer: Address | None = None, local: Address | None = None
+    ) -> None:
+        """Process ``data`` as if it had been received from ``peer``
+        (SSL_inject_net_dgram).
+
+        The datagram is queued and handled by the next event handling
+        (:meth:`handle_events`, or the implicit tick of the next call),
+        before what the socket has.  ``peer`` defaults to a connection's
+        peer address; a listener needs it.  ``local`` is accepted for
+        OpenSSL's signature and ignored (one socket, one local address).
+        """
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"inject_net_dgram() takes bytes, not {type(data).__name__}")
+        if len(data) == 0:
+            raise ValueError("inject_net_dgram(): an empty datagram")
+        addr = peer if peer is not None else self._inject_default_peer()
+        if addr is None:
+            raise ValueError("inject_net_dgram() needs the peer address it came from")
+        self._require_events_reactor().inject(bytes(data), tuple(addr))
+
     def net_write_desired(self) -> bool:
         """Whether datagrams wait for the socket to drain (SSL_net_write_desired)."""
         reactor = self._events_reactor()
@@ -69,4 +100,60 @@ class EventSurface:
         return self._require_events_reactor().transport.fileno()
 
 
-__all__ = ["EventSurface"]
+class ConnectionEvents(EventSurface):
+    """The event surface of a connection: OpenSSL's edges of its life.
+
+    Before the handshake starts, a client connection with a transport is
+    due at once (``get_event_timeout() == 0.0``) and does not want to read,
+    until its first event handling; from then on, including after it
+    terminated, it wants to read (``SSL_net_read_desired`` is 1).
+    """
+
+    #: handle_events() ran on this object (OpenSSL's reactor then reads).
+    _ticked = False
+
+    def _connection_started(self) -> bool:
+        """The handshake started."""
+        raise NotImplementedError
+
+    def _waiting_to_start(self) -> bool:
+        """A client whose handshake has not started yet."""
+        raise NotImplementedError
+
+    def net_read_desired(self) -> bool:
+        """Whether the reactor wants to read the network (SSL_net_read_desired):
+        as in OpenSSL, from the first event handling (the handshake's start,
+        or handle_events()) on, and still after the connection terminated."""
+        return self._connection_started() or self._ticked
+
+    @api
+    def handle_events(self) -> None:
+        """Perform one tick: timers, receive, send (SSL_handle_events).
+
+        Never blocks and never raises for network trouble; failures surface
+        on the next I/O call.  A no-op before a transport is set.
+        """
+        reactor = self._events_reactor()
+        if reactor is not None:
+            self._ticked = True
+            reactor.tick()
+
+    @api
+    def get_event_timeout(self) -> float | None:
+        """Seconds until :meth:`handle_events` is due; 0.0 if now, None if never.
+
+        Mirrors SSL_get_event_timeout (``None`` is OpenSSL's
+        ``is_infinite``); it covers every connection on the same socket.  A
+        client with a transport whose handshake has not started is due at
+        once (0.0) until its first handle_events(), as in OpenSSL.
+        """
+        reactor = self._events_reactor()
+        if reactor is None:
+            return None
+        if not self._ticked and self._waiting_to_start():
+            return 0.0
+        return reactor.timeout()
+
+
+
+__all__ = ["ConnectionEvents", "EventSurface"]

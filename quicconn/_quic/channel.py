@@ -47,7 +47,13 @@ from .._core.settings import CoreSettings
 from .._errors import ConnCloseInfo
 from .conditions import Condition, QuicFailure
 from .reactor import Reactor
-from .stream_state import RecvEvent, SendEvent, StreamStateError, poll_events
+from .stream_state import (
+    RecvEvent,
+    SendEvent,
+    SendState,
+    StreamStateError,
+    poll_events,
+)
 from .streams import Disposition, StreamMap, StreamRecord
 
 #: RFC 9000, section 20.1: a frame received in a state that does not allow it.
@@ -289,6 +295,13 @@ class Channel:
     def on_stop_sending(self, stream_id: int, error_code: int) -> None:
         record = self.streams.get(stream_id) or self._incoming_stream(stream_id)
         record.stop_received_code = error_code
+        # RFC 9000, section 3.5: the core answers with RESET_STREAM carrying
+        # the peer's code, so the send part is reset locally (OpenSSL reports
+        # RESET_LOCAL with that code).
+        if record.send_state is not None and record.reset_sent_code is None:
+            if record.send_state in (SendState.READY, SendState.SEND, SendState.DATA_SENT):
+                record.reset_sent_code = error_code
+                record.send_event(SendEvent.RESET)
 
     def on_connection_id_issued(self, cid: bytes) -> None:
         if self.reactor is not None and self.core is not None:
@@ -600,6 +613,17 @@ class Channel:
         record.send_event(SendEvent.RESET)
         self.send_soon()
 
+    def refresh_send_state(self, record: StreamRecord) -> None:
+        """Move a concluded send part to DATA_RECVD once the core says the
+        peer acknowledged everything (the FIN included)."""
+        core = self.core
+        if (
+            record.send_state is SendState.DATA_SENT
+            and core is not None
+            and core.send_fully_acked(record.stream_id)
+        ):
+            record.send_event(SendEvent.ALL_ACKED)
+
     def send_soon(self) -> None:
         """Send what a call queued: now, as OpenSSL's SSL_write does, or at
         the end of the enclosing :meth:`batched_output` block."""
@@ -739,7 +763,8 @@ class Channel:
     # ==================================================================
 
     def shutdown_step(self, flags: int, error_code: int, reason: str) -> bool | None:
-        """Move a shutdown on; True once it is complete, else None (an attempt).
+        """Move a shutdown on; True once it is complete, else None (an attempt),
+        or False when the call should return without waiting (RAPID).
 
         Unless ``SHUTDOWN_FLAG_NO_STREAM_FLUSH``, the close waits until the
         peer acknowledged all stream data; ``SHUTDOWN_FLAG_WAIT_PEER`` waits
@@ -763,9 +788,11 @@ class Channel:
             reactor.mark_dirty(core)
             reactor.flush()
         # After CONNECTION_CLOSE went out, RAPID does not wait for the
-        # terminating period (and a peer's close needs no answer).
+        # terminating period (and a peer's close needs no answer); the
+        # connection is not terminated yet, so OpenSSL returns 0 (False),
+        # and 0 again on every call until the terminating period ended.
         if flags & SHUTDOWN_FLAG_RAPID and core.is_closing:
-            return True
+            return False
         return None
 
     def key_update(self) -> None:

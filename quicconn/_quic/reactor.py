@@ -74,6 +74,9 @@ class Reactor:
         self._tick_thread: int | None = None
         #: True during a tick made inside block_until (a blocking call).
         self.blocking_tick = False
+        #: Datagrams handed in by the application (SSL_inject_net_dgram),
+        #: processed by the next tick before the socket's.
+        self._injected: list[tuple[bytes, Address]] = []
 
     # -- membership -------------------------------------------------------
 
@@ -142,6 +145,14 @@ class Reactor:
             self._fire_timers(now)
         if transport.has_pending_writes():
             transport.flush()
+        if self._injected:
+            injected, self._injected = self._injected, []
+            for data, addr in injected:
+                if self._single is not None:
+                    self._single.receive_datagram(data, addr, now)
+                    self._dirty[self._single] = None
+                else:
+                    self._route(data, addr, now)
         batch = transport.recv_batch()
         if batch:
             single = self._single
@@ -179,6 +190,10 @@ class Reactor:
             # wake the other waiters.  Never for a tick that did nothing, or
             # two waiting threads would take turns waking each other.
             self._waiter.notify()
+
+    def inject(self, data: bytes, addr: Address) -> None:
+        """Queue a datagram as if it had arrived from ``addr``.  Lock held."""
+        self._injected.append((bytes(data), addr))
 
     def _route(self, data: bytes, addr: Address, now: float) -> None:
         cid = peek_destination_cid(data, self.cid_length)
@@ -277,7 +292,7 @@ class Reactor:
         0.0 while a core has unprocessed work (a read granted credit, a
         datagram was fed without a flush): the next tick must send it.
         """
-        if self._dirty:
+        if self._dirty or self._injected:
             return 0.0
         deadline = self.next_deadline()
         if deadline is None:

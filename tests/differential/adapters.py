@@ -50,6 +50,9 @@ from .libssl import (
 
 Obs = list[Any]
 
+#: Calls whose failing return value (0 or -1) is compared too.
+HANDSHAKES = ("SSL_connect", "SSL_do_handshake", "SSL_accept")
+
 
 def _timeout_kind(seconds: float | None) -> str:
     if seconds is None:
@@ -266,7 +269,10 @@ class OpenSSLClient(Adapter):
     def _int(self, label: str, ret: int, ssl: Any, ok: int = 1) -> Obs:
         if ret >= ok:
             return self.record(label, ["ok", ret])
-        return self.record(label, [*self._err(ssl, ret), ret])
+        if label in HANDSHAKES:
+            # 0: the handshake ended in a close; <0: would block, or could not run
+            return self.record(label, [*self._err(ssl, ret), 0 if ret == 0 else -1])
+        return self.record(label, self._err(ssl, ret))
 
     def connect(self) -> Obs:
         return self._int("SSL_connect", self.lib.SSL_connect(self.conn), self.conn)
@@ -396,8 +402,11 @@ class OpenSSLClient(Adapter):
         return self.record("SSL_new_stream", ["ok", self._name(ssl, "S")])
 
     def accept_stream(self, flags: int) -> Obs:
+        self.lib.ERR_clear_error()
         ssl = self.lib.SSL_accept_stream(self.conn, flags)
         if not ssl:
+            if not self.lib.ERR_peek_error():
+                return self.record("SSL_accept_stream", ["null"])
             return self.record("SSL_accept_stream", ["null", *self._err(self.conn, 0)])
         return self.record("SSL_accept_stream", ["ok", self._name(ssl, "S")])
 
@@ -595,9 +604,14 @@ class QuicconnClient(Adapter):
             value = func()
         except quicconn.Error as exc:
             assert target.get_error() == exc.code, (label, target.get_error(), exc)
+            if label in HANDSHAKES:
+                closed = self.conn.get_conn_close_info() is not None
+                return self.record(label, ["err", exc.code, 0 if closed else -1])
             return self.record(label, ["err", exc.code])
         except (ValueError, TypeError) as exc:
             self.trace.append([f"# {label}: {type(exc).__name__}: {exc}", ["info"]])
+            if label in HANDSHAKES:
+                return self.record(label, ["err", target.get_error(), -1])
             return self.record(label, ["err", target.get_error()])
         return self.record(label, ["ok", convert(value) if convert else value])
 
@@ -740,7 +754,7 @@ class QuicconnClient(Adapter):
         try:
             local = int(o.is_stream_local())
         except quicconn.Error:
-            local = 0
+            local = -1  # the Python form of OpenSSL's -1: no stream
         return self.record(
             "SSL_get_stream_id/type, SSL_is_stream_local",
             ["ok", [o.get_stream_id(), o.get_stream_type(), local]],
@@ -780,7 +794,7 @@ class QuicconnClient(Adapter):
         except (ValueError, TypeError):
             return self.record("SSL_accept_stream", ["null", "err", conn.get_error()])
         if stream is None:
-            return self.record("SSL_accept_stream", ["null", "err", conn.get_error()])
+            return self.record("SSL_accept_stream", ["null"])
         return self.record("SSL_accept_stream", ["ok", self._name(stream, "S")])
 
     def accept_queue_len(self) -> Obs:

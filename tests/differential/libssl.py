@@ -227,6 +227,7 @@ _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "SSL_get_accept_connection_queue_len": (c_size_t, [SSL_p]),
     "ERR_clear_error": (None, []),
     "ERR_get_error": (ctypes.c_ulong, []),
+    "ERR_peek_error": (ctypes.c_ulong, []),
     "ERR_error_string_n": (None, [ctypes.c_ulong, c_char_p, c_size_t]),
 }
 

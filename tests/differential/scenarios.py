@@ -160,7 +160,6 @@ def handshake_untrusted_ca(c: Adapter, peer: Peer, env: Env) -> None:
     c.connect()
     c.verify_result()
     c.is_init_finished()
-    c.get_error("C", -1)
     c.connect()
 
 
@@ -187,7 +186,6 @@ def before_connect(c: Adapter, peer: Peer, env: Env) -> None:
     c.stream_states("C")
     c.close_info()
     c.key_update(q.KEY_UPDATE_REQUESTED)
-    c.get_error("C")
     c.async_state()
     c.poll([("C", q.POLL_EVENT_RWE | q.POLL_EVENT_OS | q.POLL_EVENT_IS)])
     c.shutdown(0)
@@ -330,7 +328,6 @@ def default_stream_mode_none(c: Adapter, peer: Peer, env: Env) -> None:
     c.read("C", 1)
     c.stream_info("C")
     c.stream_states("C")
-    c.get_error("C")
 
 
 @scenario("default_stream_mode_too_late")
@@ -338,7 +335,6 @@ def default_stream_mode_too_late(c: Adapter, peer: Peer, env: Env) -> None:
     established(c, peer)
     c.write("C", b"x")
     c.set_default_stream_mode(q.DEFAULT_STREAM_MODE_NONE)
-    c.get_error("C")
     c.set_default_stream_mode(7)
 
 
@@ -370,7 +366,6 @@ def new_streams(c: Adapter, peer: Peer, env: Env) -> None:
     c.write("S0", b"bidi")
     c.write("S1", b"uni", q.WRITE_FLAG_CONCLUDE)
     c.read("S1", 1)
-    c.get_error("S1")
     c.write("C", b"default?")
     c.stream_info("C")
     c.new_stream(0xF0)
@@ -428,7 +423,6 @@ def stream_limit(c: Adapter, peer: Peer, env: Env) -> None:
     c.get_value("C", q.VALUE_CLASS_GENERIC, q.VALUE_QUIC_STREAM_BIDI_LOCAL_AVAIL)
     c.poll([("C", q.POLL_EVENT_OS)])
     c.new_stream(q.STREAM_FLAG_NO_BLOCK)
-    c.get_error("C")
     c.new_stream(q.STREAM_FLAG_NO_BLOCK | q.STREAM_FLAG_UNI)
 
 
@@ -463,7 +457,6 @@ def values(c: Adapter, peer: Peer, env: Env) -> None:
     c.set_value("S0", g, q.VALUE_EVENT_HANDLING_MODE, 9)
     c.get_value("S0", g, q.VALUE_QUIC_IDLE_TIMEOUT)
     c.get_value("C", g, 99)
-    c.get_error("C")
 
 
 @scenario("stream_event_surface")
@@ -631,11 +624,8 @@ def misuse(c: Adapter, peer: Peer, env: Env) -> None:
     established(c, peer)
     c.new_stream(q.STREAM_FLAG_UNI)
     c.read("S0", 1)
-    c.get_error("S0")
     c.stream_reset("S0", 2**62)
-    c.get_error("S0")
     c.shutdown(0xF0)
-    c.get_error("C")
     c.set_incoming_stream_policy(q.INCOMING_STREAM_POLICY_REJECT, 2**62)
 
 
