@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from ._constants import (
     CONN_CLOSE_FLAG_LOCAL,
+    QUIC_LOCAL_ERR_IDLE_TIMEOUT,
     CONN_CLOSE_FLAG_TRANSPORT,
     ERROR_SSL,
     ERROR_SYSCALL,
@@ -45,6 +46,8 @@ class ConnCloseInfo:
         )
 
     def __str__(self) -> str:
+        if self.error_code == QUIC_LOCAL_ERR_IDLE_TIMEOUT and self.is_local:
+            return "closed locally: the idle timeout expired"
         side = "locally" if self.is_local else "by the peer"
         kind = "transport" if self.is_transport else "application"
         reason = f": {self.reason}" if self.reason else ""

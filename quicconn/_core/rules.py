@@ -7,6 +7,7 @@ place.
 
 from __future__ import annotations
 
+from .._constants import QUIC_LOCAL_ERR_IDLE_TIMEOUT
 from .._errors import ConnCloseInfo
 
 #: QUIC carries a TLS alert as the transport error 0x100 + alert
@@ -59,6 +60,19 @@ def verify_result(info: ConnCloseInfo | None) -> int:
     return X509_V_ERR_UNSPECIFIED
 
 
+def idle_timeout_close() -> ConnCloseInfo:
+    """The close record of an expired idle timeout, as OpenSSL 3.5 reports it:
+    OSSL_QUIC_LOCAL_ERR_IDLE_TIMEOUT, frame type 0, no reason, LOCAL and
+    TRANSPORT (the transport closed it, and no frame was sent)."""
+    return ConnCloseInfo(
+        error_code=QUIC_LOCAL_ERR_IDLE_TIMEOUT,
+        frame_type=0,
+        reason="",
+        is_local=True,
+        is_transport=True,
+    )
+
+
 def negotiated_idle_timeout(local: float, peer: float | None) -> float | None:
     """The effective idle timeout: the smaller non-zero of both requests.
 
@@ -77,6 +91,7 @@ __all__ = [
     "CRYPTO_ERROR_BASE",
     "X509_V_ERR_UNSPECIFIED",
     "X509_V_OK",
+    "idle_timeout_close",
     "is_verification_failure",
     "negotiated_idle_timeout",
     "verify_result",

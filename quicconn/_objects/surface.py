@@ -74,7 +74,9 @@ class EventSurface:
         OpenSSL's signature and ignored (one socket, one local address).
         """
         if not isinstance(data, (bytes, bytearray, memoryview)):
-            raise TypeError(f"inject_net_dgram() takes bytes, not {type(data).__name__}")
+            raise TypeError(
+                f"inject_net_dgram() takes bytes, not {type(data).__name__}"
+            )
         if len(data) == 0:
             raise ValueError("inject_net_dgram(): an empty datagram")
         addr = peer if peer is not None else self._inject_default_peer()
@@ -153,7 +155,6 @@ class ConnectionEvents(EventSurface):
         if not self._ticked and self._waiting_to_start():
             return 0.0
         return reactor.timeout()
-
 
 
 __all__ = ["ConnectionEvents", "EventSurface"]

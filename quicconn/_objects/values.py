@@ -122,7 +122,6 @@ class ValueSurface:
     def _call_lock(self) -> AbstractContextManager[object]:
         raise NotImplementedError
 
-
     @api
     def get_value_uint(self, value_class: int, value_id: int) -> int:
         """Read a numeric setting (SSL_get_value_uint): the idle timeout (ms;

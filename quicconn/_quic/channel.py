@@ -37,6 +37,7 @@ from .._constants import (
     POLL_EVENT_OSB,
     POLL_EVENT_OSU,
     POLL_EVENT_W,
+    QUIC_LOCAL_ERR_IDLE_TIMEOUT,
     SHUTDOWN_FLAG_NO_STREAM_FLUSH,
     SHUTDOWN_FLAG_RAPID,
     SHUTDOWN_FLAG_WAIT_PEER,
@@ -299,7 +300,11 @@ class Channel:
         # the peer's code, so the send part is reset locally (OpenSSL reports
         # RESET_LOCAL with that code).
         if record.send_state is not None and record.reset_sent_code is None:
-            if record.send_state in (SendState.READY, SendState.SEND, SendState.DATA_SENT):
+            if record.send_state in (
+                SendState.READY,
+                SendState.SEND,
+                SendState.DATA_SENT,
+            ):
                 record.reset_sent_code = error_code
                 record.send_event(SendEvent.RESET)
 
@@ -400,7 +405,7 @@ class Channel:
                 Condition.VERIFICATION_FAILED,
                 f"certificate verification failed: {info.reason}{hint}",
             )
-        if info.is_local and info.reason == "Idle timeout":
+        if info.is_local and info.error_code == QUIC_LOCAL_ERR_IDLE_TIMEOUT:
             return QuicFailure(
                 Condition.CONNECTION_CLOSED,
                 f"handshake timed out: no answer from {self.describe_peer()} within "
@@ -590,14 +595,20 @@ class Channel:
                 Condition.STREAM_UNUSABLE,
                 f"stream {record.stream_id} is receive-only; it cannot be reset",
             )
-        if record.reset_sent_code is not None:
-            return  # later calls succeed and keep the first code
         if record.stop_received_code is not None:
             raise QuicFailure(
                 Condition.STREAM_STOPPED_BY_PEER,
                 f"stream {record.stream_id} was already reset after the peer's "
                 f"STOP_SENDING (error code {record.stop_received_code})",
                 error_code=record.stop_received_code,
+            )
+        if record.reset_sent_code is not None:
+            # OpenSSL 3.5 fails a second reset (SSL_ERROR_SSL), whether the
+            # first was the application's or the answer to STOP_SENDING.
+            raise QuicFailure(
+                Condition.STREAM_UNUSABLE,
+                f"stream {record.stream_id} was already reset "
+                f"(error code {record.reset_sent_code})",
             )
         if record.concluded:
             raise QuicFailure(

@@ -278,9 +278,11 @@ def poll_events(stream: StreamView, conn_failed: bool, write_space: int) -> int:
         if recv in RESET_RECEIVED or (conn_failed and not readable and not fin):
             events |= POLL_EVENT_ER
     send = stream.send_state
-    if send is not None and send not in RESET_SENT:
+    if send is not None and stream.stop_received_code is not None:
+        events |= POLL_EVENT_EW
+    elif send is not None and send not in RESET_SENT:
         concluded = send in FIN_SENT
-        if stream.stop_received_code is not None or (conn_failed and not concluded):
+        if conn_failed and not concluded:
             events |= POLL_EVENT_EW
         elif not conn_failed and not concluded and write_space > 0:
             events |= POLL_EVENT_W

@@ -91,7 +91,10 @@ class Adapter:
     def record(self, label: str, obs: Obs, *, snapshot: bool = True) -> Obs:
         step: list[Any] = [label, obs]
         if snapshot and self.snapshots and self.conn is not None:
-            step.append(self.event_state())
+            timeout, read, write = self.event_state()
+            # Exact deadlines differ by design (ACK delays, PTO estimates):
+            # between calls only "a timer is armed" is compared.
+            step.append(["inf" if timeout == "inf" else "armed", read, write])
         self.trace.append(step)
         return obs
 
@@ -226,7 +229,9 @@ class OpenSSLClient(Adapter):
 
         cb = NEW_SESSION_CB(on_new)
         self._callbacks.append(cb)
-        lib.SSL_CTX_ctrl(self.ctx, SSL_CTRL_SET_SESS_CACHE_MODE, SSL_SESS_CACHE_CLIENT, None)
+        lib.SSL_CTX_ctrl(
+            self.ctx, SSL_CTRL_SET_SESS_CACHE_MODE, SSL_SESS_CACHE_CLIENT, None
+        )
         lib.SSL_CTX_sess_set_new_cb(self.ctx, cb)
 
     def free_all(self) -> None:
@@ -288,7 +293,8 @@ class OpenSSLClient(Adapter):
 
     def get_blocking_mode(self, obj: str) -> Obs:
         return self.record(
-            "SSL_get_blocking_mode", ["ok", self.lib.SSL_get_blocking_mode(self.obj(obj))]
+            "SSL_get_blocking_mode",
+            ["ok", self.lib.SSL_get_blocking_mode(self.obj(obj))],
         )
 
     def is_init_finished(self) -> Obs:
@@ -329,7 +335,9 @@ class OpenSSLClient(Adapter):
 
     def stream_conclude(self, obj: str) -> Obs:
         ssl = self.obj(obj)
-        return self._int("SSL_stream_conclude", self.lib.SSL_stream_conclude(ssl, 0), ssl)
+        return self._int(
+            "SSL_stream_conclude", self.lib.SSL_stream_conclude(ssl, 0), ssl
+        )
 
     def stream_reset(self, obj: str, code: int) -> Obs:
         ssl = self.obj(obj)
@@ -437,14 +445,20 @@ class OpenSSLClient(Adapter):
             "SSL_net_read_desired/write_desired",
             [
                 "ok",
-                [self.lib.SSL_net_read_desired(ssl), self.lib.SSL_net_write_desired(ssl)],
+                [
+                    self.lib.SSL_net_read_desired(ssl),
+                    self.lib.SSL_net_write_desired(ssl),
+                ],
             ],
         )
 
     def poll_descriptors(self, obj: str = "C") -> Obs:
         ssl = self.obj(obj)
         out = []
-        for fn in (self.lib.SSL_get_rpoll_descriptor, self.lib.SSL_get_wpoll_descriptor):
+        for fn in (
+            self.lib.SSL_get_rpoll_descriptor,
+            self.lib.SSL_get_wpoll_descriptor,
+        ):
             desc = BIO_POLL_DESCRIPTOR()
             ret = fn(ssl, byref(desc))
             fd = desc.value.fd
@@ -457,14 +471,18 @@ class OpenSSLClient(Adapter):
 
     def shutdown(self, flags: int, code: int = 0, reason: str = "") -> Obs:
         args = SSL_SHUTDOWN_EX_ARGS(code, reason.encode())
-        ret = self.lib.SSL_shutdown_ex(self.conn, flags, byref(args), ctypes.sizeof(args))
+        ret = self.lib.SSL_shutdown_ex(
+            self.conn, flags, byref(args), ctypes.sizeof(args)
+        )
         if ret >= 0:
             return self.record("SSL_shutdown_ex", ["ok", ret])
         return self.record("SSL_shutdown_ex", [*self._err(self.conn, ret), ret])
 
     def close_info(self) -> Obs:
         info = SSL_CONN_CLOSE_INFO()
-        ret = self.lib.SSL_get_conn_close_info(self.conn, byref(info), ctypes.sizeof(info))
+        ret = self.lib.SSL_get_conn_close_info(
+            self.conn, byref(info), ctypes.sizeof(info)
+        )
         if ret != 1:
             return self.record("SSL_get_conn_close_info", ["ok", None])
         reason = (info.reason or b"")[: info.reason_len].decode("latin-1")
@@ -474,7 +492,9 @@ class OpenSSLClient(Adapter):
         )
 
     def key_update(self, kind: int) -> Obs:
-        return self._int("SSL_key_update", self.lib.SSL_key_update(self.conn, kind), self.conn)
+        return self._int(
+            "SSL_key_update", self.lib.SSL_key_update(self.conn, kind), self.conn
+        )
 
     def get_value(self, obj: str, cls: int, vid: int) -> Obs:
         ssl = self.obj(obj)
@@ -502,7 +522,8 @@ class OpenSSLClient(Adapter):
         )
         self.lib.ERR_clear_error()
         return self.record(
-            "SSL_poll", ["ok", [ret, count.value, [arr[i].revents for i in range(len(items))]]]
+            "SSL_poll",
+            ["ok", [ret, count.value, [arr[i].revents for i in range(len(items))]]],
         )
 
     def get_error(self, obj: str, ret: int = 0) -> Obs:
@@ -531,7 +552,15 @@ class OpenSSLClient(Adapter):
         name = lib.SSL_CIPHER_get_name(cipher).decode() if cipher else None
         return self.record(
             "SSL_get0_alpn_selected/get_current_cipher/session_reused/get_verify_result",
-            ["ok", [alpn, name, lib.SSL_session_reused(ssl), lib.SSL_get_verify_result(ssl)]],
+            [
+                "ok",
+                [
+                    alpn,
+                    name,
+                    lib.SSL_session_reused(ssl),
+                    lib.SSL_get_verify_result(ssl),
+                ],
+            ],
         )
 
     def verify_result(self) -> Obs:
@@ -546,7 +575,9 @@ class OpenSSLClient(Adapter):
         all_ret = lib.SSL_get_all_async_fds(ssl, None, byref(num))
         nadd = c_size_t()
         ndel = c_size_t()
-        changed_ret = lib.SSL_get_changed_async_fds(ssl, None, byref(nadd), None, byref(ndel))
+        changed_ret = lib.SSL_get_changed_async_fds(
+            ssl, None, byref(nadd), None, byref(ndel)
+        )
         status = c_int(-1)
         status_ret = lib.SSL_get_async_status(ssl, byref(status))
         lib.ERR_clear_error()
@@ -681,12 +712,17 @@ class QuicconnClient(Adapter):
         return self._call("SSL_connect", self.conn, self.conn.connect, lambda v: 1)
 
     def do_handshake(self) -> Obs:
-        return self._call("SSL_do_handshake", self.conn, self.conn.do_handshake, lambda v: 1)
+        return self._call(
+            "SSL_do_handshake", self.conn, self.conn.do_handshake, lambda v: 1
+        )
 
     def set_blocking_mode(self, obj: str, blocking: bool) -> Obs:
         o = self.obj(obj)
         return self._call(
-            "SSL_set_blocking_mode", o, lambda: o.set_blocking_mode(blocking), lambda v: 1
+            "SSL_set_blocking_mode",
+            o,
+            lambda: o.set_blocking_mode(blocking),
+            lambda v: 1,
         )
 
     def get_blocking_mode(self, obj: str) -> Obs:
@@ -695,7 +731,9 @@ class QuicconnClient(Adapter):
         )
 
     def is_init_finished(self) -> Obs:
-        return self.record("SSL_is_init_finished", ["ok", int(self.conn.is_init_finished())])
+        return self.record(
+            "SSL_is_init_finished", ["ok", int(self.conn.is_init_finished())]
+        )
 
     def read(self, obj: str, n: int, *, peek: bool = False) -> Obs:
         o = self.obj(obj)
@@ -721,7 +759,9 @@ class QuicconnClient(Adapter):
 
     def stream_reset(self, obj: str, code: int) -> Obs:
         o = self.obj(obj)
-        return self._call("SSL_stream_reset", o, lambda: o.stream_reset(code), lambda v: 1)
+        return self._call(
+            "SSL_stream_reset", o, lambda: o.stream_reset(code), lambda v: 1
+        )
 
     @staticmethod
     def _code(value: int | None, state: int) -> list[Any]:
@@ -799,7 +839,8 @@ class QuicconnClient(Adapter):
 
     def accept_queue_len(self) -> Obs:
         return self.record(
-            "SSL_get_accept_stream_queue_len", ["ok", self.conn.get_accept_stream_queue_len()]
+            "SSL_get_accept_stream_queue_len",
+            ["ok", self.conn.get_accept_stream_queue_len()],
         )
 
     def set_default_stream_mode(self, mode: int) -> Obs:
@@ -826,7 +867,9 @@ class QuicconnClient(Adapter):
 
     def event_timeout(self, obj: str = "C") -> Obs:
         o = self.obj(obj)
-        return self._call("SSL_get_event_timeout", o, o.get_event_timeout, _timeout_kind)
+        return self._call(
+            "SSL_get_event_timeout", o, o.get_event_timeout, _timeout_kind
+        )
 
     def net_desired(self, obj: str = "C") -> Obs:
         o = self.obj(obj)
@@ -845,7 +888,9 @@ class QuicconnClient(Adapter):
                 code = exc.code if isinstance(exc, quicconn.Error) else o.get_error()
                 out.append(["err", code])
                 continue
-            out.append(["ok", "socket" if self.sock and fd == self.sock.fileno() else fd])
+            out.append(
+                ["ok", "socket" if self.sock and fd == self.sock.fileno() else fd]
+            )
         return self.record("SSL_get_rpoll/wpoll_descriptor", ["ok", out])
 
     def shutdown(self, flags: int, code: int = 0, reason: str = "") -> Obs:
@@ -865,7 +910,9 @@ class QuicconnClient(Adapter):
 
     def key_update(self, kind: int) -> Obs:
         conn = self.conn
-        return self._call("SSL_key_update", conn, lambda: conn.key_update(kind), lambda v: 1)
+        return self._call(
+            "SSL_key_update", conn, lambda: conn.key_update(kind), lambda v: 1
+        )
 
     def get_value(self, obj: str, cls: int, vid: int) -> Obs:
         o = self.obj(obj)
@@ -916,7 +963,9 @@ class QuicconnClient(Adapter):
         )
 
     def verify_result(self) -> Obs:
-        return self.record("SSL_get_verify_result", ["ok", self.conn.get_verify_result()])
+        return self.record(
+            "SSL_get_verify_result", ["ok", self.conn.get_verify_result()]
+        )
 
     def async_state(self, obj: str = "C") -> Obs:
         o = self.obj(obj)
@@ -943,7 +992,10 @@ class QuicconnClient(Adapter):
     def inject_net_dgram(self, data: bytes) -> Obs:
         conn = self.conn
         return self._call(
-            "SSL_inject_net_dgram", conn, lambda: conn.inject_net_dgram(data), lambda v: 1
+            "SSL_inject_net_dgram",
+            conn,
+            lambda: conn.inject_net_dgram(data),
+            lambda v: 1,
         )
 
     def get1_session(self) -> Any:

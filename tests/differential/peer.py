@@ -216,7 +216,9 @@ class Peer:
         flags = quicconn.WRITE_FLAG_CONCLUDE if fin else 0
         self.call(lambda p: p._stream(stream_id).write_ex2(data, flags))
 
-    def open_stream(self, uni: bool = False, data: bytes = b"", fin: bool = False) -> int:
+    def open_stream(
+        self, uni: bool = False, data: bytes = b"", fin: bool = False
+    ) -> int:
         def run(p: Peer) -> int:
             assert p.conn is not None
             flags = quicconn.STREAM_FLAG_UNI if uni else 0
@@ -247,7 +249,8 @@ class Peer:
         def run(p: Peer) -> None:
             assert p.conn is not None
             p.conn.shutdown(
-                quicconn.SHUTDOWN_FLAG_NO_BLOCK | quicconn.SHUTDOWN_FLAG_NO_STREAM_FLUSH,
+                quicconn.SHUTDOWN_FLAG_NO_BLOCK
+                | quicconn.SHUTDOWN_FLAG_NO_STREAM_FLUSH,
                 code,
                 reason,
             )
@@ -266,10 +269,14 @@ class Peer:
         result: tuple[bytes, bool, int | None] = self.call(run)
         return result
 
-    def stop(self) -> None:
+    def freeze(self) -> None:
+        """Stop answering (a blackhole): the socket stays open, unread."""
         self._running = False
         os.write(self._wake_w, b"x")
         self._thread.join(5)
+
+    def stop(self) -> None:
+        self.freeze()
         conn = self.conn
         if conn is not None:
             conn.free()

@@ -20,10 +20,18 @@ from interop.peers import PeerInstallError, openssl35_command
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run_scenarios(certdir: Path, names: list[str], timeout: float = 300) -> dict[str, Any]:
+def run_scenarios(
+    certdir: Path, names: list[str], timeout: float = 300
+) -> dict[str, Any]:
     """Run ``names`` (all if empty); the decoded JSON of ``run.py``."""
     command, extra = openssl35_command(
-        [os.path.realpath(sys.executable), "-m", "tests.differential.run", str(certdir), *names]
+        [
+            os.path.realpath(sys.executable),
+            "-m",
+            "tests.differential.run",
+            str(certdir),
+            *names,
+        ]
     )
     env = dict(os.environ)
     env.update(extra)

@@ -31,7 +31,7 @@ from aioquic.tls import SessionTicket
 from ..._asyncjob.job import JobHost, Resumed
 from ..._errors import ConnCloseInfo
 from ..interface import Address, CoreSink
-from ..rules import negotiated_idle_timeout
+from ..rules import idle_timeout_close, negotiated_idle_timeout
 from ..settings import CoreSettings
 from ..wire import trailing_reset_token
 from .config import build_configuration
@@ -235,13 +235,16 @@ class AioquicCore:
             close = quic.close_started()
             if close is not None:
                 self._closing_reported = True
-                self.close_info = ConnCloseInfo(
-                    error_code=close.error_code,
-                    frame_type=close.frame_type,
-                    reason=close.reason_phrase,
-                    is_local=not quic.is_draining(),
-                    is_transport=close.frame_type is not None,
-                )
+                if quic.closed_by_idle_timeout():
+                    self.close_info = idle_timeout_close()
+                else:
+                    self.close_info = ConnCloseInfo(
+                        error_code=close.error_code,
+                        frame_type=close.frame_type,
+                        reason=close.reason_phrase,
+                        is_local=not quic.is_draining(),
+                        is_transport=close.frame_type is not None,
+                    )
                 self._sink.on_closing(self.close_info)
         if not self._terminated_reported and quic.is_terminated():
             self._terminated_reported = True
