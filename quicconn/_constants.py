@@ -152,6 +152,9 @@ POLL_EVENT_I = POLL_EVENT_IS | POLL_EVENT_IC
 POLL_EVENT_OS = POLL_EVENT_OSB | POLL_EVENT_OSU
 POLL_EVENT_OSE = POLL_EVENT_OS | POLL_EVENT_EC
 POLL_FLAG_NO_HANDLE_EVENTS = 1 << 0
+#: A quicconn extension: a DATAGRAM frame (RFC 9221) is waiting for
+#: recv_datagram().  Far above OpenSSL's bits, which end at OSU (1 << 12).
+POLL_EVENT_DGRAM = 1 << 24
 
 # SSL_get_early_data_status() results.
 EARLY_DATA_NOT_SENT = 0
@@ -258,6 +261,7 @@ __all__ = [
     "MODE_ASYNC",
     "MODE_AUTO_RETRY",
     "MODE_ENABLE_PARTIAL_WRITE",
+    "POLL_EVENT_DGRAM",
     "POLL_EVENT_E",
     "POLL_EVENT_EC",
     "POLL_EVENT_ECD",

@@ -71,6 +71,9 @@ class Capability(enum.Enum):
     KEYLOG = "key log (SSLKEYLOGFILE format)"
     #: HTTP/3 framing and QPACK (:class:`H3Codec`).
     HTTP3 = "HTTP/3 codec"
+    #: Unreliable DATAGRAM frames (RFC 9221): :meth:`Core.send_datagram_frame`,
+    #: :meth:`Core.max_datagram_payload`, :meth:`CoreSink.on_datagram_frame`.
+    DATAGRAMS = "DATAGRAM frames (RFC 9221)"
 
 
 class CoreSink(Protocol):
@@ -102,6 +105,9 @@ class CoreSink(Protocol):
 
     def on_closing(self, info: ConnCloseInfo) -> None:
         """A close began, locally or by the peer (once per connection)."""
+
+    def on_datagram_frame(self, data: bytes) -> None:
+        """A DATAGRAM frame's payload arrived (Capability.DATAGRAMS)."""
 
     def on_terminated(self) -> None:
         """The closing or draining period ended: nothing more is sent."""
@@ -262,6 +268,17 @@ class Core(Protocol):
 
     def forget_stream(self, stream_id: int) -> None:
         """Drop per-stream bookkeeping of a discarded stream."""
+
+    # -- DATAGRAM frames (Capability.DATAGRAMS) --------------------------------
+
+    def max_datagram_payload(self) -> int:
+        """The largest DATAGRAM payload that may be sent now: what the peer's
+        max_datagram_frame_size and one packet on the path allow (0: none,
+        e.g. the peer did not enable DATAGRAM frames)."""
+
+    def send_datagram_frame(self, data: bytes) -> None:
+        """Queue one DATAGRAM frame (the caller checked the size); it is
+        sent once and never retransmitted."""
 
     # -- connection-wide ------------------------------------------------------
 

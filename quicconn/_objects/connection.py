@@ -51,6 +51,7 @@ from .binding import Binding
 from .call import api
 from .client_setup import ClientSetup
 from .context_settings import ContextSettings, channel_config
+from .datagrams import DatagramSurface
 from .kinds import QuicObjectKind
 from .session import Session
 from .stream import Stream, StreamHandle, check_error_code, open_stream
@@ -70,7 +71,12 @@ _SHUTDOWN_FLAGS = (
 
 
 class Connection(
-    ClientSetup, ConnectionEvents, AsyncSurface, ValueSurface, QuicObjectKind
+    ClientSetup,
+    ConnectionEvents,
+    AsyncSurface,
+    ValueSurface,
+    DatagramSurface,
+    QuicObjectKind,
 ):
     """A QUIC connection (``SSL_new`` on a QUIC context).
 

@@ -207,6 +207,23 @@ class ContextSettings(ContextBase):
             raise ValueError("max_datagram_size must be between 1200 and 65527")
         self._settings.max_datagram_size = size
 
+    def set_max_datagram_frame_size(self, size: int | None) -> None:
+        """Offer DATAGRAM frames (RFC 9221) up to ``size`` bytes each (a
+        quicconn extension; OpenSSL has no DATAGRAM support).
+
+        ``size`` is the max_datagram_frame_size transport parameter: the
+        largest frame (type, length and payload) this endpoint accepts;
+        None (the default) or 0 does not offer DATAGRAM frames.  A
+        connection can send them only if the peer offered them too.
+        """
+        if size is not None and (not isinstance(size, int) or size < 0):
+            raise ValueError(f"max_datagram_frame_size is a non-negative int: {size!r}")
+        self._settings.max_datagram_frame_size = size or None
+
+    def get_max_datagram_frame_size(self) -> int | None:
+        """The DATAGRAM frame size offered, or None (DATAGRAM frames off)."""
+        return self._settings.max_datagram_frame_size
+
     @property
     def max_data(self) -> int:
         """Connection receive window, bytes, kept ahead of what was read."""
@@ -343,10 +360,12 @@ class ContextSettings(ContextBase):
         return settings
 
     def _needs(self) -> frozenset[Capability]:
-        role = Capability.CLIENT if self.role is Role.CLIENT else Capability.SERVER
+        needs = {Capability.CLIENT if self.role is Role.CLIENT else Capability.SERVER}
         if self._mode & MODE_ASYNC and self._async_engine is not None:
-            return frozenset({role, Capability.ASYNC_SIGN})
-        return frozenset({role})
+            needs.add(Capability.ASYNC_SIGN)
+        if self._settings.max_datagram_frame_size:
+            needs.add(Capability.DATAGRAMS)
+        return frozenset(needs)
 
 
 def channel_config(ctx: ContextSettings) -> ChannelConfig:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -29,6 +30,7 @@ from .._constants import (
     DEFAULT_STREAM_MODE_NONE,
     INCOMING_STREAM_POLICY_REJECT,
     POLL_EVENT_EC,
+    POLL_EVENT_DGRAM,
     POLL_EVENT_ECD,
     POLL_EVENT_IS,
     POLL_EVENT_ISB,
@@ -59,6 +61,8 @@ from .streams import Disposition, StreamMap, StreamRecord
 
 #: RFC 9000, section 20.1: a frame received in a state that does not allow it.
 _STREAM_STATE_ERROR = 0x5
+#: Received datagrams kept for the application; the oldest go first.
+DATAGRAM_QUEUE_LIMIT = 1024
 
 
 class ConnState(enum.Enum):
@@ -144,6 +148,10 @@ class Channel:
         self.observer: ChannelObserver | None = None
         #: Depth of :meth:`batched_output` blocks: writes wait for the end.
         self._output_batching = 0
+        #: Received DATAGRAM payloads not yet taken (RFC 9221), oldest first;
+        #: bounded: when full, the oldest is dropped (they are unreliable).
+        self.datagrams: deque[bytes] = deque()
+        self.datagrams_dropped = 0
 
     # ==================================================================
     # lifecycle
@@ -319,6 +327,12 @@ class Channel:
     def on_closing(self, info: ConnCloseInfo) -> None:
         self.close_info = info
         self._advance(ConnEvent.CLOSE_BEGAN)
+
+    def on_datagram_frame(self, data: bytes) -> None:
+        if len(self.datagrams) >= DATAGRAM_QUEUE_LIMIT:
+            self.datagrams.popleft()
+            self.datagrams_dropped += 1
+        self.datagrams.append(data)
 
     def on_terminated(self) -> None:
         self._advance(ConnEvent.TERMINATED)
@@ -662,6 +676,44 @@ class Channel:
                     reactor.flush()
 
     # ==================================================================
+    # DATAGRAM frames (RFC 9221)
+    # ==================================================================
+
+    def datagrams_enabled(self) -> bool:
+        return self.settings.max_datagram_frame_size is not None
+
+    def max_datagram_payload(self) -> int:
+        core = self.core
+        if core is None or not self.datagrams_enabled() or self.terminating:
+            return 0
+        return core.max_datagram_payload()
+
+    def send_datagram(self, data: bytes) -> None:
+        """Queue one DATAGRAM frame: sent once, never retransmitted."""
+        self.check_mutation_allowed()
+        limit = self.max_datagram_payload()
+        if limit == 0:
+            raise ValueError(
+                "the peer does not accept DATAGRAM frames (it sent no "
+                "max_datagram_frame_size transport parameter)"
+            )
+        if len(data) > limit:
+            raise ValueError(
+                f"a {len(data)}-byte datagram exceeds the {limit} bytes that the "
+                "peer's max_datagram_frame_size and one packet allow "
+                "(get_max_datagram_size()); nothing was sent"
+            )
+        self.require_core().send_datagram_frame(data)
+        self.send_soon()
+
+    def take_datagram(self) -> bytes | None:
+        """The oldest received datagram; None if none (an attempt)."""
+        if self.datagrams:
+            return self.datagrams.popleft()
+        self.raise_if_failed()
+        return None
+
+    # ==================================================================
     # opening, accepting and releasing streams
     # ==================================================================
 
@@ -846,6 +898,8 @@ class Channel:
             revents |= POLL_EVENT_EC
             if self.terminated:
                 revents |= POLL_EVENT_ECD
+        if events & POLL_EVENT_DGRAM and self.datagrams:
+            revents |= POLL_EVENT_DGRAM
         if events & POLL_EVENT_IS:
             for queued in self.streams.accept_queue:
                 revents |= POLL_EVENT_ISU if queued.is_uni else POLL_EVENT_ISB
@@ -862,6 +916,7 @@ class Channel:
 
 
 __all__ = [
+    "DATAGRAM_QUEUE_LIMIT",
     "Channel",
     "ChannelConfig",
     "ChannelObserver",

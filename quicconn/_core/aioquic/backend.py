@@ -49,6 +49,7 @@ class AioquicBackend:
             Capability.QLOG,
             Capability.KEYLOG,
             Capability.HTTP3,
+            Capability.DATAGRAMS,
         }
     )
 

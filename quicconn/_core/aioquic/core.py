@@ -43,6 +43,15 @@ logger = logging.getLogger("quicconn.core")
 TIMER_SLACK = 1e-6
 
 
+def _varint_size(value: int) -> int:
+    """Bytes of a QUIC variable-length integer (RFC 9000, section 16)."""
+    if value < 0x40:
+        return 1
+    if value < 0x4000:
+        return 2
+    return 4 if value < 0x40000000 else 8
+
+
 class AioquicCore:
     """One QUIC connection's protocol state, driven by the reactor.
 
@@ -212,6 +221,8 @@ class AioquicCore:
                 sink.on_stream_reset(event.stream_id, event.error_code)
             elif isinstance(event, quic_events.StopSendingReceived):
                 sink.on_stop_sending(event.stream_id, event.error_code)
+            elif isinstance(event, quic_events.DatagramFrameReceived):
+                sink.on_datagram_frame(event.data)
             elif isinstance(event, quic_events.HandshakeCompleted):
                 self.handshake_complete = True
                 self.alpn_protocol = event.alpn_protocol
@@ -285,6 +296,26 @@ class AioquicCore:
     def peer_max_datagram_frame_size(self) -> int | None:
         """The peer's max_datagram_frame_size transport parameter, if sent."""
         return self._quic.peer_max_datagram_frame_size()
+
+    def max_datagram_payload(self) -> int:
+        """The largest DATAGRAM payload that fits the peer's limit and one
+        1-RTT packet (aioquic would hold a larger one at the head of its
+        queue forever, so the channel refuses it instead)."""
+        quic = self._quic
+        peer = quic.peer_max_datagram_frame_size()
+        if peer is None or not self.handshake_complete:
+            return 0
+        # The frame: type (1 byte) and a length varint, then the payload.
+        frame_limit = peer - 1 - _varint_size(peer)
+        # One short-header packet: flags, the longest connection ID (20),
+        # the longest packet number (4), the AEAD tag (16); then the frame's
+        # type and a 2-byte length.
+        packet_limit = quic.configuration.max_datagram_size - (1 + 20 + 4 + 16) - 3
+        return max(0, min(frame_limit, packet_limit))
+
+    def send_datagram_frame(self, data: bytes) -> None:
+        """Queue a DATAGRAM frame; aioquic sends it once, never again."""
+        self._quic.send_datagram_frame(data)
 
     def negotiated_idle_timeout(self) -> float | None:
         """The effective idle timeout: the smaller non-zero of both requests."""
