@@ -547,18 +547,18 @@ class Channel:
                 f"stream {record.stream_id} is receive-only; it cannot be written",
             )
         self.check_mutation_allowed()
-        if record.reset_sent_code is not None:
-            raise QuicFailure(
-                Condition.STREAM_UNUSABLE,
-                f"stream {record.stream_id} was reset locally "
-                f"(error code {record.reset_sent_code})",
-            )
         if record.stop_received_code is not None:
             raise QuicFailure(
                 Condition.STREAM_STOPPED_BY_PEER,
                 f"stream {record.stream_id}: the peer asked to stop sending "
                 f"(STOP_SENDING, error code {record.stop_received_code})",
                 error_code=record.stop_received_code,
+            )
+        if record.reset_sent_code is not None:
+            raise QuicFailure(
+                Condition.STREAM_UNUSABLE,
+                f"stream {record.stream_id} was reset locally "
+                f"(error code {record.reset_sent_code})",
             )
         if record.concluded:
             raise QuicFailure(
