@@ -204,6 +204,7 @@ def QUIC_ERR_CRYPTO_ERR(alert: int) -> int:  # noqa: N802 (OpenSSL's macro name)
         raise ValueError(f"a TLS alert is a byte, not {alert!r}")
     return QUIC_ERR_CRYPTO_ERR_BEGIN + alert
 
+
 # QUIC versions (RFC 9000, RFC 9369).  OpenSSL has no public API to choose
 # them; see Context.set_quic_versions().
 QUIC_VERSION_1 = 0x00000001

@@ -55,7 +55,7 @@ from .datagrams import DatagramSurface
 from .kinds import QuicObjectKind
 from .session import Session
 from .stream import Stream, StreamHandle, check_error_code, open_stream
-from .surface import ConnectionEvents
+from .surface import EventSurface
 from .values import ValueSurface
 
 if TYPE_CHECKING:
@@ -72,7 +72,7 @@ _SHUTDOWN_FLAGS = (
 
 class Connection(
     ClientSetup,
-    ConnectionEvents,
+    EventSurface,
     AsyncSurface,
     ValueSurface,
     DatagramSurface,
@@ -132,10 +132,10 @@ class Connection(
         core = channel.core
         return None if core is None else core.peer_address()
 
-    def _connection_started(self) -> bool:
+    def _io_started(self) -> bool:
         return self._channel.started
 
-    def _waiting_to_start(self) -> bool:
+    def _due_before_first_tick(self) -> bool:
         return self._channel.is_client and not self._channel.started
 
     def _context_engine(self) -> Any:

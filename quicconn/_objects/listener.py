@@ -206,10 +206,6 @@ class Listener(EventSurface, QuicObjectKind):
             )
         return client_on_reactor(client_ctx, self._require_reactor())
 
-    def net_read_desired(self) -> bool:
-        """True while the listener has a socket to read (SSL_net_read_desired)."""
-        return self._reactor is not None
-
     def set_blocking_mode(self, blocking: bool) -> None:
         """Blocking (default) or nonblocking accepts (SSL_set_blocking_mode)."""
         self._blocking = bool(blocking)

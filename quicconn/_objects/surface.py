@@ -52,9 +52,16 @@ class EventSurface:
 
         Mirrors SSL_get_event_timeout (``None`` is OpenSSL's
         ``is_infinite``).  It covers every connection on the same socket.
+        As in OpenSSL 3.5, a listener, or a client connection whose
+        handshake has not started, is due at once (0.0) until its socket's
+        first event handling.
         """
         reactor = self._events_reactor()
-        return None if reactor is None else reactor.timeout()
+        if reactor is None:
+            return None
+        if not reactor.ticked and self._due_before_first_tick():
+            return 0.0
+        return reactor.timeout()
 
     def _inject_default_peer(self) -> Address | None:
         """Where an injected datagram comes from when no ``peer`` is given."""
@@ -84,6 +91,26 @@ class EventSurface:
             raise ValueError("inject_net_dgram() needs the peer address it came from")
         self._require_events_reactor().inject(bytes(data), tuple(addr))
 
+    def _io_started(self) -> bool:
+        """The object started network I/O of its own (a handshake)."""
+        return False
+
+    def _due_before_first_tick(self) -> bool:
+        """Whether, before its reactor's first tick, the object is due at once."""
+        return True
+
+    def net_read_desired(self) -> bool:
+        """Whether the object wants to read the network (SSL_net_read_desired).
+
+        As in OpenSSL 3.5: from the first event handling on its socket (or
+        a connection's handshake start) on, and still after a connection
+        terminated; False before.
+        """
+        reactor = self._events_reactor()
+        if reactor is None:
+            return False
+        return reactor.ticked or self._io_started()
+
     def net_write_desired(self) -> bool:
         """Whether datagrams wait for the socket to drain (SSL_net_write_desired)."""
         reactor = self._events_reactor()
@@ -102,59 +129,4 @@ class EventSurface:
         return self._require_events_reactor().transport.fileno()
 
 
-class ConnectionEvents(EventSurface):
-    """The event surface of a connection: OpenSSL's edges of its life.
-
-    Before the handshake starts, a client connection with a transport is
-    due at once (``get_event_timeout() == 0.0``) and does not want to read,
-    until its first event handling; from then on, including after it
-    terminated, it wants to read (``SSL_net_read_desired`` is 1).
-    """
-
-    #: handle_events() ran on this object (OpenSSL's reactor then reads).
-    _ticked = False
-
-    def _connection_started(self) -> bool:
-        """The handshake started."""
-        raise NotImplementedError
-
-    def _waiting_to_start(self) -> bool:
-        """A client whose handshake has not started yet."""
-        raise NotImplementedError
-
-    def net_read_desired(self) -> bool:
-        """Whether the reactor wants to read the network (SSL_net_read_desired):
-        as in OpenSSL, from the first event handling (the handshake's start,
-        or handle_events()) on, and still after the connection terminated."""
-        return self._connection_started() or self._ticked
-
-    @api
-    def handle_events(self) -> None:
-        """Perform one tick: timers, receive, send (SSL_handle_events).
-
-        Never blocks and never raises for network trouble; failures surface
-        on the next I/O call.  A no-op before a transport is set.
-        """
-        reactor = self._events_reactor()
-        if reactor is not None:
-            self._ticked = True
-            reactor.tick()
-
-    @api
-    def get_event_timeout(self) -> float | None:
-        """Seconds until :meth:`handle_events` is due; 0.0 if now, None if never.
-
-        Mirrors SSL_get_event_timeout (``None`` is OpenSSL's
-        ``is_infinite``); it covers every connection on the same socket.  A
-        client with a transport whose handshake has not started is due at
-        once (0.0) until its first handle_events(), as in OpenSSL.
-        """
-        reactor = self._events_reactor()
-        if reactor is None:
-            return None
-        if not self._ticked and self._waiting_to_start():
-            return 0.0
-        return reactor.timeout()
-
-
-__all__ = ["ConnectionEvents", "EventSurface"]
+__all__ = ["EventSurface"]

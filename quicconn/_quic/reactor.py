@@ -74,6 +74,9 @@ class Reactor:
         self._tick_thread: int | None = None
         #: True during a tick made inside block_until (a blocking call).
         self.blocking_tick = False
+        #: A tick ran: OpenSSL's reactor then wants to read, and a listener
+        #: or an unstarted client stops being "due at once".
+        self.ticked = False
         #: Datagrams handed in by the application (SSL_inject_net_dgram),
         #: processed by the next tick before the socket's.
         self._injected: list[tuple[bytes, Address]] = []
@@ -132,6 +135,7 @@ class Reactor:
         """One round of event handling (``SSL_handle_events``).  Lock held."""
         if self.closed:
             return
+        self.ticked = True
         me = threading.get_ident()
         if me != self._tick_thread:
             if self._tick_thread is not None:

@@ -80,7 +80,7 @@ class Adapter:
         key = self._key(obj)
         if key not in self._names:
             count = sum(1 for n in self._names.values() if n[0] == prefix[0])
-            name = prefix if prefix == "C" else f"{prefix}{count}"
+            name = prefix if prefix in ("C", "L") else f"{prefix}{count}"
             self._names[key] = name
             self._objects[name] = obj
         return self._names[key]
@@ -105,6 +105,13 @@ class Adapter:
     def connect_socket(self, address: tuple[str, int]) -> socket.socket:
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         sock.connect(address)
+        sock.setblocking(False)
+        self.sock = sock
+        return sock
+
+    def bind_socket(self) -> socket.socket:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind(("127.0.0.1", 0))
         sock.setblocking(False)
         self.sock = sock
         return sock
@@ -241,6 +248,9 @@ class OpenSSLClient(Adapter):
         if self.conn:
             self.lib.SSL_free(self.conn)
             self.conn = None
+        listener = self._objects.get("L")
+        if listener:
+            self.lib.SSL_free(listener)
         if self.ctx:
             self.lib.SSL_CTX_free(self.ctx)
             self.ctx = None
@@ -397,7 +407,7 @@ class OpenSSLClient(Adapter):
                     lib.SSL_is_connection(ssl),
                     lib.SSL_is_quic(ssl),
                     lib.SSL_is_listener(ssl),
-                    lib.SSL_is_server(ssl),
+                    None if lib.SSL_is_listener(ssl) else lib.SSL_is_server(ssl),
                     self._names.get(int(conn or 0)),
                 ],
             ],
@@ -612,6 +622,52 @@ class OpenSSLClient(Adapter):
         self.lib.SSL_free(ssl)
         return self.record("SSL_free", ["ok", 1])
 
+    # -- the server side (listeners) -----------------------------------------
+
+    def new_listener(self, flags: int) -> tuple[str, int]:
+        lib = self.lib
+        listener = lib.SSL_new_listener(self.ctx, flags)
+        assert listener, lib.errors()
+        self._name(listener, "L")
+        sock = self.bind_socket()
+        assert lib.SSL_set_fd(listener, sock.fileno()) == 1
+        address: tuple[str, int] = sock.getsockname()
+        return address
+
+    def listen(self) -> Obs:
+        listener = self.obj("L")
+        return self._int("SSL_listen", self.lib.SSL_listen(listener), listener)
+
+    def accept_connection(self, flags: int) -> Obs:
+        lib = self.lib
+        lib.ERR_clear_error()
+        ssl = lib.SSL_accept_connection(self.obj("L"), flags)
+        if not ssl:
+            if not lib.ERR_peek_error():
+                return self.record("SSL_accept_connection", ["null"])
+            return self.record(
+                "SSL_accept_connection", ["null", *self._err(self.obj("L"), 0)]
+            )
+        if self.conn is None:
+            self.conn = ssl
+            self._name(ssl, "C")
+        return self.record("SSL_accept_connection", ["ok", self._names[int(ssl)]])
+
+    def accept_connection_queue_len(self) -> Obs:
+        return self.record(
+            "SSL_get_accept_connection_queue_len",
+            ["ok", self.lib.SSL_get_accept_connection_queue_len(self.obj("L"))],
+        )
+
+    def accept(self) -> Obs:
+        return self._int("SSL_accept", self.lib.SSL_accept(self.conn), self.conn)
+
+    def get0_listener(self, obj: str) -> Obs:
+        found = self.lib.SSL_get0_listener(self.obj(obj))
+        return self.record(
+            "SSL_get0_listener", ["ok", self._names.get(int(found or 0))]
+        )
+
 
 # ===========================================================================
 # quicconn
@@ -692,6 +748,9 @@ class QuicconnClient(Adapter):
         if self.conn is not None:
             self.conn.free()
             self.conn = None
+        listener = self._objects.get("L")
+        if listener is not None:
+            listener.free()
         self._objects.clear()
         self._names.clear()
         self.close()
@@ -802,7 +861,12 @@ class QuicconnClient(Adapter):
 
     def object_kind(self, obj: str) -> Obs:
         o = self.obj(obj)
-        conn = o if isinstance(o, quicconn.Connection) else o.get0_connection()
+        if isinstance(o, quicconn.Connection):
+            conn = o
+        elif isinstance(o, quicconn.Stream):
+            conn = o.get0_connection()
+        else:
+            conn = None
         return self.record(
             "SSL_is_connection/is_quic/is_listener/is_server, SSL_get0_connection",
             [
@@ -811,7 +875,7 @@ class QuicconnClient(Adapter):
                     int(o.is_connection()),
                     int(o.is_quic()),
                     int(o.is_listener()),
-                    int(o.is_server()),
+                    None if o.is_listener() else int(o.is_server()),
                     self._names.get(id(conn)),
                 ],
             ],
@@ -1006,6 +1070,45 @@ class QuicconnClient(Adapter):
         return self._call(
             "SSL_set_session", conn, lambda: conn.set_session(session), lambda v: 1
         )
+
+    # -- the server side (listeners) -----------------------------------------
+
+    def new_listener(self, flags: int) -> tuple[str, int]:
+        sock = self.bind_socket()
+        listener = self.ctx.new_listener(sock, flags)
+        self._name(listener, "L")
+        address: tuple[str, int] = sock.getsockname()
+        return address
+
+    def listen(self) -> Obs:
+        listener = self.obj("L")
+        return self._call("SSL_listen", listener, listener.listen, lambda v: 1)
+
+    def accept_connection(self, flags: int) -> Obs:
+        listener = self.obj("L")
+        try:
+            conn = listener.accept_connection(flags)
+        except quicconn.Error as exc:
+            return self.record("SSL_accept_connection", ["null", "err", exc.code])
+        if conn is None:
+            return self.record("SSL_accept_connection", ["null"])
+        if self.conn is None:
+            self.conn = conn
+            self._name(conn, "C")
+        return self.record("SSL_accept_connection", ["ok", self._names[id(conn)]])
+
+    def accept_connection_queue_len(self) -> Obs:
+        return self.record(
+            "SSL_get_accept_connection_queue_len",
+            ["ok", self.obj("L").get_accept_connection_queue_len()],
+        )
+
+    def accept(self) -> Obs:
+        return self._call("SSL_accept", self.conn, self.conn.accept, lambda v: 1)
+
+    def get0_listener(self, obj: str) -> Obs:
+        found = self.obj(obj).get0_listener()
+        return self.record("SSL_get0_listener", ["ok", self._names.get(id(found))])
 
     def free(self, obj: str) -> Obs:
         o = self._objects.pop(obj)

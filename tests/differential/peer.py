@@ -285,4 +285,126 @@ class Peer:
         os.close(self._wake_w)
 
 
-__all__ = ["Peer", "PeerStream"]
+class ClientPeer:
+    """A quicconn client in a thread: the peer of the server scenarios.
+
+    :meth:`start` begins a nonblocking handshake that the thread carries
+    on; commands run on the thread, as :class:`Peer`'s do.
+    """
+
+    def __init__(
+        self, cafile: str, address: tuple[str, int], *, alpn: list[str]
+    ) -> None:
+        import socket
+
+        ctx = quicconn.Context(quicconn.CLIENT)
+        ctx.load_verify_locations(cafile)
+        ctx.set_alpn_protos(alpn)
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.connect(address)
+        self.conn = quicconn.Connection(ctx)
+        self.conn.set_fd(self.sock)
+        self.conn.set1_host("localhost")
+        self.conn.set_blocking_mode(False)
+        self.connecting = False
+        self.established = False
+        self.received = bytearray()
+        self.fin = False
+        self._commands: queue.Queue[
+            tuple[Callable[[ClientPeer], Any], queue.Queue[Any]]
+        ]
+        self._commands = queue.Queue()
+        self._wake_r, self._wake_w = os.pipe()
+        self._running = True
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while self._running:
+            self._pump()
+            ready, _, _ = select.select([self._wake_r], [], [], 0)
+            if ready:
+                os.read(self._wake_r, 4096)
+            while True:
+                try:
+                    func, reply = self._commands.get_nowait()
+                except queue.Empty:
+                    break
+                try:
+                    result: Any = ("ok", func(self))
+                except BaseException as exc:
+                    result = ("exc", exc)
+                self._pump()
+                reply.put(result)
+            timeout = self.conn.get_event_timeout() if self.connecting else None
+            wait = 0.05 if timeout is None else min(timeout, 0.05)
+            select.select([self.sock, self._wake_r], [], [], wait)
+
+    def _pump(self) -> None:
+        if not self.connecting:
+            return
+        conn = self.conn
+        if not self.established:
+            try:
+                conn.connect()
+            except quicconn.WantReadError:
+                return
+            except quicconn.Error:
+                return
+            self.established = True
+        conn.handle_events()
+        if conn.get_stream_id() is None or self.fin:
+            return
+        while True:
+            try:
+                self.received += conn.read(-1)
+            except quicconn.ZeroReturnError:
+                self.fin = True
+                return
+            except quicconn.Error:
+                return
+
+    def call(self, func: Callable[[ClientPeer], Any], timeout: float = 10.0) -> Any:
+        reply: queue.Queue[Any] = queue.Queue()
+        self._commands.put((func, reply))
+        os.write(self._wake_w, b"x")
+        kind, value = reply.get(timeout=timeout)
+        if kind == "exc":
+            raise value
+        return value
+
+    def start(self) -> None:
+        """Begin the handshake (the first flight goes out now)."""
+
+        def run(p: ClientPeer) -> None:
+            p.connecting = True
+            try:
+                p.conn.connect()
+                p.established = True
+            except quicconn.WantReadError:
+                pass
+
+        self.call(run)
+
+    def wait_established(self, timeout: float = 5.0) -> None:
+        for _ in range(int(timeout / 0.01)):
+            if self.call(lambda p: p.established):
+                return
+            threading.Event().wait(0.01)
+        raise TimeoutError("the client peer never completed its handshake")
+
+    def write(self, data: bytes, fin: bool = False) -> None:
+        flags = quicconn.WRITE_FLAG_CONCLUDE if fin else 0
+        self.call(lambda p: p.conn.write_ex2(data, flags))
+
+    def stop(self) -> None:
+        self._running = False
+        os.write(self._wake_w, b"x")
+        self._thread.join(5)
+        self.conn.free()
+        self.sock.close()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+
+
+__all__ = ["ClientPeer", "Peer", "PeerStream"]

@@ -22,17 +22,26 @@ from typing import Any
 
 from .adapters import Adapter, OpenSSLClient, QuicconnClient
 from .libssl import LibSSL
-from .peer import Peer
+from .peer import ClientPeer, Peer
 from .scenarios import ALPN, SCENARIOS, Env, Scenario
 
 
 def run_one(client: Adapter, scenario: Scenario, env: Env) -> dict[str, Any]:
     peer = env.new_peer(**scenario.peer)
     try:
-        client.new_ctx(cafile=getattr(env, scenario.ca), alpn=scenario.alpn)
-        if scenario.before_conn is not None:
-            scenario.before_conn(client)
-        client.new_conn(peer.address[:2], scenario.host)
+        if scenario.role == "server":
+            client.new_ctx(
+                cafile=None,
+                alpn=scenario.alpn,
+                server=True,
+                certfile=env.certfile,
+                keyfile=env.keyfile,
+            )
+        else:
+            client.new_ctx(cafile=getattr(env, scenario.ca), alpn=scenario.alpn)
+            if scenario.before_conn is not None:
+                scenario.before_conn(client)
+            client.new_conn(peer.address[:2], scenario.host)
         scenario.run(client, peer, env)
         return {"trace": client.trace}
     except Exception:
@@ -62,6 +71,9 @@ def main(argv: list[str]) -> int:
         keyfile=str(certdir / "key.pem"),
         other_cafile=str(certdir / "other-ca.pem"),
         new_peer=new_peer,
+        new_client_peer=lambda address: ClientPeer(
+            str(certdir / "ca.pem"), address, alpn=ALPN
+        ),
     )
     lib = LibSSL()
     results: dict[str, Any] = {}

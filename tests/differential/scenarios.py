@@ -22,7 +22,7 @@ from typing import Any
 import quicconn as q
 
 from .adapters import Adapter
-from .peer import Peer
+from .peer import ClientPeer, Peer
 
 ALPN = ["diff"]
 
@@ -36,6 +36,7 @@ class Env:
     keyfile: str
     other_cafile: str
     new_peer: Callable[..., Peer]
+    new_client_peer: Callable[[tuple[str, int]], ClientPeer]
 
 
 @dataclass
@@ -49,6 +50,9 @@ class Scenario:
     alpn: list[str] = field(default_factory=lambda: list(ALPN))
     #: Set up the context before the connection (new-session callback...).
     before_conn: Callable[[Adapter], None] | None = None
+    #: "server": the adapter is the server (a listener; no connection is
+    #: made for it) and the scenario starts a ClientPeer itself.
+    role: str = "client"
 
 
 SCENARIOS: dict[str, Scenario] = {}
@@ -697,6 +701,97 @@ def async_calls_on_quic(c: Adapter, peer: Peer, env: Env) -> None:
     c.async_state()
     established(c, peer)
     c.async_state()
+
+
+# ===========================================================================
+# the server side: OpenSSL's listener against a quicconn client
+# ===========================================================================
+
+
+def _server_accepts(c: Adapter, env: Env, flags: int) -> ClientPeer:
+    address = c.new_listener(flags)
+    c.object_kind("L")
+    c.net_desired("L")
+    c.event_timeout("L")
+    c.listen()
+    c.accept_connection(q.ACCEPT_CONNECTION_NO_BLOCK)
+    c.accept_connection_queue_len()
+    c.poll([("L", q.POLL_EVENT_IC | q.POLL_EVENT_EL)])
+    client = env.new_client_peer(address)
+    client.start()
+    deadline = time.monotonic() + 5
+    c.snapshots = False
+    while time.monotonic() < deadline:
+        before = len(c.trace)
+        obs = c.accept_connection_queue_len()
+        del c.trace[before:]
+        if obs[1]:
+            break
+        c.handle_events("L")
+        c.trace.pop()
+        time.sleep(0.003)
+    c.snapshots = True
+    c.accept_connection_queue_len()
+    c.poll([("L", q.POLL_EVENT_IC | q.POLL_EVENT_EL)])
+    c.accept_connection(q.ACCEPT_CONNECTION_NO_BLOCK)
+    c.accept_connection_queue_len()
+    return client
+
+
+def _server_handshake(c: Adapter, client: ClientPeer) -> None:
+    c.object_kind("C")
+    c.get0_listener("C")
+    c.get0_listener("L")
+    c.set_blocking_mode("C", False)
+    deadline = time.monotonic() + 5
+    snapshots = c.snapshots
+    c.snapshots = False
+    while True:
+        result = c.accept()
+        c.trace.pop()
+        if result[0] == "ok" or time.monotonic() > deadline:
+            break
+        c.handle_events("L")
+        c.trace.pop()
+        time.sleep(0.002)
+    c.snapshots = snapshots
+    c.note("server handshake completed", result[0] == "ok")
+    client.wait_established()
+    c.is_init_finished()
+    c.accept()
+
+
+@scenario("listener_accepts", role="server")
+def listener_accepts(c: Adapter, peer: Peer, env: Env) -> None:
+    client = _server_accepts(c, env, q.LISTENER_FLAG_NO_VALIDATE)
+    try:
+        _server_handshake(c, client)
+        client.write(b"hello server", fin=True)
+        wait_until(c, lambda: c.read("C", 100), lambda obs: obs[0] == "ok")
+        c.read("C", 100)
+        c.stream_info("C")
+        c.write("C", b"hello client", q.WRITE_FLAG_CONCLUDE)
+        wait_until(
+            c,
+            lambda: c.note(
+                "client got", bytes(client.call(lambda p: p.received)).decode()
+            ),
+            lambda _: client.call(lambda p: p.fin),
+        )
+        c.handshake_facts()
+    finally:
+        client.stop()
+
+
+@scenario("listener_validates", role="server")
+def listener_validates(c: Adapter, peer: Peer, env: Env) -> None:
+    """Address validation on (the default): the client's first Initial is
+    answered with Retry; the connection is queued once it came back."""
+    client = _server_accepts(c, env, 0)
+    try:
+        _server_handshake(c, client)
+    finally:
+        client.stop()
 
 
 __all__ = ["ALPN", "SCENARIOS", "Env", "Scenario", "scenario"]
