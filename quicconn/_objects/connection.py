@@ -411,8 +411,10 @@ class Connection(
 
         Unless ``SHUTDOWN_FLAG_NO_STREAM_FLUSH``, waits until the peer has
         acknowledged all stream data, then sends CONNECTION_CLOSE with
-        ``error_code`` and ``reason`` and waits out the terminating period
-        (skipped with ``SHUTDOWN_FLAG_RAPID``).  ``SHUTDOWN_FLAG_WAIT_PEER``
+        ``error_code`` and ``reason`` and waits out the terminating period.
+        ``SHUTDOWN_FLAG_RAPID`` does not wait for it: the call returns as
+        soon as CONNECTION_CLOSE is out, False (OpenSSL's 0) until the
+        terminating period has ended, True after.  ``SHUTDOWN_FLAG_WAIT_PEER``
         waits for the peer to close instead.  Nonblocking (or with
         ``SHUTDOWN_FLAG_NO_BLOCK``): False while in progress; call again.
         """
