@@ -25,7 +25,7 @@ the package registries a CI machine reaches, into a project-local directory
 
 Commands::
 
-    python -m interop.peers install [--only ngtcp2,openssl35,aioquic-examples,quinn] [--force]
+    python -m interop.peers install [--only ngtcp2,openssl35,quinn,...] [--force]
     python -m interop.peers check      # verify each peer runs; exit 1 if any fails
     python -m interop.peers paths      # JSON: where each peer is (null if missing)
 

@@ -198,7 +198,7 @@ QUIC_ERR_CRYPTO_ERROR_BASE = QUIC_ERR_CRYPTO_ERR_BEGIN
 QUIC_LOCAL_ERR_IDLE_TIMEOUT = 0xFFFFFFFFFFFFFFFF
 
 
-def QUIC_ERR_CRYPTO_ERR(alert: int) -> int:  # noqa: N802 (OpenSSL's macro name)
+def QUIC_ERR_CRYPTO_ERR(alert: int) -> int:
     """The QUIC error code of TLS alert ``alert`` (OSSL_QUIC_ERR_CRYPTO_ERR)."""
     if not 0 <= alert <= 0xFF:
         raise ValueError(f"a TLS alert is a byte, not {alert!r}")
@@ -312,7 +312,6 @@ __all__ = [
     "QUIC_LOCAL_ERR_IDLE_TIMEOUT",
     "QUIC_VERSION_1",
     "QUIC_VERSION_2",
-    "Role",
     "SERVER",
     "SHUTDOWN_FLAG_NO_BLOCK",
     "SHUTDOWN_FLAG_NO_STREAM_FLUSH",
@@ -354,4 +353,5 @@ __all__ = [
     "VERIFY_NONE",
     "VERIFY_PEER",
     "WRITE_FLAG_CONCLUDE",
+    "Role",
 ]

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 from ._constants import (
     CONN_CLOSE_FLAG_LOCAL,
-    QUIC_LOCAL_ERR_IDLE_TIMEOUT,
     CONN_CLOSE_FLAG_TRANSPORT,
     ERROR_SSL,
     ERROR_SYSCALL,
@@ -21,6 +20,7 @@ from ._constants import (
     ERROR_WANT_READ,
     ERROR_WANT_WRITE,
     ERROR_ZERO_RETURN,
+    QUIC_LOCAL_ERR_IDLE_TIMEOUT,
 )
 
 

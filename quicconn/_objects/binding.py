@@ -16,7 +16,6 @@ from typing import TypeVar
 
 from .._constants import (
     VALUE_EVENT_HANDLING_MODE_EXPLICIT,
-    VALUE_EVENT_HANDLING_MODE_IMPLICIT,
     VALUE_EVENT_HANDLING_MODE_INHERIT,
 )
 from .._quic.channel import Channel, EarlyData

@@ -23,13 +23,13 @@ from .._constants import (
     MODE_ASYNC,
     TLS13_CIPHERSUITES,
 )
+from .._core.rules import verify_result
 from .._io.transport import (
     DatagramTransport,
     UdpTransport,
     require_datagram_transport,
     resolve_address,
 )
-from .._core.rules import verify_result
 from .._quic.channel import Channel, EarlyData
 from .._quic.reactor import Reactor
 from .binding import Binding

@@ -287,7 +287,7 @@ class ContextSettings(ContextBase):
     # -- modes ------------------------------------------------------------
 
     def sess_set_new_cb(self, callback: NewSessionCallback | None) -> None:
-        """Call ``callback(conn, session)`` for each new session (SSL_CTX_sess_set_new_cb).
+        """Call ``callback(conn, session)`` per new session (SSL_CTX_sess_set_new_cb).
 
         A client learns here when the server's ticket arrived (after the
         handshake; ``get1_session()`` right after ``connect()`` is usually

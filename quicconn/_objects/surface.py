@@ -89,7 +89,7 @@ class EventSurface:
         addr = peer if peer is not None else self._inject_default_peer()
         if addr is None:
             raise ValueError("inject_net_dgram() needs the peer address it came from")
-        self._require_events_reactor().inject(bytes(data), tuple(addr))
+        self._require_events_reactor().inject(bytes(data), addr)
 
     def _io_started(self) -> bool:
         """The object started network I/O of its own (a handshake)."""

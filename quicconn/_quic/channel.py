@@ -29,8 +29,8 @@ from .._asyncjob.job import HostState, JobHost
 from .._constants import (
     DEFAULT_STREAM_MODE_NONE,
     INCOMING_STREAM_POLICY_REJECT,
-    POLL_EVENT_EC,
     POLL_EVENT_DGRAM,
+    POLL_EVENT_EC,
     POLL_EVENT_ECD,
     POLL_EVENT_IS,
     POLL_EVENT_ISB,
@@ -307,14 +307,13 @@ class Channel:
         # RFC 9000, section 3.5: the core answers with RESET_STREAM carrying
         # the peer's code, so the send part is reset locally (OpenSSL reports
         # RESET_LOCAL with that code).
-        if record.send_state is not None and record.reset_sent_code is None:
-            if record.send_state in (
-                SendState.READY,
-                SendState.SEND,
-                SendState.DATA_SENT,
-            ):
-                record.reset_sent_code = error_code
-                record.send_event(SendEvent.RESET)
+        if record.reset_sent_code is None and record.send_state in (
+            SendState.READY,
+            SendState.SEND,
+            SendState.DATA_SENT,
+        ):
+            record.reset_sent_code = error_code
+            record.send_event(SendEvent.RESET)
 
     def on_connection_id_issued(self, cid: bytes) -> None:
         if self.reactor is not None and self.core is not None:

@@ -34,7 +34,7 @@ SSL_p = c_void_p
 CTX_p = c_void_p
 
 
-class timeval(Structure):  # noqa: N801  (C name)
+class timeval(Structure):
     _fields_ = [("tv_sec", c_long), ("tv_usec", c_long)]
 
 
@@ -42,11 +42,11 @@ class _PollValue(Union):
     _fields_ = [("fd", c_int), ("ssl", c_void_p), ("custom_ui", c_size_t)]
 
 
-class BIO_POLL_DESCRIPTOR(Structure):  # noqa: N801
+class BIO_POLL_DESCRIPTOR(Structure):
     _fields_ = [("type", c_uint32), ("value", _PollValue)]
 
 
-class SSL_POLL_ITEM(Structure):  # noqa: N801
+class SSL_POLL_ITEM(Structure):
     _fields_ = [
         ("desc", BIO_POLL_DESCRIPTOR),
         ("events", c_uint64),
@@ -54,7 +54,7 @@ class SSL_POLL_ITEM(Structure):  # noqa: N801
     ]
 
 
-class SSL_CONN_CLOSE_INFO(Structure):  # noqa: N801
+class SSL_CONN_CLOSE_INFO(Structure):
     _fields_ = [
         ("error_code", c_uint64),
         ("frame_type", c_uint64),
@@ -64,11 +64,11 @@ class SSL_CONN_CLOSE_INFO(Structure):  # noqa: N801
     ]
 
 
-class SSL_SHUTDOWN_EX_ARGS(Structure):  # noqa: N801
+class SSL_SHUTDOWN_EX_ARGS(Structure):
     _fields_ = [("quic_error_code", c_uint64), ("quic_reason", c_char_p)]
 
 
-class SSL_STREAM_RESET_ARGS(Structure):  # noqa: N801
+class SSL_STREAM_RESET_ARGS(Structure):
     _fields_ = [("quic_error_code", c_uint64)]
 
 
@@ -272,8 +272,8 @@ __all__ = [
     "ALPN_SELECT_CB",
     "ASYNC_CB",
     "BIO_POLL_DESCRIPTOR",
-    "BIO_POLL_DESCRIPTOR_TYPE_SSL",
     "BIO_POLL_DESCRIPTOR_TYPE_SOCK_FD",
+    "BIO_POLL_DESCRIPTOR_TYPE_SSL",
     "NEW_SESSION_CB",
     "SSL_CONN_CLOSE_INFO",
     "SSL_POLL_ITEM",

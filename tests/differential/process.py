@@ -49,7 +49,8 @@ def run_scenarios(
     )
     if proc.returncode != 0:
         raise RuntimeError(
-            f"the differential run exited with {proc.returncode}:\n{proc.stderr[-4000:]}"
+            f"the differential run exited with {proc.returncode}:\n"
+            f"{proc.stderr[-4000:]}"
         )
     result: dict[str, Any] = json.loads(proc.stdout)
     return result

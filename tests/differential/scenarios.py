@@ -1,4 +1,4 @@
-"""The differential scenarios: each runs once through OpenSSL 3.5, once through quicconn.
+"""The differential scenarios: run once through OpenSSL 3.5, once through quicconn.
 
 A scenario is a function ``(client, peer, env)``: ``client`` is an
 :mod:`~tests.differential.adapters` client (the same calls either way),
@@ -714,7 +714,11 @@ def _server_accepts(c: Adapter, env: Env, flags: int) -> ClientPeer:
     c.net_desired("L")
     c.event_timeout("L")
     c.listen()
+    c.net_desired("L")
+    c.event_timeout("L")
     c.accept_connection(q.ACCEPT_CONNECTION_NO_BLOCK)
+    c.net_desired("L")
+    c.event_timeout("L")
     c.accept_connection_queue_len()
     c.poll([("L", q.POLL_EVENT_IC | q.POLL_EVENT_EL)])
     client = env.new_client_peer(address)

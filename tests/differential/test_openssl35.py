@@ -55,7 +55,8 @@ def test_same_observations_as_openssl35(
     result = differential_runs["results"][name]
     ours = _steps(result["quicconn"])
     theirs = _steps(result["openssl"])
-    report = f"{differential_runs['version']}:\n{_render(theirs)}\nquicconn:\n{_render(ours)}"
+    version = differential_runs["version"]
+    report = f"{version}:\n{_render(theirs)}\nquicconn:\n{_render(ours)}"
     assert len(ours) == len(theirs), report
     seen: Counter[str] = Counter()
     used = set()
