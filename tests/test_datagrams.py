@@ -4,12 +4,15 @@ asyncio stack and to quinn (Rust), both in their own processes."""
 from __future__ import annotations
 
 import socket
+import sys
 import time
+from typing import Any
 
 import pytest
 
 import quicconn
-from tests.conftest import peer_process
+import quicconn.http
+from tests.conftest import PEERS, peer_process
 from tests.support.certs import CertFiles
 from tests.support.pair import PairedEndpoints, make_pair
 from tests.support.peers import require_peer
@@ -163,3 +166,142 @@ def test_datagrams_with_quinn(pki: CertFiles) -> None:
             _echo_round_trip(conn)
         finally:
             conn.free()
+
+
+# -- HTTP datagrams (RFC 9297) ------------------------------------------------
+
+
+def _h3_client(pki: CertFiles, port: int) -> quicconn.http.H3Session:
+    conn = _client(pki, port, "h3")
+    conn.connect()
+    return quicconn.http.H3Session(conn)
+
+
+def _until(
+    session: quicconn.http.H3Session, done: Any, timeout: float = 5
+) -> list[Any]:
+    events: list[Any] = []
+    deadline = time.monotonic() + timeout
+    while not done(events) and time.monotonic() < deadline:
+        session.wait(0.05)
+        events += session.handle_events()
+    return events
+
+
+def test_http_datagrams_between_quicconn_ends(pki: CertFiles) -> None:
+    sctx = quicconn.Context(quicconn.SERVER)
+    sctx.load_cert_chain(pki.cert, pki.key)
+    sctx.set_alpn_protos(["h3"])
+    sctx.set_max_datagram_frame_size(65536)
+    listener = sctx.new_listener(("127.0.0.1", 0), quicconn.LISTENER_FLAG_NO_VALIDATE)
+    listener.set_blocking_mode(False)
+    listener.listen()
+    client = _client(pki, listener.local_address()[1], "h3")
+    client.set_blocking_mode(False)
+    server_conn = None
+    try:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            listener.handle_events()
+            if server_conn is None:
+                server_conn = listener.accept_connection(
+                    quicconn.ACCEPT_CONNECTION_NO_BLOCK
+                )
+            try:
+                client.connect()
+                if server_conn is not None and server_conn.is_init_finished():
+                    break
+            except quicconn.WantReadError:
+                time.sleep(0.002)
+        assert server_conn is not None
+        c = quicconn.http.H3Session(client)
+        s = quicconn.http.H3Session(server_conn)
+        for _ in range(200):  # SETTINGS both ways
+            c.handle_events()
+            s.handle_events()
+            if c.datagrams_allowed() and s.datagrams_allowed():
+                break
+            time.sleep(0.002)
+        assert c.datagrams_allowed() and s.datagrams_allowed()
+        stream_id = c.send_request("GET", "localhost", "/tunnel")
+        with pytest.raises(ValueError, match="not a request stream"):
+            s.send_datagram(3, b"x")
+        c.send_datagram(stream_id, b"over http")
+        got: list[Any] = []
+        for _ in range(500):
+            got += [
+                e
+                for e in s.handle_events()
+                if isinstance(e, quicconn.http.DatagramReceived)
+            ]
+            c.handle_events()
+            if got:
+                break
+            time.sleep(0.002)
+        assert got == [quicconn.http.DatagramReceived(stream_id, b"over http")]
+    finally:
+        client.free()
+        if server_conn is not None:
+            server_conn.free()
+        listener.free()
+
+
+def test_no_http_datagrams_without_datagram_frames(
+    pki: CertFiles, aioquic_server: int
+) -> None:
+    ctx = quicconn.Context(quicconn.CLIENT)
+    ctx.load_verify_locations(pki.ca)
+    ctx.set_alpn_protos(["h3"])
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.connect(("127.0.0.1", aioquic_server))
+    conn = quicconn.Connection(ctx)
+    conn.set_fd(sock)
+    conn.set1_host("localhost")
+    try:
+        conn.connect()
+        session = quicconn.http.H3Session(conn)
+        assert not session.datagrams_allowed()
+        with pytest.raises(ValueError, match="SETTINGS_H3_DATAGRAM"):
+            session.send_datagram(0, b"x")
+    finally:
+        conn.free()
+        sock.close()
+
+
+@pytest.mark.peer
+def test_http_datagrams_with_aioquics_h3_stack(pki: CertFiles) -> None:
+    args = [
+        sys.executable,
+        str(PEERS / "aioquic_h3_datagram_server.py"),
+        "--cert",
+        str(pki.cert),
+        "--key",
+        str(pki.key),
+    ]
+    with peer_process(args, ready_prefix="READY") as (_, line):
+        session = _h3_client(pki, int(line.split()[1]))
+        try:
+            _until(session, lambda _: session.datagrams_allowed())
+            assert session.datagrams_allowed()
+            stream_id = session.send_request("CONNECT", "localhost", "/")
+            _until(
+                session,
+                lambda ev: any(
+                    isinstance(e, quicconn.http.ResponseReceived) for e in ev
+                ),
+            )
+            session.send_datagram(stream_id, b"ping")
+            events = _until(
+                session,
+                lambda ev: any(
+                    isinstance(e, quicconn.http.DatagramReceived) for e in ev
+                ),
+            )
+            datagrams = [
+                e for e in events if isinstance(e, quicconn.http.DatagramReceived)
+            ]
+            assert datagrams == [
+                quicconn.http.DatagramReceived(stream_id, b"echo:ping")
+            ]
+        finally:
+            session.conn.free()

@@ -374,7 +374,15 @@ class H3DataReceived:
     stream_ended: bool
 
 
-H3Event = H3HeadersReceived | H3DataReceived
+@dataclass(frozen=True, slots=True)
+class H3DatagramReceived:
+    """An HTTP Datagram (RFC 9297) for the request stream ``stream_id``."""
+
+    stream_id: int
+    data: bytes
+
+
+H3Event = H3HeadersReceived | H3DataReceived | H3DatagramReceived
 
 
 class H3Transport(Protocol):
@@ -398,6 +406,13 @@ class H3Transport(Protocol):
     def peer_max_datagram_frame_size(self) -> int | None:
         """The peer's max_datagram_frame_size transport parameter."""
 
+    def local_max_datagram_frame_size(self) -> int | None:
+        """Ours: DATAGRAM frames are on if it is not None (then the codec
+        sends SETTINGS_H3_DATAGRAM=1, RFC 9297)."""
+
+    def send_datagram(self, data: bytes) -> None:
+        """Send one QUIC DATAGRAM frame (ValueError if it does not fit)."""
+
 
 class H3Codec(Protocol):
     """HTTP/3 framing and QPACK for one connection (RFC 9114, RFC 9204)."""
@@ -420,6 +435,15 @@ class H3Codec(Protocol):
 
     def send_data(self, stream_id: int, data: bytes, end_stream: bool) -> None:
         """Send a DATA frame."""
+
+    def datagrams_allowed(self) -> bool:
+        """Both ends sent SETTINGS_H3_DATAGRAM=1 (RFC 9297, section 2.1.1)."""
+
+    def handle_datagram(self, data: bytes) -> Sequence[H3Event]:
+        """Feed a QUIC DATAGRAM frame's payload; the HTTP datagram in it."""
+
+    def send_datagram(self, stream_id: int, data: bytes) -> None:
+        """Send an HTTP datagram for request stream ``stream_id``."""
 
 
 #: ``fetch(label)`` finds a ticket a server issued, for resumption.
@@ -496,6 +520,7 @@ __all__ = [
     "GateReply",
     "H3Codec",
     "H3DataReceived",
+    "H3DatagramReceived",
     "H3Event",
     "H3HeadersReceived",
     "H3Transport",

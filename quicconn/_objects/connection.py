@@ -571,6 +571,11 @@ def peer_max_datagram_frame_size(conn: Connection) -> int | None:
     return core.peer_max_datagram_frame_size() if core is not None else None
 
 
+def local_max_datagram_frame_size(conn: Connection) -> int | None:
+    """Ours (None: DATAGRAM frames are off for this connection)."""
+    return conn._channel.settings.max_datagram_frame_size
+
+
 __all__ = [
     "ConnState",
     "Connection",
@@ -578,6 +583,7 @@ __all__ = [
     "channel_of",
     "client_on_reactor",
     "h3_codec",
+    "local_max_datagram_frame_size",
     "peer_max_datagram_frame_size",
     "poll_source",
     "server_connection",

@@ -3,7 +3,7 @@
 OpenSSL gives connections and listeners alike ``SSL_handle_events``,
 ``SSL_get_event_timeout``, ``SSL_net_write_desired`` and the poll
 descriptors; here they are written once, over the object's reactor.
-``net_read_desired`` differs by kind of object and stays with each.
+``net_read_desired`` too: from the first tick of the object's socket on.
 """
 
 from __future__ import annotations

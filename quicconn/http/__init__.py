@@ -8,6 +8,7 @@
 
 from ._events import (
     DataReceived,
+    DatagramReceived,
     Headers,
     HttpEvent,
     RequestReceived,
@@ -24,6 +25,7 @@ __all__ = [
     "ALPN_HQ",
     "ClientOptions",
     "DataReceived",
+    "DatagramReceived",
     "Download",
     "FileServer",
     "H3Session",

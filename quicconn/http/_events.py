@@ -45,11 +45,23 @@ class StreamAborted:
     error_code: int
 
 
-HttpEvent = RequestReceived | ResponseReceived | DataReceived | StreamAborted
+@dataclass(frozen=True, slots=True)
+class DatagramReceived:
+    """An HTTP Datagram (RFC 9297) for the request stream ``stream_id``
+    (HTTP/3 only; unreliable: see docs/datagrams.md)."""
+
+    stream_id: int
+    data: bytes
+
+
+HttpEvent = (
+    RequestReceived | ResponseReceived | DataReceived | StreamAborted | DatagramReceived
+)
 
 
 __all__ = [
     "DataReceived",
+    "DatagramReceived",
     "Headers",
     "HttpEvent",
     "RequestReceived",
