@@ -7,8 +7,8 @@
 """
 
 from ._events import (
-    DataReceived,
     DatagramReceived,
+    DataReceived,
     Headers,
     HttpEvent,
     RequestReceived,
