@@ -81,6 +81,7 @@ class ClientSetup:
             raise TypeError(f"set_fd() takes a socket or an int fd, not {fd!r}")
         self._attach(UdpTransport(sock), owns)
 
+    @api
     def set_transport(self, transport: DatagramTransport) -> None:
         """Use any datagram transport (SSL_set_bio with a datagram BIO),
         e.g. one end of :class:`quicconn.testing.DatagramPair`."""
@@ -98,6 +99,7 @@ class ClientSetup:
         if channel.peer_addr is None:
             channel.peer_addr = transport.connected_peer()
 
+    @api
     def set1_initial_peer_addr(self, addr: tuple[Any, ...]) -> None:
         """The address to send the first datagram to (SSL_set1_initial_peer_addr)."""
         channel = self._channel
@@ -111,10 +113,12 @@ class ClientSetup:
             family = reactor.transport.family
         channel.peer_addr = resolve_address(family, addr)
 
+    @api
     def set_tlsext_host_name(self, name: str) -> None:
         """The server name sent in SNI (SSL_set_tlsext_host_name)."""
         self._sni = self._check_name(name)
 
+    @api
     def set1_host(self, name: str) -> None:
         """The name the server certificate must match (SSL_set1_host).
 
@@ -130,6 +134,7 @@ class ClientSetup:
             raise ValueError("host names cannot change once the handshake started")
         return name
 
+    @api
     def set_alpn_protos(self, protocols: list[str]) -> None:
         """Offer these ALPN protocols on this connection (SSL_set_alpn_protos)."""
         self._channel.settings.alpn_protocols = checked_alpn(protocols) or None
@@ -158,6 +163,7 @@ class ClientSetup:
         core = self._channel.core
         return core is not None and core.session_resumed
 
+    @api
     def set_session(self, session: Session | None) -> None:
         """Resume ``session`` on the next handshake (SSL_set_session).
 

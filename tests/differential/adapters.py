@@ -109,6 +109,12 @@ class Adapter:
         self.sock = sock
         return sock
 
+    def unconnected_socket(self) -> socket.socket:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.setblocking(False)
+        self.sock = sock
+        return sock
+
     def bind_socket(self) -> socket.socket:
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         sock.bind(("127.0.0.1", 0))
@@ -215,17 +221,41 @@ class OpenSSLClient(Adapter):
         wire = alpn_wire(alpn)
         assert lib.SSL_CTX_set_alpn_protos(ctx, wire, len(wire)) == 0
 
-    def new_conn(self, address: tuple[str, int], host: str | None) -> None:
+    def new_conn(
+        self, address: tuple[str, int], host: str | None, *, connected: bool = True
+    ) -> None:
         lib = self.lib
         ssl = lib.SSL_new(self.ctx)
         assert ssl, lib.errors()
         self.conn = ssl
         self._name(ssl, "C")
-        sock = self.connect_socket(address)
+        sock = self.connect_socket(address) if connected else self.unconnected_socket()
         assert lib.SSL_set_fd(ssl, sock.fileno()) == 1
         if host is not None:
             lib.SSL_ctrl(ssl, SSL_CTRL_SET_TLSEXT_HOSTNAME, 0, host.encode())
             assert lib.SSL_set1_host(ssl, host.encode()) == 1
+
+    def set1_initial_peer_addr(self, address: tuple[str, int]) -> Obs:
+        import ipaddress
+
+        lib = self.lib
+        addr = lib.BIO_ADDR_new()
+        raw = ipaddress.IPv4Address(address[0]).packed
+        assert lib.BIO_ADDR_rawmake(
+            addr, socket.AF_INET, raw, 4, socket.htons(address[1])
+        )
+        ret = lib.SSL_set1_initial_peer_addr(self.conn, addr)
+        lib.BIO_ADDR_free(addr)
+        return self._int("SSL_set1_initial_peer_addr", ret, self.conn)
+
+    def drop_conn(self) -> None:
+        """Free the connection (not the context): a scenario's second one."""
+        for name in [n for n in self._objects if n[0] == "S" or n == "C"]:
+            obj = self._objects.pop(name)
+            self._names.pop(int(obj), None)
+            self.lib.SSL_free(obj)
+        self.conn = None
+        self.close()
 
     def set_new_session_cb(self) -> None:
         lib = self.lib
@@ -477,7 +507,10 @@ class OpenSSLClient(Adapter):
                 if ret == 1
                 else self._err(ssl, ret)
             )
-        return self.record("SSL_get_rpoll/wpoll_descriptor", ["ok", out])
+        fd = self.lib.SSL_get_fd(ssl)
+        self.lib.ERR_clear_error()
+        out.append(["ok", "socket" if self.sock and fd == self.sock.fileno() else fd])
+        return self.record("SSL_get_rpoll/wpoll_descriptor, SSL_get_fd", ["ok", out])
 
     def shutdown(self, flags: int, code: int = 0, reason: str = "") -> Obs:
         args = SSL_SHUTDOWN_EX_ARGS(code, reason.encode())
@@ -725,15 +758,34 @@ class QuicconnClient(Adapter):
         ctx.set_alpn_protos(alpn)
         self.ctx = ctx
 
-    def new_conn(self, address: tuple[str, int], host: str | None) -> None:
+    def new_conn(
+        self, address: tuple[str, int], host: str | None, *, connected: bool = True
+    ) -> None:
         conn = quicconn.Connection(self.ctx)
         self.conn = conn
         self._name(conn, "C")
-        sock = self.connect_socket(address)
+        sock = self.connect_socket(address) if connected else self.unconnected_socket()
         conn.set_fd(sock)
         if host is not None:
             conn.set_tlsext_host_name(host)
             conn.set1_host(host)
+
+    def set1_initial_peer_addr(self, address: tuple[str, int]) -> Obs:
+        conn = self.conn
+        return self._call(
+            "SSL_set1_initial_peer_addr",
+            conn,
+            lambda: conn.set1_initial_peer_addr(address),
+            lambda v: 1,
+        )
+
+    def drop_conn(self) -> None:
+        for name in [n for n in self._objects if n[0] == "S" or n == "C"]:
+            obj = self._objects.pop(name)
+            self._names.pop(id(obj), None)
+            obj.free()
+        self.conn = None
+        self.close()
 
     def set_new_session_cb(self) -> None:
         def on_new(conn: Any, session: Any) -> None:
@@ -955,7 +1007,9 @@ class QuicconnClient(Adapter):
             out.append(
                 ["ok", "socket" if self.sock and fd == self.sock.fileno() else fd]
             )
-        return self.record("SSL_get_rpoll/wpoll_descriptor", ["ok", out])
+        fd = o.fileno() if hasattr(o, "fileno") else o.get0_connection().fileno()
+        out.append(["ok", "socket" if self.sock and fd == self.sock.fileno() else fd])
+        return self.record("SSL_get_rpoll/wpoll_descriptor, SSL_get_fd", ["ok", out])
 
     def shutdown(self, flags: int, code: int = 0, reason: str = "") -> Obs:
         conn = self.conn

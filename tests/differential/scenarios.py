@@ -686,6 +686,40 @@ new_session_callback_scenario = SCENARIOS["new_session_callback"]
 new_session_callback_scenario.before_conn = lambda c: c.set_new_session_cb()
 
 
+@scenario("session_resumption")
+def session_resumption(c: Adapter, peer: Peer, env: Env) -> None:
+    """SSL_get1_session after the new-session callback, then SSL_set_session
+    on a second connection: the handshake resumes."""
+    established(c, peer)
+    c.write("C", b"x")
+    peer.sync()
+    wait_until(c, lambda: c.note("sessions", 0), lambda _: c.sessions_seen > 0)
+    c.trace[-1] = ["a session arrived", ["value", c.sessions_seen > 0]]
+    session = c.get1_session()
+    c.note("got a session", bool(session))
+    c.handshake_facts()
+    c.drop_conn()
+    c.new_conn(peer.address[:2], "localhost")
+    c.set_session(session)
+    established(c, peer)
+    c.handshake_facts()
+
+
+SCENARIOS["session_resumption"].before_conn = lambda c: c.set_new_session_cb()
+
+
+@scenario("initial_peer_addr")
+def initial_peer_addr(c: Adapter, peer: Peer, env: Env) -> None:
+    """An unconnected socket: no peer address until SSL_set1_initial_peer_addr."""
+    c.drop_conn()
+    c.new_conn(peer.address[:2], "localhost", connected=False)
+    c.set_blocking_mode("C", False)
+    c.connect()
+    c.set1_initial_peer_addr(peer.address[:2])
+    connect_nonblocking(c, peer)
+    c.set1_initial_peer_addr(peer.address[:2])
+
+
 @scenario("inject_net_dgram")
 def inject_net_dgram(c: Adapter, peer: Peer, env: Env) -> None:
     established(c, peer)
