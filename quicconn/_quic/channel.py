@@ -158,6 +158,9 @@ class Channel:
     # ==================================================================
 
     def _advance(self, event: ConnEvent) -> None:
+        # A pair the table lacks is a report that moves nothing (a core
+        # reports each fact once, so only a late or repeated report lands
+        # there); the state never moves backwards.
         self.state = _CONN_TRANSITIONS.get((self.state, event), self.state)
 
     @property
