@@ -32,6 +32,8 @@ from .libssl import (
     BIO_POLL_DESCRIPTOR_TYPE_SSL,
     NEW_SESSION_CB,
     SSL_CONN_CLOSE_INFO,
+    DTLS_CTRL_GET_TIMEOUT,
+    DTLS_CTRL_HANDLE_TIMEOUT,
     SSL_CTRL_CLEAR_MODE,
     SSL_CTRL_MODE,
     SSL_CTRL_SET_SESS_CACHE_MODE,
@@ -73,6 +75,7 @@ class Adapter:
         self.sock: socket.socket | None = None
         self.sessions_seen = 0
         self.snapshots = True
+        self.dtls: Any = None
 
     # -- bookkeeping --------------------------------------------------------
 
@@ -701,6 +704,44 @@ class OpenSSLClient(Adapter):
             "SSL_get0_listener", ["ok", self._names.get(int(found or 0))]
         )
 
+    # -- DTLS (the retransmission difference) ---------------------------------
+
+    def dtls_client(self, address: tuple[str, int]) -> None:
+        lib = self.lib
+        ctx = lib.SSL_CTX_new(lib.DTLS_client_method())
+        lib.SSL_CTX_set_verify(ctx, 0, None)
+        self.ctx = ctx
+        ssl = lib.SSL_new(ctx)
+        sock = self.connect_socket(address)
+        bio = lib.BIO_new_dgram(sock.fileno(), 0)  # BIO_NOCLOSE
+        lib.SSL_set_bio(ssl, bio, bio)
+        self.dtls = ssl
+        self._name(ssl, "D")
+
+    def dtls_connect(self) -> Obs:
+        ret = self.lib.SSL_connect(self.dtls)
+        if ret == 1:
+            return self.record("SSL_connect (DTLS)", ["ok", 1])
+        return self.record("SSL_connect (DTLS)", self._err(self.dtls, ret))
+
+    def dtls_event_timeout(self) -> Obs:
+        tv = timeval()
+        ret = self.lib.SSL_ctrl(self.dtls, DTLS_CTRL_GET_TIMEOUT, 0, ctypes.byref(tv))
+        if not ret:
+            return self.record("DTLSv1_get_timeout", ["ok", "inf"])
+        return self.record(
+            "DTLSv1_get_timeout", ["ok", _timeout_kind(tv.tv_sec + tv.tv_usec / 1e6)]
+        )
+
+    def dtls_handle_events(self) -> Obs:
+        ret = self.lib.SSL_ctrl(self.dtls, DTLS_CTRL_HANDLE_TIMEOUT, 0, None)
+        return self.record("DTLSv1_handle_timeout", ["ok", int(ret >= 0)])
+
+    def dtls_free(self) -> None:
+        self.lib.SSL_free(self.dtls)
+        self._objects.pop("D", None)
+        self.dtls = None
+
 
 # ===========================================================================
 # quicconn
@@ -1124,6 +1165,36 @@ class QuicconnClient(Adapter):
         return self._call(
             "SSL_set_session", conn, lambda: conn.set_session(session), lambda v: 1
         )
+
+    # -- DTLS (the retransmission difference) ---------------------------------
+
+    def dtls_client(self, address: tuple[str, int]) -> None:
+        ctx = quicconn.DTLSContext(quicconn.CLIENT)
+        ctx.verify_mode = quicconn.VERIFY_NONE
+        conn = quicconn.DTLSConnection(ctx)
+        conn.set_fd(self.connect_socket(address))
+        conn.set_blocking_mode(False)
+        self.dtls = conn
+        self._name(conn, "D")
+
+    def dtls_connect(self) -> Obs:
+        return self._call(
+            "SSL_connect (DTLS)", self.dtls, self.dtls.connect, lambda v: 1
+        )
+
+    def dtls_event_timeout(self) -> Obs:
+        return self.record(
+            "DTLSv1_get_timeout", ["ok", _timeout_kind(self.dtls.get_event_timeout())]
+        )
+
+    def dtls_handle_events(self) -> Obs:
+        self.dtls.handle_events()
+        return self.record("DTLSv1_handle_timeout", ["ok", 1])
+
+    def dtls_free(self) -> None:
+        self.dtls.free()
+        self._objects.pop("D", None)
+        self.dtls = None
 
     # -- the server side (listeners) -----------------------------------------
 

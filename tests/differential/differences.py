@@ -93,6 +93,16 @@ DIFFERENCES: dict[tuple[str, str, int], tuple[Any, Any, str]] = {
     ),
     ("key_update", "SSL_key_update", 0): (["err", 1], ["ok", 1], "key updates"),
     ("key_update", "SSL_key_update", 1): (["err", 1], ["ok", 1], "key updates"),
+    ("dtls_retransmission", "sent by the retried connect", 0): (
+        ["value", 1],
+        ["value", 0],
+        "DTLS: retransmission inside the handshake call",
+    ),
+    ("dtls_retransmission", "sent by handle_events", 0): (
+        ["value", 0],
+        ["value", 1],
+        "DTLS: retransmission inside the handshake call",
+    ),
     (
         "session_resumption",
         "SSL_get0_alpn_selected/get_current_cipher/session_reused/get_verify_result",

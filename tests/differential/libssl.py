@@ -79,6 +79,8 @@ SSL_CTRL_MODE = 33
 SSL_CTRL_SET_SESS_CACHE_MODE = 44
 SSL_CTRL_SET_TLSEXT_HOSTNAME = 55
 SSL_CTRL_CLEAR_MODE = 78
+DTLS_CTRL_GET_TIMEOUT = 73
+DTLS_CTRL_HANDLE_TIMEOUT = 74
 SSL_SESS_CACHE_CLIENT = 0x1
 TLSEXT_NAMETYPE_host_name = 0
 SSL_FILETYPE_PEM = 1
@@ -225,6 +227,8 @@ _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "SSL_listen": (c_int, [SSL_p]),
     "SSL_accept_connection": (SSL_p, [SSL_p, c_uint64]),
     "SSL_get_accept_connection_queue_len": (c_size_t, [SSL_p]),
+    "BIO_new_dgram": (c_void_p, [c_int, c_int]),
+    "SSL_set_bio": (None, [SSL_p, c_void_p, c_void_p]),
     "BIO_ADDR_new": (c_void_p, []),
     "BIO_ADDR_free": (None, [c_void_p]),
     "BIO_ADDR_rawmake": (c_int, [c_void_p, c_int, c_void_p, c_size_t, ctypes.c_ushort]),

@@ -832,4 +832,47 @@ def listener_validates(c: Adapter, peer: Peer, env: Env) -> None:
         client.stop()
 
 
+# ===========================================================================
+# DTLS: where the retransmission happens
+# ===========================================================================
+
+
+@scenario("dtls_retransmission", role="dtls")
+def dtls_retransmission(c: Adapter, peer: Peer, env: Env) -> None:
+    """A DTLS client whose ClientHello gets no answer (the peer is a bare
+    socket): OpenSSL 3.5 retransmits inside the nonblocking SSL_connect
+    retried after the timer expired; quicconn only in handle_events()
+    (DTLSv1_handle_timeout), as the man page says (docs/api-mapping.md)."""
+    import socket as _socket
+
+    sink = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM)
+    sink.bind(("127.0.0.1", 0))
+    sink.setblocking(False)
+
+    def received() -> int:
+        count = 0
+        while True:
+            try:
+                sink.recv(65536)
+            except BlockingIOError:
+                return count
+            count += 1
+
+    try:
+        c.dtls_client(sink.getsockname())
+        c.dtls_connect()
+        c.note("ClientHellos sent", received())
+        c.dtls_event_timeout()
+        time.sleep(1.15)  # past the first retransmission timer (1 s)
+        c.dtls_event_timeout()
+        c.dtls_connect()
+        c.note("sent by the retried connect", received())
+        c.dtls_handle_events()
+        c.note("sent by handle_events", received())
+        c.dtls_event_timeout()
+    finally:
+        c.dtls_free()
+        sink.close()
+
+
 __all__ = ["ALPN", "SCENARIOS", "Env", "Scenario", "scenario"]
