@@ -686,18 +686,18 @@ new_session_callback_scenario = SCENARIOS["new_session_callback"]
 new_session_callback_scenario.before_conn = lambda c: c.set_new_session_cb()
 
 
-@scenario("session_resumption")
-def session_resumption(c: Adapter, peer: Peer, env: Env) -> None:
-    """SSL_get1_session after the new-session callback, then SSL_set_session
-    on a second connection: the handshake resumes."""
+def _resume(c: Adapter, peer: Peer, *, shut_down: bool) -> None:
     established(c, peer)
     c.write("C", b"x")
     peer.sync()
     wait_until(c, lambda: c.note("sessions", 0), lambda _: c.sessions_seen > 0)
     c.trace[-1] = ["a session arrived", ["value", c.sessions_seen > 0]]
+    settle(c, peer)
     session = c.get1_session()
     c.note("got a session", bool(session))
     c.handshake_facts()
+    if shut_down:
+        c.shutdown(q.SHUTDOWN_FLAG_RAPID)
     c.drop_conn()
     c.new_conn(peer.address[:2], "localhost")
     c.set_session(session)
@@ -705,7 +705,24 @@ def session_resumption(c: Adapter, peer: Peer, env: Env) -> None:
     c.handshake_facts()
 
 
+@scenario("session_resumption")
+def session_resumption(c: Adapter, peer: Peer, env: Env) -> None:
+    """SSL_get1_session after the new-session callback, a shutdown, then
+    SSL_set_session on a second connection: the handshake resumes."""
+    _resume(c, peer, shut_down=True)
+
+
+@scenario("session_after_free_without_shutdown")
+def session_after_free_without_shutdown(c: Adapter, peer: Peer, env: Env) -> None:
+    """The first connection is freed without a shutdown: OpenSSL then makes
+    its session non-resumable (as for TLS); quicconn does not."""
+    _resume(c, peer, shut_down=False)
+
+
 SCENARIOS["session_resumption"].before_conn = lambda c: c.set_new_session_cb()
+SCENARIOS["session_after_free_without_shutdown"].before_conn = lambda c: (
+    c.set_new_session_cb()
+)
 
 
 @scenario("initial_peer_addr")
