@@ -5,6 +5,12 @@ stacks that are not aioquic.  This module installs them, idempotently, from
 the package registries a CI machine reaches, into a project-local directory
 (``.peers/`` at the repository root, gitignored):
 
+``system``
+    The Debian packages the tests and the other installers need from the
+    system itself: ``tshark`` (the interop tests read the simulator's packet
+    captures with it), ``openssl`` (the DTLS tests' independent peer) and
+    ``debian-archive-keyring`` (it verifies the trixie archive for
+    ``openssl35``).  Installed with apt, as root or through sudo.
 ``ngtcp2``
     ``gtlsserver`` / ``gtlsclient`` (ngtcp2 with GnuTLS, HTTP/3) from the
     system's Debian packages ``ngtcp2-server`` / ``ngtcp2-client``.
@@ -25,7 +31,7 @@ the package registries a CI machine reaches, into a project-local directory
 
 Commands::
 
-    python -m interop.peers install [--only ngtcp2,openssl35,quinn,...] [--force]
+    python -m interop.peers install [--only COMPONENT,...] [--force]  # all by default
     python -m interop.peers check      # verify each peer runs; exit 1 if any fails
     python -m interop.peers paths      # JSON: where each peer is (null if missing)
 
@@ -55,7 +61,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 #: Where peers are installed unless ``--dir`` or ``$QUICCONN_PEERS_DIR`` says otherwise.
 DEFAULT_PEERS_DIR = REPO_ROOT / ".peers"
 
-COMPONENTS = ("ngtcp2", "openssl35", "aioquic-examples", "quinn")
+COMPONENTS = ("system", "ngtcp2", "openssl35", "aioquic-examples", "quinn")
 #: Debian's packaged Rust crates and toolchain that build interop/quinn_peer
 #: offline (no crates.io): quinn 0.9, rustls 0.20, tokio 1.
 QUINN_PACKAGES = (
@@ -66,6 +72,14 @@ QUINN_PACKAGES = (
     "rustc",
 )
 QUINN_SOURCE = Path(__file__).resolve().parent / "quinn_peer"
+
+#: Debian packages of the ``system`` component, each with how to tell it is
+#: there: a program on PATH, or a file.
+SYSTEM_PACKAGES = {
+    "tshark": "tshark",
+    "openssl": "openssl",
+    "debian-archive-keyring": "/usr/share/keyrings/debian-archive-keyring.gpg",
+}
 
 NGTCP2_PACKAGES = ("ngtcp2-client", "ngtcp2-server")
 #: Trixie packages that make up a self-contained OpenSSL 3.5 ``openssl``.
@@ -102,6 +116,8 @@ class PeerPaths:
     """Where each installed peer is; ``None`` for one that is missing."""
 
     peers_dir: str
+    tshark: str | None
+    openssl: str | None
     gtlsserver: str | None
     gtlsclient: str | None
     openssl35: str | None
@@ -151,6 +167,8 @@ def locate(directory: str | os.PathLike[str] | None = None) -> PeerPaths:
     client = examples / "http3_client.py"
     return PeerPaths(
         peers_dir=str(root),
+        tshark=_find_program("tshark"),
+        openssl=_find_program("openssl"),
         gtlsserver=_find_program("gtlsserver"),
         gtlsclient=_find_program("gtlsclient"),
         openssl35=str(wrapper) if os.access(wrapper, os.X_OK) else None,
@@ -211,8 +229,67 @@ def _sudo_prefix() -> list[str]:
     return [sudo]
 
 
+_apt_lists_fresh = False
+
+
+def _apt_install(component: str, packages: Sequence[str]) -> None:
+    """``apt-get install -y PACKAGES`` (after one ``apt-get update`` per run)."""
+    global _apt_lists_fresh
+    if shutil.which("apt-get") is None:
+        raise PeerInstallError(f"{component}: apt-get not found; this needs Debian")
+    sudo = _sudo_prefix()
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    if not _apt_lists_fresh:
+        _log(f"{component}: apt-get update")
+        _run([*sudo, "apt-get", "update", "-qq"], env=env)
+        _apt_lists_fresh = True
+    _log(f"{component}: apt-get install -y {' '.join(packages)}")
+    _run([*sudo, "apt-get", "install", "-y", "-qq", *packages], env=env)
+
+
 def _dpkg_architecture() -> str:
     return _run(["dpkg", "--print-architecture"]).stdout.strip()
+
+
+# ----------------------------------------------------------------------
+# the system's own tools (tshark, openssl, the archive keyring)
+# ----------------------------------------------------------------------
+
+
+def _system_package_present(check: str) -> bool:
+    if check.startswith("/"):
+        return Path(check).is_file()
+    return _find_program(check) is not None
+
+
+def missing_system_packages() -> list[str]:
+    """The packages of :data:`SYSTEM_PACKAGES` that are not installed."""
+    return [
+        name
+        for name, check in SYSTEM_PACKAGES.items()
+        if not _system_package_present(check)
+    ]
+
+
+def install_system(*, force: bool = False) -> None:
+    """``apt-get install -y tshark openssl debian-archive-keyring`` if missing."""
+    missing = list(SYSTEM_PACKAGES) if force else missing_system_packages()
+    if not missing:
+        _log(f"system: present ({', '.join(SYSTEM_PACKAGES)})")
+        return
+    _apt_install("system", missing)
+    still = missing_system_packages()
+    if still:
+        raise PeerInstallError(f"system: installed, but still missing {still}")
+
+
+def check_system() -> str:
+    missing = missing_system_packages()
+    if missing:
+        raise PeerInstallError(f"system: not installed: {', '.join(missing)}")
+    tshark = _run(["tshark", "--version"], timeout=60).stdout.splitlines()[0]
+    openssl = _run(["openssl", "version"], timeout=30).stdout.strip()
+    return f"{tshark}; {openssl}"
 
 
 # ----------------------------------------------------------------------
@@ -226,14 +303,7 @@ def install_ngtcp2(*, force: bool = False) -> None:
     if not force and found.gtlsserver and found.gtlsclient:
         _log(f"ngtcp2: present ({found.gtlsserver}, {found.gtlsclient})")
         return
-    if shutil.which("apt-get") is None:
-        raise PeerInstallError("ngtcp2: apt-get not found; this needs Debian/Ubuntu")
-    sudo = _sudo_prefix()
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    _log("ngtcp2: apt-get update")
-    _run([*sudo, "apt-get", "update", "-qq"], env=env)
-    _log(f"ngtcp2: apt-get install -y {' '.join(NGTCP2_PACKAGES)}")
-    _run([*sudo, "apt-get", "install", "-y", "-qq", *NGTCP2_PACKAGES], env=env)
+    _apt_install("ngtcp2", NGTCP2_PACKAGES)
     found = locate()
     if not (found.gtlsserver and found.gtlsclient):
         raise PeerInstallError(
@@ -712,7 +782,9 @@ def install(
     """Install ``components`` (all by default) and return where everything is."""
     root = peers_dir(directory)
     for component in components:
-        if component == "ngtcp2":
+        if component == "system":
+            install_system(force=force)
+        elif component == "ngtcp2":
             install_ngtcp2(force=force)
         elif component == "openssl35":
             install_openssl35(root, force=force)
@@ -726,6 +798,7 @@ def install(
 
 
 _CHECKS = {
+    "system": check_system,
     "ngtcp2": check_ngtcp2,
     "openssl35": check_openssl35,
     "aioquic-examples": check_aioquic_examples,

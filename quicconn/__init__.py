@@ -181,11 +181,10 @@ from ._objects.listener import Listener, ListenerStats
 from ._objects.poll import PollItem, poll
 from ._objects.session import Session
 from ._objects.stream import Stream
+from ._version import __version__ as __version__
 
 if typing.TYPE_CHECKING:
     from typing import Any
-
-__version__ = "0.1.0"
 
 
 def connect(
@@ -204,7 +203,12 @@ def connect(
     keyword arguments set :class:`Context` attributes (``idle_timeout``,
     ``keylog_filename``, ``qlog_dir``, ``max_datagram_size``, ...).  Use the
     result as a context manager to shut it down cleanly.
+
+    A quicconn extension (OpenSSL has no one-call client).  ``port`` must be
+    1-65535 (ValueError otherwise, TypeError if it is not an int): the
+    socket layer would otherwise wrap 99999 around to 34463.
     """
+    _check_port(port, "connect", lowest=1)
     ctx = Context(CLIENT)
     if verify:
         if cafile is not None:
@@ -252,7 +256,13 @@ def listen(
     ``alpn`` lists the protocols the server accepts; ``flags`` are
     ``LISTENER_FLAG_*``; other keyword arguments set :class:`Context`
     attributes.  Accept with ``listener.accept_connection()``.
+
+    A quicconn extension (SSL_new_listener on a socket bound here).  The
+    port must be 0-65535 (0: any free port).
     """
+    if not isinstance(addr, tuple) or len(addr) < 2:
+        raise TypeError(f"listen() needs a (host, port) tuple, got {addr!r}")
+    _check_port(addr[1], "listen", lowest=0)
     ctx = Context(SERVER)
     ctx.load_cert_chain(certfile, keyfile)
     if alpn:
@@ -261,6 +271,15 @@ def listen(
     listener = ctx.new_listener(addr, flags)
     listener.listen()
     return listener
+
+
+def _check_port(port: object, caller: str, *, lowest: int) -> None:
+    if isinstance(port, bool) or not isinstance(port, int):
+        raise TypeError(f"{caller}(): the port must be an int, not {port!r}")
+    if not lowest <= port <= 65535:
+        raise ValueError(
+            f"{caller}(): port {port} is out of range (a port is {lowest}-65535)"
+        )
 
 
 def _apply_options(ctx: Context, options: dict[str, Any], caller: str) -> None:

@@ -1,31 +1,42 @@
 """The ``quicconn`` command: ``get``, ``serve`` and ``demo``.
 
-* ``quicconn get URL... [-o DIR]`` downloads over HTTP/3 (or hq-interop),
-  all URLs of one server over one connection, with a progress bar per file
-  and a summary;
+* ``quicconn get URL... [-o DIR|-]`` downloads over HTTP/3 (or hq-interop),
+  all URLs of one server over one connection, each saved under its own URL
+  path below DIR (through a temporary name, renamed only once complete), with
+  a progress bar per file and a summary;
 * ``quicconn serve DIR`` serves a directory over HTTP/3 and hq-interop;
 * ``quicconn demo`` does both on loopback, with a generated certificate,
   explaining each step.
+
+Every failure is one line on stderr that says what to do, with a non-zero
+exit status (1: something failed, 2: the command line is wrong, 130:
+interrupted); ``-v`` (anywhere on the line) adds the traceback and what the
+QUIC stack logs.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
+import signal
+import socket
 import sys
 import tempfile
 import threading
 import time
+import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 from typing import NoReturn, TextIO
 from urllib.parse import urlsplit
 
 from tqdm import tqdm
 
-from ._certs import make_pki
+from ._certs import CertFiles, make_pki
 from ._constants import (
     EARLY_DATA_ACCEPTED,
     LISTENER_FLAG_NO_VALIDATE,
@@ -33,15 +44,29 @@ from ._constants import (
     QUIC_VERSION_2,
     SERVER,
 )
-from ._errors import Error, VerificationError
+from ._errors import Error, SyscallError, VerificationError
 from ._objects.context import Context
+from ._objects.listener import Listener
 from ._objects.session import Session
-from .http import ALPN_H3, ALPN_HQ, ClientOptions, Download, FileServer, HttpClient
-from .http.client import StallError
+from ._version import __version__
+from .http import (
+    ALPN_H3,
+    ALPN_HQ,
+    ClientOptions,
+    Download,
+    FileServer,
+    HttpClient,
+    StallError,
+    local_path,
+)
 
 
 class UsageError(Exception):
-    """A command-line mistake, reported without a traceback."""
+    """A command-line mistake (exit status 2), reported without a traceback."""
+
+
+class CommandError(Exception):
+    """A failure the user can fix (exit status 1), reported in one line."""
 
 
 # -- get ---------------------------------------------------------------------
@@ -49,31 +74,86 @@ class UsageError(Exception):
 
 @dataclass(frozen=True)
 class Target:
+    url: str
     host: str
     port: int
     path: str
 
 
 def parse_url(url: str) -> Target:
+    """An ``https://`` URL's server and path; UsageError says what is wrong."""
     parts = urlsplit(url)
-    if parts.scheme != "https" or not parts.hostname:
-        raise UsageError(f"not an https:// URL: {url!r}")
+    if parts.scheme != "https":
+        raise UsageError(f"{url!r} is not an https:// URL (HTTP/3 needs https)")
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    if netloc.count(":") > 1 and not netloc.startswith("["):
+        raise UsageError(
+            f"{url!r}: put an IPv6 address in brackets, as in https://[::1]:4433/"
+        )
+    if not parts.hostname:
+        raise UsageError(f"{url!r} names no host")
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if port is None:
+        port = 443
+    if not 1 <= port <= 65535:
+        shown = netloc.rsplit(":", 1)[-1]
+        raise UsageError(
+            f"{url!r}: {shown!r} is not a port; give a number from 1 to 65535 "
+            "after the host, or none for 443"
+        )
     path = parts.path or "/"
     if parts.query:
         path += "?" + parts.query
-    return Target(parts.hostname, parts.port or 443, path)
+    return Target(url, parts.hostname, port, path)
+
+
+def _saved_paths(targets: list[Target], output: Path) -> None:
+    """Check every URL has its own place under ``output`` (UsageError if not)."""
+    files: dict[Path, str] = {}
+    for target in targets:
+        try:
+            path = local_path(output, target.path)
+        except ValueError as exc:
+            raise UsageError(f"{target.url}: {exc}; leave it out or fix it") from None
+        if path in files:
+            raise UsageError(
+                f"{files[path]} and {target.url} would both be saved as {path}: "
+                "fetch them into separate -o directories"
+            )
+        if path.is_dir():
+            raise UsageError(
+                f"{target.url} would be saved as {path}, which is a directory"
+            )
+        files[path] = target.url
+    for path, url in files.items():
+        for parent in path.parents:
+            if parent in files:
+                raise UsageError(
+                    f"{parent} would be the file of {files[parent]} and a "
+                    f"directory for {url}: fetch them into separate -o directories"
+                )
 
 
 class _Progress:
-    """tqdm bars (one per file for a few files, one overall for many)."""
+    """tqdm bars (one per file for a few files, one overall for many).
 
-    def __init__(self, downloads: int, enabled: bool) -> None:
+    A file's bar has the response's content-length as its total, so it shows
+    the percentage and the time left.
+    """
+
+    def __init__(self, downloads: int, enabled: bool, err: TextIO) -> None:
         self.enabled = enabled
+        self._err = err
         self._per_file = downloads <= 8
         self._bars: dict[str, tqdm[NoReturn]] = {}
         self._overall: tqdm[NoReturn] | None = None
         if enabled and not self._per_file:
-            self._overall = tqdm(unit="B", unit_scale=True, desc=f"{downloads} files")
+            self._overall = tqdm(
+                unit="B", unit_scale=True, desc=f"{downloads} files", file=err
+            )
 
     def update(self, download: Download, nbytes: int) -> None:
         if not self.enabled:
@@ -83,7 +163,14 @@ class _Progress:
             return
         bar = self._bars.get(download.path)
         if bar is None:
-            bar = tqdm(unit="B", unit_scale=True, desc=download.path, leave=True)
+            bar = tqdm(
+                total=download.content_length,
+                unit="B",
+                unit_scale=True,
+                desc=download.path,
+                leave=True,
+                file=self._err,
+            )
             self._bars[download.path] = bar
         bar.update(nbytes)
 
@@ -94,83 +181,131 @@ class _Progress:
             self._overall.close()
 
 
+def _load_session(path: str | None) -> Session | None:
+    if not path or not os.path.exists(path):
+        return None
+    try:
+        return Session.from_bytes(Path(path).read_bytes())
+    except (ValueError, OSError) as exc:
+        raise UsageError(
+            f"{path}: not a session quicconn stored ({exc}); remove it"
+        ) from exc
+
+
 def cmd_get(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     targets = [parse_url(url) for url in args.urls]
-    if args.output is None and len(targets) > 1:
+    to_stdout = args.output in (None, "-")
+    if to_stdout and len(targets) > 1:
         raise UsageError("several URLs need -o DIR to save them into")
     if args.zero_rtt and not args.resume:
         raise UsageError("--0rtt needs --resume FILE (a session from an earlier run)")
-    session: Session | None = None
-    if args.resume and os.path.exists(args.resume):
-        try:
-            session = Session.from_bytes(Path(args.resume).read_bytes())
-        except ValueError as exc:
-            raise UsageError(f"{args.resume}: {exc}") from exc
-    output = Path(args.output) if args.output else None
-    failures = 0
-    servers: dict[tuple[str, int], list[str]] = {}
+    output = None if to_stdout else Path(args.output)
+    if output is not None:
+        if output.exists() and not output.is_dir():
+            raise UsageError(f"-o {args.output}: not a directory")
+        _saved_paths(targets, output)
+    session = _load_session(args.resume)
+    servers: dict[tuple[str, int], list[Target]] = {}
     for target in targets:
-        servers.setdefault((target.host, target.port), []).append(target.path)
-    for (host, port), paths in servers.items():
-        options = ClientOptions(
-            alpn=args.alpn,
-            cafile=args.ca,
-            verify=not args.insecure,
-            keylog_file=args.keylog,
-            qlog_dir=args.qlog_dir,
-            session=session,
-            early_data=args.zero_rtt,
-            stall_timeout=args.timeout,
-            ciphersuites=args.ciphers,
-            key_update=args.key_update,
-            quic_versions=_quic_versions(args.quic_version),
-            initial_version=QUIC_VERSION_1,
-        )
-        progress = _Progress(len(paths), enabled=not args.quiet and err.isatty())
-        started = time.monotonic()
-        try:
-            with HttpClient(host, port, options) as client:
-                downloads = client.fetch(paths, output, progress.update)
-                ticket = client.new_session_ticket()
-                resumed = client.conn.session_reused()
-                early = client.conn.get_early_data_status() == EARLY_DATA_ACCEPTED
-                handshake = client.handshake_seconds
-        except VerificationError as exc:
-            print(f"quicconn: {host}:{port}: {exc}", file=err)
-            return 1
-        except StallError as exc:
-            print(f"quicconn: {host}:{port}: timed out: {exc}", file=err)
-            return 1
-        except (Error, OSError, ValueError) as exc:
-            print(f"quicconn: {host}:{port}: {exc}", file=err)
-            return 1
-        finally:
-            progress.close()
-        elapsed = time.monotonic() - started
-        if args.resume and ticket is not None:
-            Path(args.resume).write_bytes(ticket.to_bytes())
-        total = sum(d.received for d in downloads)
-        for download in downloads:
-            if not download.ok:
-                failures += 1
-                reason = download.error or f"status {download.status}"
-                print(f"quicconn: {download.path}: {reason}", file=err)
-        if output is None and downloads and downloads[0].ok:
-            sys.stdout.buffer.write(bytes(downloads[0].body))
-            sys.stdout.flush()
-        notes = [f"ALPN {args.alpn}"]
-        if resumed:
-            notes.append("session resumed")
-        if early:
-            notes.append("0-RTT accepted")
-        hs = "?" if handshake is None else f"{handshake * 1000:.1f} ms"
+        servers.setdefault((target.host, target.port), []).append(target)
+    failed = 0
+    for (host, port), group in servers.items():
+        failed += _get_from(host, port, group, output, session, args, out, err)
+    if len(targets) > 1:
         print(
-            f"{host}:{port}: handshake {hs} ({', '.join(notes)}); "
-            f"{len(downloads) - failures}/{len(downloads)} files, {total:,} bytes "
-            f"in {elapsed:.2f} s, {total * 8 / max(elapsed, 1e-9) / 1e6:.1f} Mbit/s",
+            f"{len(targets) - failed}/{len(targets)} URLs fetched"
+            + (f", {failed} failed" if failed else ""),
             file=err,
         )
-    return 1 if failures else 0
+    return 1 if failed else 0
+
+
+def _get_from(
+    host: str,
+    port: int,
+    group: list[Target],
+    output: Path | None,
+    session: Session | None,
+    args: argparse.Namespace,
+    out: TextIO,
+    err: TextIO,
+) -> int:
+    """Fetch one server's URLs; how many failed (each reported in one line)."""
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    options = ClientOptions(
+        alpn=args.alpn,
+        cafile=args.ca,
+        verify=not args.insecure,
+        keylog_file=args.keylog,
+        qlog_dir=args.qlog_dir,
+        session=session,
+        early_data=args.zero_rtt,
+        stall_timeout=args.timeout,
+        ciphersuites=args.ciphers,
+        key_update=args.key_update,
+        quic_versions=_quic_versions(args.quic_version),
+        initial_version=QUIC_VERSION_1,
+    )
+    progress = _Progress(len(group), not args.quiet and err.isatty(), err)
+    started = time.monotonic()
+    stream = sys.stdout.buffer if output is None else None
+    try:
+        with HttpClient(host, port, options) as client:
+            downloads = client.fetch(
+                [t.path for t in group],
+                output,
+                progress.update,
+                stream=stream,
+                save_errors=args.save_errors,
+            )
+            ticket = client.new_session_ticket()
+            resumed = client.conn.session_reused()
+            early = client.conn.get_early_data_status() == EARLY_DATA_ACCEPTED
+            handshake = client.handshake_seconds
+    except socket.gaierror as exc:
+        reason = f"cannot resolve {host!r} ({exc.strerror}): check the host name"
+        return _server_failed(where, reason, group, err)
+    except VerificationError as exc:
+        reason = f"{exc} (give the server's CA with --ca FILE, or use --insecure)"
+        return _server_failed(where, reason, group, err)
+    except StallError as exc:
+        return _server_failed(where, f"timed out: {exc}", group, err)
+    except (Error, OSError, ValueError) as exc:
+        return _server_failed(where, str(exc), group, err)
+    finally:
+        progress.close()
+    elapsed = time.monotonic() - started
+    if args.resume and ticket is not None:
+        Path(args.resume).write_bytes(ticket.to_bytes())
+    failed = 0
+    for target, download in zip(group, downloads, strict=True):
+        if download.ok:
+            continue
+        failed += 1
+        reason = download.error or f"status {download.status}"
+        if download.error is None and download.received and not download.saved:
+            reason += " (the error body was not saved: --save-errors saves it)"
+        print(f"quicconn: {target.url}: {reason}", file=err)
+    total = sum(d.received for d in downloads if d.ok)
+    notes = [f"ALPN {args.alpn}"]
+    if resumed:
+        notes.append("session resumed")
+    if early:
+        notes.append("0-RTT accepted")
+    hs = "?" if handshake is None else f"{handshake * 1000:.1f} ms"
+    print(
+        f"{where}: handshake {hs} ({', '.join(notes)}); "
+        f"{len(downloads) - failed}/{len(downloads)} files, {total:,} bytes "
+        f"in {elapsed:.2f} s, {total * 8 / max(elapsed, 1e-9) / 1e6:.1f} Mbit/s",
+        file=err,
+    )
+    return failed
+
+
+def _server_failed(where: str, reason: str, group: list[Target], err: TextIO) -> int:
+    skipped = "" if len(group) == 1 else f" ({len(group)} URLs not fetched)"
+    print(f"quicconn: {where}: {reason}{skipped}", file=err)
+    return len(group)
 
 
 def _quic_versions(name: str) -> list[int]:
@@ -181,28 +316,98 @@ def _quic_versions(name: str) -> list[int]:
 # -- serve ---------------------------------------------------------------------
 
 
-def _server_context(
-    args: argparse.Namespace, err: TextIO
-) -> tuple[Context, str | None]:
+def port_number(text: str) -> int:
+    """argparse type: a UDP port, 0-65535 (0: any free port)."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port (0-65535)")
+    return port
+
+
+def _pki(directory: Path) -> CertFiles:
+    """The generated CA and certificate in ``directory`` (made if missing)."""
+    files = CertFiles(
+        directory / "ca.pem", directory / "cert.pem", directory / "key.pem"
+    )
+    if all(p.is_file() for p in (files.ca, files.cert, files.key)):
+        return files
+    directory.mkdir(parents=True, exist_ok=True)
+    return make_pki(directory)
+
+
+def _load_cert(ctx: Context, cert: str, key: str | None) -> None:
+    try:
+        ctx.load_cert_chain(cert, key)
+    except FileNotFoundError as exc:
+        raise CommandError(
+            f"cannot read {exc.filename}: no such file (give --cert/--key existing "
+            "PEM files, or leave --cert out to generate a certificate)"
+        ) from exc
+    except PermissionError as exc:
+        raise CommandError(f"cannot read {exc.filename}: permission denied") from exc
+    except ValueError as exc:
+        raise CommandError(
+            f"{exc} (give --key the private key of the --cert certificate)"
+        ) from exc
+
+
+def _server_context(args: argparse.Namespace, err: TextIO) -> Context:
     ctx = Context(SERVER)
-    ca_note = None
     if args.cert:
-        ctx.load_cert_chain(args.cert, args.key)
+        _load_cert(ctx, args.cert, args.key)
     else:
-        directory = Path(tempfile.mkdtemp(prefix="quicconn-serve-"))
-        pki = make_pki(directory)
-        ctx.load_cert_chain(pki.cert, pki.key)
-        ca_note = str(pki.ca)
+        directory = (
+            Path(args.pki_dir)
+            if args.pki_dir
+            else Path(tempfile.mkdtemp(prefix="quicconn-serve-"))
+        )
+        pki = _pki(directory)
+        _load_cert(ctx, str(pki.cert), str(pki.key))
         print(
-            f"no --cert given: generated one for localhost; clients trust {pki.ca}",
+            f"no --cert given: using a certificate for localhost; "
+            f"clients trust {pki.ca}",
             file=err,
         )
     ctx.set_alpn_protos([ALPN_H3, ALPN_HQ])
     if args.keylog:
         ctx.keylog_filename = args.keylog
     if args.qlog_dir:
+        Path(args.qlog_dir).mkdir(parents=True, exist_ok=True)
         ctx.qlog_dir = args.qlog_dir
-    return ctx, ca_note
+    return ctx
+
+
+def _bind_address(host: str, port: int) -> tuple[str, int]:
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+    except socket.gaierror as exc:
+        raise CommandError(
+            f"cannot listen on --host {host!r}: {exc.strerror} (give an IP address "
+            "of this machine, such as 127.0.0.1 or ::1, or a local host name)"
+        ) from exc
+    address = infos[0][4]
+    return str(address[0]), port
+
+
+def _listen(ctx: Context, host: str, port: int, flags: int) -> Listener:
+    address = _bind_address(host, port)
+    try:
+        return ctx.new_listener(address, flags)
+    except SyscallError as exc:
+        shown = f"[{address[0]}]:{port}" if ":" in address[0] else f"{host}:{port}"
+        if exc.errno == errno.EADDRINUSE:
+            hint = "another program uses this port: stop it or choose another --port"
+        elif exc.errno == errno.EADDRNOTAVAIL:
+            hint = f"{host} is not an address of this machine: choose another --host"
+        elif exc.errno == errno.EACCES:
+            hint = "ports below 1024 need root: choose a higher --port"
+        else:
+            hint = "choose another --host or --port"
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise CommandError(f"cannot listen on {shown}: {reason} ({hint})") from exc
 
 
 def cmd_serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -211,27 +416,42 @@ def cmd_serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         raise UsageError(f"{args.directory!r} is not a directory")
     if args.key and not args.cert:
         raise UsageError("--key needs --cert")
-    ctx, _ = _server_context(args, err)
+    if args.cert and args.pki_dir:
+        raise UsageError("--pki-dir is for a generated certificate: not with --cert")
+    ctx = _server_context(args, err)
     flags = LISTENER_FLAG_NO_VALIDATE if args.no_retry else 0
-    listener = ctx.new_listener((args.host, args.port), flags)
+    listener = _listen(ctx, args.host, args.port, flags)
     server = FileServer(listener, root)
     host, port = listener.local_address()[:2]
+    shown = f"[{host}]" if ":" in host else host
     print(
-        f"serving {root.resolve()} on https://{host}:{port}/ (h3, hq-interop)",
+        f"serving {root.resolve()} on https://{shown}:{port}/ (h3, hq-interop)",
         file=err,
         flush=True,
     )
+    stop = threading.Event()
+    stopped_by: list[str] = []
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stopped_by.append(signal.Signals(signum).name)
+        stop.set()
+
+    previous = signal.signal(signal.SIGTERM, on_signal)
     try:
-        server.serve_forever()
+        server.serve_forever(stop)
     except KeyboardInterrupt:
-        pass
+        stopped_by.append("SIGINT")
     finally:
-        server.close()
+        signal.signal(signal.SIGTERM, previous)
+        server.close()  # closes every connection: their qlogs are written
         listener.free()
+        why = f" (stopped by {stopped_by[0]})" if stopped_by else ""
+        stats = server.stats
         print(
-            f"served {server.stats.requests} requests, "
-            f"{server.stats.bytes_sent:,} bytes",
+            f"served {stats.connections} connections, {stats.requests} requests "
+            f"({stats.not_found} not found), {stats.bytes_sent:,} bytes{why}",
             file=err,
+            flush=True,
         )
     return 0
 
@@ -266,6 +486,7 @@ def cmd_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             "(Retry address validation on)"
         )
         url = f"https://localhost:{port}/demo.bin"
+        ok = False
         try:
             options = ClientOptions(alpn=ALPN_H3, cafile=str(pki.ca))
             started = time.monotonic()
@@ -302,22 +523,58 @@ def cmd_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 # -- entry point -------------------------------------------------------------------
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="quicconn", description="OpenSSL's QUIC API in Python: tools and demos"
-    )
-    parser.add_argument(
+def _verbose_option() -> argparse.ArgumentParser:
+    # One -v for the main parser and every subcommand: SUPPRESS keeps a
+    # subcommand that was not given -v from resetting the main parser's.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
         "-v",
         "--verbose",
         action="store_true",
-        help="log what the QUIC stack reports (otherwise errors are summarised)",
+        default=argparse.SUPPRESS,
+        help="show tracebacks and what the QUIC stack logs",
+    )
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _verbose_option()
+    parser = argparse.ArgumentParser(
+        prog="quicconn",
+        description="OpenSSL's QUIC API in Python: tools and demos",
+        parents=[common],
+    )
+    parser.set_defaults(verbose=False)
+    parser.add_argument(
+        "--version", action="version", version=f"quicconn {__version__}"
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
-    get = commands.add_parser("get", help="download URLs over HTTP/3 or hq-interop")
-    get.add_argument("urls", nargs="+", metavar="URL")
-    get.add_argument("-o", "--output", metavar="DIR", help="save files into DIR")
-    get.add_argument("--alpn", choices=[ALPN_H3, ALPN_HQ], default=ALPN_H3)
+    get = commands.add_parser(
+        "get",
+        help="download URLs over HTTP/3 or hq-interop",
+        parents=[common],
+        description="Download URLs; the exit status is 0 only if every URL was "
+        "fetched.",
+    )
+    get.add_argument("urls", nargs="+", metavar="URL", help="https:// URLs")
+    get.add_argument(
+        "-o",
+        "--output",
+        metavar="DIR",
+        help="save each URL under its own path in DIR (- or none: one URL to stdout)",
+    )
+    get.add_argument(
+        "--save-errors",
+        action="store_true",
+        help="also save the bodies of error responses (status not 2xx)",
+    )
+    get.add_argument(
+        "--alpn",
+        choices=[ALPN_H3, ALPN_HQ],
+        default=ALPN_H3,
+        help="the protocol (default h3)",
+    )
     trust = get.add_mutually_exclusive_group()
     trust.add_argument("--ca", metavar="FILE", help="trust this CA (default: system)")
     trust.add_argument(
@@ -343,7 +600,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=10.0,
         metavar="SECONDS",
-        help="give up when the server sends nothing for this long",
+        help="give up when the server sends nothing for this long (default 10)",
     )
     get.add_argument(
         "--ciphers",
@@ -364,21 +621,54 @@ def build_parser() -> argparse.ArgumentParser:
     get.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     get.set_defaults(handler=cmd_get)
 
-    serve = commands.add_parser("serve", help="serve a directory over HTTP/3 and hq")
-    serve.add_argument("directory")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=4433)
-    serve.add_argument("--cert", metavar="FILE")
-    serve.add_argument("--key", metavar="FILE")
+    serve = commands.add_parser(
+        "serve",
+        help="serve a directory over HTTP/3 and hq",
+        parents=[common],
+        description="Serve the files below DIRECTORY over HTTP/3 and hq-interop "
+        "until interrupted (Ctrl-C or SIGTERM).",
+    )
+    serve.add_argument("directory", help="the directory whose files are served")
+    serve.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="the address to listen on (default 127.0.0.1; ::1 for IPv6)",
+    )
+    serve.add_argument(
+        "--port",
+        type=port_number,
+        default=4433,
+        help="the UDP port (default 4433; 0: any free port)",
+    )
+    serve.add_argument(
+        "--cert",
+        metavar="FILE",
+        help="the certificate chain (PEM; default: generate one for localhost)",
+    )
+    serve.add_argument(
+        "--key", metavar="FILE", help="the certificate's private key (PEM)"
+    )
+    serve.add_argument(
+        "--pki-dir",
+        metavar="DIR",
+        help="keep the generated CA and certificate in DIR (ca.pem, cert.pem, "
+        "key.pem; reused if there); default: a new temporary directory",
+    )
     serve.add_argument(
         "--no-retry", action="store_true", help="skip Retry address validation"
     )
-    serve.add_argument("--keylog", metavar="FILE")
-    serve.add_argument("--qlog-dir", metavar="DIR")
+    serve.add_argument(
+        "--keylog", metavar="FILE", help="append TLS secrets (NSS format)"
+    )
+    serve.add_argument(
+        "--qlog-dir", metavar="DIR", help="write a qlog trace per connection"
+    )
     serve.set_defaults(handler=cmd_serve)
 
     demo = commands.add_parser(
-        "demo", help="serve and fetch a file on loopback, explaining each step"
+        "demo",
+        help="serve and fetch a file on loopback, explaining each step",
+        parents=[common],
     )
     demo.add_argument(
         "--size",
@@ -388,6 +678,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.set_defaults(handler=cmd_demo)
     return parser
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f" {exc.filename}" if exc.filename else ""
+        return f"{exc.strerror}{where}"
+    return str(exc) or type(exc).__name__
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -403,7 +700,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.handler(args, sys.stdout, sys.stderr))
     except UsageError as exc:
         parser.exit(2, f"quicconn: error: {exc}\n")
-    return 2
+    except KeyboardInterrupt:
+        if args.verbose:
+            traceback.print_exc()
+        print(
+            "quicconn: interrupted (unfinished downloads were removed)",
+            file=sys.stderr,
+        )
+        return 130
+    except CommandError as exc:
+        if args.verbose:
+            traceback.print_exc()
+        print(f"quicconn: error: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # the last line of defence: one line, no traceback
+        if args.verbose:
+            traceback.print_exc()
+        hint = "" if args.verbose else " (run with -v for details)"
+        print(f"quicconn: error: {_describe(exc)}{hint}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
@@ -411,9 +726,11 @@ if __name__ == "__main__":
 
 
 __all__ = [
+    "CommandError",
     "Target",
     "UsageError",
     "build_parser",
     "main",
     "parse_url",
+    "port_number",
 ]

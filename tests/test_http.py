@@ -303,7 +303,7 @@ class TestCommand:
         assert (tmp_path / "random.bin").read_bytes() == (
             served.root / "random.bin"
         ).read_bytes()
-        assert (tmp_path / "nested.txt").read_bytes() == b"nested\n"
+        assert (tmp_path / "sub" / "nested.txt").read_bytes() == b"nested\n"
         assert "2/2 files" in result.stderr and "handshake" in result.stderr
 
     def test_get_to_stdout(self, pki, served):

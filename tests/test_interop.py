@@ -32,7 +32,7 @@ pytestmark = pytest.mark.peer
 @pytest.fixture(scope="module")
 def impls():
     if shutil.which("tshark") is None:
-        pytest.fail("tshark is missing: .ci/run installs it (apt-get install tshark)")
+        pytest.fail("tshark is missing: `python -m interop.peers install` installs it")
     return implementations(locate())
 
 
@@ -96,7 +96,7 @@ def test_captures_carry_addresses_ports_and_payload_tshark_can_read(
     tmp_path: Path, client, server
 ):
     if shutil.which("tshark") is None:
-        pytest.fail("tshark is missing: .ci/run installs it")
+        pytest.fail("tshark is missing: `python -m interop.peers install` installs it")
     pcap = tmp_path / "t.pcap"
     # A QUIC v1 Initial's header (no token, a 1000-byte length); the
     # protected payload is garbage, which tshark reports without failing.
@@ -130,7 +130,7 @@ def test_a_rebinding_the_capture_cannot_decrypt_is_unjudgeable_not_failed(
     # A client with zero-length connection IDs (s_client) leaves tshark
     # unable to link the server's packets on a new path to the connection.
     if shutil.which("tshark") is None:
-        pytest.fail("tshark is missing: .ci/run installs it")
+        pytest.fail("tshark is missing: `python -m interop.peers install` installs it")
     pcap = tmp_path / "t.pcap"
     server, old, new = ("127.0.0.1", 443), ("127.0.0.1", 50001), ("127.0.0.1", 50002)
     short_packet = b"\x40" + bytes(40)

@@ -239,3 +239,74 @@ def test_gtlsclient_downloads_from_gtlsserver_over_h3(
     downloaded = tmp_path / "file"
     assert downloaded.exists(), result.stderr[-2000:]
     assert downloaded.read_bytes() == (docroot / "file").read_bytes()
+
+
+# -- what the README's test command installs -------------------------------
+
+
+def test_the_installer_installs_the_system_tools_the_tests_need(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On a fresh machine (no tshark, no openssl, no keyring) `install` asks
+    apt for them, once, before anything that needs them."""
+    installed: set[str] = set()
+    commands: list[list[str]] = []
+
+    def fake_run(args, **kwargs):  # type: ignore[no-untyped-def]
+        commands.append(list(args))
+        if "install" in args:
+            installed.update(a for a in args if a in peers_module.SYSTEM_PACKAGES)
+        return subprocess.CompletedProcess(args, 0, "", "")
+
+    def present(check: str) -> bool:
+        return any(peers_module.SYSTEM_PACKAGES[name] == check for name in installed)
+
+    monkeypatch.setattr(peers_module, "_run", fake_run)
+    monkeypatch.setattr(peers_module, "_system_package_present", present)
+    monkeypatch.setattr(peers_module, "_apt_lists_fresh", False)
+    monkeypatch.setattr(peers_module.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(peers_module.shutil, "which", lambda name: f"/usr/bin/{name}")
+    peers_module.install(["system"])
+    assert commands == [
+        ["/usr/bin/sudo", "apt-get", "update", "-qq"],
+        [
+            "/usr/bin/sudo", "apt-get", "install", "-y", "-qq",
+            "tshark", "openssl", "debian-archive-keyring",
+        ],
+    ]  # fmt: skip
+    assert peers_module.COMPONENTS[0] == "system"  # before openssl35 needs the keyring
+
+
+def test_paths_and_check_cover_the_system_tools() -> None:
+    paths = peers_module.locate().as_dict()
+    assert paths["tshark"] == require_peer("tshark")
+    assert paths["openssl"] == require_peer("openssl")
+    assert peers_module.check(["system"]) == {"system": None}
+
+
+def readme_test_command() -> str:
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Run the tests", 1)[1]
+    block = section.split("```sh\n", 1)[1].split("```", 1)[0]
+    (command,) = block.strip().splitlines()
+    return command
+
+
+def test_ci_runs_exactly_the_readme_command_and_nothing_of_its_own() -> None:
+    command = readme_test_command()
+    assert command == (
+        "pip install -e '.[test]' && python -m interop.peers install "
+        "&& python -m pytest -q"
+    )
+    lines = [
+        line.strip()
+        for line in (ROOT / ".ci" / "run").read_text().splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    assert lines[-1] == command
+    # Before it: only the shell's own setup and apt's non-interactive mode.
+    assert lines[:-1] == [
+        "set -euo pipefail",
+        'cd "$(dirname "$0")/.."',
+        "export DEBIAN_FRONTEND=noninteractive",
+    ]

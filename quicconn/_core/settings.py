@@ -72,7 +72,12 @@ class CoreSettings:
         keyfile: str | os.PathLike[str] | None = None,
         password: bytes | str | None = None,
     ) -> None:
-        """Load a PEM certificate chain and its private key."""
+        """Load a PEM certificate chain and its private key.
+
+        The key must be the certificate's (OpenSSL's SSL_CTX_use_PrivateKey
+        checks this too and fails with "key values mismatch"); on any error
+        the settings keep what they had.
+        """
         with open(certfile, "rb") as fp:
             pem = fp.read()
         try:
@@ -92,11 +97,19 @@ class CoreSettings:
             )
         pw = password.encode() if isinstance(password, str) else password
         try:
-            self.private_key = serialization.load_pem_private_key(
+            private_key = serialization.load_pem_private_key(
                 match.group(0), password=pw
             )
         except (TypeError, ValueError) as exc:
             raise ValueError(f"cannot load the private key: {exc}") from exc
+        if not _same_public_key(certificates[0], private_key):
+            raise ValueError(
+                "the private key does not match the certificate "
+                f"(certificate {os.fspath(certfile)!r}, key "
+                f"{os.fspath(keyfile if keyfile is not None else certfile)!r}); "
+                "OpenSSL says: key values mismatch"
+            )
+        self.private_key = private_key
         self.certificate = certificates[0]
         self.certificate_chain = certificates[1:]
 
@@ -108,6 +121,18 @@ class CoreSettings:
 
     def has_trust_anchors(self) -> bool:
         return bool(self.cafile or self.capath or self.cadata)
+
+
+def _same_public_key(certificate: x509.Certificate, key: object) -> bool:
+    """Whether ``key`` is the private half of the certificate's public key."""
+    public_key = getattr(key, "public_key", None)
+    if public_key is None:
+        return False
+    encoding = serialization.Encoding.DER
+    info = serialization.PublicFormat.SubjectPublicKeyInfo
+    mine: bytes = public_key().public_bytes(encoding, info)
+    theirs: bytes = certificate.public_key().public_bytes(encoding, info)
+    return mine == theirs
 
 
 __all__ = ["SUPPORTED_VERSIONS", "CoreSettings"]

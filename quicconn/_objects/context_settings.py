@@ -122,7 +122,11 @@ class ContextSettings(ContextBase):
     ) -> None:
         """Load this endpoint's certificate chain and private key.
 
-        Mirrors SSL_CTX_use_certificate_chain_file + SSL_CTX_use_PrivateKey_file.
+        Mirrors SSL_CTX_use_certificate_chain_file + SSL_CTX_use_PrivateKey_file
+        (+ SSL_CTX_check_private_key): a key that is not the certificate's
+        raises ValueError ("key values mismatch" in OpenSSL) instead of
+        failing every handshake later.  A missing file raises
+        FileNotFoundError, a file without a PEM certificate or key ValueError.
         """
         self._settings.load_cert_chain(certfile, keyfile, password)
 

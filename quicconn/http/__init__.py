@@ -1,10 +1,20 @@
 """HTTP/3 and hq-interop on quicconn connections and streams.
 
-* :class:`HttpClient` fetches paths from a server over one connection.
+A quicconn extension: OpenSSL leaves HTTP to nghttp3 and its callers.
+
+* :class:`HttpClient` talks to one server over one connection: any request
+  (:meth:`HttpClient.request`, a :class:`Response` with status, headers, a
+  streamed body and trailers) or many downloads at once
+  (:meth:`HttpClient.fetch`).
+* :class:`HTTP3Transport` gives httpx HTTP/3:
+  ``httpx.Client(transport=quicconn.http.HTTP3Transport())`` (needs httpx:
+  ``pip install 'quicconn[httpx]'``).
 * :class:`FileServer` serves a directory over both protocols from a listener.
 * :class:`H3Session` / :class:`HqSession` are the protocol layers, usable
   directly from your own event loop.
 """
+
+from typing import TYPE_CHECKING
 
 from ._events import (
     DatagramReceived,
@@ -14,11 +24,35 @@ from ._events import (
     RequestReceived,
     ResponseReceived,
     StreamAborted,
+    TrailersReceived,
 )
-from ._paths import resolve_request_path
+from ._exchange import Exchange, ExchangeRouter, RequestError
+from ._paths import local_path, resolve_request_path
 from ._session import ALPN_H3, ALPN_HQ, H3Session, HqSession, HttpSession, session_for
-from .client import ClientOptions, Download, HttpClient, StallError
+from .client import (
+    ClientOptions,
+    Download,
+    HttpClient,
+    ProgressCallback,
+    Response,
+    StallError,
+    content_length,
+)
 from .server import FileServer, ServerStats
+
+if TYPE_CHECKING:
+    from .transport import HTTP3Transport
+
+
+def __getattr__(name: str) -> object:
+    # The httpx transport is imported on first use, so that quicconn.http
+    # works without httpx installed.
+    if name == "HTTP3Transport":
+        from .transport import HTTP3Transport
+
+        return HTTP3Transport
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "ALPN_H3",
@@ -27,18 +61,27 @@ __all__ = [
     "DataReceived",
     "DatagramReceived",
     "Download",
+    "Exchange",
+    "ExchangeRouter",
     "FileServer",
     "H3Session",
+    "HTTP3Transport",
     "Headers",
     "HqSession",
     "HttpClient",
     "HttpEvent",
     "HttpSession",
+    "ProgressCallback",
+    "RequestError",
     "RequestReceived",
+    "Response",
     "ResponseReceived",
     "ServerStats",
     "StallError",
     "StreamAborted",
+    "TrailersReceived",
+    "content_length",
+    "local_path",
     "resolve_request_path",
     "session_for",
 ]

@@ -21,10 +21,24 @@ class RequestReceived:
 
 @dataclass(frozen=True, slots=True)
 class ResponseReceived:
-    """Client side: a response's head arrived (HTTP/3 only; hq has none)."""
+    """Client side: a final response's head arrived (HTTP/3 only; hq has none).
+
+    Interim (1xx) responses are not reported.
+    """
 
     stream_id: int
     status: int
+    headers: Headers
+
+
+@dataclass(frozen=True, slots=True)
+class TrailersReceived:
+    """A HEADERS section after the body (HTTP/3 trailers, RFC 9114 4.1).
+
+    It ends the message: a :class:`DataReceived` with ``ended`` follows.
+    """
+
+    stream_id: int
     headers: Headers
 
 
@@ -55,7 +69,12 @@ class DatagramReceived:
 
 
 HttpEvent = (
-    RequestReceived | ResponseReceived | DataReceived | StreamAborted | DatagramReceived
+    RequestReceived
+    | ResponseReceived
+    | TrailersReceived
+    | DataReceived
+    | StreamAborted
+    | DatagramReceived
 )
 
 
@@ -67,4 +86,5 @@ __all__ = [
     "RequestReceived",
     "ResponseReceived",
     "StreamAborted",
+    "TrailersReceived",
 ]

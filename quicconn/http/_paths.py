@@ -38,6 +38,49 @@ def resolve_request_path(root: Path, target: str) -> Path | None:
     return Path(candidate)
 
 
+def local_path(root: Path, target: str) -> Path:
+    """Where a download of ``target`` (a URL's path) is saved under ``root``.
+
+    The URL's directories are kept (``/sub/hello.txt`` is
+    ``root/sub/hello.txt``, so ``/hello.txt`` and ``/sub/hello.txt`` never
+    meet), a path ending in ``/`` gets ``index.html``, and the query and
+    fragment are dropped.  Each segment is percent-decoded once.  Raises
+    ValueError for a path that could leave ``root``: a ``..`` segment (also
+    percent-encoded), a segment that decodes to a ``/``, a backslash or NUL,
+    invalid percent-encoding, or a directory inside ``root`` that is a
+    symlink leading out of it.
+    """
+    path = target.split("?", 1)[0].split("#", 1)[0]
+    if not path.startswith("/"):
+        raise ValueError(f"{target!r} is not an absolute URL path")
+    raw_segments = path.split("/")[1:]
+    names: list[str] = []
+    for raw in raw_segments:
+        try:
+            name = unquote(raw, encoding="utf-8", errors="strict")
+        except UnicodeDecodeError:
+            raise ValueError(f"{target!r} has invalid percent-encoding") from None
+        if name in ("", "."):
+            continue
+        if name == ".." or any(ch in name for ch in "/\\\x00"):
+            raise ValueError(
+                f"{target!r} has a segment {name!r} that would leave the output "
+                "directory"
+            )
+        names.append(name)
+    if not names or raw_segments[-1] in ("", "."):
+        names.append("index.html")
+    candidate = Path(root, *names)
+    real_root = os.path.realpath(root)
+    real_parent = os.path.realpath(candidate.parent)
+    if os.path.commonpath([real_root, real_parent]) != real_root:
+        raise ValueError(
+            f"{target!r} would be saved through a symlink leading out of {root}"
+        )
+    return candidate
+
+
 __all__ = [
+    "local_path",
     "resolve_request_path",
 ]

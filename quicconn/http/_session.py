@@ -22,6 +22,7 @@ the aioquic core); the session gives it an
 
 from __future__ import annotations
 
+import contextlib
 import selectors
 from collections import deque
 
@@ -47,7 +48,12 @@ from .._core.interface import (
     H3Event,
     H3HeadersReceived,
 )
-from .._errors import ConnectionTerminatedError, StreamResetError, WantWriteError
+from .._errors import (
+    ConnectionTerminatedError,
+    Error,
+    StreamResetError,
+    WantWriteError,
+)
 from .._objects.connection import (
     Connection,
     h3_codec,
@@ -63,6 +69,7 @@ from ._events import (
     RequestReceived,
     ResponseReceived,
     StreamAborted,
+    TrailersReceived,
 )
 
 ALPN_H3 = "h3"
@@ -73,7 +80,13 @@ MAX_HQ_REQUEST_LINE = 8192
 
 
 class HttpSession:
-    """Common machinery: streams, backlogs, reading, waiting."""
+    """Common machinery: streams, backlogs, reading, waiting.
+
+    A quicconn extension (OpenSSL leaves HTTP to nghttp3 or its caller).
+    """
+
+    #: The ALPN protocol this session speaks.
+    alpn: str = ""
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
@@ -90,6 +103,7 @@ class HttpSession:
         self.streams: dict[int, Stream] = {}
         self._backlog: dict[int, deque[tuple[memoryview, bool]]] = {}
         self._finished_reading: set[int] = set()
+        self._paused: set[int] = set()
         self._forget_when_flushed: set[int] = set()
 
     # -- event-loop surface ------------------------------------------------
@@ -132,8 +146,9 @@ class HttpSession:
                 break
             self.streams[stream.get_stream_id()] = stream
         for stream_id, stream in list(self.streams.items()):
-            if stream_id not in self._finished_reading:
-                self._read_stream(stream_id, stream, events)
+            if stream_id in self._finished_reading or stream_id in self._paused:
+                continue
+            self._read_stream(stream_id, stream, events)
         self.flush()
         return events
 
@@ -218,6 +233,18 @@ class HttpSession:
             return True
         return available > 0
 
+    def pause_reading(self, stream_id: int, paused: bool = True) -> None:
+        """Stop (or resume) reading a stream's data into HTTP events.
+
+        While paused the bytes stay in the stream's receive buffer, so QUIC
+        flow control stops the peer once that fills: a consumer that reads a
+        body slowly holds the sender back instead of growing a buffer.
+        """
+        if paused:
+            self._paused.add(stream_id)
+        else:
+            self._paused.discard(stream_id)
+
     def forget(self, stream_id: int) -> None:
         """Release a finished request's stream once its backlog is sent."""
         if stream_id in self._backlog:
@@ -225,15 +252,31 @@ class HttpSession:
             return
         self._forget_when_flushed.discard(stream_id)
         self._finished_reading.discard(stream_id)
+        self._paused.discard(stream_id)
+        self.forget_stream_state(stream_id)
         stream = self.streams.pop(stream_id, None)
         if stream is not None:
             stream.free()
+
+    def cancel(self, stream_id: int, error_code: int) -> None:
+        """Abandon a request stream: reset what we send, stop reading it."""
+        self._backlog.pop(stream_id, None)
+        self._forget_when_flushed.discard(stream_id)
+        stream = self.streams.get(stream_id)
+        if stream is not None and stream.get_stream_type() & 2:  # we send on it
+            # Already reset, or fully sent and acknowledged: nothing to reset.
+            with contextlib.suppress(Error, ValueError):
+                stream.stream_reset(error_code)
+        self.forget(stream_id)
 
     def close(self, error_code: int = 0, reason: str = "") -> None:
         """Start closing the connection without blocking."""
         self.conn.shutdown(SHUTDOWN_FLAG_NO_BLOCK, error_code, reason)
 
     # -- protocol hooks -----------------------------------------------------
+
+    def forget_stream_state(self, stream_id: int) -> None:
+        """Drop what the protocol layer keeps about a finished stream."""
 
     def on_stream_data(
         self, stream_id: int, data: bytes, ended: bool, events: list[HttpEvent]
@@ -246,8 +289,19 @@ class HttpSession:
         events.append(StreamAborted(stream_id, code))
 
     def send_request(
-        self, method: str, authority: str, path: str, headers: Headers | None = None
+        self,
+        method: str,
+        authority: str,
+        path: str,
+        headers: Headers | None = None,
+        *,
+        end_stream: bool = True,
     ) -> int:
+        """Open a request stream and send the request head; its stream ID.
+
+        ``end_stream=False`` leaves the stream open for a body
+        (:meth:`send_body`) and perhaps trailers (:meth:`send_trailers`).
+        """
         raise NotImplementedError
 
     def send_response_head(
@@ -257,6 +311,10 @@ class HttpSession:
 
     def send_body(self, stream_id: int, data: bytes, end: bool) -> None:
         raise NotImplementedError
+
+    def send_trailers(self, stream_id: int, headers: Headers) -> None:
+        """Send trailing headers after the body, ending the stream."""
+        raise ValueError(f"{self.alpn} has no trailers")
 
     def send_not_found(self, stream_id: int) -> None:
         """Answer a request for something that is not there (404)."""
@@ -286,10 +344,16 @@ class HqSession(HttpSession):
         self._heads_done: set[int] = set()
 
     def send_request(
-        self, method: str, authority: str, path: str, headers: Headers | None = None
+        self,
+        method: str,
+        authority: str,
+        path: str,
+        headers: Headers | None = None,
+        *,
+        end_stream: bool = True,
     ) -> int:
-        if method != "GET":
-            raise ValueError("hq-interop only has GET")
+        if method != "GET" or not end_stream:
+            raise ValueError("hq-interop only has GET, without a request body")
         if not path.startswith("/") or any(ch in path for ch in " \r\n"):
             raise ValueError(f"not a request path for hq-interop: {path!r}")
         stream = self.open_stream()
@@ -391,6 +455,8 @@ class H3Session(HttpSession):
         #: (error code, reason) if the peer violated HTTP/3 and we closed.
         self.protocol_error: tuple[int, str] | None = None
         self._h3 = h3_codec(conn, _H3Streams(self))
+        #: Streams whose (final) head arrived: a later HEADERS is trailers.
+        self._heads: set[int] = set()
 
     def on_stream_data(
         self, stream_id: int, data: bytes, ended: bool, events: list[HttpEvent]
@@ -447,15 +513,24 @@ class H3Session(HttpSession):
         if isinstance(event, H3HeadersReceived):
             pseudo = {k: v for k, v in event.headers if k.startswith(b":")}
             regular = [(k, v) for k, v in event.headers if not k.startswith(b":")]
+            if event.stream_id in self._heads:
+                events.append(TrailersReceived(event.stream_id, regular))
+                if event.stream_ended:
+                    events.append(DataReceived(event.stream_id, b"", True))
+                return
             if self.is_client:
                 try:
                     status = int(pseudo.get(b":status", b"0"))
                 except ValueError:
                     status = 0
+                if 100 <= status < 200:
+                    return  # interim response: the final one follows
+                self._heads.add(event.stream_id)
                 events.append(ResponseReceived(event.stream_id, status, regular))
                 if event.stream_ended:
                     events.append(DataReceived(event.stream_id, b"", True))
             else:
+                self._heads.add(event.stream_id)
                 events.append(
                     RequestReceived(
                         event.stream_id,
@@ -471,8 +546,17 @@ class H3Session(HttpSession):
         elif isinstance(event, H3DatagramReceived):
             events.append(DatagramReceived(event.stream_id, event.data))
 
+    def forget_stream_state(self, stream_id: int) -> None:
+        self._heads.discard(stream_id)
+
     def send_request(
-        self, method: str, authority: str, path: str, headers: Headers | None = None
+        self,
+        method: str,
+        authority: str,
+        path: str,
+        headers: Headers | None = None,
+        *,
+        end_stream: bool = True,
     ) -> int:
         stream = self.open_stream()
         stream_id = stream.get_stream_id()
@@ -481,10 +565,11 @@ class H3Session(HttpSession):
             (b":scheme", b"https"),
             (b":authority", authority.encode()),
             (b":path", path.encode()),
-            (b"user-agent", b"quicconn"),
             *(headers or []),
         ]
-        self._h3.send_headers(stream_id, head, end_stream=True)
+        if not any(name == b"user-agent" for name, _ in head):
+            head.append((b"user-agent", b"quicconn"))
+        self._h3.send_headers(stream_id, head, end_stream=end_stream)
         return stream_id
 
     def send_response_head(
@@ -499,6 +584,9 @@ class H3Session(HttpSession):
 
     def send_body(self, stream_id: int, data: bytes, end: bool) -> None:
         self._h3.send_data(stream_id, data, end)
+
+    def send_trailers(self, stream_id: int, headers: Headers) -> None:
+        self._h3.send_headers(stream_id, list(headers), end_stream=True)
 
 
 def session_for(conn: Connection) -> HttpSession:

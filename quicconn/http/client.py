@@ -1,19 +1,33 @@
 """An HTTP client for HTTP/3 and hq-interop on one quicconn connection.
 
-:class:`HttpClient` fetches many paths from one server over one connection,
-as many in parallel as the server's stream limit allows, saving each body to
-a file (or memory) as it arrives.  It supports session resumption and 0-RTT
-requests, and gives up with :class:`StallError` when the server stops
-sending for longer than the stall timeout.
+:class:`HttpClient` talks to one server over one connection:
+
+* :meth:`HttpClient.request` sends any request (method, headers, a body
+  given as bytes or as an iterable of chunks, trailers) and returns a
+  :class:`Response` whose status and headers have arrived and whose body
+  streams as the caller reads it (QUIC flow control holds the server back
+  while the caller does not read);
+* :meth:`HttpClient.fetch` downloads many paths at once, as many in parallel
+  as the server's stream limit allows, into files (through a temporary name,
+  renamed only once the body is complete and its length matches), into a
+  binary stream such as stdout, or into memory.
+
+It supports session resumption and 0-RTT requests, and gives up with
+:class:`StallError` when the server stops sending for longer than the stall
+timeout.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import selectors
 import socket
+import tempfile
+import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -24,8 +38,16 @@ from .._io.transport import enlarge_socket_buffers
 from .._objects.connection import Connection, batched_output
 from .._objects.context import Context
 from .._objects.session import Session
-from ._events import DataReceived, ResponseReceived, StreamAborted
+from ._events import DataReceived, Headers, HttpEvent, ResponseReceived
+from ._exchange import Exchange, ExchangeRouter, RequestError
+from ._paths import local_path
 from ._session import ALPN_H3, ALPN_HQ, H3Session, HqSession, HttpSession
+
+#: H3_REQUEST_CANCELLED (RFC 9114 section 8.1): a response nobody reads.
+H3_REQUEST_CANCELLED = 0x10C
+
+#: A request body is written ahead of the stream by at most this much.
+SEND_AHEAD = 256 * 1024
 
 
 class StallError(TimeoutError):
@@ -34,23 +56,38 @@ class StallError(TimeoutError):
 
 @dataclass
 class Download:
-    """One request and what became of it."""
+    """One path of :meth:`HttpClient.fetch` and what became of it.
+
+    ``ok`` is true for a complete response with a 2xx status (or any
+    hq-interop response: HTTP/0.9 has no status).  ``saved`` says whether
+    the body went to its file or stream: error bodies are not saved unless
+    ``fetch(save_errors=True)``, and an incomplete body never is.
+    """
 
     path: str
+    #: Where the body is saved (fetch with ``output_dir``), else None.
     output: Path | None = None
     stream_id: int | None = None
     status: int | None = None
+    headers: Headers = field(default_factory=list)
+    #: The response's content-length, when it sent one.
+    content_length: int | None = None
     received: int = 0
     done: bool = False
     error: str | None = None
+    saved: bool = False
+    #: The body, when fetching into memory (no ``output_dir`` or stream).
     body: bytearray = field(default_factory=bytearray)
     started: float = 0.0
     finished: float = 0.0
-    _file: BinaryIO | None = None
 
     @property
     def ok(self) -> bool:
-        return self.done and self.error is None and self.status in (None, 200)
+        return (
+            self.done
+            and self.error is None
+            and (self.status is None or 200 <= self.status < 300)
+        )
 
 
 ProgressCallback = Callable[[Download, int], None]
@@ -58,6 +95,8 @@ ProgressCallback = Callable[[Download, int], None]
 
 @dataclass
 class ClientOptions:
+    """How an :class:`HttpClient` connects (a quicconn extension)."""
+
     alpn: str = ALPN_H3
     cafile: str | None = None
     verify: bool = True
@@ -78,8 +117,85 @@ class ClientOptions:
     key_update: bool = False
 
 
+class Response:
+    """A response whose head has arrived; the body streams as it is read.
+
+    A quicconn extension.  ``status`` is None and ``headers`` empty over
+    hq-interop (HTTP/0.9 has neither).  ``trailers`` fills in once the body
+    has been read to its end.  Use it as a context manager, or call
+    :meth:`close`: closing a response whose body is not read to the end
+    cancels its request (H3_REQUEST_CANCELLED).
+    """
+
+    def __init__(
+        self, client: HttpClient, exchange: Exchange, timeout: float | None
+    ) -> None:
+        self._client = client
+        self._exchange = exchange
+        self._timeout = timeout
+        self._closed = False
+
+    @property
+    def stream_id(self) -> int:
+        return self._exchange.stream_id
+
+    @property
+    def status(self) -> int | None:
+        return self._exchange.status
+
+    @property
+    def headers(self) -> Headers:
+        return self._exchange.headers
+
+    @property
+    def trailers(self) -> Headers:
+        """Trailing headers (HTTP/3 only), once the body has been read."""
+        return self._exchange.trailers
+
+    @property
+    def http_version(self) -> str:
+        return "HTTP/3" if self._exchange.has_head else "HTTP/0.9"
+
+    @property
+    def content_length(self) -> int | None:
+        return content_length(self.headers)
+
+    def iter_bytes(self) -> Iterator[bytes]:
+        """Yield the body's chunks as they arrive; raises :class:`RequestError`
+        if the stream is reset or the connection closes first, and
+        :class:`StallError` if the server stalls."""
+        while True:
+            chunk = self._client.next_chunk(self._exchange, self._timeout)
+            if chunk is None:
+                self._closed = True
+                return
+            yield chunk
+
+    def read(self) -> bytes:
+        """The whole (rest of the) body."""
+        return b"".join(self.iter_bytes())
+
+    def close(self) -> None:
+        """Release the stream; cancel the request if the body is unread."""
+        if not self._closed:
+            self._closed = True
+            self._client.finish(self._exchange)
+
+    def __enter__(self) -> Response:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+Body = bytes | bytearray | memoryview | Iterable[bytes] | None
+
+
 class HttpClient:
-    """Fetch paths from one server over one QUIC connection."""
+    """Requests to one server over one QUIC connection (a quicconn extension).
+
+    Thread-safe: one lock serialises the calls that drive the connection.
+    """
 
     def __init__(
         self, host: str, port: int, options: ClientOptions | None = None
@@ -124,15 +240,29 @@ class HttpClient:
                 self.conn.set_early_data_enabled(True)
                 self._zero_rtt = True
         self.session: HttpSession | None = None
+        self._router: ExchangeRouter | None = None
         self.handshake_seconds: float | None = None
         self._started = time.monotonic()
+        self._lock = threading.RLock()
 
     @property
     def authority(self) -> str:
-        return f"{self.host}:{self.port}" if self.port != 443 else self.host
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}" if self.port != 443 else host
+
+    @property
+    def closed(self) -> bool:
+        """Whether the connection has closed (or is closing)."""
+        return self.conn.get_conn_close_info() is not None
 
     def connect(self) -> None:
         """Complete the handshake (or, with 0-RTT, start it and return)."""
+        with self._lock:
+            self._connect()
+
+    def _connect(self) -> None:
+        if self.session is not None:
+            return
         self._started = time.monotonic()
         if self._zero_rtt:
             self._make_session()  # opening streams starts the handshake in 0-RTT
@@ -149,13 +279,20 @@ class HttpClient:
             self.conn.key_update()
         self._make_session()
 
-    def _make_session(self) -> None:
+    def _make_session(self) -> HttpSession:
         if self.session is None:
             cls = H3Session if self.options.alpn == ALPN_H3 else HqSession
             self.session = cls(self.conn)
+            self._router = ExchangeRouter(self.session)
+        return self.session
 
-    def _wait(self, last_progress: float) -> None:
-        stall = self.options.stall_timeout
+    def _ready(self) -> tuple[HttpSession, ExchangeRouter]:
+        self._connect()
+        assert self.session is not None and self._router is not None
+        return self.session, self._router
+
+    def _wait(self, last_progress: float, stall: float | None = None) -> None:
+        stall = self.options.stall_timeout if stall is None else stall
         if time.monotonic() - last_progress > stall:
             raise StallError(
                 f"no response from {self.host}:{self.port} for {stall:g} s "
@@ -171,96 +308,233 @@ class HttpClient:
             selector.register(self.conn.fileno(), events)
             selector.select(max(0.0, timeout))
 
+    def _pump(self) -> bool:
+        """One tick: route what arrived; whether it concerned a request."""
+        session, router = self._ready()
+        moved = router.dispatch(session.handle_events())
+        if self.handshake_seconds is None and self.conn.is_init_finished():
+            self.handshake_seconds = time.monotonic() - self._started
+        close = self.conn.get_conn_close_info()
+        if close is not None and router.active:
+            router.connection_closed(str(close))
+            moved = True
+        return moved
+
+    def _step(self, last_progress: float, stall: float | None = None) -> float:
+        """Tick, and wait if nothing moved; the time of the last progress."""
+        if self._pump():
+            return time.monotonic()
+        self._wait(last_progress, stall)
+        return last_progress
+
+    # -- single requests ------------------------------------------------------
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        headers: Headers | None = None,
+        body: Body = None,
+        *,
+        trailers: Headers | None = None,
+        authority: str | None = None,
+        timeout: float | None = None,
+    ) -> Response:
+        """Send one request; return once the response's head has arrived.
+
+        ``headers`` are (name, value) byte pairs, names in lower case;
+        ``body`` is bytes or an iterable of byte chunks, written with
+        back-pressure (at most :data:`SEND_AHEAD` ahead of the stream);
+        ``trailers`` follow the body.  Over hq-interop only a plain GET
+        exists.  ``timeout`` overrides the stall timeout for this request.
+        Raises :class:`RequestError` if the server resets the request or the
+        connection closes, :class:`StallError` if it stalls.
+        """
+        if isinstance(body, str):
+            raise TypeError("body must be bytes or an iterable of bytes, not str")
+        with self._lock:
+            session, router = self._ready()
+            h3 = isinstance(session, H3Session)
+            if not h3 and (body is not None or trailers or headers):
+                raise ValueError(
+                    "hq-interop requests are a bare GET: no headers, body or trailers"
+                )
+            last = time.monotonic()
+            while not session.can_open_request():
+                if self.closed:
+                    raise RequestError(f"connection {self.conn.get_conn_close_info()}")
+                last = self._step(last, timeout)
+            with_body = body is not None or bool(trailers)
+            stream_id = session.send_request(
+                method.upper(),
+                authority or self.authority,
+                path,
+                list(headers or []),
+                end_stream=not with_body,
+            )
+            exchange = router.add(Exchange(stream_id, has_head=h3))
+            if with_body:
+                self._send_body(session, exchange, body, trailers, timeout)
+            last = time.monotonic()
+            while not exchange.head_received and not exchange.finished:
+                last = self._step(last, timeout)
+            if exchange.error is not None and not exchange.head_received:
+                router.release(exchange)
+                raise exchange.error
+            return Response(self, exchange, timeout)
+
+    def _send_body(
+        self,
+        session: HttpSession,
+        exchange: Exchange,
+        body: Body,
+        trailers: Headers | None,
+        timeout: float | None,
+    ) -> None:
+        stream_id = exchange.stream_id
+        if isinstance(body, bytes | bytearray | memoryview):
+            chunks: Iterable[bytes] = [bytes(body)]
+        else:
+            chunks = body or []
+        for chunk in chunks:
+            if exchange.finished:
+                return  # answered or reset already: the rest is not wanted
+            if chunk:
+                session.send_body(stream_id, bytes(chunk), False)
+            last = time.monotonic()
+            while session.backlog(stream_id) > SEND_AHEAD and not exchange.finished:
+                last = self._step(last, timeout)
+        if exchange.finished:
+            return
+        if trailers:
+            session.send_trailers(stream_id, list(trailers))
+        else:
+            session.send_body(stream_id, b"", True)
+
+    def next_chunk(self, exchange: Exchange, timeout: float | None) -> bytes | None:
+        """The next body chunk of ``exchange``; None at its end.
+
+        Used by :class:`Response`; raises the exchange's error.
+        """
+        with self._lock:
+            last = time.monotonic()
+            while True:
+                if exchange.chunks:
+                    chunk = exchange.take()
+                    if self._router is not None:
+                        self._router.consumed(exchange)
+                    return chunk
+                if exchange.error is not None:
+                    self.finish(exchange)
+                    raise exchange.error
+                if exchange.ended:
+                    self.finish(exchange)
+                    return None
+                last = self._step(last, timeout)
+
+    def finish(self, exchange: Exchange) -> None:
+        """Release a response's stream, cancelling it if it is unfinished."""
+        with self._lock:
+            router = self._router
+            if router is None:
+                return
+            if exchange.finished:
+                router.release(exchange)
+            else:
+                router.cancel(exchange, H3_REQUEST_CANCELLED)
+                if self.session is not None and not self.closed:
+                    self.session.handle_events()  # send the reset now
+
+    # -- downloads ----------------------------------------------------------
+
     def fetch(
         self,
         paths: Iterable[str],
         output_dir: Path | None = None,
         progress: ProgressCallback | None = None,
+        *,
+        stream: BinaryIO | None = None,
+        save_errors: bool = False,
     ) -> list[Download]:
-        """Download every path; returns them in order, each with its outcome."""
-        if self.session is None:
-            self.connect()
-        session = self.session
-        assert session is not None
-        downloads = [
-            Download(
-                path, None if output_dir is None else output_dir / _file_name(path)
-            )
-            for path in paths
-        ]
-        waiting = deque(downloads)
-        active: dict[int, Download] = {}
-        last_progress = time.monotonic()
-        while waiting or active:
-            with batched_output(self.conn):  # the requests share packets
-                while waiting and session.can_open_request():
-                    download = waiting.popleft()
-                    download.started = time.monotonic()
-                    download.stream_id = session.send_request(
-                        "GET", self.authority, download.path
-                    )
-                    active[download.stream_id] = download
-            moved = False
-            for event in session.handle_events():
-                target = active.get(event.stream_id)
-                if target is None:
-                    continue
-                moved = True
-                self._apply(target, event, progress)
-                if target.done:
-                    del active[event.stream_id]
-                    session.forget(event.stream_id)
-            if self.handshake_seconds is None and self.conn.is_init_finished():
-                self.handshake_seconds = time.monotonic() - self._started
-            close = self.conn.get_conn_close_info()
-            if close is not None:
-                for download in [*active.values(), *waiting]:
-                    download.error = f"connection {close}"
+        """Download every path; returns them in order, each with its outcome.
+
+        With ``output_dir`` each body is saved under the URL's own path there
+        (see :func:`~quicconn.http.local_path`; a path that would leave the
+        directory fails without a request), first under a temporary name
+        that is renamed only when the body is complete and as long as its
+        content-length said.  With ``stream`` (a binary file such as
+        ``sys.stdout.buffer``) the bodies are written to it as they arrive:
+        give it one path.  Otherwise bodies are kept in memory
+        (:attr:`Download.body`).  Error bodies (status not 2xx) are written
+        to files or the stream only with ``save_errors=True``.
+
+        A stall or a closed connection fails the downloads still running
+        (their ``error`` says why) without raising; whatever ends the call
+        early (KeyboardInterrupt...) removes the unfinished temporary files
+        before it propagates.
+        """
+        with self._lock:
+            return self._fetch(list(paths), output_dir, progress, stream, save_errors)
+
+    def _fetch(
+        self,
+        paths: list[str],
+        output_dir: Path | None,
+        progress: ProgressCallback | None,
+        stream: BinaryIO | None,
+        save_errors: bool,
+    ) -> list[Download]:
+        if output_dir is not None and stream is not None:
+            raise ValueError("give output_dir or stream, not both")
+        downloads = [Download(path) for path in paths]
+        if output_dir is not None:
+            for download in downloads:
+                try:
+                    download.output = local_path(output_dir, download.path)
+                except ValueError as exc:
+                    download.error = str(exc)
                     download.done = True
-                    self._close_file(download)
-                break
-            if moved:
-                last_progress = time.monotonic()
-            elif waiting or active:
-                self._wait(last_progress)
+        saver = _Saver(output_dir, stream, save_errors, progress)
+        waiting = deque(d for d in downloads if not d.done)
+        try:
+            session, router = self._ready()
+            h3 = isinstance(session, H3Session)
+            last_progress = time.monotonic()
+            while waiting or router.active:
+                with batched_output(self.conn):  # the requests share packets
+                    while waiting and session.can_open_request() and not self.closed:
+                        download = waiting.popleft()
+                        download.started = time.monotonic()
+                        download.stream_id = session.send_request(
+                            "GET", self.authority, download.path
+                        )
+                        router.add(
+                            Exchange(
+                                download.stream_id,
+                                has_head=h3,
+                                listener=saver.listener_for(download),
+                            )
+                        )
+                moved = self._pump()
+                if moved:
+                    last_progress = time.monotonic()
+                if self.closed:
+                    reason = f"connection {self.conn.get_conn_close_info()}"
+                    for download in waiting:
+                        saver.fail(download, reason)
+                    waiting.clear()
+                    break
+                if not moved and (waiting or router.active):
+                    self._wait(last_progress)
+        except StallError as exc:
+            for download in downloads:
+                if not download.done:
+                    saver.fail(download, f"timed out: {exc}")
+        finally:
+            for download in downloads:
+                if not download.done:
+                    saver.discard(download)
         return downloads
-
-    def _apply(
-        self, download: Download, event: object, progress: ProgressCallback | None
-    ) -> None:
-        if isinstance(event, ResponseReceived):
-            download.status = event.status
-        elif isinstance(event, DataReceived):
-            if event.data:
-                if download.output is not None:
-                    if download._file is None:
-                        download.output.parent.mkdir(parents=True, exist_ok=True)
-                        download._file = download.output.open("wb")
-                    download._file.write(event.data)
-                else:
-                    download.body += event.data
-                download.received += len(event.data)
-                if progress is not None:
-                    progress(download, len(event.data))
-            if event.ended:
-                download.done = True
-                download.finished = time.monotonic()
-                if download.output is not None and download._file is None:
-                    download.output.parent.mkdir(parents=True, exist_ok=True)
-                    download.output.write_bytes(b"")
-                self._close_file(download)
-        elif isinstance(event, StreamAborted):
-            download.error = (
-                f"stream reset by the server (error 0x{event.error_code:x})"
-            )
-            download.done = True
-            self._close_file(download)
-
-    @staticmethod
-    def _close_file(download: Download) -> None:
-        if download._file is not None:
-            download._file.close()
-            download._file = None
 
     def new_session_ticket(self) -> Session | None:
         """The server's newest session ticket, for resuming later."""
@@ -283,15 +557,139 @@ class HttpClient:
         self.close()
 
 
-def _file_name(path: str) -> str:
-    name = path.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
-    return name or "index.html"
+def content_length(headers: Headers) -> int | None:
+    """The content-length header's value, or None if absent or malformed."""
+    for name, value in headers:
+        if name == b"content-length":
+            try:
+                length = int(value)
+            except ValueError:
+                return None
+            return length if length >= 0 else None
+    return None
+
+
+class _Saver:
+    """Where :meth:`HttpClient.fetch` puts each body, and its bookkeeping."""
+
+    def __init__(
+        self,
+        output_dir: Path | None,
+        stream: BinaryIO | None,
+        save_errors: bool,
+        progress: ProgressCallback | None,
+    ) -> None:
+        self.output_dir = output_dir
+        self.stream = stream
+        self.save_errors = save_errors
+        self.progress = progress
+        self._files: dict[int, tuple[BinaryIO, Path]] = {}
+
+    def listener_for(
+        self, download: Download
+    ) -> Callable[[Exchange, HttpEvent | None], None]:
+        def on_event(exchange: Exchange, event: HttpEvent | None) -> None:
+            self._apply(download, exchange, event)
+
+        return on_event
+
+    def _keeps(self, download: Download) -> bool:
+        status = download.status
+        return self.save_errors or status is None or 200 <= status < 300
+
+    def _apply(
+        self, download: Download, exchange: Exchange, event: HttpEvent | None
+    ) -> None:
+        if isinstance(event, ResponseReceived):
+            download.status = event.status
+            download.headers = list(event.headers)
+            download.content_length = content_length(download.headers)
+        elif isinstance(event, DataReceived):
+            if event.data:
+                download.received += len(event.data)
+                if self._keeps(download):
+                    self._write(download, event.data)
+                if self.progress is not None:
+                    self.progress(download, len(event.data))
+            if event.ended:
+                self._complete(download)
+        if exchange.error is not None and not download.done:
+            self.fail(download, str(exchange.error))
+
+    def _write(self, download: Download, data: bytes) -> None:
+        if self.stream is not None:
+            self.stream.write(data)
+            self.stream.flush()
+        elif download.output is not None:
+            self._file(download).write(data)
+        else:
+            download.body += data
+
+    def _file(self, download: Download) -> BinaryIO:
+        opened = self._files.get(id(download))
+        if opened is not None:
+            return opened[0]
+        final = download.output
+        assert final is not None and self.output_dir is not None
+        final.parent.mkdir(parents=True, exist_ok=True)
+        # Checked again now that the directories exist (a symlink made since).
+        local_path(self.output_dir, download.path)
+        fd, temp = tempfile.mkstemp(
+            dir=final.parent, prefix=f".{final.name}.", suffix=".part"
+        )
+        file = os.fdopen(fd, "wb")
+        self._files[id(download)] = (file, Path(temp))
+        return file
+
+    def _complete(self, download: Download) -> None:
+        download.done = True
+        download.finished = time.monotonic()
+        expected = download.content_length
+        if expected is not None and expected != download.received:
+            download.error = (
+                f"incomplete body: received {download.received:,} of "
+                f"{expected:,} bytes (content-length)"
+            )
+            self.discard(download)
+            return
+        if not self._keeps(download):
+            return
+        if download.output is not None:
+            file, temp = self._files.pop(id(download), (None, None))
+            if file is None:  # an empty body: nothing was written yet
+                self._file(download)
+                file, temp = self._files.pop(id(download))
+            assert temp is not None
+            file.close()
+            os.replace(temp, download.output)
+        download.saved = download.output is not None or self.stream is not None
+
+    def fail(self, download: Download, reason: str) -> None:
+        download.error = download.error or reason
+        download.done = True
+        download.finished = time.monotonic()
+        self.discard(download)
+
+    def discard(self, download: Download) -> None:
+        """Remove the download's temporary file, if it has one."""
+        file, temp = self._files.pop(id(download), (None, None))
+        if file is not None:
+            file.close()
+        if temp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                temp.unlink()
 
 
 __all__ = [
+    "H3_REQUEST_CANCELLED",
+    "SEND_AHEAD",
+    "Body",
     "ClientOptions",
     "Download",
     "HttpClient",
     "ProgressCallback",
+    "RequestError",
+    "Response",
     "StallError",
+    "content_length",
 ]

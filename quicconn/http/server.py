@@ -39,9 +39,12 @@ class _Response:
 
 @dataclass
 class ServerStats:
+    """What a :class:`FileServer` has done so far (a quicconn extension)."""
+
     connections: int = 0
     requests: int = 0
     not_found: int = 0
+    not_allowed: int = 0
     bytes_sent: int = 0
 
 
@@ -100,8 +103,12 @@ class FileServer:
                 self._drop(client)
 
     def close(self) -> None:
-        for client in list(self._clients):
+        """Close every connection (CONNECTION_CLOSE sent, qlogs written)."""
+        for client in self._clients:
             client.conn.shutdown(SHUTDOWN_FLAG_NO_BLOCK)
+        if self._clients:
+            self.listener.handle_events()  # the closes go out now
+        for client in list(self._clients):
             self._drop(client)
         self._selector.close()
 
@@ -148,15 +155,21 @@ class FileServer:
     def _respond(
         self, client: _Client, session: HttpSession, request: RequestReceived
     ) -> None:
-        path = (
-            resolve_request_path(self.root, request.path)
-            if request.method
-            in (
-                "GET",
-                "HEAD",
+        if request.method not in ("GET", "HEAD"):
+            self.stats.not_allowed += 1
+            body = b"method not allowed: this server only serves files\n"
+            session.send_response_head(
+                request.stream_id,
+                405,
+                [
+                    (b"allow", b"GET, HEAD"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
             )
-            else None
-        )
+            session.send_body(request.stream_id, body, True)
+            logger.info("405 %s %s", request.method, request.path)
+            return
+        path = resolve_request_path(self.root, request.path)
         if path is None:
             self.stats.not_found += 1
             session.send_not_found(request.stream_id)
