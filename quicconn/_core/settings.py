@@ -37,6 +37,9 @@ class CoreSettings:
     alpn_protocols: list[str] | None = None
     idle_timeout: float = 30.0
     max_datagram_size: int = 1200
+    #: DATAGRAM frames (RFC 9221): the max_datagram_frame_size transport
+    #: parameter; None does not offer them.
+    max_datagram_frame_size: int | None = None
     max_data: int = 4 * 1024 * 1024
     max_stream_data: int = 1024 * 1024
     congestion_control: str = "reno"

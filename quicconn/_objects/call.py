@@ -27,6 +27,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Concatenate, ParamSpec, Protocol, TypeVar
 
+from .._constants import ERROR_SSL
 from .._errors import Error
 from .._quic.conditions import QuicFailure
 from .errors import translate
@@ -75,7 +76,9 @@ def api(
     """Run a public method under its object's lock; record ``get_error()``.
 
     The recorded code is the ``.code`` of the quicconn error the call raised
-    (OpenSSL's ``SSL_get_error``), or 0 after a success.
+    (OpenSSL's ``SSL_get_error``), ``ERROR_SSL`` after misuse (``ValueError``
+    or ``TypeError``, where OpenSSL fails the call with SSL_ERROR_SSL), or 0
+    after a success.
     """
 
     @functools.wraps(method)
@@ -96,6 +99,10 @@ def api(
                 del error
         except Error as exc:
             self._last_error = exc.code
+            raise
+        except (ValueError, TypeError):
+            # Misuse: OpenSSL raises SSL_ERROR_SSL for it (QUIC_RAISE_NON_NORMAL_ERROR).
+            self._last_error = ERROR_SSL
             raise
         self._last_error = 0
         return result

@@ -23,6 +23,7 @@ from .._constants import (
     MODE_ASYNC,
     TLS13_CIPHERSUITES,
 )
+from .._core.rules import verify_result
 from .._io.transport import (
     DatagramTransport,
     UdpTransport,
@@ -82,6 +83,7 @@ class ClientSetup:
             raise TypeError(f"set_fd() takes a socket or an int fd, not {fd!r}")
         self._attach(UdpTransport(sock), owns)
 
+    @api
     def set_transport(self, transport: DatagramTransport) -> None:
         """Use any datagram transport (SSL_set_bio with a datagram BIO),
         e.g. one end of :class:`quicconn.testing.DatagramPair`."""
@@ -109,6 +111,7 @@ class ClientSetup:
         if domain_flags.thread_assisted(concurrency):
             start_assist(reactor)
 
+    @api
     def set1_initial_peer_addr(self, addr: tuple[Any, ...]) -> None:
         """The address to send the first datagram to (SSL_set1_initial_peer_addr)."""
         channel = self._channel
@@ -122,10 +125,12 @@ class ClientSetup:
             family = reactor.transport.family
         channel.peer_addr = resolve_address(family, addr)
 
+    @api
     def set_tlsext_host_name(self, name: str) -> None:
         """The server name sent in SNI (SSL_set_tlsext_host_name)."""
         self._sni = self._check_name(name)
 
+    @api
     def set1_host(self, name: str) -> None:
         """The name the server certificate must match (SSL_set1_host).
 
@@ -141,6 +146,7 @@ class ClientSetup:
             raise ValueError("host names cannot change once the handshake started")
         return name
 
+    @api
     def set_alpn_protos(self, protocols: list[str]) -> None:
         """Offer these ALPN protocols on this connection (SSL_set_alpn_protos)."""
         self._channel.settings.alpn_protocols = checked_alpn(protocols) or None
@@ -169,6 +175,7 @@ class ClientSetup:
         core = self._channel.core
         return core is not None and core.session_resumed
 
+    @api
     def set_session(self, session: Session | None) -> None:
         """Resume ``session`` on the next handshake (SSL_set_session).
 
@@ -183,11 +190,22 @@ class ClientSetup:
             raise ValueError("set_session() must be called before the handshake")
         self._session = session
 
+    def get_verify_result(self) -> int:
+        """The certificate verification result (SSL_get_verify_result).
+
+        ``X509_V_OK`` (0) unless the handshake failed on the peer's
+        certificate; then OpenSSL's ``X509_V_ERR_*`` code for the reason
+        (e.g. 19 self-signed certificate in the chain, 62 host name
+        mismatch), or ``X509_V_ERR_UNSPECIFIED`` (1).
+        """
+        return verify_result(self._channel.close_info)
+
     def get1_session(self) -> Session | None:
         """The newest session ticket the server sent, or None (SSL_get1_session).
 
         Servers send tickets after the handshake; read some data (or call
-        :meth:`handle_events`) before asking.
+        :meth:`handle_events`) before asking, or learn of each new session
+        from the context's callback (:meth:`Context.sess_set_new_cb`).
         """
         return self._new_session
 
@@ -272,7 +290,11 @@ class ClientSetup:
         )
 
     def _on_session_ticket(self, ticket: Any) -> None:
-        self._new_session = Session(ticket, self._channel.backend)
+        session = Session(ticket, self._channel.backend)
+        self._new_session = session
+        callback = self._ctx.sess_get_new_cb()
+        if callback is not None:
+            callback(self, session)
 
 
 __all__ = ["ClientSetup"]

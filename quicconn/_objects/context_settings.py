@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from .._asyncjob.engine import AsyncEngine
 from .._constants import (
     CLIENT_THREAD,
     MODE_ASYNC,
+    MODE_AUTO_RETRY,
     QUIC_VERSION_1,
     QUIC_VERSION_2,
     TLS13_CIPHERSUITES,
@@ -31,6 +32,9 @@ from .._quic.channel import ChannelConfig
 from . import domain_flags
 from .async_surface import AsyncCallback
 from .context_base import ContextBase, checked_alpn
+
+#: ``callback(conn, session)``: SSL_CTX_sess_set_new_cb's callback.
+NewSessionCallback = Callable[[Any, Any], Any]
 
 
 class ContextSettings(ContextBase):
@@ -71,7 +75,9 @@ class ContextSettings(ContextBase):
         #: Write a qlog trace per connection into this directory (defaults
         #: to ``$QLOGDIR``); off unless set.
         self.qlog_dir: str | None = os.environ.get("QLOGDIR") or None
-        self._mode = 0
+        #: OpenSSL's SSL_CTX_new sets SSL_MODE_AUTO_RETRY.
+        self._mode = MODE_AUTO_RETRY
+        self._new_session_cb: NewSessionCallback | None = None
         self.async_callback: AsyncCallback | None = None
         self.async_callback_arg: Any = None
         self._async_engine: AsyncEngine | None = None
@@ -220,6 +226,23 @@ class ContextSettings(ContextBase):
             raise ValueError("max_datagram_size must be between 1200 and 65527")
         self._settings.max_datagram_size = size
 
+    def set_max_datagram_frame_size(self, size: int | None) -> None:
+        """Offer DATAGRAM frames (RFC 9221) up to ``size`` bytes each (a
+        quicconn extension; OpenSSL has no DATAGRAM support).
+
+        ``size`` is the max_datagram_frame_size transport parameter: the
+        largest frame (type, length and payload) this endpoint accepts;
+        None (the default) or 0 does not offer DATAGRAM frames.  A
+        connection can send them only if the peer offered them too.
+        """
+        if size is not None and (not isinstance(size, int) or size < 0):
+            raise ValueError(f"max_datagram_frame_size is a non-negative int: {size!r}")
+        self._settings.max_datagram_frame_size = size or None
+
+    def get_max_datagram_frame_size(self) -> int | None:
+        """The DATAGRAM frame size offered, or None (DATAGRAM frames off)."""
+        return self._settings.max_datagram_frame_size
+
     @property
     def max_data(self) -> int:
         """Connection receive window, bytes, kept ahead of what was read."""
@@ -309,6 +332,25 @@ class ContextSettings(ContextBase):
 
     # -- modes ------------------------------------------------------------
 
+    def sess_set_new_cb(self, callback: NewSessionCallback | None) -> None:
+        """Call ``callback(conn, session)`` per new session (SSL_CTX_sess_set_new_cb).
+
+        A client learns here when the server's ticket arrived (after the
+        handshake; ``get1_session()`` right after ``connect()`` is usually
+        still None).  It runs during event handling, with the connection's
+        lock held: keep the session (``session.to_bytes()``) and return;
+        do not call back into the connection.  Unlike OpenSSL, no session
+        cache mode has to be set for it to be called, and its return value
+        is ignored (the session object stays valid either way).
+        """
+        if callback is not None and not callable(callback):
+            raise TypeError("the new-session callback must be callable")
+        self._new_session_cb = callback
+
+    def sess_get_new_cb(self) -> NewSessionCallback | None:
+        """The new-session callback, or None (SSL_CTX_sess_get_new_cb)."""
+        return self._new_session_cb
+
     def set_mode(self, mode: int) -> int:
         """Add mode bits (SSL_CTX_set_mode); returns the new mode."""
         self._mode |= mode
@@ -370,6 +412,8 @@ class ContextSettings(ContextBase):
             needs.add(Capability.ASYNC_SIGN)
         if self.keep_alive_for(self._domain_flags):
             needs.add(Capability.KEEP_ALIVE)
+        if self._settings.max_datagram_frame_size:
+            needs.add(Capability.DATAGRAMS)
         return frozenset(needs)
 
 

@@ -30,12 +30,15 @@ from .._constants import POLL_EVENT_EL, POLL_EVENT_F, POLL_EVENT_IC
 from .._quic.reactor import Reactor
 from . import domain_flags
 from .context_settings import ContextSettings
+from .kinds import QuicObjectKind
 from .listener import Listener, make_listener
 from .surface import events_reactor
 
 
-class Domain:
+class Domain(QuicObjectKind):
     """A QUIC domain (``SSL_new_domain``); made by :meth:`Context.new_domain`."""
+
+    _IS_DOMAIN = True
 
     def __init__(self, ctx: ContextSettings, flags: int) -> None:
         self._ctx = ctx
@@ -45,17 +48,9 @@ class Domain:
 
     # -- OpenSSL API ------------------------------------------------------
 
-    def is_domain(self) -> bool:
-        """Always True (SSL_is_domain)."""
-        return True
-
     def get0_domain(self) -> Domain:
         """The domain itself (SSL_get0_domain)."""
         return self
-
-    def is_listener(self) -> bool:
-        """Always False (SSL_is_listener)."""
-        return False
 
     def get_domain_flags(self) -> int:
         """The domain flags, fixed at creation (SSL_get_domain_flags)."""

@@ -34,15 +34,18 @@ from .call import api, poll_once, run_call
 from .connection import Connection, client_on_reactor, server_connection
 from .context_settings import ContextSettings, core_backend, core_settings
 from .errors import bind_error
+from .kinds import QuicObjectKind
 from .surface import EventSurface
 
 
-class Listener(EventSurface):
+class Listener(EventSurface, QuicObjectKind):
     """A QUIC listener: accepts incoming connections on one UDP socket.
 
     Made by :meth:`Context.new_listener`.  Blocking by default, like every
     OpenSSL QUIC object; connections it returns inherit its blocking mode.
     """
+
+    _IS_LISTENER = True
 
     def __init__(
         self,
@@ -216,10 +219,6 @@ class Listener(EventSurface):
             )
         return client_on_reactor(client_ctx, self._require_reactor())
 
-    def net_read_desired(self) -> bool:
-        """True while the listener has a socket to read (SSL_net_read_desired)."""
-        return self._reactor is not None
-
     def set_blocking_mode(self, blocking: bool) -> None:
         """Blocking (default) or nonblocking accepts (SSL_set_blocking_mode)."""
         self._blocking = bool(blocking)
@@ -227,10 +226,6 @@ class Listener(EventSurface):
     def get_blocking_mode(self) -> bool:
         """Whether accept_connection() blocks (SSL_get_blocking_mode)."""
         return self._blocking
-
-    def is_listener(self) -> bool:
-        """Always True for a listener (SSL_is_listener)."""
-        return True
 
     def get0_listener(self) -> Listener:
         """The listener itself (SSL_get0_listener)."""

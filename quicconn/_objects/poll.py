@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from .._constants import (
+    POLL_EVENT_DGRAM,
     POLL_EVENT_OSU,
     POLL_FLAG_NO_HANDLE_EVENTS,
 )
@@ -53,7 +54,7 @@ __all__ = ["PollItem", "poll"]
 #: One ``SSL_POLL_ITEM``: the object (None is ignored) and the events wanted.
 PollItem = tuple[Connection | Stream | Listener | Domain | None, int]
 
-_ALL_EVENTS = (POLL_EVENT_OSU << 1) - 1
+_ALL_EVENTS = ((POLL_EVENT_OSU << 1) - 1) | POLL_EVENT_DGRAM
 _thread_state = threading.local()
 
 

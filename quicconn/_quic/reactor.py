@@ -91,6 +91,12 @@ class Reactor:
         #: An event-loop driver (quicconn.asyncio, quicconn.trio) or an
         #: assist thread watching this reactor; see :class:`ReactorObserver`.
         self.observer: ReactorObserver | None = None
+        #: A tick ran: OpenSSL's reactor then wants to read, and a listener
+        #: or an unstarted client stops being "due at once".
+        self.ticked = False
+        #: Datagrams handed in by the application (SSL_inject_net_dgram),
+        #: processed by the next tick before the socket's.
+        self._injected: list[tuple[bytes, Address]] = []
 
     # -- membership -------------------------------------------------------
 
@@ -146,6 +152,7 @@ class Reactor:
         """One round of event handling (``SSL_handle_events``).  Lock held."""
         if self.closed:
             return
+        self.ticked = True
         me = threading.get_ident()
         if me != self._tick_thread:
             if self._tick_thread is not None:
@@ -159,6 +166,14 @@ class Reactor:
             self._fire_timers(now)
         if transport.has_pending_writes():
             transport.flush()
+        if self._injected:
+            injected, self._injected = self._injected, []
+            for data, addr in injected:
+                if self._single is not None:
+                    self._single.receive_datagram(data, addr, now)
+                    self._dirty[self._single] = None
+                else:
+                    self._route(data, addr, now)
         batch = transport.recv_batch()
         if batch:
             single = self._single
@@ -202,6 +217,10 @@ class Reactor:
             # wake the other waiters.  Never for a tick that did nothing, or
             # two waiting threads would take turns waking each other.
             self._waiter.notify()
+
+    def inject(self, data: bytes, addr: Address) -> None:
+        """Queue a datagram as if it had arrived from ``addr``.  Lock held."""
+        self._injected.append((bytes(data), addr))
 
     def _route(self, data: bytes, addr: Address, now: float) -> None:
         cid = peek_destination_cid(data, self.cid_length)
@@ -300,7 +319,7 @@ class Reactor:
         0.0 while a core has unprocessed work (a read granted credit, a
         datagram was fed without a flush): the next tick must send it.
         """
-        if self._dirty:
+        if self._dirty or self._injected:
             return 0.0
         deadline = self.next_deadline()
         if deadline is None:

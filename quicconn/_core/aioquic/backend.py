@@ -50,6 +50,7 @@ class AioquicBackend:
             Capability.KEYLOG,
             Capability.HTTP3,
             Capability.KEEP_ALIVE,
+            Capability.DATAGRAMS,
         }
     )
 
