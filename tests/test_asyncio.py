@@ -543,10 +543,22 @@ def test_closing_the_connection_ends_a_waiting_stream_reader(
             reader, writer = await conn.create_stream()
             pending = asyncio.get_running_loop().create_task(reader.read(10))
             await asyncio.sleep(0.02)
-            await conn.aclose(flags=quicconn.SHUTDOWN_FLAG_RAPID)
-            with pytest.raises(ConnectionAbortedError):
+            closing = asyncio.get_running_loop().create_task(
+                conn.aclose(flags=quicconn.SHUTDOWN_FLAG_RAPID)
+            )
+            # The close begins at once: the reader learns it then.
+            with pytest.raises(quicconn.ConnectionTerminatedError):
                 await asyncio.wait_for(pending, 5)
             assert writer.is_closing()
+            await closing
+            # A pair whose connection is freed under it: ConnectionAbortedError.
+            conn = await client_of(server, pki)
+            reader, writer = await conn.create_stream()
+            pending = asyncio.get_running_loop().create_task(reader.read(10))
+            await asyncio.sleep(0.02)
+            conn.abort()
+            with pytest.raises(ConnectionAbortedError):
+                await asyncio.wait_for(pending, 5)
 
     run(main())
     assert not errors, errors
