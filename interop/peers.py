@@ -20,6 +20,10 @@ the package registries a CI machine reaches, into a project-local directory
     ``/``) and run through ``.peers/bin/openssl35``, a wrapper that starts it
     with trixie's dynamic loader and libraries.  The system's OpenSSL is left
     alone.
+``quinn``
+    ``quinn-peer``: a DATAGRAM (RFC 9221) echo server on quinn 0.9 (Rust),
+    built from ``interop/quinn_peer/`` with Debian's cargo, offline, from
+    Debian's packaged crate sources, into ``.peers/quinn/``.
 ``aioquic-examples``
     ``http3_server.py`` / ``http3_client.py`` (and ``demo.py``, templates)
     from the sdist of the installed aioquic version, unpacked into
@@ -57,7 +61,17 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 #: Where peers are installed unless ``--dir`` or ``$QUICCONN_PEERS_DIR`` says otherwise.
 DEFAULT_PEERS_DIR = REPO_ROOT / ".peers"
 
-COMPONENTS = ("system", "ngtcp2", "openssl35", "aioquic-examples")
+COMPONENTS = ("system", "ngtcp2", "openssl35", "aioquic-examples", "quinn")
+#: Debian's packaged Rust crates and toolchain that build interop/quinn_peer
+#: offline (no crates.io): quinn 0.9, rustls 0.20, tokio 1.
+QUINN_PACKAGES = (
+    "librust-quinn-dev",
+    "librust-rustls-pemfile-dev",
+    "librust-tokio-dev",
+    "cargo",
+    "rustc",
+)
+QUINN_SOURCE = Path(__file__).resolve().parent / "quinn_peer"
 
 #: Debian packages of the ``system`` component, each with how to tell it is
 #: there: a program on PATH, or a file.
@@ -110,6 +124,7 @@ class PeerPaths:
     aioquic_examples: str | None
     http3_server: str | None
     http3_client: str | None
+    quinn_peer: str | None = None
 
     def as_dict(self) -> dict[str, str | None]:
         return dataclasses.asdict(self)
@@ -160,6 +175,7 @@ def locate(directory: str | os.PathLike[str] | None = None) -> PeerPaths:
         aioquic_examples=_existing(examples) if server.exists() else None,
         http3_server=_existing(server),
         http3_client=_existing(client),
+        quinn_peer=_existing(root / "quinn" / "quinn-peer"),
     )
 
 
@@ -412,6 +428,36 @@ def _loader(root: Path, arch: str) -> Path:
 def _library_path(root: Path, arch: str) -> str:
     triplet, _ = _ARCHES[arch]
     return f"{root / 'usr/lib' / triplet}:{root / 'lib' / triplet}"
+
+
+def openssl35_command(
+    program: list[str], directory: str | os.PathLike[str] | None = None
+) -> tuple[list[str], dict[str, str]]:
+    """Run ``program`` (e.g. ``[sys.executable, script]``) against OpenSSL 3.5.
+
+    The command line puts trixie's loader and the tree's library path in
+    front of ``program``, so that ``ctypes.CDLL("libssl.so.3")`` in it
+    loads OpenSSL 3.5 (the differential tests drive libssl that way); the
+    environment additions name the tree's provider modules and config.
+    PeerInstallError if OpenSSL 3.5 is not installed.
+    """
+    root = peers_dir(directory) / "openssl35"
+    if not (root / "usr/bin/openssl").exists():
+        raise PeerInstallError(
+            "openssl35: not installed (python -m interop.peers install)"
+        )
+    arch = _dpkg_architecture()
+    env = {
+        "OPENSSL_MODULES": str(root / "usr/lib" / _ARCHES[arch][0] / "ossl-modules"),
+        "OPENSSL_CONF": str(root / "etc/ssl/openssl.cnf"),
+    }
+    command = [
+        str(_loader(root, arch)),
+        "--library-path",
+        _library_path(root, arch),
+        *program,
+    ]
+    return command, env
 
 
 def _missing_libraries(root: Path, arch: str) -> list[str]:
@@ -682,6 +728,51 @@ def check_aioquic_examples() -> str:
 # ----------------------------------------------------------------------
 
 
+def install_quinn(directory: Path, *, force: bool = False) -> None:
+    """Build interop/quinn_peer with Debian's cargo and crates (offline)."""
+    target = directory / "quinn" / "quinn-peer"
+    if target.exists() and not force:
+        _log(f"quinn: present ({target})")
+        return
+    if shutil.which("apt-get") is None:
+        raise PeerInstallError("quinn: apt-get not found; this needs Debian")
+    sudo = _sudo_prefix()
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    _log(f"quinn: apt-get install -y {' '.join(QUINN_PACKAGES)}")
+    _run([*sudo, "apt-get", "update", "-qq"], env=env)
+    _run(
+        [
+            *sudo,
+            "apt-get",
+            "install",
+            "-y",
+            "-qq",
+            "--no-install-recommends",
+            *QUINN_PACKAGES,
+        ],
+        env=env,
+    )
+    cargo = "/usr/bin/cargo" if Path("/usr/bin/cargo").exists() else "cargo"
+    build = directory / "quinn" / "build"
+    _log("quinn: cargo build --release (offline, Debian's crates)")
+    _run(
+        [cargo, "build", "--release", "--offline"],
+        cwd=QUINN_SOURCE,
+        env={**os.environ, "CARGO_TARGET_DIR": str(build)},
+        timeout=1800,
+    )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(build / "release" / "quicconn-quinn-peer", target)
+    _log(f"quinn: installed -> {target}")
+
+
+def check_quinn() -> str:
+    found = locate()
+    if found.quinn_peer is None:
+        raise PeerInstallError("quinn: not installed (.peers/quinn/quinn-peer)")
+    return found.quinn_peer
+
+
 def install(
     components: Iterable[str] = COMPONENTS,
     *,
@@ -699,6 +790,8 @@ def install(
             install_openssl35(root, force=force)
         elif component == "aioquic-examples":
             install_aioquic_examples(root, force=force)
+        elif component == "quinn":
+            install_quinn(root, force=force)
         else:
             raise ValueError(f"unknown peer {component!r}; choose from {COMPONENTS}")
     return locate(root)
@@ -709,6 +802,7 @@ _CHECKS = {
     "ngtcp2": check_ngtcp2,
     "openssl35": check_openssl35,
     "aioquic-examples": check_aioquic_examples,
+    "quinn": check_quinn,
 }
 
 

@@ -20,6 +20,7 @@ from ._constants import (
     ERROR_WANT_READ,
     ERROR_WANT_WRITE,
     ERROR_ZERO_RETURN,
+    QUIC_LOCAL_ERR_IDLE_TIMEOUT,
 )
 
 
@@ -45,6 +46,8 @@ class ConnCloseInfo:
         )
 
     def __str__(self) -> str:
+        if self.error_code == QUIC_LOCAL_ERR_IDLE_TIMEOUT and self.is_local:
+            return "closed locally: the idle timeout expired"
         side = "locally" if self.is_local else "by the peer"
         kind = "transport" if self.is_transport else "application"
         reason = f": {self.reason}" if self.reason else ""

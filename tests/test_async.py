@@ -971,3 +971,26 @@ def test_process_engine_fails_requests_when_its_worker_dies() -> None:
         assert engine.submit(quicconn.SignRequest(key, b"x", 0x0403)) == (
             quicconn.ASYNC_STATUS_ERR
         )
+
+
+def test_a_retry_after_eagain_surfaces_the_second_pause(
+    pki: CertFiles, engine: ControlledEngine, new_client: Any
+) -> None:
+    """OpenSSL: after SSL_ERROR_WANT_ASYNC with status EAGAIN, the retried
+    call resumes the job, which submits again and pauses again: the retry
+    fails with WANT_ASYNC a second time, even when the engine is quick.
+    quicconn's implicit tick must not absorb that pause."""
+    engine.script.extend([EAGAIN, AUTO])
+    ctx = server_context(pki, engine)
+    with listening(ctx) as listener:
+        client = new_client(listener.local_address()[1])
+        assert not completes(client.connect)
+        drive(lambda: listener.get_accept_connection_queue_len() > 0, listener, client)
+        conn = listener.accept_connection(quicconn.ACCEPT_CONNECTION_NO_BLOCK)
+        assert conn.get_async_status() == quicconn.ASYNC_STATUS_EAGAIN
+        with pytest.raises(quicconn.WantAsyncError):
+            conn.accept()  # the first retry: the job submits again and pauses
+        assert conn.get_error() == quicconn.ERROR_WANT_ASYNC
+        assert engine.submissions == [EAGAIN, AUTO]
+        assert conn.get_async_status() == quicconn.ASYNC_STATUS_OK
+        finish_handshake(conn, client, listener)

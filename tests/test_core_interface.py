@@ -381,6 +381,12 @@ class _Streams:
     def peer_max_datagram_frame_size(self) -> int | None:
         return None
 
+    def local_max_datagram_frame_size(self) -> int | None:
+        return None
+
+    def send_datagram(self, data: bytes) -> None:
+        raise AssertionError("no DATAGRAM frames here")
+
 
 def test_h3_codec_yields_neutral_events() -> None:
     from quicconn._core.interface import H3DataReceived, H3HeadersReceived

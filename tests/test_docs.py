@@ -12,8 +12,10 @@ from pathlib import Path
 import pytest
 
 import quicconn
+import quicconn.asyncio
 import quicconn.http
 import quicconn.testing
+import quicconn.trio
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -51,7 +53,10 @@ def documented_names(site: Path) -> set[str]:
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("module", [quicconn, quicconn.http, quicconn.testing])
+@pytest.mark.parametrize(
+    "module",
+    [quicconn, quicconn.http, quicconn.testing, quicconn.asyncio, quicconn.trio],
+)
 def test_the_reference_covers_every_public_name(site: Path, module) -> None:
     names = documented_names(site)
     missing = [

@@ -30,17 +30,62 @@ def run_example(
 
 
 @pytest.mark.parametrize(
-    "name", ["quic-client-block.py", "quic-client-non-block.py", "asyncio-client.py"]
+    ("name", "extra"),
+    [
+        ("quic-client-block.py", []),
+        ("quic-client-non-block.py", []),
+        ("asyncio-client.py", []),
+        ("asyncio-client.py", ["--uvloop"]),
+        ("trio-client.py", []),
+    ],
 )
 def test_client_example_fetches_over_quic(
-    name: str, pki: CertFiles, aioquic_server: int
+    name: str, extra: list[str], pki: CertFiles, aioquic_server: int
 ):
     result = run_example(
-        name, "--cafile", str(pki.ca), "localhost", str(aioquic_server)
+        name, *extra, "--cafile", str(pki.ca), "localhost", str(aioquic_server)
     )
     assert result.returncode == 0, result.stderr.decode()
     assert b"HTTP/1.0 200 OK" in result.stdout
     assert EXPECTED in result.stdout
+
+
+def test_the_asyncio_client_example_leaves_the_loop_free(
+    pki: CertFiles, aioquic_server: int
+):
+    result = run_example(
+        "asyncio-client.py", "--cafile", str(pki.ca), "localhost", str(aioquic_server)
+    )
+    assert result.returncode == 0, result.stderr.decode()
+    ticks = int(result.stderr.split(b"the loop ran ")[1].split()[0])
+    assert ticks > 0, "no other task ran while the request was in flight"
+
+
+def test_the_thread_assisted_example_outlives_its_idle_timeout(
+    pki: CertFiles, aioquic_server: int
+):
+    result = run_example(
+        "thread-assisted-client.py",
+        "--cafile",
+        str(pki.ca),
+        "--pause",
+        "2",
+        "--idle-timeout",
+        "0.8",
+        "localhost",
+        str(aioquic_server),
+    )
+    assert result.returncode == 0, result.stderr.decode()
+    assert b"readable=True open=True" in result.stderr
+    assert EXPECTED in result.stdout
+
+
+def test_the_asyncio_echo_server_example_serves_its_clients():
+    result = run_example(
+        "asyncio-echo-server.py", "--self-test", "--clients", "30", timeout=120
+    )
+    assert result.returncode == 0, result.stderr.decode()
+    assert b"self-test: 30 clients x 3 streams echoed" in result.stdout
 
 
 def test_blocking_example_reports_a_verification_failure(
@@ -63,6 +108,9 @@ def test_every_example_is_exercised():
         "quic-client-block.py",
         "quic-client-non-block.py",
         "asyncio-client.py",
+        "asyncio-echo-server.py",
+        "thread-assisted-client.py",
+        "trio-client.py",
     }
     covered_elsewhere = {
         path.name

@@ -136,7 +136,8 @@ def test_poll_server_serves_parallel_gets_on_several_connections(
                     t.join(30)
                 for i in range(20):
                     assert results.get(i) == body(i), f"client {n}: /f{i}.bin differs"
-                assert conn.shutdown(q.SHUTDOWN_FLAG_RAPID)
+                assert conn.shutdown(q.SHUTDOWN_FLAG_RAPID) is False  # closing
+                assert conn.get_conn_close_info() is not None
             finally:
                 conn.free()
                 sock.close()

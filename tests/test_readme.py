@@ -99,6 +99,7 @@ def test_the_usage_snippets_run_as_written_against_quicconn_serve(workdir) -> No
         "b'hello over QUIC\\n'\n",
         "b'hello over QUIC\\n'\n",
         "HTTP/3 200 hello over QUIC\n\n",
+        "b'hello over QUIC\\n'\n",  # quicconn.asyncio
     ]
     assert fetched.returncode == 0, fetched.stderr
     assert (work / "downloads" / "hello.txt").read_text() == "hello over QUIC\n"

@@ -90,6 +90,12 @@ class Capability(enum.Enum):
     #: 1-RTT ACKs wait up to 2 ms for more packets (one ACK for many on a
     #: fast path) instead of going out every second packet.
     ACK_THINNING = "1-RTT ACKs delayed up to 2 ms"
+    #: Keep-alive PINGs (``CoreSettings.keep_alive``): :meth:`Core.get_timer`
+    #: and :meth:`Core.handle_timer` include the keep-alive deadline.
+    KEEP_ALIVE = "keep-alive PINGs"
+    #: Unreliable DATAGRAM frames (RFC 9221): :meth:`Core.send_datagram_frame`,
+    #: :meth:`Core.max_datagram_payload`, :meth:`CoreSink.on_datagram_frame`.
+    DATAGRAMS = "DATAGRAM frames (RFC 9221)"
 
 
 class CoreSink(Protocol):
@@ -121,6 +127,9 @@ class CoreSink(Protocol):
 
     def on_closing(self, info: ConnCloseInfo) -> None:
         """A close began, locally or by the peer (once per connection)."""
+
+    def on_datagram_frame(self, data: bytes) -> None:
+        """A DATAGRAM frame's payload arrived (Capability.DATAGRAMS)."""
 
     def on_terminated(self) -> None:
         """The closing or draining period ended: nothing more is sent."""
@@ -220,7 +229,9 @@ class Core(Protocol):
         """When :meth:`handle_timer` is next due, or None."""
 
     def handle_timer(self, now: float) -> None:
-        """Run what is due at ``now`` (loss detection, ACKs, idle timeout)."""
+        """Run what is due at ``now`` (loss detection, ACKs, idle timeout,
+        and with ``CoreSettings.keep_alive`` a keep-alive PING after a
+        silence of ``rules.keep_alive_interval()``)."""
 
     def dispatch_events(self) -> None:
         """Report everything since the last call to the sink."""
@@ -281,6 +292,17 @@ class Core(Protocol):
 
     def forget_stream(self, stream_id: int) -> None:
         """Drop per-stream bookkeeping of a discarded stream."""
+
+    # -- DATAGRAM frames (Capability.DATAGRAMS) --------------------------------
+
+    def max_datagram_payload(self) -> int:
+        """The largest DATAGRAM payload that may be sent now: what the peer's
+        max_datagram_frame_size and one packet on the path allow (0: none,
+        e.g. the peer did not enable DATAGRAM frames)."""
+
+    def send_datagram_frame(self, data: bytes) -> None:
+        """Queue one DATAGRAM frame (the caller checked the size); it is
+        sent once and never retransmitted."""
 
     # -- connection-wide ------------------------------------------------------
 
@@ -381,7 +403,15 @@ class H3DataReceived:
     stream_ended: bool
 
 
-H3Event = H3HeadersReceived | H3DataReceived
+@dataclass(frozen=True, slots=True)
+class H3DatagramReceived:
+    """An HTTP Datagram (RFC 9297) for the request stream ``stream_id``."""
+
+    stream_id: int
+    data: bytes
+
+
+H3Event = H3HeadersReceived | H3DataReceived | H3DatagramReceived
 
 
 class H3Transport(Protocol):
@@ -405,6 +435,13 @@ class H3Transport(Protocol):
     def peer_max_datagram_frame_size(self) -> int | None:
         """The peer's max_datagram_frame_size transport parameter."""
 
+    def local_max_datagram_frame_size(self) -> int | None:
+        """Ours: DATAGRAM frames are on if it is not None (then the codec
+        sends SETTINGS_H3_DATAGRAM=1, RFC 9297)."""
+
+    def send_datagram(self, data: bytes) -> None:
+        """Send one QUIC DATAGRAM frame (ValueError if it does not fit)."""
+
 
 class H3Codec(Protocol):
     """HTTP/3 framing and QPACK for one connection (RFC 9114, RFC 9204)."""
@@ -427,6 +464,15 @@ class H3Codec(Protocol):
 
     def send_data(self, stream_id: int, data: bytes, end_stream: bool) -> None:
         """Send a DATA frame."""
+
+    def datagrams_allowed(self) -> bool:
+        """Both ends sent SETTINGS_H3_DATAGRAM=1 (RFC 9297, section 2.1.1)."""
+
+    def handle_datagram(self, data: bytes) -> Sequence[H3Event]:
+        """Feed a QUIC DATAGRAM frame's payload; the HTTP datagram in it."""
+
+    def send_datagram(self, stream_id: int, data: bytes) -> None:
+        """Send an HTTP datagram for request stream ``stream_id``."""
 
 
 #: ``fetch(label)`` finds a ticket a server issued, for resumption.
@@ -507,6 +553,7 @@ __all__ = [
     "GateReply",
     "H3Codec",
     "H3DataReceived",
+    "H3DatagramReceived",
     "H3Event",
     "H3HeadersReceived",
     "H3Transport",

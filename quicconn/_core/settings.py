@@ -37,6 +37,9 @@ class CoreSettings:
     alpn_protocols: list[str] | None = None
     idle_timeout: float = 30.0
     max_datagram_size: int = 1200
+    #: DATAGRAM frames (RFC 9221): the max_datagram_frame_size transport
+    #: parameter; None does not offer them.
+    max_datagram_frame_size: int | None = None
     max_data: int = 4 * 1024 * 1024
     max_stream_data: int = 1024 * 1024
     #: The congestion controller; None: the core's default.
@@ -63,6 +66,10 @@ class CoreSettings:
     #: Streams of each kind the peer may open at once (initial_max_streams_*).
     max_streams_bidi: int = 128
     max_streams_uni: int = 128
+    #: Send a PING after a silence of half the idle timeout (at most 25 s),
+    #: as OpenSSL's channel does, so that a connection whose application
+    #: waits (or is thread-assisted) outlives the idle timeout.
+    keep_alive: bool = False
 
     def load_cert_chain(
         self,

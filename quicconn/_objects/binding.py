@@ -16,7 +16,6 @@ from typing import TypeVar
 
 from .._constants import (
     VALUE_EVENT_HANDLING_MODE_EXPLICIT,
-    VALUE_EVENT_HANDLING_MODE_IMPLICIT,
     VALUE_EVENT_HANDLING_MODE_INHERIT,
 )
 from .._quic.channel import Channel, EarlyData
@@ -47,7 +46,8 @@ class Binding:
     ) -> None:
         self.channel = channel
         self.blocking = True
-        self.event_mode = VALUE_EVENT_HANDLING_MODE_IMPLICIT
+        #: OpenSSL reads INHERIT (0) until set; INHERIT means implicit.
+        self.event_mode = VALUE_EVENT_HANDLING_MODE_INHERIT
         self.mode = mode
         self.freed = False
         #: Starts a client handshake with the connection's names and session.

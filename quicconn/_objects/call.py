@@ -27,6 +27,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Concatenate, ParamSpec, Protocol, TypeVar
 
+from .._constants import ERROR_SSL
 from .._errors import Error
 from .._quic.conditions import QuicFailure
 from .errors import translate
@@ -75,7 +76,9 @@ def api(
     """Run a public method under its object's lock; record ``get_error()``.
 
     The recorded code is the ``.code`` of the quicconn error the call raised
-    (OpenSSL's ``SSL_get_error``), or 0 after a success.
+    (OpenSSL's ``SSL_get_error``), ``ERROR_SSL`` after misuse (``ValueError``
+    or ``TypeError``, where OpenSSL fails the call with SSL_ERROR_SSL), or 0
+    after a success.
     """
 
     @functools.wraps(method)
@@ -86,9 +89,20 @@ def api(
         except QuicFailure as failure:
             error = translate(failure)
             self._last_error = error.code
-            raise error from None
+            try:
+                raise error from None
+            finally:
+                # The traceback holds this frame: without the del, the error
+                # and its frames (with their memoryviews of the caller's
+                # buffer, which then cannot be resized) would live on in a
+                # reference cycle until the garbage collector ran.
+                del error
         except Error as exc:
             self._last_error = exc.code
+            raise
+        except (ValueError, TypeError):
+            # Misuse: OpenSSL raises SSL_ERROR_SSL for it (QUIC_RAISE_NON_NORMAL_ERROR).
+            self._last_error = ERROR_SSL
             raise
         self._last_error = 0
         return result

@@ -23,14 +23,17 @@ from .._constants import (
     MODE_ASYNC,
     TLS13_CIPHERSUITES,
 )
+from .._core.rules import verify_result
 from .._io.transport import (
     DatagramTransport,
     UdpTransport,
     require_datagram_transport,
     resolve_address,
 )
+from .._quic.assist import check_real_clock, start_assist
 from .._quic.channel import Channel, EarlyData
 from .._quic.reactor import Reactor
+from . import domain_flags
 from .binding import Binding
 from .call import api
 from .context_base import checked_alpn
@@ -80,6 +83,7 @@ class ClientSetup:
             raise TypeError(f"set_fd() takes a socket or an int fd, not {fd!r}")
         self._attach(UdpTransport(sock), owns)
 
+    @api
     def set_transport(self, transport: DatagramTransport) -> None:
         """Use any datagram transport (SSL_set_bio with a datagram BIO),
         e.g. one end of :class:`quicconn.testing.DatagramPair`."""
@@ -89,6 +93,9 @@ class ClientSetup:
         channel = self._channel
         if channel.started:
             raise ValueError("the transport cannot change once the handshake started")
+        concurrency = self._ctx.get_domain_flags()
+        if domain_flags.thread_assisted(concurrency):
+            check_real_clock(transport.clock)
         self._detach_reactor()
         reactor = Reactor(transport)
         reactor.retain()
@@ -96,7 +103,15 @@ class ClientSetup:
         self._owns_socket = owns_socket
         if channel.peer_addr is None:
             channel.peer_addr = transport.connected_peer()
+        # The connection's implicit domain (openssl-quic-concurrency(7)):
+        # without BLOCKING or LEGACY_BLOCKING objects start nonblocking;
+        # thread-assisted, a thread handles its timers and datagrams.
+        if not domain_flags.blocking_by_default(concurrency):
+            self._binding.blocking = False
+        if domain_flags.thread_assisted(concurrency):
+            start_assist(reactor)
 
+    @api
     def set1_initial_peer_addr(self, addr: tuple[Any, ...]) -> None:
         """The address to send the first datagram to (SSL_set1_initial_peer_addr)."""
         channel = self._channel
@@ -110,10 +125,12 @@ class ClientSetup:
             family = reactor.transport.family
         channel.peer_addr = resolve_address(family, addr)
 
+    @api
     def set_tlsext_host_name(self, name: str) -> None:
         """The server name sent in SNI (SSL_set_tlsext_host_name)."""
         self._sni = self._check_name(name)
 
+    @api
     def set1_host(self, name: str) -> None:
         """The name the server certificate must match (SSL_set1_host).
 
@@ -129,6 +146,7 @@ class ClientSetup:
             raise ValueError("host names cannot change once the handshake started")
         return name
 
+    @api
     def set_alpn_protos(self, protocols: list[str]) -> None:
         """Offer these ALPN protocols on this connection (SSL_set_alpn_protos)."""
         self._channel.settings.alpn_protocols = checked_alpn(protocols) or None
@@ -165,6 +183,7 @@ class ClientSetup:
         core = self._channel.core
         return core is not None and core.session_resumed
 
+    @api
     def set_session(self, session: Session | None) -> None:
         """Resume ``session`` on the next handshake (SSL_set_session).
 
@@ -179,11 +198,22 @@ class ClientSetup:
             raise ValueError("set_session() must be called before the handshake")
         self._session = session
 
+    def get_verify_result(self) -> int:
+        """The certificate verification result (SSL_get_verify_result).
+
+        ``X509_V_OK`` (0) unless the handshake failed on the peer's
+        certificate; then OpenSSL's ``X509_V_ERR_*`` code for the reason
+        (e.g. 19 self-signed certificate in the chain, 62 host name
+        mismatch), or ``X509_V_ERR_UNSPECIFIED`` (1).
+        """
+        return verify_result(self._channel.close_info)
+
     def get1_session(self) -> Session | None:
         """The newest session ticket the server sent, or None (SSL_get1_session).
 
         Servers send tickets after the handshake; read some data (or call
-        :meth:`handle_events`) before asking.
+        :meth:`handle_events`) before asking, or learn of each new session
+        from the context's callback (:meth:`Context.sess_set_new_cb`).
         """
         return self._new_session
 
@@ -271,7 +301,11 @@ class ClientSetup:
         )
 
     def _on_session_ticket(self, ticket: Any) -> None:
-        self._new_session = Session(ticket, self._channel.backend)
+        session = Session(ticket, self._channel.backend)
+        self._new_session = session
+        callback = self._ctx.sess_get_new_cb()
+        if callback is not None:
+            callback(self, session)
 
 
 __all__ = ["ClientSetup"]

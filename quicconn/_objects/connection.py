@@ -38,7 +38,6 @@ from .._constants import (
     STREAM_FLAG_UNI,
     STREAM_TYPE_BIDI,
     STREAM_TYPE_NONE,
-    TLS13_CIPHERSUITES,
     Role,
 )
 from .._core.interface import H3Codec, H3Transport
@@ -51,15 +50,16 @@ from .binding import Binding
 from .call import api
 from .client_setup import ClientSetup
 from .context_settings import ContextSettings, channel_config
+from .datagrams import DatagramSurface
+from .kinds import QuicObjectKind
 from .session import Session
 from .stream import Stream, StreamHandle, check_error_code, open_stream
 from .surface import EventSurface
-from .values import get_value, set_value
+from .values import ValueSurface
 
 if TYPE_CHECKING:
     from .._types import Buffer
 
-_NAMES = {v: n for n, v in TLS13_CIPHERSUITES.items()}
 _SHUTDOWN_FLAGS = (
     SHUTDOWN_FLAG_RAPID
     | SHUTDOWN_FLAG_NO_STREAM_FLUSH
@@ -68,7 +68,14 @@ _SHUTDOWN_FLAGS = (
 )
 
 
-class Connection(ClientSetup, EventSurface, AsyncSurface):
+class Connection(
+    ClientSetup,
+    EventSurface,
+    AsyncSurface,
+    ValueSurface,
+    DatagramSurface,
+    QuicObjectKind,
+):
     """A QUIC connection (``SSL_new`` on a QUIC context).
 
     Client use, as in OpenSSL's guide demos::
@@ -83,6 +90,8 @@ class Connection(ClientSetup, EventSurface, AsyncSurface):
     every call tick once and raise ``WantReadError``/``WantWriteError``
     instead of waiting.
     """
+
+    _IS_CONNECTION = True
 
     def __init__(self, ctx: ContextSettings) -> None:
         if not isinstance(ctx, ContextSettings):
@@ -114,16 +123,25 @@ class Connection(ClientSetup, EventSurface, AsyncSurface):
     def _require_events_reactor(self) -> Reactor:
         return self._binding.require_reactor()
 
+    def _inject_default_peer(self) -> tuple[Any, ...] | None:
+        channel = self._channel
+        if channel.peer_addr is not None:
+            return channel.peer_addr
+        core = channel.core
+        return None if core is None else core.peer_address()
+
+    def _io_started(self) -> bool:
+        return self._channel.started
+
+    def _due_before_first_tick(self) -> bool:
+        return self._channel.is_client and not self._channel.started
+
     def _context_engine(self) -> Any:
         return self._ctx.get_async_engine()
 
     def is_server(self) -> bool:
         """True for a server-side connection (SSL_is_server)."""
         return not self._channel.is_client
-
-    def is_listener(self) -> bool:
-        """Always False for a connection (SSL_is_listener)."""
-        return False
 
     def get0_listener(self) -> Any:
         """The listener this connection came from, or None (SSL_get0_listener)."""
@@ -138,11 +156,6 @@ class Connection(ClientSetup, EventSurface, AsyncSurface):
     def get_blocking_mode(self) -> bool:
         """Whether calls block (SSL_get_blocking_mode)."""
         return self._binding.blocking
-
-    def net_read_desired(self) -> bool:
-        """Whether the reactor wants to read the network (SSL_net_read_desired):
-        from the start of the handshake until the connection terminates."""
-        return self._channel.started and self._channel.state is not ConnState.TERMINATED
 
     def get_error(self) -> int:
         """The ``ERROR_*`` code of the last failed call, 0 after a success
@@ -363,6 +376,7 @@ class Connection(ClientSetup, EventSurface, AsyncSurface):
         """Peer-opened streams not yet accepted (SSL_get_accept_stream_queue_len)."""
         return len(self._channel.streams.accept_queue)
 
+    @api
     def set_default_stream_mode(self, mode: int) -> None:
         """How the default stream is made (SSL_set_default_stream_mode).
 
@@ -374,6 +388,7 @@ class Connection(ClientSetup, EventSurface, AsyncSurface):
         """
         self._channel.streams.set_default_mode(mode)
 
+    @api
     def set_incoming_stream_policy(self, policy: int, app_error_code: int = 0) -> None:
         """Accept or reject peer-opened streams (SSL_set_incoming_stream_policy).
 
@@ -394,8 +409,10 @@ class Connection(ClientSetup, EventSurface, AsyncSurface):
 
         Unless ``SHUTDOWN_FLAG_NO_STREAM_FLUSH``, waits until the peer has
         acknowledged all stream data, then sends CONNECTION_CLOSE with
-        ``error_code`` and ``reason`` and waits out the terminating period
-        (skipped with ``SHUTDOWN_FLAG_RAPID``).  ``SHUTDOWN_FLAG_WAIT_PEER``
+        ``error_code`` and ``reason`` and waits out the terminating period.
+        ``SHUTDOWN_FLAG_RAPID`` does not wait for it: the call returns as
+        soon as CONNECTION_CLOSE is out, False (OpenSSL's 0) until the
+        terminating period has ended, True after.  ``SHUTDOWN_FLAG_WAIT_PEER``
         waits for the peer to close instead.  Nonblocking (or with
         ``SHUTDOWN_FLAG_NO_BLOCK``): False while in progress; call again.
         """
@@ -432,34 +449,6 @@ class Connection(ClientSetup, EventSurface, AsyncSurface):
                 "update_type must be KEY_UPDATE_REQUESTED or _NOT_REQUESTED"
             )
         self._channel.key_update()
-
-    # -- values and modes -----------------------------------------------------
-
-    @api
-    def get_value_uint(self, value_class: int, value_id: int) -> int:
-        """Read a numeric setting (SSL_get_value_uint): the idle timeout (ms;
-        classes FEATURE_REQUEST, FEATURE_PEER_REQUEST, FEATURE_NEGOTIATED),
-        stream availability, the event-handling mode, write-buffer figures."""
-        return get_value(self._binding, self._default, value_class, value_id)
-
-    def set_value_uint(self, value_class: int, value_id: int, value: int) -> None:
-        """Change a numeric setting (SSL_set_value_uint): the idle timeout
-        request (before the handshake) or the event-handling mode."""
-        set_value(self._binding, value_class, value_id, value)
-
-    def set_mode(self, mode: int) -> int:
-        """Add mode bits for this connection (SSL_set_mode)."""
-        self._binding.mode |= mode
-        return self._binding.mode
-
-    def clear_mode(self, mode: int) -> int:
-        """Remove mode bits (SSL_clear_mode)."""
-        self._binding.mode &= ~mode
-        return self._binding.mode
-
-    def get_mode(self) -> int:
-        """This connection's mode bits (SSL_get_mode)."""
-        return self._binding.mode
 
     # -- lifetime -----------------------------------------------------------
 
@@ -531,6 +520,12 @@ def poll_source(conn: Connection) -> tuple[Reactor | None, Callable[[int], int]]
     return conn._channel.reactor, revents
 
 
+def progress_key(conn: Connection) -> object | None:
+    """What the reactor names this connection by when it reports progress
+    (``ReactorObserver.on_progress``): its core, once the handshake began."""
+    return conn._channel.core
+
+
 def channel_of(conn: Connection) -> Channel:
     """The connection's channel (tests and diagnostics look at its state)."""
     return conn._channel
@@ -580,6 +575,11 @@ def peer_max_datagram_frame_size(conn: Connection) -> int | None:
     return core.peer_max_datagram_frame_size() if core is not None else None
 
 
+def local_max_datagram_frame_size(conn: Connection) -> int | None:
+    """Ours (None: DATAGRAM frames are off for this connection)."""
+    return conn._channel.settings.max_datagram_frame_size
+
+
 __all__ = [
     "ConnState",
     "Connection",
@@ -587,7 +587,9 @@ __all__ = [
     "channel_of",
     "client_on_reactor",
     "h3_codec",
+    "local_max_datagram_frame_size",
     "peer_max_datagram_frame_size",
     "poll_source",
+    "progress_key",
     "server_connection",
 ]

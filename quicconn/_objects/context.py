@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from .context_settings import ContextSettings
+from .domain import Domain
 from .listener import Listener, make_listener
 
 
@@ -31,6 +32,17 @@ class Context(ContextSettings):
         ``new_from_listener()`` clients.
         """
         return make_listener(self, where, flags)
+
+    def new_domain(self, flags: int = 0) -> Domain:
+        """Make a QUIC domain (SSL_new_domain).
+
+        ``flags`` are ``DOMAIN_FLAG_*``: if they name a concurrency model
+        (SINGLE_THREAD, MULTI_THREAD, THREAD_ASSISTED) they are the
+        domain's flags, otherwise they are added to the context's
+        (:meth:`get_domain_flags`).  Conflicting flags raise ValueError.
+        Listeners are made in it with :meth:`Domain.new_listener_from`.
+        """
+        return Domain(self, flags)
 
 
 __all__ = ["Context"]

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from .._asyncjob.engine import AsyncEngine
 from .._constants import (
+    CLIENT_THREAD,
     MODE_ASYNC,
+    MODE_AUTO_RETRY,
     QUIC_VERSION_1,
     QUIC_VERSION_2,
     TLS13_CIPHERSUITES,
@@ -27,8 +29,12 @@ from .._core import registry
 from .._core.interface import Capability, CoreBackend
 from .._core.settings import CoreSettings
 from .._quic.channel import ChannelConfig
+from . import domain_flags
 from .async_surface import AsyncCallback
 from .context_base import ContextBase, checked_alpn
+
+#: ``callback(conn, session)``: SSL_CTX_sess_set_new_cb's callback.
+NewSessionCallback = Callable[[Any, Any], Any]
 
 
 class ContextSettings(ContextBase):
@@ -43,7 +49,20 @@ class ContextSettings(ContextBase):
     def __init__(
         self, role: Role | int = Role.CLIENT, *, core: str | None = None
     ) -> None:
-        super().__init__(role)
+        # CLIENT_THREAD is OSSL_QUIC_client_thread_method(): a client whose
+        # connections are thread-assisted unless its domain flags change.
+        thread_method = role == CLIENT_THREAD and not isinstance(role, Role)
+        super().__init__(Role.CLIENT if thread_method else role)
+        self._domain_flags = (
+            domain_flags.THREAD_METHOD_FLAGS
+            if thread_method
+            else domain_flags.DEFAULT_FLAGS
+        )
+        #: Keep-alive PINGs after a silence of half the idle timeout (at
+        #: most 25 s), as OpenSSL's channel sends them.  None (the default):
+        #: on exactly for thread-assisted connections, whose assist thread
+        #: is then what keeps them alive; True or False: always or never.
+        self.keep_alive: bool | None = None
         if core is not None and core != registry.AUTO and core not in registry.known():
             raise ValueError(
                 f"unknown QUIC core {core!r}: choose one of "
@@ -56,7 +75,9 @@ class ContextSettings(ContextBase):
         #: Write a qlog trace per connection into this directory (defaults
         #: to ``$QLOGDIR``); off unless set.
         self.qlog_dir: str | None = os.environ.get("QLOGDIR") or None
-        self._mode = 0
+        #: OpenSSL's SSL_CTX_new sets SSL_MODE_AUTO_RETRY.
+        self._mode = MODE_AUTO_RETRY
+        self._new_session_cb: NewSessionCallback | None = None
         self.async_callback: AsyncCallback | None = None
         self.async_callback_arg: Any = None
         self._async_engine: AsyncEngine | None = None
@@ -222,6 +243,23 @@ class ContextSettings(ContextBase):
             raise ValueError("max_datagram_size must be between 1200 and 65527")
         self._settings.max_datagram_size = size
 
+    def set_max_datagram_frame_size(self, size: int | None) -> None:
+        """Offer DATAGRAM frames (RFC 9221) up to ``size`` bytes each (a
+        quicconn extension; OpenSSL has no DATAGRAM support).
+
+        ``size`` is the max_datagram_frame_size transport parameter: the
+        largest frame (type, length and payload) this endpoint accepts;
+        None (the default) or 0 does not offer DATAGRAM frames.  A
+        connection can send them only if the peer offered them too.
+        """
+        if size is not None and (not isinstance(size, int) or size < 0):
+            raise ValueError(f"max_datagram_frame_size is a non-negative int: {size!r}")
+        self._settings.max_datagram_frame_size = size or None
+
+    def get_max_datagram_frame_size(self) -> int | None:
+        """The DATAGRAM frame size offered, or None (DATAGRAM frames off)."""
+        return self._settings.max_datagram_frame_size
+
     @property
     def max_data(self) -> int:
         """Connection receive window, bytes, kept ahead of what was read."""
@@ -312,7 +350,53 @@ class ContextSettings(ContextBase):
             raise ValueError("stateless_reset_key must be at least 16 bytes")
         self._set_checked("_stateless_reset_key", key)
 
+    # -- concurrency model (QUIC domains) -----------------------------------
+
+    def set_domain_flags(self, flags: int) -> None:
+        """Choose the concurrency model of this context's objects
+        (SSL_CTX_set_domain_flags).
+
+        ``DOMAIN_FLAG_SINGLE_THREAD``, ``_MULTI_THREAD`` (the default) or
+        ``_THREAD_ASSISTED`` (a background thread handles timers and
+        incoming datagrams), plus ``DOMAIN_FLAG_BLOCKING`` /
+        ``_LEGACY_BLOCKING`` (objects start in blocking mode).  Completed as
+        OpenSSL does (THREAD_ASSISTED implies MULTI_THREAD; no model means
+        MULTI_THREAD); conflicting or unknown flags raise ValueError.  It
+        applies to connections and listeners made afterwards (their
+        implicit domain) and is the default of :meth:`new_domain`.
+        """
+        self._domain_flags = domain_flags.adjust(flags)
+
+    def get_domain_flags(self) -> int:
+        """The context's domain flags (SSL_CTX_get_domain_flags)."""
+        return self._domain_flags
+
+    def keep_alive_for(self, flags: int) -> bool:
+        """Whether objects with these domain flags send keep-alive PINGs."""
+        if self.keep_alive is None:
+            return domain_flags.thread_assisted(flags)
+        return bool(self.keep_alive)
+
     # -- modes ------------------------------------------------------------
+
+    def sess_set_new_cb(self, callback: NewSessionCallback | None) -> None:
+        """Call ``callback(conn, session)`` per new session (SSL_CTX_sess_set_new_cb).
+
+        A client learns here when the server's ticket arrived (after the
+        handshake; ``get1_session()`` right after ``connect()`` is usually
+        still None).  It runs during event handling, with the connection's
+        lock held: keep the session (``session.to_bytes()``) and return;
+        do not call back into the connection.  Unlike OpenSSL, no session
+        cache mode has to be set for it to be called, and its return value
+        is ignored (the session object stays valid either way).
+        """
+        if callback is not None and not callable(callback):
+            raise TypeError("the new-session callback must be callable")
+        self._new_session_cb = callback
+
+    def sess_get_new_cb(self) -> NewSessionCallback | None:
+        """The new-session callback, or None (SSL_CTX_sess_get_new_cb)."""
+        return self._new_session_cb
 
     def set_mode(self, mode: int) -> int:
         """Add mode bits (SSL_CTX_set_mode); returns the new mode."""
@@ -366,6 +450,7 @@ class ContextSettings(ContextBase):
         settings.verify_peer = bool(self._verify_mode & VERIFY_PEER)
         settings.secrets_log_file = self._keylog()
         settings.qlog_dir = self.qlog_dir
+        settings.keep_alive = self.keep_alive_for(self._domain_flags)
         return settings
 
     def _needs(self) -> frozenset[Capability]:
@@ -378,6 +463,10 @@ class ContextSettings(ContextBase):
             needs.add(_CONGESTION_CONTROLLERS[chosen])
         if self._stateless_reset_key is not None:
             needs.add(Capability.DERIVED_RESET_TOKENS)
+        if self.keep_alive_for(self._domain_flags):
+            needs.add(Capability.KEEP_ALIVE)
+        if self._settings.max_datagram_frame_size:
+            needs.add(Capability.DATAGRAMS)
         return frozenset(needs)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Protocol, cast
 
 from .connection import Connection
+from .domain import Domain
 from .dtls.connection import DTLSConnection
 from .dtls.listener import DTLSListener
 from .listener import Listener
@@ -31,6 +32,7 @@ EVENT_OBJECT_TYPES: tuple[type, ...] = (
     Connection,
     Stream,
     Listener,
+    Domain,
     DTLSConnection,
     DTLSListener,
 )

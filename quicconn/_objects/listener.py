@@ -24,23 +24,28 @@ from .._constants import (
     Role,
 )
 from .._io.transport import Address, DatagramTransport, open_transport
+from .._quic.assist import check_real_clock, start_assist
 from .._quic.channel import Channel
 from .._quic.conditions import Condition, QuicFailure
 from .._quic.port import ListenerStats, Port
 from .._quic.reactor import Reactor
+from . import domain_flags
 from .call import api, poll_once, run_call
 from .connection import Connection, client_on_reactor, server_connection
 from .context_settings import ContextSettings, core_backend, core_settings
 from .errors import bind_error
+from .kinds import QuicObjectKind
 from .surface import EventSurface
 
 
-class Listener(EventSurface):
+class Listener(EventSurface, QuicObjectKind):
     """A QUIC listener: accepts incoming connections on one UDP socket.
 
     Made by :meth:`Context.new_listener`.  Blocking by default, like every
     OpenSSL QUIC object; connections it returns inherit its blocking mode.
     """
+
+    _IS_LISTENER = True
 
     def __init__(
         self,
@@ -49,6 +54,7 @@ class Listener(EventSurface):
         flags: int = 0,
         *,
         owns_socket: bool = False,
+        domain: Any = None,
     ) -> None:
         known = LISTENER_FLAG_NO_ACCEPT | LISTENER_FLAG_NO_VALIDATE
         if flags & ~known:
@@ -59,6 +65,10 @@ class Listener(EventSurface):
         settings = core_settings(ctx)
         backend = core_backend(ctx)
         reset_key = ctx.stateless_reset_key or os.urandom(32)
+        self._domain = domain
+        concurrency = self.get_domain_flags()
+        if domain_flags.thread_assisted(concurrency):
+            check_real_clock(transport.clock)
         reactor = Reactor(transport)
         reactor.retain()
         self._reactor: Reactor | None = reactor
@@ -77,11 +87,17 @@ class Listener(EventSurface):
             max_pending=ctx.max_pending_connections,
             max_live=ctx.max_connections,
         )
-        self._blocking = True
         self._last_error = 0
+        self._blocking = domain_flags.blocking_by_default(concurrency)
+        self._keep_alive = ctx.keep_alive_for(concurrency)
+        if domain_flags.thread_assisted(concurrency):
+            start_assist(reactor)
 
     def _new_connection(self) -> tuple[Channel, Connection]:
-        return server_connection(self._ctx, self._require_reactor(), self)
+        channel, conn = server_connection(self._ctx, self._require_reactor(), self)
+        # The domain, not only the context, decides the keep-alive.
+        channel.settings.keep_alive = self._keep_alive
+        return channel, conn
 
     def _call_lock(self) -> AbstractContextManager[object]:
         reactor = self._reactor
@@ -203,10 +219,6 @@ class Listener(EventSurface):
             )
         return client_on_reactor(client_ctx, self._require_reactor())
 
-    def net_read_desired(self) -> bool:
-        """True while the listener has a socket to read (SSL_net_read_desired)."""
-        return self._reactor is not None
-
     def set_blocking_mode(self, blocking: bool) -> None:
         """Blocking (default) or nonblocking accepts (SSL_set_blocking_mode)."""
         self._blocking = bool(blocking)
@@ -214,10 +226,6 @@ class Listener(EventSurface):
     def get_blocking_mode(self) -> bool:
         """Whether accept_connection() blocks (SSL_get_blocking_mode)."""
         return self._blocking
-
-    def is_listener(self) -> bool:
-        """Always True for a listener (SSL_is_listener)."""
-        return True
 
     def get0_listener(self) -> Listener:
         """The listener itself (SSL_get0_listener)."""
@@ -270,8 +278,11 @@ class Listener(EventSurface):
         return f"<quicconn.Listener {where} live={self._port.live}>"
 
 
-def make_listener(ctx: ContextSettings, where: Any, flags: int) -> Listener:
-    """Build a listener on a socket, an address to bind, or a transport."""
+def make_listener(
+    ctx: ContextSettings, where: Any, flags: int, domain: Any = None
+) -> Listener:
+    """Build a listener on a socket, an address to bind, or a transport;
+    in ``domain`` (SSL_new_listener_from) or the context's implicit one."""
     if ctx.role is not Role.SERVER:
         # As in OpenSSL, a client context makes a client-only listener.
         flags |= LISTENER_FLAG_NO_ACCEPT
@@ -283,7 +294,12 @@ def make_listener(ctx: ContextSettings, where: Any, flags: int) -> Listener:
         transport, owns_socket = open_transport(where, "new_listener()")
     except OSError as exc:
         raise bind_error(where, exc) from exc
-    return Listener(ctx, transport, flags, owns_socket=owns_socket)
+    try:
+        return Listener(ctx, transport, flags, owns_socket=owns_socket, domain=domain)
+    except BaseException:
+        if owns_socket:
+            transport.close()
+        raise
 
 
 def poll_source(listener: Listener) -> tuple[Reactor | None, Callable[[int], int]]:

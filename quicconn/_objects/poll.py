@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from .._constants import (
+    POLL_EVENT_DGRAM,
     POLL_EVENT_OSU,
     POLL_FLAG_NO_HANDLE_EVENTS,
 )
@@ -42,6 +43,8 @@ from .._io.transport import Waker
 from .._quic.reactor import Reactor
 from .connection import Connection
 from .connection import poll_source as connection_poll_source
+from .domain import Domain
+from .domain import poll_source as domain_poll_source
 from .listener import Listener
 from .listener import poll_source as listener_poll_source
 from .stream import Stream, stream_binding, stream_poll_revents
@@ -49,9 +52,9 @@ from .stream import Stream, stream_binding, stream_poll_revents
 __all__ = ["PollItem", "poll"]
 
 #: One ``SSL_POLL_ITEM``: the object (None is ignored) and the events wanted.
-PollItem = tuple[Connection | Stream | Listener | None, int]
+PollItem = tuple[Connection | Stream | Listener | Domain | None, int]
 
-_ALL_EVENTS = (POLL_EVENT_OSU << 1) - 1
+_ALL_EVENTS = ((POLL_EVENT_OSU << 1) - 1) | POLL_EVENT_DGRAM
 _thread_state = threading.local()
 
 
@@ -61,7 +64,8 @@ def poll(
     """Wait for readiness events on QUIC objects (SSL_poll).
 
     ``items`` are ``(obj, events)`` pairs, ``obj`` a :class:`Connection`,
-    :class:`Stream` or :class:`Listener` (or None, which is ignored) and
+    :class:`Stream`, :class:`Listener` or :class:`Domain` (or None, which
+    is ignored) and
     ``events`` a mask of ``POLL_EVENT_*`` bits.  Returns the ``revents``
     masks in item order; the number of ready items is
     ``sum(map(bool, result))``.
@@ -97,7 +101,11 @@ def poll(
     loose: list[_Entry] = []
     for entry in entries:
         if entry.reactor is None:
+            # Read without a reactor lock: no transport, or a domain, whose
+            # reactors are waited on (and ticked) as everyone's are.
             loose.append(entry)
+            for reactor in entry.spanned:
+                groups.setdefault(reactor, [])
         else:
             groups.setdefault(entry.reactor, []).append(entry)
     clock = _common_clock(list(groups))
@@ -126,7 +134,7 @@ def poll(
 class _Entry:
     """One item, with its object classified once."""
 
-    __slots__ = ("_revents", "events", "index", "obj", "reactor")
+    __slots__ = ("_revents", "events", "index", "obj", "reactor", "spanned")
 
     def __init__(self, index: int, item: Any) -> None:
         try:
@@ -145,6 +153,8 @@ class _Entry:
         self.obj = obj
         self.events = events
         self.reactor: Reactor | None = None
+        #: A domain's reactors (it has no single one).
+        self.spanned: list[Reactor] = []
         self._revents: Callable[[int], int] | None = None
         if obj is None:
             return
@@ -156,10 +166,12 @@ class _Entry:
             self.reactor, self._revents = connection_poll_source(obj)
         elif isinstance(obj, Listener):
             self.reactor, self._revents = listener_poll_source(obj)
+        elif isinstance(obj, Domain):
+            self.spanned, self._revents = domain_poll_source(obj)
         else:
             raise TypeError(
                 f"item {index}: poll() takes quicconn Connection, Stream and Listener "
-                f"objects (or None), not {type(obj).__name__}"
+                f"objects, Domains (or None), not {type(obj).__name__}"
             )
 
     def revents(self) -> int:

@@ -41,6 +41,7 @@ from .._quic.stream_state import (
 from .._quic.streams import StreamRecord
 from .binding import Binding
 from .call import api
+from .kinds import QuicObjectKind
 
 if TYPE_CHECKING:
     from .._types import Buffer
@@ -268,7 +269,10 @@ class StreamHandle:
         return read_state(self.record, self.binding.channel.terminating)
 
     def write_state(self) -> int:
-        return write_state(self.record, self.binding.channel.terminating)
+        record = self.record
+        if record is not None:
+            self.binding.channel.refresh_send_state(record)
+        return write_state(record, self.binding.channel.terminating)
 
     def read_error_code(self) -> int | None:
         return read_error_code(self.record, self.binding.channel.terminating)
@@ -326,7 +330,7 @@ _EVENT_HANDLING_MODES = (
 )
 
 
-class Stream:
+class Stream(QuicObjectKind):
     """A QUIC stream SSL object (from ``new_stream`` or ``accept_stream``).
 
     Blocking mode is inherited from the connection unless set on the stream
@@ -457,6 +461,10 @@ class Stream:
         """True if this endpoint opened the stream (SSL_is_stream_local)."""
         return self._record.is_local
 
+    def is_server(self) -> bool:
+        """Whether the stream's connection is the server end (SSL_is_server)."""
+        return self._conn.is_server()
+
     def get0_connection(self) -> Connection:
         """The connection the stream belongs to (SSL_get0_connection)."""
         return self._conn
@@ -491,6 +499,7 @@ class Stream:
             )
         return self._handle.write_buffer_value(value_id)
 
+    @api
     def set_value_uint(self, value_class: int, value_id: int, value: int) -> None:
         """Set this stream's event-handling mode (SSL_set_value_uint).
 
@@ -538,6 +547,22 @@ class Stream:
     def get_event_timeout(self) -> float | None:
         """Seconds until events are due, None for infinite (SSL_get_event_timeout)."""
         return self._conn.get_event_timeout()
+
+    def net_read_desired(self) -> bool:
+        """The connection's SSL_net_read_desired (a stream has no I/O of its own)."""
+        return self._conn.net_read_desired()
+
+    def net_write_desired(self) -> bool:
+        """The connection's SSL_net_write_desired."""
+        return self._conn.net_write_desired()
+
+    def get_rpoll_descriptor(self) -> int:
+        """The connection's socket (SSL_get_rpoll_descriptor on a stream)."""
+        return self._conn.get_rpoll_descriptor()
+
+    def get_wpoll_descriptor(self) -> int:
+        """The connection's socket (SSL_get_wpoll_descriptor on a stream)."""
+        return self._conn.get_wpoll_descriptor()
 
     # -- lifetime ---------------------------------------------------------
 

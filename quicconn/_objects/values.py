@@ -8,6 +8,8 @@ event-handling mode, and the default stream's write-buffer figures.
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
+
 from .._constants import (
     VALUE_CLASS_FEATURE_NEGOTIATED,
     VALUE_CLASS_FEATURE_PEER_REQUEST,
@@ -27,6 +29,7 @@ from .._constants import (
     VALUE_STREAM_WRITE_BUF_USED,
 )
 from .binding import Binding
+from .call import api
 from .stream import StreamHandle
 
 #: Stream-availability values: (unidirectional?, local?).
@@ -98,9 +101,8 @@ def set_value(binding: Binding, value_class: int, value_id: int, value: int) -> 
         binding.channel.settings.idle_timeout = value / 1000.0
         return
     if value_class == VALUE_CLASS_GENERIC and value_id == VALUE_EVENT_HANDLING_MODE:
-        if value == VALUE_EVENT_HANDLING_MODE_INHERIT:
-            value = VALUE_EVENT_HANDLING_MODE_IMPLICIT
         if value not in (
+            VALUE_EVENT_HANDLING_MODE_INHERIT,
             VALUE_EVENT_HANDLING_MODE_IMPLICIT,
             VALUE_EVENT_HANDLING_MODE_EXPLICIT,
         ):
@@ -110,4 +112,42 @@ def set_value(binding: Binding, value_class: int, value_id: int, value: int) -> 
     raise ValueError(f"value {value_id} (class {value_class}) cannot be set")
 
 
-__all__ = ["get_value", "set_value"]
+class ValueSurface:
+    """Mixin: a connection's values and mode bits."""
+
+    _binding: Binding
+    _default: StreamHandle
+    _last_error: int
+
+    def _call_lock(self) -> AbstractContextManager[object]:
+        raise NotImplementedError
+
+    @api
+    def get_value_uint(self, value_class: int, value_id: int) -> int:
+        """Read a numeric setting (SSL_get_value_uint): the idle timeout (ms;
+        classes FEATURE_REQUEST, FEATURE_PEER_REQUEST, FEATURE_NEGOTIATED),
+        stream availability, the event-handling mode, write-buffer figures."""
+        return get_value(self._binding, self._default, value_class, value_id)
+
+    @api
+    def set_value_uint(self, value_class: int, value_id: int, value: int) -> None:
+        """Change a numeric setting (SSL_set_value_uint): the idle timeout
+        request (before the handshake) or the event-handling mode."""
+        set_value(self._binding, value_class, value_id, value)
+
+    def set_mode(self, mode: int) -> int:
+        """Add mode bits for this connection (SSL_set_mode)."""
+        self._binding.mode |= mode
+        return self._binding.mode
+
+    def clear_mode(self, mode: int) -> int:
+        """Remove mode bits (SSL_clear_mode)."""
+        self._binding.mode &= ~mode
+        return self._binding.mode
+
+    def get_mode(self) -> int:
+        """This connection's mode bits (SSL_get_mode)."""
+        return self._binding.mode
+
+
+__all__ = ["ValueSurface", "get_value", "set_value"]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -28,6 +29,7 @@ from .._asyncjob.job import HostState, JobHost
 from .._constants import (
     DEFAULT_STREAM_MODE_NONE,
     INCOMING_STREAM_POLICY_REJECT,
+    POLL_EVENT_DGRAM,
     POLL_EVENT_EC,
     POLL_EVENT_ECD,
     POLL_EVENT_IS,
@@ -37,6 +39,7 @@ from .._constants import (
     POLL_EVENT_OSB,
     POLL_EVENT_OSU,
     POLL_EVENT_W,
+    QUIC_LOCAL_ERR_IDLE_TIMEOUT,
     SHUTDOWN_FLAG_NO_STREAM_FLUSH,
     SHUTDOWN_FLAG_RAPID,
     SHUTDOWN_FLAG_WAIT_PEER,
@@ -47,11 +50,19 @@ from .._core.settings import CoreSettings
 from .._errors import ConnCloseInfo
 from .conditions import Condition, QuicFailure
 from .reactor import Reactor
-from .stream_state import RecvEvent, SendEvent, StreamStateError, poll_events
+from .stream_state import (
+    RecvEvent,
+    SendEvent,
+    SendState,
+    StreamStateError,
+    poll_events,
+)
 from .streams import Disposition, StreamMap, StreamRecord
 
 #: RFC 9000, section 20.1: a frame received in a state that does not allow it.
 _STREAM_STATE_ERROR = 0x5
+#: Received datagrams kept for the application; the oldest go first.
+DATAGRAM_QUEUE_LIMIT = 1024
 
 
 class ConnState(enum.Enum):
@@ -137,6 +148,10 @@ class Channel:
         self.observer: ChannelObserver | None = None
         #: Depth of :meth:`batched_output` blocks: writes wait for the end.
         self._output_batching = 0
+        #: Received DATAGRAM payloads not yet taken (RFC 9221), oldest first;
+        #: bounded: when full, the oldest is dropped (they are unreliable).
+        self.datagrams: deque[bytes] = deque()
+        self.datagrams_dropped = 0
 
     # ==================================================================
     # lifecycle
@@ -292,6 +307,16 @@ class Channel:
     def on_stop_sending(self, stream_id: int, error_code: int) -> None:
         record = self.streams.get(stream_id) or self._incoming_stream(stream_id)
         record.stop_received_code = error_code
+        # RFC 9000, section 3.5: the core answers with RESET_STREAM carrying
+        # the peer's code, so the send part is reset locally (OpenSSL reports
+        # RESET_LOCAL with that code).
+        if record.reset_sent_code is None and record.send_state in (
+            SendState.READY,
+            SendState.SEND,
+            SendState.DATA_SENT,
+        ):
+            record.reset_sent_code = error_code
+            record.send_event(SendEvent.RESET)
 
     def on_connection_id_issued(self, cid: bytes) -> None:
         if self.reactor is not None and self.core is not None:
@@ -304,6 +329,12 @@ class Channel:
     def on_closing(self, info: ConnCloseInfo) -> None:
         self.close_info = info
         self._advance(ConnEvent.CLOSE_BEGAN)
+
+    def on_datagram_frame(self, data: bytes) -> None:
+        if len(self.datagrams) >= DATAGRAM_QUEUE_LIMIT:
+            self.datagrams.popleft()
+            self.datagrams_dropped += 1
+        self.datagrams.append(data)
 
     def on_terminated(self) -> None:
         self._advance(ConnEvent.TERMINATED)
@@ -390,7 +421,7 @@ class Channel:
                 Condition.VERIFICATION_FAILED,
                 f"certificate verification failed: {info.reason}{hint}",
             )
-        if info.is_local and info.reason == "Idle timeout":
+        if info.is_local and info.error_code == QUIC_LOCAL_ERR_IDLE_TIMEOUT:
             return QuicFailure(
                 Condition.CONNECTION_CLOSED,
                 f"handshake timed out: no answer from {self.describe_peer()} within "
@@ -518,18 +549,18 @@ class Channel:
                 f"stream {record.stream_id} is receive-only; it cannot be written",
             )
         self.check_mutation_allowed()
-        if record.reset_sent_code is not None:
-            raise QuicFailure(
-                Condition.STREAM_UNUSABLE,
-                f"stream {record.stream_id} was reset locally "
-                f"(error code {record.reset_sent_code})",
-            )
         if record.stop_received_code is not None:
             raise QuicFailure(
                 Condition.STREAM_STOPPED_BY_PEER,
                 f"stream {record.stream_id}: the peer asked to stop sending "
                 f"(STOP_SENDING, error code {record.stop_received_code})",
                 error_code=record.stop_received_code,
+            )
+        if record.reset_sent_code is not None:
+            raise QuicFailure(
+                Condition.STREAM_UNUSABLE,
+                f"stream {record.stream_id} was reset locally "
+                f"(error code {record.reset_sent_code})",
             )
         if record.concluded:
             raise QuicFailure(
@@ -580,14 +611,20 @@ class Channel:
                 Condition.STREAM_UNUSABLE,
                 f"stream {record.stream_id} is receive-only; it cannot be reset",
             )
-        if record.reset_sent_code is not None:
-            return  # later calls succeed and keep the first code
         if record.stop_received_code is not None:
             raise QuicFailure(
                 Condition.STREAM_STOPPED_BY_PEER,
                 f"stream {record.stream_id} was already reset after the peer's "
                 f"STOP_SENDING (error code {record.stop_received_code})",
                 error_code=record.stop_received_code,
+            )
+        if record.reset_sent_code is not None:
+            # OpenSSL 3.5 fails a second reset (SSL_ERROR_SSL), whether the
+            # first was the application's or the answer to STOP_SENDING.
+            raise QuicFailure(
+                Condition.STREAM_UNUSABLE,
+                f"stream {record.stream_id} was already reset "
+                f"(error code {record.reset_sent_code})",
             )
         if record.concluded:
             raise QuicFailure(
@@ -602,6 +639,17 @@ class Channel:
         record.reset_sent_code = error_code
         record.send_event(SendEvent.RESET)
         self.send_soon()
+
+    def refresh_send_state(self, record: StreamRecord) -> None:
+        """Move a concluded send part to DATA_RECVD once the core says the
+        peer acknowledged everything (the FIN included)."""
+        core = self.core
+        if (
+            record.send_state is SendState.DATA_SENT
+            and core is not None
+            and core.send_fully_acked(record.stream_id)
+        ):
+            record.send_event(SendEvent.ALL_ACKED)
 
     def send_soon(self) -> None:
         """Send what a call queued: now, as OpenSSL's SSL_write does, or at
@@ -628,6 +676,44 @@ class Channel:
             if not self._output_batching and reactor is not None and not reactor.closed:
                 with reactor.lock:
                     reactor.flush()
+
+    # ==================================================================
+    # DATAGRAM frames (RFC 9221)
+    # ==================================================================
+
+    def datagrams_enabled(self) -> bool:
+        return self.settings.max_datagram_frame_size is not None
+
+    def max_datagram_payload(self) -> int:
+        core = self.core
+        if core is None or not self.datagrams_enabled() or self.terminating:
+            return 0
+        return core.max_datagram_payload()
+
+    def send_datagram(self, data: bytes) -> None:
+        """Queue one DATAGRAM frame: sent once, never retransmitted."""
+        self.check_mutation_allowed()
+        limit = self.max_datagram_payload()
+        if limit == 0:
+            raise ValueError(
+                "the peer does not accept DATAGRAM frames (it sent no "
+                "max_datagram_frame_size transport parameter)"
+            )
+        if len(data) > limit:
+            raise ValueError(
+                f"a {len(data)}-byte datagram exceeds the {limit} bytes that the "
+                "peer's max_datagram_frame_size and one packet allow "
+                "(get_max_datagram_size()); nothing was sent"
+            )
+        self.require_core().send_datagram_frame(data)
+        self.send_soon()
+
+    def take_datagram(self) -> bytes | None:
+        """The oldest received datagram; None if none (an attempt)."""
+        if self.datagrams:
+            return self.datagrams.popleft()
+        self.raise_if_failed()
+        return None
 
     # ==================================================================
     # opening, accepting and releasing streams
@@ -742,7 +828,8 @@ class Channel:
     # ==================================================================
 
     def shutdown_step(self, flags: int, error_code: int, reason: str) -> bool | None:
-        """Move a shutdown on; True once it is complete, else None (an attempt).
+        """Move a shutdown on; True once it is complete, else None (an attempt),
+        or False when the call should return without waiting (RAPID).
 
         Unless ``SHUTDOWN_FLAG_NO_STREAM_FLUSH``, the close waits until the
         peer acknowledged all stream data; ``SHUTDOWN_FLAG_WAIT_PEER`` waits
@@ -766,9 +853,11 @@ class Channel:
             reactor.mark_dirty(core)
             reactor.flush()
         # After CONNECTION_CLOSE went out, RAPID does not wait for the
-        # terminating period (and a peer's close needs no answer).
+        # terminating period (and a peer's close needs no answer); the
+        # connection is not terminated yet, so OpenSSL returns 0 (False),
+        # and 0 again on every call until the terminating period ended.
         if flags & SHUTDOWN_FLAG_RAPID and core.is_closing:
-            return True
+            return False
         return None
 
     def key_update(self) -> None:
@@ -811,6 +900,8 @@ class Channel:
             revents |= POLL_EVENT_EC
             if self.terminated:
                 revents |= POLL_EVENT_ECD
+        if events & POLL_EVENT_DGRAM and self.datagrams:
+            revents |= POLL_EVENT_DGRAM
         if events & POLL_EVENT_IS:
             for queued in self.streams.accept_queue:
                 revents |= POLL_EVENT_ISU if queued.is_uni else POLL_EVENT_ISB
@@ -827,6 +918,7 @@ class Channel:
 
 
 __all__ = [
+    "DATAGRAM_QUEUE_LIMIT",
     "Channel",
     "ChannelConfig",
     "ChannelObserver",

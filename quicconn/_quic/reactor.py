@@ -30,6 +30,7 @@ import math
 import threading
 from collections import deque
 from collections.abc import Callable
+from typing import Protocol
 
 from .._core.interface import Core
 from .._core.wire import peek_destination_cid
@@ -39,6 +40,19 @@ from .._io.waiter import Waiter
 logger = logging.getLogger("quicconn.reactor")
 
 UnroutableHandler = Callable[[bytes, Address, float], None]
+
+
+class ReactorObserver(Protocol):
+    """Something that drives a reactor from outside a blocking call: an
+    event-loop driver or a thread-assisted domain's assist thread."""
+
+    def on_progress(self, cores: list[Core]) -> None:
+        """A flush processed ``cores`` (their connections may have moved on)
+        and may have changed the deadline.  Lock held; must not call back
+        into the objects."""
+
+    def on_close(self) -> None:
+        """The reactor is closing; its descriptor is about to be closed."""
 
 
 class Reactor:
@@ -74,6 +88,15 @@ class Reactor:
         self._tick_thread: int | None = None
         #: True during a tick made inside block_until (a blocking call).
         self.blocking_tick = False
+        #: An event-loop driver (quicconn.asyncio, quicconn.trio) or an
+        #: assist thread watching this reactor; see :class:`ReactorObserver`.
+        self.observer: ReactorObserver | None = None
+        #: A tick ran: OpenSSL's reactor then wants to read, and a listener
+        #: or an unstarted client stops being "due at once".
+        self.ticked = False
+        #: Datagrams handed in by the application (SSL_inject_net_dgram),
+        #: processed by the next tick before the socket's.
+        self._injected: list[tuple[bytes, Address]] = []
 
     # -- membership -------------------------------------------------------
 
@@ -129,6 +152,7 @@ class Reactor:
         """One round of event handling (``SSL_handle_events``).  Lock held."""
         if self.closed:
             return
+        self.ticked = True
         me = threading.get_ident()
         if me != self._tick_thread:
             if self._tick_thread is not None:
@@ -142,6 +166,14 @@ class Reactor:
             self._fire_timers(now)
         if transport.has_pending_writes():
             transport.flush()
+        if self._injected:
+            injected, self._injected = self._injected, []
+            for data, addr in injected:
+                if self._single is not None:
+                    self._single.receive_datagram(data, addr, now)
+                    self._dirty[self._single] = None
+                else:
+                    self._route(data, addr, now)
         batch = transport.recv_batch()
         if batch:
             single = self._single
@@ -161,9 +193,13 @@ class Reactor:
             now = self.clock.now()
         outgoing: list[tuple[bytes, Address]] = []
         worked = bool(self._dirty)
+        observer = self.observer
+        processed: list[Core] = []
         while self._dirty:
             dirty = list(self._dirty)
             self._dirty.clear()
+            if observer is not None:
+                processed += dirty
             for core in dirty:
                 core.dispatch_events()
                 outgoing += core.datagrams_to_send(now)
@@ -174,11 +210,17 @@ class Reactor:
                 self._schedule(core)
         if outgoing:
             self.transport.send_batch(outgoing)
+        if observer is not None and processed:
+            observer.on_progress(processed)
         if worked:
             # Something changed (input, a timer, or a call on some object):
             # wake the other waiters.  Never for a tick that did nothing, or
             # two waiting threads would take turns waking each other.
             self._waiter.notify()
+
+    def inject(self, data: bytes, addr: Address) -> None:
+        """Queue a datagram as if it had arrived from ``addr``.  Lock held."""
+        self._injected.append((bytes(data), addr))
 
     def _route(self, data: bytes, addr: Address, now: float) -> None:
         cid = peek_destination_cid(data, self.cid_length)
@@ -277,7 +319,7 @@ class Reactor:
         0.0 while a core has unprocessed work (a read granted credit, a
         datagram was fed without a flush): the next tick must send it.
         """
-        if self._dirty:
+        if self._dirty or self._injected:
             return 0.0
         deadline = self.next_deadline()
         if deadline is None:
@@ -345,6 +387,9 @@ class Reactor:
         if self.closed:
             return
         self.closed = True
+        observer, self.observer = self.observer, None
+        if observer is not None:
+            observer.on_close()
         self._cores.clear()
         self._by_cid.clear()
         self._cids_of.clear()
@@ -365,5 +410,6 @@ def _earliest(a: float | None, b: float | None) -> float | None:
 
 __all__ = [
     "Reactor",
+    "ReactorObserver",
     "UnroutableHandler",
 ]

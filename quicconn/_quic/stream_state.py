@@ -172,9 +172,10 @@ def read_state(stream: StreamView | None, conn_closed: bool) -> int:
     """``SSL_get_stream_read_state`` of ``stream``.
 
     In OpenSSL's order of precedence: a missing direction, then a closed
-    connection, then a FIN (which, as the man page says, is reported as soon
-    as the peer signalled it, with data possibly still to read), then a
-    local STOP_SENDING, then the peer's RESET_STREAM.
+    connection, then a FIN, then a local STOP_SENDING, then the peer's
+    RESET_STREAM.  A FIN counts once the application has read every byte
+    before it (OpenSSL 3.5 reports OK while data remains buffered, although
+    its man page says FINISHED as soon as the peer signalled the end).
     """
     if stream is None:
         return STREAM_STATE_NONE
@@ -183,7 +184,7 @@ def read_state(stream: StreamView | None, conn_closed: bool) -> int:
         return STREAM_STATE_WRONG_DIR
     if conn_closed:
         return STREAM_STATE_CONN_CLOSED
-    if state in FIN_RECEIVED:
+    if state in FIN_RECEIVED and stream.buffered == 0:
         return STREAM_STATE_FINISHED
     if stream.stop_sent_code is not None:
         return STREAM_STATE_RESET_LOCAL
@@ -196,8 +197,12 @@ def write_state(stream: StreamView | None, conn_closed: bool) -> int:
     """``SSL_get_stream_write_state`` of ``stream``.
 
     A reset takes precedence over a conclusion (the peer may not have all
-    the data).  A peer's STOP_SENDING is ``RESET_REMOTE``, as the man page
-    says, unless the application reset the stream itself first.
+    the data).  A peer's STOP_SENDING makes the core reset the stream with
+    its code, so it reads ``RESET_LOCAL`` as in OpenSSL 3.5 (its man page
+    says ``RESET_REMOTE``); ``RESET_REMOTE`` remains for a STOP_SENDING that
+    arrives after everything was acknowledged.  A concluded stream is
+    ``FINISHED`` once the peer acknowledged all of it and the FIN
+    (DATA_RECVD), ``OK`` until then, as in OpenSSL.
     """
     if stream is None:
         return STREAM_STATE_NONE
@@ -210,7 +215,7 @@ def write_state(stream: StreamView | None, conn_closed: bool) -> int:
         return STREAM_STATE_RESET_LOCAL
     if stream.stop_received_code is not None:
         return STREAM_STATE_RESET_REMOTE
-    if state in FIN_SENT:
+    if state is SendState.DATA_RECVD:
         return STREAM_STATE_FINISHED
     return STREAM_STATE_OK
 
@@ -273,9 +278,11 @@ def poll_events(stream: StreamView, conn_failed: bool, write_space: int) -> int:
         if recv in RESET_RECEIVED or (conn_failed and not readable and not fin):
             events |= POLL_EVENT_ER
     send = stream.send_state
-    if send is not None and send not in RESET_SENT:
+    if send is not None and stream.stop_received_code is not None:
+        events |= POLL_EVENT_EW
+    elif send is not None and send not in RESET_SENT:
         concluded = send in FIN_SENT
-        if stream.stop_received_code is not None or (conn_failed and not concluded):
+        if conn_failed and not concluded:
             events |= POLL_EVENT_EW
         elif not conn_failed and not concluded and write_space > 0:
             events |= POLL_EVENT_W

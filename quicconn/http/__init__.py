@@ -17,6 +17,7 @@ A quicconn extension: OpenSSL leaves HTTP to nghttp3 and its callers.
 from typing import TYPE_CHECKING
 
 from ._events import (
+    DatagramReceived,
     DataReceived,
     Headers,
     HttpEvent,
@@ -58,6 +59,7 @@ __all__ = [
     "ALPN_HQ",
     "ClientOptions",
     "DataReceived",
+    "DatagramReceived",
     "Download",
     "Exchange",
     "ExchangeRouter",

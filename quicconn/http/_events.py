@@ -59,13 +59,28 @@ class StreamAborted:
     error_code: int
 
 
+@dataclass(frozen=True, slots=True)
+class DatagramReceived:
+    """An HTTP Datagram (RFC 9297) for the request stream ``stream_id``
+    (HTTP/3 only; unreliable: see docs/datagrams.md)."""
+
+    stream_id: int
+    data: bytes
+
+
 HttpEvent = (
-    RequestReceived | ResponseReceived | TrailersReceived | DataReceived | StreamAborted
+    RequestReceived
+    | ResponseReceived
+    | TrailersReceived
+    | DataReceived
+    | StreamAborted
+    | DatagramReceived
 )
 
 
 __all__ = [
     "DataReceived",
+    "DatagramReceived",
     "Headers",
     "HttpEvent",
     "RequestReceived",

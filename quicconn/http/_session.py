@@ -42,7 +42,12 @@ from .._constants import (
     VALUE_EVENT_HANDLING_MODE_EXPLICIT,
     VALUE_QUIC_STREAM_BIDI_LOCAL_AVAIL,
 )
-from .._core.interface import H3DataReceived, H3Event, H3HeadersReceived
+from .._core.interface import (
+    H3DatagramReceived,
+    H3DataReceived,
+    H3Event,
+    H3HeadersReceived,
+)
 from .._errors import (
     ConnectionTerminatedError,
     Error,
@@ -52,10 +57,12 @@ from .._errors import (
 from .._objects.connection import (
     Connection,
     h3_codec,
+    local_max_datagram_frame_size,
     peer_max_datagram_frame_size,
 )
 from .._objects.stream import Stream
 from ._events import (
+    DatagramReceived,
     DataReceived,
     Headers,
     HttpEvent,
@@ -431,6 +438,12 @@ class _H3Streams:
     def peer_max_datagram_frame_size(self) -> int | None:
         return peer_max_datagram_frame_size(self._session.conn)
 
+    def local_max_datagram_frame_size(self) -> int | None:
+        return local_max_datagram_frame_size(self._session.conn)
+
+    def send_datagram(self, data: bytes) -> None:
+        self._session.conn.send_datagram(data)
+
 
 class H3Session(HttpSession):
     """HTTP/3 (RFC 9114) with QPACK, using the core backend's codec."""
@@ -459,6 +472,42 @@ class H3Session(HttpSession):
 
     def on_stop_sending(self, stream_id: int, code: int) -> None:
         self._h3.handle_stop_sending(stream_id, code)
+
+    def process(self) -> list[HttpEvent]:
+        """Return HTTP events for data (and HTTP datagrams) already received."""
+        events = super().process()
+        conn = self.conn
+        while conn.get_datagram_queue_len():
+            data = conn.recv_datagram()
+            for event in self._h3.handle_datagram(data):
+                self._translate(event, events)
+        return events
+
+    def datagrams_allowed(self) -> bool:
+        """Whether HTTP datagrams (RFC 9297) may be sent: DATAGRAM frames on
+        both ends (``Context.set_max_datagram_frame_size``) and both sent
+        SETTINGS_H3_DATAGRAM=1 (quicconn does when DATAGRAM frames are on)."""
+        return self._h3.datagrams_allowed()
+
+    def send_datagram(self, stream_id: int, data: bytes) -> None:
+        """Send an HTTP datagram (RFC 9297) for request stream ``stream_id``.
+
+        Unreliable, like the DATAGRAM frame that carries it (never
+        retransmitted); ``ValueError`` if the peer did not agree to HTTP
+        datagrams, if ``stream_id`` is not a request stream, or if it does
+        not fit in one DATAGRAM frame (nothing is sent then).
+        """
+        if not self.datagrams_allowed():
+            raise ValueError(
+                "HTTP datagrams need DATAGRAM frames on both ends and the peer's "
+                "SETTINGS_H3_DATAGRAM=1 (not received, or not sent yet)"
+            )
+        if stream_id % 4 != 0:
+            raise ValueError(
+                f"stream {stream_id} is not a request stream (client-initiated "
+                "bidirectional): HTTP datagrams belong to one"
+            )
+        self._h3.send_datagram(stream_id, data)
 
     def _translate(self, event: H3Event, events: list[HttpEvent]) -> None:
         if isinstance(event, H3HeadersReceived):
@@ -494,6 +543,8 @@ class H3Session(HttpSession):
                 )
         elif isinstance(event, H3DataReceived):
             events.append(DataReceived(event.stream_id, event.data, event.stream_ended))
+        elif isinstance(event, H3DatagramReceived):
+            events.append(DatagramReceived(event.stream_id, event.data))
 
     def forget_stream_state(self, stream_id: int) -> None:
         self._heads.discard(stream_id)

@@ -14,6 +14,7 @@ first line picks the behaviour:
 * ``after SECONDS send N\\n`` - stay silent for SECONDS, then ``send N``;
 * ``GET /path HTTP/1.0`` - (OpenSSL's guide demos) once the request ends
   with FIN, answer a short HTTP/1.0 response, then FIN.
+* a DATAGRAM frame (RFC 9221) - sent back once, prefixed ``echo:``;
 * ``whoami\\n`` - answer with the client certificate's common name (or
   ``none``), then FIN.
 
@@ -31,7 +32,7 @@ import sys
 from aioquic.asyncio import QuicConnectionProtocol, serve
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
-from aioquic.quic.events import StreamDataReceived
+from aioquic.quic.events import DatagramFrameReceived, StreamDataReceived
 from cryptography.x509.oid import NameOID
 
 PATTERN = bytes(range(256)) * 256  # 64 KiB
@@ -54,6 +55,11 @@ class AppProtocol(QuicConnectionProtocol):
         self._counts: dict[int, int] = {}
 
     def quic_event_received(self, event) -> None:
+        if isinstance(event, DatagramFrameReceived):
+            # DATAGRAM frames (RFC 9221): echoed once, prefixed "echo:".
+            self._quic.send_datagram_frame(b"echo:" + event.data)
+            self.transmit()
+            return
         if not isinstance(event, StreamDataReceived):
             return
         sid = event.stream_id
@@ -139,6 +145,7 @@ async def main() -> None:
         idle_timeout=args.idle_timeout,
         max_data=4 * 1024 * 1024,
         max_stream_data=1024 * 1024,
+        max_datagram_frame_size=65536,
     )
     config.load_cert_chain(args.cert, args.key)
     server = await serve(

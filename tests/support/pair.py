@@ -65,13 +65,18 @@ class PairedEndpoints:
 
 
 def make_pair(
-    pki: CertFiles, *, validate: bool = False, client_idle_ms: int | None = None
+    pki: CertFiles,
+    *,
+    validate: bool = False,
+    client_idle_ms: int | None = None,
+    datagram_frame_size: int | None = None,
 ) -> PairedEndpoints:
     clock = FakeClock()
     pair = DatagramPair(clock)
     sctx = quicconn.Context(quicconn.SERVER)
     sctx.load_cert_chain(pki.cert, pki.key)
     sctx.set_alpn_protos(ALPN)
+    sctx.set_max_datagram_frame_size(datagram_frame_size)
     flags = 0 if validate else quicconn.LISTENER_FLAG_NO_VALIDATE
     listener = sctx.new_listener(pair.server, flags)
     listener.set_blocking_mode(False)
@@ -79,6 +84,7 @@ def make_pair(
     cctx = quicconn.Context(quicconn.CLIENT)
     cctx.load_verify_locations(pki.ca)
     cctx.set_alpn_protos(ALPN)
+    cctx.set_max_datagram_frame_size(datagram_frame_size)
     client = quicconn.Connection(cctx)
     client.set_transport(pair.client)
     client.set1_initial_peer_addr(pair.SERVER_ADDRESS)

@@ -56,6 +56,8 @@ class AioquicBackend:
             Capability.REPEATED_HANDSHAKE_ACKS,
             Capability.GAP_ACK,
             Capability.ACK_THINNING,
+            Capability.KEEP_ALIVE,
+            Capability.DATAGRAMS,
         }
     )
     default_congestion_control = "reno"

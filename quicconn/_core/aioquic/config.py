@@ -37,6 +37,7 @@ def build_configuration(
         is_client=settings.is_client,
         max_data=settings.max_data,
         max_datagram_size=settings.max_datagram_size,
+        max_datagram_frame_size=settings.max_datagram_frame_size,
         max_stream_data=settings.max_stream_data,
         secrets_log_file=settings.secrets_log_file,
         server_name=server_name,

@@ -392,6 +392,18 @@ class AdaptedQuicConnection(QuicConnection):
         """
         return self._close_event
 
+    def closed_by_idle_timeout(self) -> bool:
+        """The close is aioquic's idle timeout (handle_timer's own event:
+        INTERNAL_ERROR in a PADDING frame, reason "Idle timeout")."""
+        close = self._close_event
+        return (
+            close is not None
+            and self._state is not QuicConnectionState.DRAINING
+            and close.error_code == QuicErrorCode.INTERNAL_ERROR
+            and close.frame_type == QuicFrameType.PADDING
+            and close.reason_phrase == "Idle timeout"
+        )
+
     def is_draining(self) -> bool:
         """Draining: only a received CONNECTION_CLOSE leads aioquic here."""
         return self._state is QuicConnectionState.DRAINING

@@ -31,7 +31,7 @@ from aioquic.tls import SessionTicket
 from ..._asyncjob.job import JobHost, Resumed
 from ..._errors import ConnCloseInfo
 from ..interface import Address, CoreSink
-from ..rules import negotiated_idle_timeout
+from ..rules import idle_timeout_close, keep_alive_interval, negotiated_idle_timeout
 from ..settings import CoreSettings
 from ..wire import trailing_reset_token
 from .config import build_configuration
@@ -41,6 +41,15 @@ logger = logging.getLogger("quicconn.core")
 
 #: Added to the time a due timer is handled at (see ``AioquicCore.handle_timer``).
 TIMER_SLACK = 1e-6
+
+
+def _varint_size(value: int) -> int:
+    """Bytes of a QUIC variable-length integer (RFC 9000, section 16)."""
+    if value < 0x40:
+        return 1
+    if value < 0x4000:
+        return 2
+    return 4 if value < 0x40000000 else 8
 
 
 class AioquicCore:
@@ -95,6 +104,13 @@ class AioquicCore:
         #: :meth:`attach_async_host`).  While it holds a paused job, nothing
         #: else may enter the aioquic connection.
         self._async_host: JobHost | None = None
+        #: Keep-alive (settings.keep_alive): when the peer was last heard
+        #: from, and when we last pinged; the PING is due a keep-alive
+        #: interval after the later of the two.
+        self._keep_alive = settings.keep_alive
+        self._last_receipt = 0.0
+        self._last_ping = 0.0
+        self._pings = 0
 
     # -- identity ---------------------------------------------------------
 
@@ -126,6 +142,7 @@ class AioquicCore:
         self._receive_now(data, addr, now)
 
     def _receive_now(self, data: bytes, addr: Address, now: float) -> None:
+        self._last_receipt = now
         if self._is_client:
             token = trailing_reset_token(data)
             if token is not None and token in self._quic.peer_reset_tokens():
@@ -156,11 +173,31 @@ class AioquicCore:
     def get_timer(self) -> float | None:
         if self.async_held:
             return None  # re-armed when the job resumes
-        return self._quic.get_timer()
+        timer = self._quic.get_timer()
+        if self._keep_alive:
+            ping_at = self._keep_alive_at()
+            if ping_at is not None and (timer is None or ping_at < timer):
+                return ping_at
+        return timer
+
+    def _keep_alive_at(self) -> float | None:
+        """When a keep-alive PING is due, or None (OpenSSL's ping deadline)."""
+        if not self.handshake_complete or self.is_closing:
+            return None
+        interval = keep_alive_interval(self.negotiated_idle_timeout())
+        if interval is None:
+            return None
+        return max(self._last_receipt, self._last_ping) + interval
 
     def handle_timer(self, now: float) -> None:
         if self.async_held:
             return
+        if self._keep_alive:
+            ping_at = self._keep_alive_at()
+            if ping_at is not None and ping_at <= now:
+                self._pings += 1
+                self._quic.send_ping(self._pings)
+                self._last_ping = now
         # aioquic declares a packet lost by time when ``sent + delay <= now``
         # but computes it as ``sent <= now - delay``; at exactly the deadline
         # float rounding can say no and re-arm the same deadline, forever on
@@ -212,6 +249,8 @@ class AioquicCore:
                 sink.on_stream_reset(event.stream_id, event.error_code)
             elif isinstance(event, quic_events.StopSendingReceived):
                 sink.on_stop_sending(event.stream_id, event.error_code)
+            elif isinstance(event, quic_events.DatagramFrameReceived):
+                sink.on_datagram_frame(event.data)
             elif isinstance(event, quic_events.HandshakeCompleted):
                 self.handshake_complete = True
                 self.alpn_protocol = event.alpn_protocol
@@ -235,13 +274,16 @@ class AioquicCore:
             close = quic.close_started()
             if close is not None:
                 self._closing_reported = True
-                self.close_info = ConnCloseInfo(
-                    error_code=close.error_code,
-                    frame_type=close.frame_type,
-                    reason=close.reason_phrase,
-                    is_local=not quic.is_draining(),
-                    is_transport=close.frame_type is not None,
-                )
+                if quic.closed_by_idle_timeout():
+                    self.close_info = idle_timeout_close()
+                else:
+                    self.close_info = ConnCloseInfo(
+                        error_code=close.error_code,
+                        frame_type=close.frame_type,
+                        reason=close.reason_phrase,
+                        is_local=not quic.is_draining(),
+                        is_transport=close.frame_type is not None,
+                    )
                 self._sink.on_closing(self.close_info)
         if not self._terminated_reported and quic.is_terminated():
             self._terminated_reported = True
@@ -282,6 +324,26 @@ class AioquicCore:
     def peer_max_datagram_frame_size(self) -> int | None:
         """The peer's max_datagram_frame_size transport parameter, if sent."""
         return self._quic.peer_max_datagram_frame_size()
+
+    def max_datagram_payload(self) -> int:
+        """The largest DATAGRAM payload that fits the peer's limit and one
+        1-RTT packet (aioquic would hold a larger one at the head of its
+        queue forever, so the channel refuses it instead)."""
+        quic = self._quic
+        peer = quic.peer_max_datagram_frame_size()
+        if peer is None or not self.handshake_complete:
+            return 0
+        # The frame: type (1 byte) and a length varint, then the payload.
+        frame_limit = peer - 1 - _varint_size(peer)
+        # One short-header packet: flags, the longest connection ID (20),
+        # the longest packet number (4), the AEAD tag (16); then the frame's
+        # type and a 2-byte length.
+        packet_limit = quic.configuration.max_datagram_size - (1 + 20 + 4 + 16) - 3
+        return max(0, min(frame_limit, packet_limit))
+
+    def send_datagram_frame(self, data: bytes) -> None:
+        """Queue a DATAGRAM frame; aioquic sends it once, never again."""
+        self._quic.send_datagram_frame(data)
 
     def negotiated_idle_timeout(self) -> float | None:
         """The effective idle timeout: the smaller non-zero of both requests."""

@@ -9,7 +9,9 @@ interface's neutral :class:`H3HeadersReceived` / :class:`H3DataReceived`.
 
 The shim has to look like ``QuicConnection`` in two private attributes that
 ``H3Connection`` reads: ``_quic_logger`` (None: no HTTP/3 qlog events) and
-``_remote_max_datagram_frame_size`` (see :class:`_QuicShim`).
+``_remote_max_datagram_frame_size`` (see :class:`_QuicShim`); and
+``_H3Connection`` overrides ``_get_local_settings`` to announce
+SETTINGS_H3_DATAGRAM (RFC 9297) without WebTransport.
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from aioquic.h3 import events as h3_events
-from aioquic.h3.connection import H3Connection
+from aioquic.h3.connection import H3Connection, Setting
 from aioquic.quic import events as quic_events
 
 from ..interface import (
+    H3DatagramReceived,
     H3DataReceived,
     H3Event,
     H3HeadersReceived,
@@ -67,7 +70,23 @@ class _QuicShim:
         self._transport.close(error_code, reason_phrase)
 
     def send_datagram_frame(self, data: bytes) -> None:
-        raise ValueError("HTTP/3 datagrams are not supported")
+        self._transport.send_datagram(data)
+
+
+class _H3Connection(H3Connection):
+    """aioquic's codec, announcing SETTINGS_H3_DATAGRAM=1 (RFC 9297) when
+    DATAGRAM frames are on, without WebTransport (aioquic only sends it
+    together with ENABLE_WEBTRANSPORT)."""
+
+    def __init__(self, quic: _QuicShim, *, datagrams: bool) -> None:
+        self._h3_datagrams = datagrams
+        super().__init__(quic)  # type: ignore[arg-type]
+
+    def _get_local_settings(self) -> dict[int, int]:
+        settings: dict[int, int] = super()._get_local_settings()
+        if self._h3_datagrams:
+            settings[Setting.H3_DATAGRAM] = 1
+        return settings
 
 
 class AioquicH3Codec:
@@ -77,7 +96,10 @@ class AioquicH3Codec:
     """
 
     def __init__(self, transport: H3Transport, *, is_client: bool) -> None:
-        self._h3 = H3Connection(_QuicShim(transport, is_client))  # type: ignore[arg-type]
+        self._datagrams = transport.local_max_datagram_frame_size() is not None
+        self._h3 = _H3Connection(
+            _QuicShim(transport, is_client), datagrams=self._datagrams
+        )
 
     def handle_stream_data(
         self, stream_id: int, data: bytes, fin: bool
@@ -118,6 +140,24 @@ class AioquicH3Codec:
 
     def send_data(self, stream_id: int, data: bytes, end_stream: bool) -> None:
         self._h3.send_data(stream_id, data, end_stream)
+
+    def datagrams_allowed(self) -> bool:
+        settings = self._h3.received_settings
+        return (
+            self._datagrams
+            and settings is not None
+            and settings.get(Setting.H3_DATAGRAM) == 1
+        )
+
+    def handle_datagram(self, data: bytes) -> list[H3Event]:
+        events: list[H3Event] = []
+        for event in self._h3.handle_event(quic_events.DatagramFrameReceived(data)):
+            if isinstance(event, h3_events.DatagramReceived):
+                events.append(H3DatagramReceived(event.stream_id, event.data))
+        return events
+
+    def send_datagram(self, stream_id: int, data: bytes) -> None:
+        self._h3.send_datagram(stream_id, data)
 
 
 __all__ = ["AioquicH3Codec"]
