@@ -86,6 +86,7 @@ class Listener(EventSurface, QuicObjectKind):
             accepts=not flags & LISTENER_FLAG_NO_ACCEPT,
             max_pending=ctx.max_pending_connections,
             max_live=ctx.max_connections,
+            ticket_key=ctx.session_ticket_key,
         )
         self._last_error = 0
         self._blocking = domain_flags.blocking_by_default(concurrency)

@@ -6,7 +6,10 @@ to do (Version Negotiation, Retry, stateless reset, refuse, or accept),
 counts what it did, and for an accepted Initial makes a channel at once
 and queues its connection for ``accept_connection()``, possibly still
 mid-handshake, exactly as OpenSSL hands them out.  It enforces the
-listener's limits and keeps the session tickets it issued for resumption.
+listener's limits and keeps the session tickets it issued for resumption,
+or, with a ticket key, seals each into the label the client presents, so
+that any server with the key resumes it (a worker group, hosts behind a
+load balancer).
 
 The connection objects themselves belong to the objects layer: the port
 gets them from a factory and knows them only as :class:`PortMember`.
@@ -27,6 +30,7 @@ from .._core.interface import (
     GateReply,
     ServerGate,
 )
+from .._core.tickets import TicketSealer
 from .channel import Channel
 from .reactor import Reactor
 
@@ -78,6 +82,7 @@ class Port(Generic[M]):
         accepts: bool,
         max_pending: int,
         max_live: int,
+        ticket_key: bytes | None = None,
     ) -> None:
         self.reactor = reactor
         self.backend = backend
@@ -90,6 +95,7 @@ class Port(Generic[M]):
         self.accept_queue: deque[M] = deque()
         self._members: dict[Channel, M] = {}
         self._tickets: OrderedDict[bytes, Any] = OrderedDict()
+        self._sealer = None if ticket_key is None else TicketSealer(ticket_key)
         self.stats = ListenerStats()
         #: Connections waiting in the accept queue before new ones are refused.
         self.max_pending = max_pending
@@ -158,7 +164,7 @@ class Port(Generic[M]):
             self.reactor,
             decision,
             reset_key=self._reset_key,
-            fetch_ticket=self._tickets.get,
+            fetch_ticket=self._fetch_ticket,
             store_ticket=self._store_ticket,
         )
         if not channel.receive_first(data, addr, now):
@@ -175,10 +181,19 @@ class Port(Generic[M]):
         self.accept_queue.append(member)
         self.stats.connections_accepted += 1
 
-    def _store_ticket(self, ticket: Any) -> None:
+    def _store_ticket(self, ticket: Any) -> bytes | None:
+        if self._sealer is not None:
+            return self._sealer.seal(ticket)
         self._tickets[self.backend.ticket_label(ticket)] = ticket
         while len(self._tickets) > TICKET_STORE_SIZE:
             self._tickets.popitem(last=False)
+        return None
+
+    def _fetch_ticket(self, label: bytes) -> Any:
+        if self._sealer is None:
+            return self._tickets.get(label)
+        session = self._sealer.open(label)
+        return None if session is None else self.backend.decode_session(session)
 
     # -- what channels report (lock held) ----------------------------------
 

@@ -17,6 +17,7 @@ from ..interface import (
     ServerGate,
     TicketFetcher,
     TicketHandler,
+    TicketIssuer,
 )
 from ..settings import CoreSettings
 from .core import AioquicCore
@@ -58,6 +59,7 @@ class AioquicBackend:
             Capability.ACK_THINNING,
             Capability.KEEP_ALIVE,
             Capability.DATAGRAMS,
+            Capability.CHOSEN_CONNECTION_IDS,
         }
     )
     default_congestion_control = "reno"
@@ -87,7 +89,7 @@ class AioquicBackend:
         *,
         reset_key: bytes,
         fetch_ticket: TicketFetcher,
-        store_ticket: TicketHandler,
+        store_ticket: TicketIssuer,
     ) -> Core:
         return AioquicCore(
             settings,
@@ -96,7 +98,7 @@ class AioquicBackend:
             retry_source_connection_id=decision.retry_source_cid,
             reset_key=reset_key,
             session_ticket_fetcher=fetch_ticket,
-            session_ticket_handler=store_ticket,
+            session_ticket_issuer=store_ticket,
         )
 
     def new_gate(

@@ -73,6 +73,7 @@ class AioquicCore:
         session_ticket: SessionTicket | None = None,
         session_ticket_fetcher: Callable[[bytes], SessionTicket | None] | None = None,
         session_ticket_handler: Callable[[SessionTicket], None] | None = None,
+        session_ticket_issuer: Callable[[SessionTicket], bytes | None] | None = None,
     ) -> None:
         self._is_client = settings.is_client
         self._sink = sink
@@ -86,6 +87,8 @@ class AioquicCore:
             reset_key=reset_key,
             session_ticket_fetcher=session_ticket_fetcher,
             session_ticket_handler=session_ticket_handler,
+            session_ticket_issuer=session_ticket_issuer,
+            cid_factory=None if settings.is_client else settings.server_cid_factory,
         )
         self._quic.set_stream_limits(
             settings.max_streams_bidi, settings.max_streams_uni
