@@ -77,17 +77,23 @@ _NEW_SESSION_TICKET = 4
 _SEALED_VERSION = 1
 _KEY_ID = 4
 _NONCE = 12
-#: version, cipher suite, not before / not after (ms), age_add, early data
-_SEALED_HEAD = struct.Struct("!BHqqIBI")
-_NO_EARLY_DATA = 0
+#: version, flags, cipher suite, not before / not after (ms), age_add,
+#: max_early_data_size
+_SEALED_HEAD = struct.Struct("!BBHqqII")
+_HAS_EARLY_DATA = 0x1
+#: The ticket's times are naive (UTC) datetimes: qh3's are, aioquic's not.
+_NAIVE_TIMES = 0x2
 
 
 def _timestamp_ms(moment: datetime.datetime) -> int:
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.UTC)
     return int(moment.timestamp() * 1000)
 
 
-def _moment(ms: int) -> str:
-    return datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.UTC).isoformat()
+def _moment(ms: int, naive: bool) -> str:
+    moment = datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.UTC)
+    return (moment.replace(tzinfo=None) if naive else moment).isoformat()
 
 
 class TicketSealer:
@@ -109,15 +115,18 @@ class TicketSealer:
         early = ticket.max_early_data_size
         name = (ticket.server_name or "").encode()
         secret = bytes(ticket.resumption_secret)
+        flags = 0 if early is None else _HAS_EARLY_DATA
+        if ticket.not_valid_before.tzinfo is None:
+            flags |= _NAIVE_TIMES
         plain = (
             _SEALED_HEAD.pack(
                 _SEALED_VERSION,
+                flags,
                 int(ticket.cipher_suite),
                 _timestamp_ms(ticket.not_valid_before),
                 _timestamp_ms(ticket.not_valid_after),
                 ticket.age_add,
-                0 if early is None else 1,
-                early or _NO_EARLY_DATA,
+                early or 0,
             )
             + bytes([len(secret)])
             + secret
@@ -135,7 +144,7 @@ class TicketSealer:
         nonce = label[_KEY_ID : _KEY_ID + _NONCE]
         try:
             plain = self._aead.decrypt(nonce, label[_KEY_ID + _NONCE :], self._key_id)
-            version, suite, before, after, age_add, has_early, early = (
+            version, flags, suite, before, after, age_add, early = (
                 _SEALED_HEAD.unpack_from(plain)
             )
             at = _SEALED_HEAD.size
@@ -150,12 +159,12 @@ class TicketSealer:
         fields = {
             "age_add": age_add,
             "cipher_suite": suite,
-            "not_valid_after": _moment(after),
-            "not_valid_before": _moment(before),
+            "not_valid_after": _moment(after, bool(flags & _NAIVE_TIMES)),
+            "not_valid_before": _moment(before, bool(flags & _NAIVE_TIMES)),
             "resumption_secret": secret.hex(),
             "server_name": name,
             "ticket": label.hex(),
-            "max_early_data_size": early if has_early else None,
+            "max_early_data_size": early if flags & _HAS_EARLY_DATA else None,
             "other_extensions": [],
         }
         return json.dumps({"quicconn-session": 1, **fields}).encode()

@@ -10,6 +10,8 @@ functions here are those steps; the facade decides when to take them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from qh3._hazmat import Buffer, QuicConnectionCore
 from qh3.quic.crypto import CIPHER_SUITES
 from qh3.quic.packet import (
@@ -158,9 +160,14 @@ def install_initial_keys(
         native.install_packet_key(direction, 0, algorithms, key, iv, hp, 0)
 
 
-def move_tls_output(tls: TlsBridge, native: QuicConnectionCore) -> bool:
+def move_tls_output(
+    tls: TlsBridge,
+    native: QuicConnectionCore,
+    relabel: Callable[[int, int, bytes], bytes] | None = None,
+) -> bool:
     """Move what TLS produced into the core: its version, traffic secrets
-    as packet keys, CRYPTO data.  True if a 0-RTT key was installed."""
+    as packet keys, CRYPTO data (``relabel(epoch, offset, data)`` may
+    rewrite it first).  True if a 0-RTT key was installed."""
     if native.version != tls.version:
         native.set_version(tls.version)
     zero_rtt = False
@@ -180,7 +187,10 @@ def move_tls_output(tls: TlsBridge, native: QuicConnectionCore) -> bool:
         if secret.epoch == Epoch.ZERO_RTT:
             zero_rtt = True
     while (crypto := tls.next_crypto_data()) is not None:
-        native.send_crypto(int(crypto.epoch), crypto.offset, crypto.data)
+        data = crypto.data
+        if relabel is not None:
+            data = relabel(int(crypto.epoch), crypto.offset, data)
+        native.send_crypto(int(crypto.epoch), crypto.offset, data)
     return zero_rtt
 
 
