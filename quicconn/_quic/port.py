@@ -118,6 +118,20 @@ class Port(Generic[M]):
         while self.accept_queue:
             self.accept_queue.popleft().free_locked()
 
+    def close_all(self, error_code: int, reason: str) -> int:
+        """Close every live connection (CONNECTION_CLOSE goes out with the
+        next flush, done here); how many were closed.  Lock held."""
+        closed = 0
+        for channel in list(self._members):
+            core = channel.core
+            if core is None or core.is_closing:
+                continue
+            core.close(error_code, reason)
+            self.reactor.mark_dirty(core)
+            closed += 1
+        self.reactor.flush()
+        return closed
+
     # -- datagrams no connection claims (reactor callback, lock held) ----
 
     def on_unroutable(self, data: bytes, addr: Address, now: float) -> None:
