@@ -13,7 +13,7 @@ from typing import Any
 
 from ..._errors import ConnCloseInfo
 from ..interface import CoreSink
-from ..rules import CERTIFICATE_ALERTS, CRYPTO_ERROR_BASE
+from ..rules import CERTIFICATE_ALERTS, CRYPTO_ERROR_BASE, idle_timeout_close
 
 #: The frame type of a transport close not caused by a frame (PADDING).
 PADDING_FRAME = 0x0
@@ -56,17 +56,13 @@ def local_error_info(error: tuple[Any, ...]) -> ConnCloseInfo:
 
 def termination_info(event: tuple[Any, ...]) -> ConnCloseInfo:
     """The close info of a connection that ended without a CONNECTION_CLOSE:
-    an idle timeout (local) or a stateless reset from the peer."""
-    _, code, frame_type, reason = event
+    an idle timeout (local, as OpenSSL reports it:
+    :func:`~quicconn._core.rules.idle_timeout_close`) or a stateless reset
+    from the peer."""
+    reason = event[3]
     text = reason.decode("utf8", "replace") if isinstance(reason, bytes) else reason
     if text == "Idle timeout":
-        return ConnCloseInfo(
-            error_code=code,
-            frame_type=frame_type,
-            reason=text,
-            is_local=True,
-            is_transport=frame_type is not None,
-        )
+        return idle_timeout_close()
     return ConnCloseInfo(
         error_code=0,
         frame_type=PADDING_FRAME,
