@@ -17,6 +17,10 @@ from tests.support.certs import CertFiles
 from tests.support.pair import PairedEndpoints, make_pair
 from tests.support.peers import require_peer
 
+#: Each core sends and receives DATAGRAM frames its own way: every test runs
+#: on every core (tests/support/cores.py, ``pinned_cores``).
+pytestmark = pytest.mark.usefixtures("each_core")
+
 
 def _deliver(ends: PairedEndpoints, conn: quicconn.Connection) -> None:
     """Tick (and move the fake clock past pacing) until ``conn`` has a datagram."""
