@@ -22,10 +22,10 @@ from quicconn._objects.connection import channel_of
 from quicconn._quic import channel as channel_module
 from quicconn.scale import QuicLbConfig, QuicLbDecoder, ServerKeys
 from tests.support.certs import CertFiles
-from tests.support.cores import Capability, default_core, require
+from tests.support.cores import Capability, capabilities, default_core, require
 
 ALPN = ["quicconn-keys"]
-HOST = QuicLbConfig(b"\x5e\x12", nonce_length=6)
+HOST = QuicLbConfig(b"\x5e\x12", nonce_length=5)
 
 
 class Ticket:
@@ -216,3 +216,31 @@ def test_server_keys_are_saved_for_the_owner_only_and_loaded(tmp_path):
     keys.apply(ctx)
     assert ctx.session_ticket_key == keys.session_ticket_key
     assert ctx.stateless_reset_key == keys.stateless_reset_key
+
+
+def test_ids_of_another_length_need_a_core_that_can_serve_them(pki):
+    nine = QuicLbConfig(b"\x5e\x12", nonce_length=6)
+    assert nine.cid_length == 9
+    for core in ("qh3", "aioquic"):
+        ctx = quicconn.Context(quicconn.SERVER, core=core)
+        if Capability.ANY_CID_LENGTH in capabilities(core):
+            ctx.quic_lb = nine
+            assert ctx.quic_lb is nine
+        else:
+            with pytest.raises(ValueError, match="any length"):
+                ctx.quic_lb = nine
+            assert ctx.quic_lb is None  # unchanged
+    require(Capability.ANY_CID_LENGTH)
+    ctx = quicconn.Context(quicconn.SERVER)
+    ctx.load_cert_chain(pki.cert, pki.key)
+    ctx.set_alpn_protos(ALPN)
+    ctx.quic_lb = nine
+    listener = ctx.new_listener(("127.0.0.1", 0))
+    cids: list[bytes] = []
+    try:
+        thread = serve_one(listener, cids)
+        assert exchange(pki, listener) == b"hello"
+        thread.join(10)
+    finally:
+        listener.free()
+    assert len(cids[0]) == 9

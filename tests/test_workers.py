@@ -11,17 +11,22 @@ with the worker's index), on the core the environment chooses.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import signal
+import subprocess
+import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
 import quicconn
 import quicconn.asyncio as qa
+from interop.peers import openssl35_command
 from quicconn._io import steering
 from quicconn.scale import (
     SHUTDOWN_REASON,
@@ -30,27 +35,33 @@ from quicconn.scale import (
     WorkerGroup,
     WorkerReport,
 )
-from quicconn.scale._group import steering_layout
+from quicconn.scale._toss import steering_layout
 from tests.support.certs import CertFiles
+from tests.support.cores import Capability, capabilities
 from tests.support.nat import Mapping
 from tests.support.workers import echo_worker
 
 ALPN = ["quicconn-scale"]
-HOST = QuicLbConfig(b"\x2a\x17", nonce_length=6)
+HOST = QuicLbConfig(b"\x2a\x17", nonce_length=5)
 PAYLOAD = 32 * 1024
 #: The NAT moves a client to a new port after this many of its datagrams:
 #: past the handshake (with its Retry), early in the 32 KiB upload.
 REBIND_AFTER = 10
 
+ROOT = Path(__file__).resolve().parent.parent
+PEERS = ROOT / "tests/peers"
+
 pytestmark = pytest.mark.timeout(240)
 
 
-def start_group(pki: CertFiles, *, steering_on: bool = True) -> WorkerGroup:
+def start_group(
+    pki: CertFiles, *, steering_on: bool = True, flags: int = 0
+) -> WorkerGroup:
     group = WorkerGroup(
         echo_worker,
         ("127.0.0.1", 0),
         workers=2,
-        args=(str(pki.cert), str(pki.key), ALPN),
+        args=(str(pki.cert), str(pki.key), ALPN, flags),
         quic_lb=HOST,
         steering=steering_on,
         trace_datagrams=True,
@@ -195,8 +206,15 @@ def test_200_clients_moved_to_new_ports_mid_transfer_stay_with_their_worker(pki)
         run = run_rebinding_clients(pki, group, 200)
     finally:
         group.stop()
-    errors = [c.error for c in run.clients if c.error is not None]
-    assert not errors, f"{len(errors)} clients failed, e.g. {errors[0]!r}"
+    failed = [c for c in run.clients if c.error is not None]
+    assert not failed, f"{len(failed)} clients failed: " + "; ".join(
+        f"{c.error!r} (IDs used, workers that got each: "
+        + ", ".join(
+            f"{cid.hex()}: {run.workers_seeing(cid)}" for cid in c.mapping.order
+        )
+        + ")"
+        for c in failed[:3]
+    )
     served = Counter()
     cross_worker_retries = 0
     layout = steering_layout(HOST, group.workers)
@@ -230,6 +248,8 @@ def test_200_clients_moved_to_new_ports_mid_transfer_stay_with_their_worker(pki)
     stats = [r.stats for r in run.reports]
     assert sum(s["connections_accepted"] for s in stats) == 200
     assert sum(s["retries_sent"] for s in stats) >= 200
+    # The kernel alone put every datagram where it belonged: nothing tossed.
+    assert sum(r.tossed_out + r.tossed_in for r in run.reports) == 0
     print(
         f"\n200 clients in {run.seconds:.1f} s; served {dict(served)}; "
         f"{cross_worker_retries} Retry tokens validated by the other worker; "
@@ -256,6 +276,44 @@ def test_without_steering_rebound_clients_reach_the_wrong_worker_and_fail(pki):
     resets = sum(r.stats["stateless_resets_sent"] for r in run.reports)
     assert resets > 0  # the wrong worker reset them (the key is shared)
     print(f"\nwithout steering: {len(split)} of 40 split, {len(failed)} failed")
+
+
+def test_clients_moving_to_an_id_the_core_chose_are_tossed_to_their_worker(pki):
+    # OpenSSL's client moves to a spare connection ID as soon as it gets
+    # one, even for its last Handshake packets.  qh3's core issues one of
+    # its own choosing (no worker index in it): the kernel hashes it, and
+    # the worker it lands on tosses the datagram to the owner.  The aioquic
+    # core issues none.
+    group = start_group(pki, flags=quicconn.LISTENER_FLAG_NO_VALIDATE)
+    try:
+        command, extra = openssl35_command(
+            [
+                sys.executable, str(PEERS / "openssl_clients.py"),
+                "--port", str(group.address[1]),
+                "--ca", str(pki.ca),
+                "--clients", "30",
+                "--alpn", ALPN[0],
+            ]
+        )  # fmt: skip
+        env = {**os.environ, **extra, "PYTHONPATH": str(ROOT)}
+        procs = [
+            subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
+            for _ in range(3)
+        ]
+        results = [json.loads(p.communicate(timeout=120)[0]) for p in procs]
+    finally:
+        reports = group.stop()
+    assert [r["failed"] for r in results] == [0, 0, 0], results
+    stats = [r.stats for r in reports]
+    assert sum(s["connections_accepted"] for s in stats) == 90
+    # Every datagram reached its connection: none was dropped as unknown.
+    assert [s["datagrams_dropped"] for s in stats] == [0, 0], stats
+    tossed_out = sum(r.tossed_out for r in reports)
+    assert tossed_out == sum(r.tossed_in for r in reports)
+    if Capability.CHOSEN_CONNECTION_IDS in capabilities():
+        assert tossed_out == 0
+    else:
+        assert tossed_out > 0
 
 
 @pytest.fixture(scope="module")

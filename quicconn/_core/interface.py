@@ -100,6 +100,11 @@ class Capability(enum.Enum):
     #: NEW_CONNECTION_ID frames, which no load balancer or worker steering
     #: can route (a client that moves to one on purpose loses its server).
     CHOSEN_CONNECTION_IDS = "every server connection ID chosen by quicconn"
+    #: Server connection IDs of any length (a QUIC-LB configuration whose
+    #: IDs are not 8 bytes).  qh3's core serves a client with a zero-length
+    #: ID (OpenSSL's) only under the ID the client chose for it, 8 bytes
+    #: long, so its own must be 8 bytes too.
+    ANY_CID_LENGTH = "server connection IDs of any length"
     #: Unreliable DATAGRAM frames (RFC 9221): :meth:`Core.send_datagram_frame`,
     #: :meth:`Core.max_datagram_payload`, :meth:`CoreSink.on_datagram_frame`.
     DATAGRAMS = "DATAGRAM frames (RFC 9221)"

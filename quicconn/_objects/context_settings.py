@@ -394,8 +394,8 @@ class ContextSettings(ContextBase):
 
         None (the default): random 8-byte IDs.  With a configuration the
         server issues no spare IDs (NEW_CONNECTION_ID), as the draft asks of
-        its plaintext algorithm; qh3's core adds one of its own (see
-        docs/scaling.md).  A quicconn extension.
+        its plaintext algorithm; qh3's core adds one of its own, and needs
+        the IDs to be 8 bytes long (docs/scaling.md).  A quicconn extension.
         """
         return self._quic_lb
 
@@ -538,6 +538,11 @@ class ContextSettings(ContextBase):
             needs.add(Capability.KEEP_ALIVE)
         if self._settings.max_datagram_frame_size:
             needs.add(Capability.DATAGRAMS)
+        if (
+            self._quic_lb is not None
+            and self._quic_lb.cid_length != CoreSettings.connection_id_length
+        ):
+            needs.add(Capability.ANY_CID_LENGTH)
         return frozenset(needs)
 
 

@@ -38,6 +38,7 @@ from typing import Any
 from .._core.quic_lb import QuicLbConfig
 from .._io import steering
 from ._keys import ServerKeys
+from ._toss import steering_layout
 from ._worker import WorkerReport, WorkerSpec, worker_main
 
 logger = logging.getLogger("quicconn.scale")
@@ -65,20 +66,6 @@ class _Slot:
     ready: bool = False
     report: WorkerReport | None = None
     restarts: deque[float] = dataclasses.field(default_factory=deque)
-
-
-def steering_layout(config: QuicLbConfig, workers: int) -> steering.SteeringLayout:
-    """Where a group's connection IDs (``config``, the worker index after
-    its ``server_use`` bytes) name their worker, for the steering program."""
-    first = config.first_octet()
-    return steering.SteeringLayout(
-        workers=workers,
-        cid_length=config.cid_length,
-        marker=bytes([config.config_id << 5 if first is None else first])
-        + config.server_id,
-        worker_offset=config.server_use_offset + len(config.server_use),
-        marker_mask=0xE0 if first is None else 0xFF,
-    )
 
 
 class WorkerGroup:
@@ -224,6 +211,7 @@ class WorkerGroup:
             target=self._target,
             args=self._args,
             trace_datagrams=self._trace,
+            steering=self.steering,
         )
         reader, writer = _SPAWN.Pipe(duplex=False)
         process = _SPAWN.Process(
@@ -395,4 +383,4 @@ class WorkerGroup:
         self.stop()
 
 
-__all__ = ["DEFAULT_QUIC_LB", "RESTART_LIMIT", "WorkerGroup", "steering_layout"]
+__all__ = ["DEFAULT_QUIC_LB", "RESTART_LIMIT", "WorkerGroup"]

@@ -33,7 +33,9 @@ from .._core.wire import peek_destination_cid
 from .._io.transport import Datagram, UdpTransport
 from .._objects.context import Context
 from .._objects.listener import Listener, close_connections
+from .._objects.surface import events_reactor
 from ._keys import ServerKeys
+from ._toss import Tosser, group_address
 
 #: The reason phrase of the close every connection gets when a worker stops.
 SHUTDOWN_REASON = "server shutting down"
@@ -55,6 +57,9 @@ class WorkerSpec:
     target: Callable[..., Any]
     args: tuple[Any, ...]
     trace_datagrams: bool
+    #: The kernel steers by connection ID (else: its 4-tuple hash, and
+    #: nothing is tossed).
+    steering: bool = True
 
 
 @dataclass
@@ -64,9 +69,11 @@ class WorkerReport:
     ``result`` is what the target returned; ``stats`` its listener's
     counters (``quicconn.ListenerStats`` as a dict); ``closed_at_stop`` the
     connections still open when it stopped, which it closed;
-    ``datagrams`` (with ``trace_datagrams``) how many datagrams arrived for
-    each destination connection ID.  ``exitcode`` is filled in by the
-    supervisor (negative: killed by that signal).
+    ``datagrams`` (with ``trace_datagrams``) how many datagrams the kernel
+    delivered to it for each destination connection ID; ``tossed_out`` and
+    ``tossed_in`` the datagrams it passed to the worker owning their ID and
+    received from another (docs/scaling.md, "Tossing").  ``exitcode`` is
+    filled in by the supervisor (negative: killed by that signal).
     """
 
     index: int
@@ -76,22 +83,50 @@ class WorkerReport:
     stats: dict[str, int] = field(default_factory=dict)
     closed_at_stop: int = 0
     datagrams: dict[bytes, int] = field(default_factory=dict)
+    tossed_out: int = 0
+    tossed_in: int = 0
     exitcode: int | None = None
 
 
-class _TracingTransport(UdpTransport):
-    """A UDP transport that counts datagrams per destination connection ID."""
+class _GroupTransport(UdpTransport):
+    """A worker's UDP transport: takes toss messages in (they come from the
+    group's own address), and with ``trace`` counts the rest per
+    destination connection ID."""
 
-    def __init__(self, sock: socket.socket, cid_length: int) -> None:
+    def __init__(
+        self,
+        sock: socket.socket,
+        cid_length: int,
+        tosser: Tosser | None,
+        trace: bool,
+    ) -> None:
         super().__init__(sock)
-        self.counts: Counter[bytes] = Counter()
+        self.counts: Counter[bytes] | None = Counter() if trace else None
         self._cid_length = cid_length
+        self._tosser = tosser
+        self._own = None if tosser is None else group_address(sock)[:2]
 
     def recv_batch(self) -> list[Datagram]:
         batch = super().recv_batch()
-        for data, _ in batch:
-            self.counts[peek_destination_cid(data, self._cid_length) or b""] += 1
-        return batch
+        tosser, counts = self._tosser, self.counts
+        if tosser is None and counts is None:
+            return batch
+        taken: list[Datagram] = []
+        for data, addr in batch:
+            if tosser is not None and addr[:2] == self._own:
+                forwarded = tosser.receive(data, addr)
+                if forwarded is not None:
+                    taken.append(forwarded)  # type: ignore[arg-type]
+                continue
+            if counts is not None:
+                counts[peek_destination_cid(data, self._cid_length) or b""] += 1
+            taken.append((data, addr))
+        return taken
+
+    def send_now(self, data: bytes, addr: Any) -> None:
+        """Send one datagram at once (toss messages); dropped if it cannot go."""
+        with contextlib.suppress(OSError):
+            self.socket.sendto(data, addr)
 
 
 class Worker:
@@ -115,8 +150,9 @@ class Worker:
         self.stop_event = threading.Event()
         self._sock: socket.socket | None = sock
         self._pipe = pipe
-        self._trace = spec.trace_datagrams
-        self._transport: _TracingTransport | None = None
+        self._spec = spec
+        self._transport: _GroupTransport | None = None
+        self._tosser: Tosser | None = None
         self._listener: Listener | None = None
 
     @property
@@ -145,15 +181,43 @@ class Worker:
             raise TypeError(f"new_listener() takes a quicconn.Context, not {ctx!r}")
         ctx.quic_lb = self.quic_lb
         self.keys.apply(ctx)
-        where: Any = sock
-        if self._trace:
-            self._transport = _TracingTransport(sock, self.quic_lb.cid_length)
-            where = self._transport
-        listener = ctx.new_listener(where, flags)
+        spec = self._spec
+        tosser = None
+        if spec.steering and spec.workers > 1:
+            tosser = Tosser(
+                self.index,
+                self.workers,
+                spec.quic_lb,
+                self.keys.stateless_reset_key,
+                group_address(sock),
+                self._send_now,
+            )
+        transport = _GroupTransport(
+            sock, self.quic_lb.cid_length, tosser, spec.trace_datagrams
+        )
+        listener = ctx.new_listener(transport, flags)
+        reactor = events_reactor(listener)
+        if tosser is not None and reactor is not None:
+            reactor.route_watcher = tosser.on_route
+            gate = reactor.unroutable_handler
+            assert gate is not None
+
+            def unroutable(data: bytes, addr: Any, now: float) -> None:
+                if not tosser.forward(data, addr):
+                    gate(data, addr, now)
+
+            reactor.unroutable_handler = unroutable
         self._sock = None
+        self._transport = transport
+        self._tosser = tosser
         self._listener = listener
         self._pipe.send(("ready", self.index))
         return listener
+
+    def _send_now(self, data: bytes, addr: Any) -> None:
+        transport = self._transport
+        if transport is not None:
+            transport.send_now(data, addr)
 
     def _stop(self, signum: int, frame: FrameType | None) -> None:
         self.stop_event.set()
@@ -173,7 +237,10 @@ class Worker:
     def _report(self, result: Any, closed: int) -> WorkerReport:
         listener = self._listener
         stats = {} if listener is None else dataclasses.asdict(listener.stats)
-        counts = {} if self._transport is None else dict(self._transport.counts)
+        transport, tosser = self._transport, self._tosser
+        counts = (
+            {} if transport is None or transport.counts is None else transport.counts
+        )
         return WorkerReport(
             index=self.index,
             generation=self.generation,
@@ -181,7 +248,9 @@ class Worker:
             result=result,
             stats=stats,
             closed_at_stop=closed,
-            datagrams=counts,
+            datagrams=dict(counts),
+            tossed_out=0 if tosser is None else tosser.tossed_out,
+            tossed_in=0 if tosser is None else tosser.tossed_in,
         )
 
 

@@ -14,7 +14,8 @@ one as soon as its handshake completes (its close runs on in the
 background), so ``--concurrency`` counts handshakes in flight.  The program
 prints one JSON line: counts of successes and failures, the first few
 errors, wall-clock seconds, and handshakes per second (from the first
-start to the last completed handshake).
+start to the last completed handshake), with those two moments as Unix
+times so that the runs of several processes can be combined.
 """
 
 from __future__ import annotations
@@ -101,6 +102,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             release()
 
     started = time.perf_counter()
+    started_at = time.time()
     await asyncio.gather(*(guarded(i) for i in range(args.clients)))
     span = (max(handshakes) - started) if handshakes else 0.0
     return {
@@ -109,6 +111,9 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         "errors": errors[:5],
         "seconds": time.perf_counter() - started,
         "handshakes_per_s": len(handshakes) / span if span else 0.0,
+        # Wall-clock times, to combine the runs of several processes.
+        "started_at": started_at,
+        "last_handshake_at": started_at + span,
     }
 
 

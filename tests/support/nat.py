@@ -74,6 +74,8 @@ class Mapping:
         return self.active == 1
 
     def from_client(self, data: bytes, addr: Address) -> None:
+        if len(self.outside) < 2:
+            return  # a late datagram for the port's previous owner
         self.client = addr
         self.to_server += 1
         if self.to_server > self.rebind_after and self.active == 0:

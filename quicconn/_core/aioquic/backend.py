@@ -60,6 +60,7 @@ class AioquicBackend:
             Capability.KEEP_ALIVE,
             Capability.DATAGRAMS,
             Capability.CHOSEN_CONNECTION_IDS,
+            Capability.ANY_CID_LENGTH,
         }
     )
     default_congestion_control = "reno"
