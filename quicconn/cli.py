@@ -514,10 +514,12 @@ def _serve_workers(
     address = _bind_address(args.host, args.port)
     quic_lb = DEFAULT_QUIC_LB
     if args.server_id:
-        try:
-            quic_lb = dataclasses.replace(quic_lb, server_id=args.server_id)
-        except ValueError as exc:
-            raise UsageError(f"--server-id: {exc}") from None
+        # 8-byte IDs while the server ID allows (every core serves them; a
+        # worker index and at least 4 random bytes follow the server ID).
+        nonce = max(5, DEFAULT_QUIC_LB.cid_length - 1 - len(args.server_id))
+        quic_lb = dataclasses.replace(
+            quic_lb, server_id=args.server_id, nonce_length=nonce
+        )
     group = WorkerGroup(
         _serve_worker,
         address,
@@ -588,8 +590,8 @@ def server_id_hex(text: str) -> bytes:
         value = bytes.fromhex(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not hex (e.g. 0a01)") from None
-    if not 1 <= len(value) <= 13:
-        raise argparse.ArgumentTypeError("a server ID is 1 to 13 bytes here")
+    if not 1 <= len(value) <= 14:
+        raise argparse.ArgumentTypeError("a server ID is 1 to 14 bytes here")
     return value
 
 
