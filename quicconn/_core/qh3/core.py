@@ -459,6 +459,7 @@ class Qh3Core:
                 out.append((transmit[0], transmit[1]))
         except Exception:
             logger.exception("the QUIC core failed to build a datagram")
+        self._streams.flushed()
         if self._trace is not None:
             for datagram, _ in out:
                 log_packets(self._trace, "packet_sent", datagram, self._cid_length)
