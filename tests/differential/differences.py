@@ -103,13 +103,11 @@ DIFFERENCES: dict[tuple[str, str, int], tuple[Any, Any, str]] = {
         ["value", 1],
         "DTLS: retransmission inside the handshake call",
     ),
-    (
-        "session_after_free_without_shutdown",
-        "SSL_get0_alpn_selected/get_current_cipher/session_reused/get_verify_result",
-        1,
-    ): (
-        ["ok", ["diff", "TLS_AES_256_GCM_SHA384", 0, 0]],
-        ["ok", ["diff", "TLS_AES_256_GCM_SHA384", 1, 0]],
+    # Only SSL_session_reused differs: the cipher (its own step) is the
+    # peer's choice, the same on both sides, whichever core the peer runs on.
+    ("session_after_free_without_shutdown", "SSL_session_reused", 1): (
+        ["ok", 0],
+        ["ok", 1],
         "sessions of connections freed without a shutdown",
     ),
 }
