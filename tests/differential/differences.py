@@ -112,4 +112,20 @@ DIFFERENCES: dict[tuple[str, str, int], tuple[Any, Any, str]] = {
     ),
 }
 
-__all__ = ["DIFFERENCES"]
+#: Differences on one QUIC core only: core name -> entries as above, except
+#: that quicconn's observation is a list of the observations accepted.
+CORE_DIFFERENCES: dict[str, dict[tuple[str, str, int], tuple[Any, list[Any], str]]] = {
+    "qh3": {
+        # qh3 acknowledges a lone ack-eliciting packet 1 ms after it
+        # arrived: read later than that after connect() returned, the
+        # timeout is 0 (the ACK of the server's last flight is due) until
+        # the next handle_events() sends it.  Read sooner, it is finite.
+        ("stream_event_surface", "SSL_get_event_timeout", 0): (
+            ["ok", "finite"],
+            [["ok", "0"], ["ok", "finite"]],
+            "an ACK due after the handshake",
+        ),
+    },
+}
+
+__all__ = ["CORE_DIFFERENCES", "DIFFERENCES"]
