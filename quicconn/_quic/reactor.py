@@ -12,6 +12,14 @@ socket, many on a listener).  Its unit of work is the *tick*
 3. let each touched core report events to its objects, then collect what it
    wants to send, and hand it all to the transport in one batch.
 
+A batch is one burst, not an unbounded one: once a tick has spent
+:data:`BATCH_LATENCY` on it, what is ready goes out before the rest is
+processed (with the time read again).  Otherwise the first datagram of a
+large burst (200 ClientHellos, each costing a handshake) would wait for
+the last one's work: its peer measures that wait as round-trip time (RFC
+9002 takes the first sample as the estimate, and a PTO of three times it),
+then paces and times out on that estimate.
+
 Blocking calls use :meth:`Reactor.block_until`: tick, test a predicate,
 otherwise sleep in ``poll(2)`` on the socket until the next timer deadline.
 No busy waiting, no fixed sleeps: an idle connection costs one wake-up per
@@ -40,6 +48,11 @@ from .._io.waiter import Waiter
 logger = logging.getLogger("quicconn.reactor")
 
 UnroutableHandler = Callable[[bytes, Address, float], None]
+
+#: How long a tick works on a burst before it sends what is ready (and
+#: reads the clock again): the delay the batching may add to an ACK or a
+#: handshake reply, which the peer counts as round-trip time.
+BATCH_LATENCY = 0.002
 
 
 class ReactorObserver(Protocol):
@@ -177,13 +190,17 @@ class Reactor:
         batch = transport.recv_batch()
         if batch:
             single = self._single
-            if single is not None:
-                for data, addr in batch:
+            clock = self.clock
+            started = now
+            for data, addr in batch:
+                if single is not None:
                     single.receive_datagram(data, addr, now)
-                self._dirty[single] = None
-            else:
-                for data, addr in batch:
+                    self._dirty[single] = None
+                else:
                     self._route(data, addr, now)
+                if self._dirty and clock.now() - started >= BATCH_LATENCY:
+                    self.flush(now)  # see BATCH_LATENCY
+                    now = started = clock.now()
         if self._dirty:
             self.flush(now)
 
@@ -195,6 +212,8 @@ class Reactor:
         worked = bool(self._dirty)
         observer = self.observer
         processed: list[Core] = []
+        clock = self.clock
+        started = clock.now()
         while self._dirty:
             dirty = list(self._dirty)
             self._dirty.clear()
@@ -208,6 +227,10 @@ class Reactor:
                 # must be routable before the peer can use it.
                 core.dispatch_events()
                 self._schedule(core)
+                if outgoing and clock.now() - started >= BATCH_LATENCY:
+                    self.transport.send_batch(outgoing)  # see BATCH_LATENCY
+                    outgoing = []
+                    now = started = clock.now()
         if outgoing:
             self.transport.send_batch(outgoing)
         if observer is not None and processed:
@@ -409,6 +432,7 @@ def _earliest(a: float | None, b: float | None) -> float | None:
 
 
 __all__ = [
+    "BATCH_LATENCY",
     "Reactor",
     "ReactorObserver",
     "UnroutableHandler",

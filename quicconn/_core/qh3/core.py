@@ -550,6 +550,7 @@ class Qh3Core:
         if self.close_info is None:
             tls = self._tls
             chain = [] if tls is None else tls.tls.peer_certificate_chain
+            leaf = None if tls is None else tls.tls.peer_certificate
             self.close_info = tls_failure_info(
                 code,
                 frame_type,
@@ -557,6 +558,7 @@ class Qh3Core:
                 self._configuration.server_name,
                 self._is_client,
                 self_signed_in_chain=any(c.self_signed for c in chain),
+                leaf_der=None if leaf is None else leaf.public_bytes(),
             )
 
     def _drain_tls(self) -> None:
