@@ -19,18 +19,14 @@ import pytest
 import quicconn
 from quicconn.http import (
     ClientOptions,
-    DataReceived,
     FileServer,
     HttpClient,
-    HttpSession,
     RequestError,
-    RequestReceived,
-    TrailersReceived,
-    session_for,
 )
 from quicconn.http._exchange import PAUSE_ABOVE
 from tests.conftest import aioquic_example_server, free_udp_port
 from tests.support.certs import CertFiles
+from tests.support.http_servers import EchoServer
 
 ROOT = Path(__file__).resolve().parent.parent
 BIG = 6_000_000
@@ -87,74 +83,6 @@ def serve_command(pki: CertFiles, www: Path) -> Iterator[int]:
     yield port
     proc.terminate()
     proc.wait(10)
-
-
-class EchoServer:
-    """An HTTP/3 server on quicconn's sessions that answers every request
-    with its own body, the request's trailers as headers, and trailers of
-    its own (the body's SHA-256)."""
-
-    def __init__(self, pki: CertFiles) -> None:
-        self.listener = quicconn.listen(
-            ("127.0.0.1", 0), str(pki.cert), str(pki.key), alpn=["h3"]
-        )
-        self.listener.set_blocking_mode(False)
-        self.port = self.listener.local_address()[1]
-        self.requests: list[RequestReceived] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        sessions: list[HttpSession] = []
-        pending: list[quicconn.Connection] = []
-        bodies: dict[tuple[int, int], bytearray] = {}
-        trailers: dict[tuple[int, int], list[tuple[bytes, bytes]]] = {}
-        while not self._stop.is_set():
-            self.listener.handle_events()
-            conn = self.listener.accept_connection(quicconn.ACCEPT_CONNECTION_NO_BLOCK)
-            if conn is not None:
-                pending.append(conn)
-            for conn in list(pending):
-                if conn.is_init_finished():
-                    pending.remove(conn)
-                    sessions.append(session_for(conn))
-            for session in list(sessions):
-                if session.conn.get_conn_close_info() is not None:
-                    sessions.remove(session)
-                    session.conn.free()
-                    continue
-                for event in session.process():
-                    key = (id(session), event.stream_id)
-                    if isinstance(event, RequestReceived):
-                        self.requests.append(event)
-                        bodies[key] = bytearray()
-                    elif isinstance(event, TrailersReceived):
-                        trailers[key] = event.headers
-                    elif isinstance(event, DataReceived):
-                        bodies[key] += event.data
-                        if event.ended:
-                            body = bytes(bodies.pop(key))
-                            extra = [
-                                (b"x-request-" + k, v) for k, v in trailers.pop(key, [])
-                            ]
-                            session.send_response_head(
-                                event.stream_id, 200, [(b"x-echo", b"1"), *extra]
-                            )
-                            session.send_body(event.stream_id, body, False)
-                            digest = hashlib.sha256(body).hexdigest().encode()
-                            session.send_trailers(
-                                event.stream_id, [(b"x-sha256", digest)]
-                            )
-                session.flush()
-            time.sleep(0.001)
-        for session in sessions:
-            session.conn.free()
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self.listener.free()
 
 
 @pytest.fixture
