@@ -30,7 +30,7 @@ from collections.abc import AsyncIterator
 from typing import Any, Protocol, TypeVar
 
 from .._constants import SHUTDOWN_FLAG_NO_BLOCK
-from .._errors import WantReadError, WantWriteError
+from .._errors import Error, WantReadError, WantWriteError
 from .._objects.connection import Connection, batched_output, progress_key
 from .._objects.convenience import client_connection
 from .._objects.loop_driver import LoopDriver
@@ -300,7 +300,10 @@ class AsyncHttpClient:
         if router is None or session is None or driver is None or self._closed:
             return
         router.wants_processing = False
-        moved = router.update(session.process())
+        try:
+            moved = router.update(session.process())
+        except (Error, ValueError) as exc:  # never escapes into the driver
+            moved = router.connection_closed(f"failed: {exc}")
         for exchange in moved:
             driver.wake(exchange)
         if moved:

@@ -120,9 +120,13 @@ class TrioDriver(LoopDriver):
         lot, wakeup = entry
         woken = False
         try:
-            with trio.move_on_after(math.inf if timeout is None else timeout):
+            if timeout is None:
                 await lot.park()
                 woken = True
+            else:
+                with trio.move_on_after(timeout):
+                    await lot.park()
+                    woken = True
         finally:
             if not woken and not lot and self._lots.get(key) is entry:
                 # Cancelled or timed out, and nobody else waits: forget the
