@@ -252,6 +252,33 @@ def test_httpx_errors_are_httpx_exceptions(pki, other_pki, file_server):
             client.get(f"https://localhost:{silent}/", timeout=0.5)
 
 
+def test_httpx_timeouts_by_phase_and_resets(pki, echo_server):
+    # The same phases as AsyncHTTP3Transport (tests/test_http_async.py).
+    produced = 0
+
+    def endless() -> Iterator[bytes]:
+        nonlocal produced
+        while True:
+            produced += 65536
+            yield bytes(65536)
+
+    base = f"https://localhost:{echo_server.port}"
+    with httpx_client(pki) as client:
+        with pytest.raises(httpx.WriteTimeout, match="took none of the request"):
+            client.post(
+                f"{base}/paused", content=endless(), timeout=httpx.Timeout(10, write=1)
+            )
+        assert produced <= 2 * 1024 * 1024 + 256 * 1024 + 2 * 65536
+        with pytest.raises(httpx.ReadTimeout, match="no response"):
+            client.get(f"{base}/silent", timeout=httpx.Timeout(10, read=0.5))
+        with pytest.raises(httpx.RemoteProtocolError, match="H3_REQUEST_REJECTED"):
+            client.get(f"{base}/reset")
+        assert client.post(f"{base}/e", content=b"still here").text == "still here"
+    assert echo_server.connections == 1
+    paused = next((n, r.stream_id) for n, r in echo_server.request_connections)
+    echo_server.wait_for(lambda: echo_server.resets.get(paused) == 0x10C)
+
+
 @pytest.mark.peer
 class TestAgainstAioquicExampleServer:
     @pytest.fixture(scope="class")
