@@ -256,6 +256,13 @@ def test_certificates_are_verified_by_default(pki, other_pki, files) -> None:
         async with httpx.AsyncClient(transport=wrong) as http:
             with pytest.raises(httpx.ConnectError, match="did not verify"):
                 await http.get(url(port, "/hello.txt"))
+            # Requests sharing one handshake all fail with it.
+            failures = await asyncio.gather(
+                *[http.get(url(port, "/hello.txt")) for _ in range(5)],
+                return_exceptions=True,
+            )
+            assert all(isinstance(f, httpx.ConnectError) for f in failures)
+            assert all("did not verify" in str(f) for f in failures), failures
 
     run(main)
 

@@ -273,10 +273,12 @@ class AsyncHttpClient:
                             "(the server stalled or is unreachable)"
                         )
                 await driver.wait(progress_key(quic), remaining)
-        except BaseException:
+        except BaseException as exc:
             # Failed, timed out or cancelled: a connection nobody else is
             # completing is given up (the next request opens a new one).
             if self._handshaking == 1 and self._router is None:
+                if isinstance(exc, Exception) and self._open_failure is None:
+                    self._open_failure = f"the handshake with {self.peer} failed: {exc}"
                 self.abort()
             raise
         finally:
