@@ -23,6 +23,7 @@ goes out in one send pass.
 from __future__ import annotations
 
 import asyncio
+import math
 import socket
 import sys
 import time
@@ -77,7 +78,8 @@ class EventLoop:
     def driver_for(self, reactor: Reactor | None) -> LoopDriver:
         raise NotImplementedError
 
-    async def getaddrinfo(self, host: str, port: int) -> list[Any]:
+    async def getaddrinfo(self, host: str, port: int, timeout: float | None) -> Any:
+        """``getaddrinfo`` for UDP; TimeoutError after ``timeout`` seconds."""
         raise NotImplementedError
 
     def event(self) -> _Event:
@@ -95,9 +97,10 @@ class _Asyncio(EventLoop):
 
         return driver_for(reactor)
 
-    async def getaddrinfo(self, host: str, port: int) -> list[Any]:
+    async def getaddrinfo(self, host: str, port: int, timeout: float | None) -> Any:
         loop = asyncio.get_running_loop()
-        return await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+        async with asyncio.timeout(timeout):
+            return await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
 
     def event(self) -> _Event:
         return asyncio.Event()
@@ -116,10 +119,14 @@ class _Trio(EventLoop):
 
         return driver_for(reactor)
 
-    async def getaddrinfo(self, host: str, port: int) -> list[Any]:
+    async def getaddrinfo(self, host: str, port: int, timeout: float | None) -> Any:
         import trio
 
-        return list(await trio.socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM))
+        try:
+            with trio.fail_after(math.inf if timeout is None else timeout):
+                return await trio.socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+        except trio.TooSlowError:
+            raise TimeoutError from None
 
     def event(self) -> _Event:
         import trio
@@ -203,20 +210,22 @@ class AsyncHttpClient:
 
     async def connect(self, timeout: float | None) -> None:
         """Open the connection and complete its handshake, or join a task
-        that is doing so.  ``timeout`` bounds this task's wait."""
+        that is doing so.  ``timeout`` bounds this task's wait (name
+        resolution and handshake)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         while self.quic is None:
             self._check_usable()
             if self._opening is None:
                 self._opening = self.loop.event()
                 try:
-                    await self._open()
+                    await self._open(timeout)
                 finally:
                     self._opening.set()
                     self._opening = None
             else:
                 await self._opening.wait()
         if self._router is None:
-            await self._handshake(timeout)
+            await self._handshake(timeout, deadline)
 
     def _check_usable(self) -> None:
         if self._open_failure is not None:
@@ -224,13 +233,17 @@ class AsyncHttpClient:
         if self._closed:
             raise RequestError(f"the connection to {self.peer} was closed")
 
-    async def _open(self) -> None:
+    async def _open(self, timeout: float | None) -> None:
         name = self.options.server_name or self.host
         try:
-            infos = await self.loop.getaddrinfo(self.host, self.port)
+            infos = await self.loop.getaddrinfo(self.host, self.port, timeout)
         except socket.gaierror as exc:
             self._open_failure = f"cannot resolve {self.host!r}: {exc.strerror}"
             raise ConnectionError(self._open_failure) from exc
+        except TimeoutError:
+            raise StallError(
+                f"resolving {self.host!r} took longer than {timeout:g} s"
+            ) from None
         if self._closed:
             return
         quic = client_connection(self._context, name, infos)
@@ -248,10 +261,9 @@ class AsyncHttpClient:
         self._batching.__enter__()
         self.quic = quic
 
-    async def _handshake(self, timeout: float | None) -> None:
+    async def _handshake(self, timeout: float | None, deadline: float | None) -> None:
         quic, driver = self.quic, self._driver
         assert quic is not None and driver is not None
-        deadline = None if timeout is None else time.monotonic() + timeout
         self._handshaking += 1
         try:
             while self._router is None:
