@@ -26,7 +26,7 @@ from quicconn.http import (
 from quicconn.http._exchange import PAUSE_ABOVE
 from tests.conftest import aioquic_example_server, free_udp_port
 from tests.support.certs import CertFiles
-from tests.support.http_servers import EchoServer
+from tests.support.http_servers import Capability, EchoServer, core_with
 
 ROOT = Path(__file__).resolve().parent.parent
 BIG = 6_000_000
@@ -252,8 +252,18 @@ def test_httpx_errors_are_httpx_exceptions(pki, other_pki, file_server):
             client.get(f"https://localhost:{silent}/", timeout=0.5)
 
 
-def test_httpx_timeouts_by_phase_and_resets(pki, echo_server):
-    # The same phases as AsyncHTTP3Transport (tests/test_http_async.py).
+def test_httpx_timeouts_by_phase_and_resets(pki):
+    # The same phases as AsyncHTTP3Transport (tests/test_http_async.py).  The
+    # server leaves an upload unread while the connection goes on: see
+    # tests/support/http_servers.py for why that needs CREDIT_ON_CONSUME.
+    echo_server = EchoServer(pki, core=core_with(Capability.CREDIT_ON_CONSUME))
+    try:
+        _timeouts_by_phase_and_resets(pki, echo_server)
+    finally:
+        echo_server.close()
+
+
+def _timeouts_by_phase_and_resets(pki: CertFiles, echo_server: EchoServer) -> None:
     produced = 0
 
     def endless() -> Iterator[bytes]:

@@ -21,6 +21,14 @@ provokes it:
 
 It records every request head, the error code of every RESET_STREAM and
 STOP_SENDING the client sent, and every connection's close.
+
+A server that leaves one upload unread (``/paused``) while the same
+connection carries on needs a core that grants credit only as the
+application reads (``Capability.CREDIT_ON_CONSUME``): on a core without it
+(qh3) a quicconn server that holds a connection window of unread data
+stops taking the connection's other events (docs/cores.md).  Tests of such
+scenarios pass ``core=core_with(Capability.CREDIT_ON_CONSUME)``: the
+client under test still runs on the default core.
 """
 
 from __future__ import annotations
@@ -41,6 +49,8 @@ from quicconn import (
     STREAM_STATE_RESET_LOCAL,
     STREAM_STATE_RESET_REMOTE,
 )
+from quicconn._core import registry
+from quicconn._core.interface import Capability
 from quicconn.http import (
     DataReceived,
     FileServer,
@@ -56,6 +66,19 @@ H3_REQUEST_REJECTED = 0x10B
 
 _RESET = (STREAM_STATE_RESET_LOCAL, STREAM_STATE_RESET_REMOTE)
 _DONE = (STREAM_STATE_FINISHED, *_RESET)
+
+
+def capabilities(core: str | None = None) -> frozenset[Capability]:
+    """What ``core`` (default: the default core) can do."""
+    return registry.get(core or quicconn.Context(quicconn.CLIENT).core).capabilities
+
+
+def core_with(*needed: Capability) -> str:
+    """The default core if it can do ``needed``, else a core that can."""
+    for core in (quicconn.Context(quicconn.SERVER).core, *registry.available()):
+        if all(cap in capabilities(core) for cap in needed):
+            return core
+    raise AssertionError(f"no installed core can do {needed}")
 
 
 def random_bytes(n: int, seed: int) -> bytes:
@@ -92,10 +115,16 @@ def serve_files(
 class EchoServer:
     """See the module docstring."""
 
-    def __init__(self, pki: CertFiles, **ctx_options: Any) -> None:
-        self.listener = quicconn.listen(
-            ("127.0.0.1", 0), str(pki.cert), str(pki.key), alpn=["h3"], **ctx_options
-        )
+    def __init__(
+        self, pki: CertFiles, *, core: str | None = None, **ctx_options: Any
+    ) -> None:
+        ctx = quicconn.Context(quicconn.SERVER, core=core)
+        ctx.load_cert_chain(str(pki.cert), str(pki.key))
+        ctx.set_alpn_protos(["h3"])
+        for name, value in ctx_options.items():
+            setattr(ctx, name, value)
+        self.listener = ctx.new_listener(("127.0.0.1", 0))
+        self.listener.listen()
         self.listener.set_blocking_mode(False)
         self.port = self.listener.local_address()[1]
         self.requests: list[RequestReceived] = []
@@ -259,4 +288,12 @@ class EchoServer:
         self.listener.free()
 
 
-__all__ = ["H3_REQUEST_REJECTED", "EchoServer", "random_bytes", "serve_files"]
+__all__ = [
+    "H3_REQUEST_REJECTED",
+    "Capability",
+    "EchoServer",
+    "capabilities",
+    "core_with",
+    "random_bytes",
+    "serve_files",
+]
