@@ -234,9 +234,9 @@ def test_environment_variable_chooses_the_core(
     monkeypatch.setenv(registry.ENVIRONMENT_VARIABLE, "nosuch")
     with pytest.raises(ValueError, match="unknown QUIC core 'nosuch'"):
         registry.resolve()
-    ctx = quicconn.Context(quicconn.CLIENT)  # the name is checked when used
+    # Configuration time: the context refuses it, not its first connection.
     with pytest.raises(ValueError, match="unknown QUIC core 'nosuch'"):
-        quicconn.Connection(ctx)
+        quicconn.Context(quicconn.CLIENT)
     # An explicit choice wins over the environment.
     assert registry.resolve("aioquic").name == "aioquic"
     assert quicconn.Context(quicconn.CLIENT, core="aioquic").core == "aioquic"
@@ -249,7 +249,7 @@ def test_explicit_core_without_a_needed_capability_is_refused(
     with pytest.raises(ValueError, match="'clientonly' QUIC core cannot do server"):
         registry.resolve("clientonly", {Capability.SERVER})
     with pytest.raises(ValueError, match="cannot do server"):
-        core_backend(quicconn.Context(quicconn.SERVER, core="clientonly"))
+        quicconn.Context(quicconn.SERVER, core="clientonly")
 
 
 def test_auto_skips_cores_without_a_needed_capability(client_only: Any) -> None:
@@ -272,9 +272,82 @@ def test_mode_async_with_an_engine_needs_async_signing(client_only: Any) -> None
     ctx.set_mode(quicconn.MODE_ASYNC)
     assert core_backend(ctx) is client_only  # no engine: signing stays synchronous
     with quicconn.ThreadPoolEngine(max_workers=1) as engine:
-        ctx.set_async_engine(engine)
+        # Refused when configured, and the context is left as it was.
         with pytest.raises(ValueError, match="MODE_ASYNC private-key offload"):
-            core_backend(ctx)
+            ctx.set_async_engine(engine)
+        assert ctx.get_async_engine() is None
+        assert core_backend(ctx) is client_only
+
+
+def test_qh3_is_known_installed_preferred_and_pinned() -> None:
+    # The qh3 core reaches into qh3._hazmat, outside qh3's semver promise:
+    # the installed version must be one the pin in pyproject.toml allows and
+    # this backend was tested with.
+    import qh3
+
+    assert "qh3" in registry.known()
+    assert registry.available()[:2] == ["qh3", "aioquic"]
+    assert qh3.__version__ in QH3_TESTED
+    assert registry.resolve("auto", {Capability.SERVER}).name == "qh3"
+
+
+#: The qh3 releases the qh3 core was tested with (pyproject.toml's pin).
+QH3_TESTED = ("2.1.0",)
+
+
+def test_pyproject_pins_qh3_to_the_tested_releases() -> None:
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    assert project["optional-dependencies"]["fast"] == [f"qh3=={QH3_TESTED[0]}"]
+
+
+def test_auto_takes_aioquic_for_what_qh3_cannot_do(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv(registry.ENVIRONMENT_VARIABLE, raising=False)
+    ctx = quicconn.Context(quicconn.CLIENT)
+    assert ctx.core == "qh3"
+    assert ctx.congestion_control == "cubic"  # qh3's own
+    ctx.congestion_control = "reno"  # only aioquic has Reno
+    assert ctx.core == "aioquic" and ctx.congestion_control == "reno"
+    conn = quicconn.Connection(ctx)
+    try:
+        assert conn.get_core_name() == "aioquic"
+    finally:
+        conn.free()
+    server = quicconn.Context(quicconn.SERVER)
+    server.stateless_reset_key = b"k" * 32  # every token derived: aioquic
+    assert server.core == "aioquic"
+
+
+def test_an_explicit_core_refuses_what_it_cannot_do_when_configured() -> None:
+    ctx = quicconn.Context(quicconn.CLIENT, core="qh3")
+    with pytest.raises(ValueError, match="'qh3' QUIC core cannot do Reno"):
+        ctx.congestion_control = "reno"
+    assert ctx.congestion_control == "cubic"  # unchanged
+    ctx.congestion_control = "cubic"
+    server = quicconn.Context(quicconn.SERVER, core="qh3")
+    with pytest.raises(ValueError, match="stateless reset tokens derived"):
+        server.stateless_reset_key = b"k" * 32
+    assert server.stateless_reset_key is None
+
+
+def test_every_object_says_which_core_it_runs_on(pki: Any) -> None:
+    for name in registry.available():
+        server = quicconn.Context(quicconn.SERVER, core=name)
+        server.load_cert_chain(pki.cert, pki.key)
+        lst = server.new_listener(("127.0.0.1", 0))
+        client = quicconn.Connection(quicconn.Context(quicconn.CLIENT, core=name))
+        try:
+            assert server.core == name
+            assert lst.get_core_name() == name
+            assert client.get_core_name() == name
+        finally:
+            client.free()
+            lst.free()
 
 
 # -- the HTTP/3 codec, through the interface ------------------------------------

@@ -295,7 +295,7 @@ def readme_test_command() -> str:
 def test_ci_runs_exactly_the_readme_command_and_nothing_of_its_own() -> None:
     command = readme_test_command()
     assert command == (
-        "pip install -e '.[test]' && python -m interop.peers install "
+        "pip install -e '.[test,fast]' && python -m interop.peers install "
         "&& python -m pytest -q"
     )
     lines = [

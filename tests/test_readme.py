@@ -131,8 +131,8 @@ def checkout_copy(target: Path) -> Path:
 def test_the_readme_commands_work_from_a_fresh_virtual_environment(
     tmp_path: Path,
 ) -> None:
-    """``pip install . && quicconn demo``, then the Python parts of the test
-    command: ``pip install -e '.[test]'``, ``python -m interop.peers
+    """``pip install '.[fast]' && quicconn demo``, then the Python parts of the test
+    command: ``pip install -e '.[test,fast]'``, ``python -m interop.peers
     install`` (the system packages and the peers are already on this machine;
     the venv gets what aioquic's examples import), and pytest collecting the
     whole suite and running a few files that need the extras.

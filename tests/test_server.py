@@ -22,6 +22,7 @@ from quicconn._objects.connection import channel_of
 from quicconn._objects.listener import port_of as listener_port
 from quicconn.testing import DatagramPair, FakeClock
 from tests.support.certs import CertFiles
+from tests.support.cores import Capability, capabilities, require
 from tests.support.loop import pump, run_for
 
 ALPN = ["quicconn-test"]
@@ -729,6 +730,11 @@ def test_server_sends_at_most_three_times_what_an_unvalidated_client_sent(
 # ----------------------------------------------------------------------
 
 
+#: The most stream data qh3 delivers in one event (its MAX_STREAM_EVENT_SIZE).
+QH3_EVENT_MAX = 64 * 1024
+
+
+@pytest.mark.usefixtures("each_core")  # each core bounds it its own way
 def test_memory_of_a_never_reading_server_is_bounded_by_its_windows(
     pki: CertFiles,
 ) -> None:
@@ -786,9 +792,20 @@ def test_memory_of_a_never_reading_server_is_bounded_by_its_windows(
         per_stream = max(
             rec.buffered for rec in channel_of(server).streams.records.values()
         )
-        # The client got exactly the credit the windows allow, no more.
-        assert buffered == ctx.max_data
-        assert per_stream <= ctx.max_stream_data
+        exact = Capability.CREDIT_ON_CONSUME in capabilities()
+        if exact:
+            # The client got exactly the credit the windows allow, no more.
+            assert buffered == ctx.max_data
+            assert per_stream <= ctx.max_stream_data
+        else:
+            # qh3 grants credit as events are taken from its core; quicconn
+            # takes none while the application holds max_data unread, so
+            # what it holds stops there, give or take one event (qh3 merges
+            # up to 64 KiB into one), and the core holds at most the window
+            # it granted: nothing more arrives however long the client pushes.
+            assert ctx.max_data <= buffered < ctx.max_data + QH3_EVENT_MAX
+            run_for([lst, client], 0.3, step=push)
+            assert server_buffered() == buffered
         # Reading releases credit, and the client can go on.
         before = buffered
         incoming = []
@@ -804,7 +821,10 @@ def test_memory_of_a_never_reading_server_is_bounded_by_its_windows(
             what="the window to fill again",
         )
         run_for([lst, client], 0.2, step=push)
-        assert server_buffered() == ctx.max_data
+        if exact:
+            assert server_buffered() == ctx.max_data
+        else:
+            assert ctx.max_data <= server_buffered() < ctx.max_data + QH3_EVENT_MAX
     finally:
         client.free()
         csock.close()
@@ -1024,14 +1044,45 @@ class HandDrivenAioquicClient:
         return self.sock.fileno()
 
 
-def test_a_ping_only_probe_ahead_of_the_client_hello_is_acknowledged(
+def test_a_ping_only_probe_ahead_of_the_client_hello_is_not_fatal(
     pki: CertFiles,
 ) -> None:
     # OpenSSL's client probes with PING-only Initials: when its first
     # Initial is lost, such a probe is the first packet to arrive.  RFC 9000
-    # asks for CRYPTO in the first packet *sent*; the server must not close
-    # over it but acknowledge it (which tells the client its ClientHello was
-    # lost) and complete the handshake when the ClientHello comes again.
+    # asks for CRYPTO in the first packet *sent*; on every core the server
+    # must not close over it, and completes the handshake when the
+    # ClientHello comes again (on qh3 the probe is dropped: qh3 would close).
+    lst = server_ctx(pki).new_listener(
+        ("127.0.0.1", 0), quicconn.LISTENER_FLAG_NO_VALIDATE
+    )
+    lst.listen()
+    client = HandDrivenAioquicClient(pki, ("127.0.0.1", port_of(lst)))
+    try:
+        client.first_flight()  # the ClientHello, lost
+        quic = client.quic
+        probe = ping_only_initial(quic._peer_cid.cid, quic.host_cid, packet_number=9)
+        client.sock.sendto(probe, client.server)
+        pump(
+            [lst, client],
+            lambda: client.handshake_done or client.closed,
+            what="the handshake",
+        )
+        assert client.handshake_done and not client.closed
+        conn = lst.accept_connection(quicconn.ACCEPT_CONNECTION_NO_BLOCK)
+        assert conn is not None and conn.get_conn_close_info() is None
+        conn.free()
+    finally:
+        client.sock.close()
+        lst.free()
+
+
+@pytest.mark.usefixtures("each_core")
+def test_a_ping_only_probe_ahead_of_the_client_hello_is_acknowledged(
+    pki: CertFiles,
+) -> None:
+    # Better still, the server acknowledges the probe (which tells the
+    # client its ClientHello was lost) and keeps the connection it began.
+    require(Capability.PING_FIRST_INITIAL)
     lst = server_ctx(pki).new_listener(
         ("127.0.0.1", 0), quicconn.LISTENER_FLAG_NO_VALIDATE
     )
@@ -1089,9 +1140,12 @@ def test_ipv6_loopback_listener_serves_a_client(pki: CertFiles) -> None:
     assert lst.stats.retries_sent == 1
 
 
+@pytest.mark.usefixtures("each_core")
 def test_streams_a_server_never_accepts_cannot_pile_up(pki: CertFiles) -> None:
     # aioquic alone lets a peer open a new stream whenever it discarded a
     # finished one, accepted or not: a client could queue unbounded streams.
+    # (qh3 does the same, and quicconn cannot hold its credit back.)
+    require(Capability.STREAM_CREDIT_ON_RELEASE)
     ctx = server_ctx(pki)
     lst = ctx.new_listener(("127.0.0.1", 0), quicconn.LISTENER_FLAG_NO_VALIDATE)
     lst.set_blocking_mode(False)

@@ -71,6 +71,25 @@ class Capability(enum.Enum):
     KEYLOG = "key log (SSLKEYLOGFILE format)"
     #: HTTP/3 framing and QPACK (:class:`H3Codec`).
     HTTP3 = "HTTP/3 codec"
+    #: qlog traces list each packet's frames (not only its header).
+    QLOG_FRAMES = "qlog traces list each packet's frames"
+    #: NewReno congestion control (``ctx.congestion_control = "reno"``).
+    RENO = "Reno congestion control"
+    #: CUBIC congestion control (``ctx.congestion_control = "cubic"``).
+    CUBIC = "CUBIC congestion control"
+    #: A server acknowledges a first Initial that carries no CRYPTO frame (a
+    #: PING-only probe: OpenSSL's client sends one after losing its
+    #: ClientHello); the ACK tells the client its ClientHello was lost.
+    PING_FIRST_INITIAL = "a PING-only first Initial is acknowledged"
+    #: Initial and Handshake ACKs repeated in every CRYPTO or probe packet
+    #: until the peer has seen them (RFC 9000 section 13.2.4).
+    REPEATED_HANDSHAKE_ACKS = "handshake ACKs repeated until acknowledged"
+    #: An immediate ACK for a 1-RTT packet with missing packets below it
+    #: (RFC 9000 section 13.2.1).
+    GAP_ACK = "an immediate ACK when a packet arrives after a gap"
+    #: 1-RTT ACKs wait up to 2 ms for more packets (one ACK for many on a
+    #: fast path) instead of going out every second packet.
+    ACK_THINNING = "1-RTT ACKs delayed up to 2 ms"
     #: Keep-alive PINGs (``CoreSettings.keep_alive``): :meth:`Core.get_timer`
     #: and :meth:`Core.handle_timer` include the keep-alive deadline.
     KEEP_ALIVE = "keep-alive PINGs"
@@ -329,6 +348,11 @@ class GateDecision:
     client_scid: bytes = b""
     original_destination_cid: bytes | None = None
     retry_source_cid: bytes | None = None
+    #: For :attr:`GateAction.ACCEPT`: whether the Initial starts the
+    #: client's ClientHello.  False for the second Initial of a ClientHello
+    #: that spans two (a post-quantum key share makes it 1.4 kB), which a
+    #: refusal need not answer again.  Gates that cannot tell say True.
+    starts_handshake: bool = True
 
 
 class ServerGate(Protocol):
@@ -468,6 +492,10 @@ class CoreBackend(Protocol):
     @property
     def capabilities(self) -> frozenset[Capability]:
         """What this backend can do."""
+
+    @property
+    def default_congestion_control(self) -> str:
+        """The congestion controller used unless a context chooses one."""
 
     def new_client(
         self,

@@ -2,9 +2,9 @@
 
 ``Context(core=...)`` and the ``QUICCONN_CORE`` environment variable name a
 backend; ``"auto"`` takes the first installed one, in :data:`PREFERENCE`
-order, that has every capability the context needs.  A backend module is
-imported only when it is first used, so an uninstalled library costs
-nothing.
+order (qh3, then aioquic), that has every capability the context needs.
+A backend module is imported only when it is first used, so an
+uninstalled library costs nothing.
 """
 
 from __future__ import annotations
@@ -20,10 +20,11 @@ from .interface import Capability, CoreBackend
 #: Backends by name: the module that holds it, and the library it needs.
 _BACKENDS: dict[str, tuple[str, str]] = {
     "aioquic": ("quicconn._core.aioquic.backend", "aioquic"),
+    "qh3": ("quicconn._core.qh3.backend", "qh3"),
 }
 
 #: The order ``"auto"`` tries installed backends in (fastest first).
-PREFERENCE: tuple[str, ...] = ("aioquic",)
+PREFERENCE: tuple[str, ...] = ("qh3", "aioquic")
 
 #: The environment variable that chooses a core when a context does not.
 ENVIRONMENT_VARIABLE = "QUICCONN_CORE"
@@ -99,11 +100,32 @@ def resolve(name: str | None = None, needs: Iterable[Capability] = ()) -> CoreBa
     )
 
 
+def capability_table() -> str:
+    """docs/cores.md's table: every :class:`Capability`, and which backend
+    has it (Markdown; a backend not installed here is marked so)."""
+    names = known()
+    header = "| capability | " + " | ".join(f"`{n}`" for n in names) + " |"
+    lines = [header, "|---" * (len(names) + 1) + "|"]
+    installed = set(available())
+    for capability in Capability:
+        cells = []
+        for name in names:
+            if name not in installed:
+                cells.append("(not installed)")
+            else:
+                cells.append("yes" if capability in get(name).capabilities else "no")
+        lines.append(
+            f"| `{capability.name}`: {capability.value} | " + " | ".join(cells) + " |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 __all__ = [
     "AUTO",
     "ENVIRONMENT_VARIABLE",
     "PREFERENCE",
     "available",
+    "capability_table",
     "get",
     "known",
     "resolve",

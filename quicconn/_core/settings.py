@@ -42,7 +42,8 @@ class CoreSettings:
     max_datagram_frame_size: int | None = None
     max_data: int = 4 * 1024 * 1024
     max_stream_data: int = 1024 * 1024
-    congestion_control: str = "reno"
+    #: The congestion controller; None: the core's default.
+    congestion_control: str | None = None
     verify_peer: bool = True
     cafile: str | None = None
     capath: str | None = None

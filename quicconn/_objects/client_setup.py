@@ -38,7 +38,7 @@ from .binding import Binding
 from .call import api
 from .context_base import checked_alpn
 from .context_settings import ContextSettings
-from .session import Session
+from .session import Session, ticket_for
 from .stream import StreamHandle
 
 if TYPE_CHECKING:
@@ -170,6 +170,14 @@ class ClientSetup:
         core = self._channel.core
         return core.version if core is not None else None
 
+    def get_core_name(self) -> str:
+        """The QUIC core this connection runs on (``"qh3"``, ``"aioquic"``).
+
+        A quicconn extension (OpenSSL has one QUIC stack): chosen when the
+        connection was made, from its context (``Context.core``).
+        """
+        return self._channel.backend.name
+
     def session_reused(self) -> bool:
         """Whether the TLS session was resumed (SSL_session_reused)."""
         core = self._channel.core
@@ -283,9 +291,12 @@ class ClientSetup:
             settings.private_key, offload=asynchronous
         )
         channel.async_engine = self.get_async_engine() if asynchronous else None
+        session = self._session
         channel.start_client(
             server_name=server_name,
-            session_ticket=None if self._session is None else self._session.ticket,
+            session_ticket=None
+            if session is None
+            else ticket_for(session, channel.backend),
             on_session_ticket=self._on_session_ticket,
         )
 

@@ -89,20 +89,37 @@ class ContextSettings(ContextBase):
         self.max_pending_connections = 256
         #: Server: live connections per listener before new ones are refused.
         self.max_connections = 10_000
-        #: Server: secret from which stateless reset tokens are derived; keep
-        #: it across restarts to reset connections a previous process owned.
-        self.stateless_reset_key: bytes | None = None
+        self._stateless_reset_key: bytes | None = None
+        # An explicit choice (here or in $QUICCONN_CORE) that is unknown or
+        # not installed is refused now, not at the first connection.
+        self._check_core()
 
     @property
     def core(self) -> str:
         """The name of the QUIC core connections of this context run on.
 
         A quicconn extension: ``Context(role, core=...)`` chooses it
-        (``"aioquic"``, or ``"auto"``: the fastest installed core that can
-        do what the context asks); without a choice, ``$QUICCONN_CORE``,
-        else auto.
+        (``"qh3"``, ``"aioquic"``, or ``"auto"``: the fastest installed core
+        that can do what the context asks); without a choice,
+        ``$QUICCONN_CORE``, else auto.  Settings only some cores can honour
+        (docs/cores.md) move "auto" to one that can, and are refused with a
+        ValueError when the core was chosen explicitly.
         """
-        return registry.resolve(self._core_choice).name
+        return registry.resolve(self._core_choice, self._needs()).name
+
+    def _check_core(self) -> None:
+        """ValueError if the chosen core cannot do what the settings ask."""
+        registry.resolve(self._core_choice, self._needs())
+
+    def _set_checked(self, name: str, value: Any) -> None:
+        """Set an attribute, undoing it if no acceptable core can do it."""
+        old = getattr(self, name)
+        setattr(self, name, value)
+        try:
+            self._check_core()
+        except ValueError:
+            setattr(self, name, old)
+            raise
 
     # -- verification -----------------------------------------------------
 
@@ -292,8 +309,16 @@ class ContextSettings(ContextBase):
 
     @property
     def congestion_control(self) -> str:
-        """Congestion controller: ``"reno"`` or ``"cubic"``."""
-        return self._settings.congestion_control
+        """Congestion controller: ``"reno"`` or ``"cubic"``.
+
+        Unless set, the core's own: Reno on aioquic, CUBIC (with HyStart++)
+        on qh3, which has no other (setting ``"reno"`` there is a
+        ValueError; with core "auto" it selects aioquic).
+        """
+        chosen = self._settings.congestion_control
+        if chosen is not None:
+            return chosen
+        return core_backend(self).default_congestion_control
 
     @congestion_control.setter
     def congestion_control(self, name: str) -> None:
@@ -301,7 +326,29 @@ class ContextSettings(ContextBase):
             raise ValueError(
                 f"congestion_control must be 'reno' or 'cubic', not {name!r}"
             )
+        old = self._settings.congestion_control
         self._settings.congestion_control = name
+        try:
+            self._check_core()
+        except ValueError:
+            self._settings.congestion_control = old
+            raise
+
+    @property
+    def stateless_reset_key(self) -> bytes | None:
+        """Server: the secret stateless reset tokens are derived from.
+
+        Keep it across restarts to reset connections a previous process
+        owned.  A quicconn extension; it needs a core that derives every
+        token it issues (docs/cores.md: aioquic).
+        """
+        return self._stateless_reset_key
+
+    @stateless_reset_key.setter
+    def stateless_reset_key(self, key: bytes | None) -> None:
+        if key is not None and (not isinstance(key, bytes) or len(key) < 16):
+            raise ValueError("stateless_reset_key must be at least 16 bytes")
+        self._set_checked("_stateless_reset_key", key)
 
     # -- concurrency model (QUIC domains) -----------------------------------
 
@@ -353,7 +400,7 @@ class ContextSettings(ContextBase):
 
     def set_mode(self, mode: int) -> int:
         """Add mode bits (SSL_CTX_set_mode); returns the new mode."""
-        self._mode |= mode
+        self._set_checked("_mode", self._mode | mode)
         return self._mode
 
     def clear_mode(self, mode: int) -> int:
@@ -389,7 +436,7 @@ class ContextSettings(ContextBase):
         """
         if engine is not None and not isinstance(engine, AsyncEngine):
             raise TypeError(f"expected a quicconn.AsyncEngine, not {engine!r}")
-        self._async_engine = engine
+        self._set_checked("_async_engine", engine)
 
     def get_async_engine(self) -> AsyncEngine | None:
         """The engine set with :meth:`set_async_engine`, or None."""
@@ -407,9 +454,15 @@ class ContextSettings(ContextBase):
         return settings
 
     def _needs(self) -> frozenset[Capability]:
+        """The capabilities the settings ask of a core."""
         needs = {Capability.CLIENT if self.role is Role.CLIENT else Capability.SERVER}
         if self._mode & MODE_ASYNC and self._async_engine is not None:
             needs.add(Capability.ASYNC_SIGN)
+        chosen = self._settings.congestion_control
+        if chosen is not None:
+            needs.add(_CONGESTION_CONTROLLERS[chosen])
+        if self._stateless_reset_key is not None:
+            needs.add(Capability.DERIVED_RESET_TOKENS)
         if self.keep_alive_for(self._domain_flags):
             needs.add(Capability.KEEP_ALIVE)
         if self._settings.max_datagram_frame_size:
@@ -434,6 +487,9 @@ def core_settings(ctx: ContextSettings) -> CoreSettings:
 def core_backend(ctx: ContextSettings) -> CoreBackend:
     """The core backend connections of this context run on."""
     return registry.resolve(ctx._core_choice, ctx._needs())
+
+
+_CONGESTION_CONTROLLERS = {"reno": Capability.RENO, "cubic": Capability.CUBIC}
 
 
 def _stream_count(count: int, name: str) -> int:

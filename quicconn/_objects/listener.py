@@ -239,6 +239,11 @@ class Listener(EventSurface, QuicObjectKind):
         """The address the listener receives on."""
         return self._require_reactor().transport.local_address()
 
+    def get_core_name(self) -> str:
+        """The QUIC core the listener's connections run on (``"qh3"``,
+        ``"aioquic"``): a quicconn extension, chosen from its context."""
+        return self._port.backend.name
+
     @property
     def validates_addresses(self) -> bool:
         """Whether Retry address validation is on (no LISTENER_FLAG_NO_VALIDATE)."""

@@ -54,6 +54,14 @@ class Session:
         """The server name the session was issued for."""
         return str(self._ticket.server_name)
 
+    def get_core_name(self) -> str:
+        """The QUIC core whose ticket this is (a quicconn extension).
+
+        A session resumes on either core: it is converted when set on a
+        connection running on the other one.
+        """
+        return self._backend.name
+
     def __repr__(self) -> str:
         return (
             f"<quicconn.Session server_name={self.server_name!r} "
@@ -61,6 +69,19 @@ class Session:
         )
 
 
+def ticket_for(session: Session, backend: CoreBackend) -> Any:
+    """The session's ticket as ``backend``'s core holds one.
+
+    Both cores describe a TLS ticket with the same fields and serialise it
+    the same way, so one made on the other core is converted through that
+    form.
+    """
+    if session._backend is backend:
+        return session._ticket
+    return backend.decode_session(session._backend.encode_session(session._ticket))
+
+
 __all__ = [
     "Session",
+    "ticket_for",
 ]

@@ -469,6 +469,11 @@ class Stream(QuicObjectKind):
         """The connection the stream belongs to (SSL_get0_connection)."""
         return self._conn
 
+    def get_core_name(self) -> str:
+        """The QUIC core the stream's connection runs on (a quicconn
+        extension; see ``Connection.get_core_name``)."""
+        return self._conn.get_core_name()
+
     def get_error(self) -> int:
         """``ERROR_*`` code of this stream's last failed call (SSL_get_error)."""
         return self._last_error

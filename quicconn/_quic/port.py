@@ -80,7 +80,7 @@ class Port(Generic[M]):
         max_live: int,
     ) -> None:
         self.reactor = reactor
-        self._backend = backend
+        self.backend = backend
         self.gate = gate
         self._make = make
         self._reset_key = reset_key
@@ -132,6 +132,10 @@ class Port(Generic[M]):
             if counter is not None:
                 setattr(self.stats, counter, getattr(self.stats, counter) + 1)
         elif self._full():
+            if not decision.starts_handshake:
+                # The rest of a ClientHello whose start was refused already.
+                self.stats.datagrams_dropped += 1
+                return
             self.stats.connections_refused += 1
             refusal = self.gate.refuse(decision, "server busy: too many connections")
             self.reactor.transport.send_batch([(refusal, addr)])
@@ -172,7 +176,7 @@ class Port(Generic[M]):
         self.stats.connections_accepted += 1
 
     def _store_ticket(self, ticket: Any) -> None:
-        self._tickets[self._backend.ticket_label(ticket)] = ticket
+        self._tickets[self.backend.ticket_label(ticket)] = ticket
         while len(self._tickets) > TICKET_STORE_SIZE:
             self._tickets.popitem(last=False)
 

@@ -96,6 +96,8 @@ class Script:
     client_ctx: ContextConfig = ContextConfig()
     server_ctx: ContextConfig = ContextConfig()
     modes: tuple[str, ...] = MODES
+    #: Core capabilities the script rests on (tests/support/cores.py).
+    needs: tuple[Any, ...] = ()
 
 
 def script(name: str, *ops: Op, **config: Any) -> Script:

@@ -49,10 +49,18 @@ class AioquicBackend:
             Capability.QLOG,
             Capability.KEYLOG,
             Capability.HTTP3,
+            Capability.QLOG_FRAMES,
+            Capability.RENO,
+            Capability.CUBIC,
+            Capability.PING_FIRST_INITIAL,
+            Capability.REPEATED_HANDSHAKE_ACKS,
+            Capability.GAP_ACK,
+            Capability.ACK_THINNING,
             Capability.KEEP_ALIVE,
             Capability.DATAGRAMS,
         }
     )
+    default_congestion_control = "reno"
 
     def new_client(
         self,

@@ -31,7 +31,7 @@ def build_configuration(
         alpn_protocols=list(settings.alpn_protocols)
         if settings.alpn_protocols
         else None,
-        congestion_control_algorithm=settings.congestion_control,
+        congestion_control_algorithm=settings.congestion_control or "reno",
         connection_id_length=settings.connection_id_length,
         idle_timeout=settings.idle_timeout,
         is_client=settings.is_client,

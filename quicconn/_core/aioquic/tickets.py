@@ -1,15 +1,13 @@
 """TLS session tickets (aioquic's ``SessionTicket``) as bytes and back.
 
-The format is a small JSON document, never pickle: loading a saved session
-must not be able to run code.
+The format is :mod:`quicconn._core.tickets`' (JSON, never pickle).
 """
 
 from __future__ import annotations
 
-import datetime
-import json
-
 from aioquic.tls import CipherSuite, SessionTicket
+
+from ..tickets import decode_ticket, encode_ticket
 
 
 def ticket_label(ticket: SessionTicket) -> bytes:
@@ -19,43 +17,17 @@ def ticket_label(ticket: SessionTicket) -> bytes:
 
 def encode_session_ticket(ticket: SessionTicket) -> bytes:
     """Serialise a TLS session ticket (no pickle: a file must not run code)."""
-    fields = {
-        "age_add": ticket.age_add,
-        "cipher_suite": int(ticket.cipher_suite),
-        "not_valid_after": ticket.not_valid_after.isoformat(),
-        "not_valid_before": ticket.not_valid_before.isoformat(),
-        "resumption_secret": ticket.resumption_secret.hex(),
-        "server_name": ticket.server_name,
-        "ticket": ticket.ticket.hex(),
-        "max_early_data_size": ticket.max_early_data_size,
-        "other_extensions": [[t, v.hex()] for t, v in ticket.other_extensions],
-    }
-    return json.dumps({"quicconn-session": 1, **fields}).encode()
+    return encode_ticket(ticket)
 
 
 def decode_session_ticket(data: bytes) -> SessionTicket:
     """The inverse of :func:`encode_session_ticket`; ValueError if malformed."""
+    fields = decode_ticket(data)
     try:
-        fields = json.loads(data)
-        if fields.pop("quicconn-session") != 1:
-            raise ValueError("unknown session format version")
-        return SessionTicket(
-            age_add=int(fields["age_add"]),
-            cipher_suite=CipherSuite(int(fields["cipher_suite"])),
-            not_valid_after=datetime.datetime.fromisoformat(fields["not_valid_after"]),
-            not_valid_before=datetime.datetime.fromisoformat(
-                fields["not_valid_before"]
-            ),
-            resumption_secret=bytes.fromhex(fields["resumption_secret"]),
-            server_name=str(fields["server_name"]),
-            ticket=bytes.fromhex(fields["ticket"]),
-            max_early_data_size=fields["max_early_data_size"],
-            other_extensions=[
-                (int(t), bytes.fromhex(v)) for t, v in fields["other_extensions"]
-            ],
-        )
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        suite = CipherSuite(fields.pop("cipher_suite"))
+    except ValueError as exc:
         raise ValueError(f"not a quicconn session: {exc}") from exc
+    return SessionTicket(cipher_suite=suite, **fields)
 
 
 __all__ = ["decode_session_ticket", "encode_session_ticket", "ticket_label"]
