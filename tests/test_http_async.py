@@ -26,14 +26,8 @@ from quicconn.http._exchange import PAUSE_ABOVE, SEND_AHEAD
 from quicconn.http.server import CHUNK_SIZE
 from tests.conftest import aioquic_example_server, free_udp_port
 from tests.support.certs import CertFiles
-from tests.support.http_servers import (
-    Capability,
-    EchoServer,
-    capabilities,
-    core_with,
-    random_bytes,
-    serve_files,
-)
+from tests.support.cores import Capability, capabilities, core_with
+from tests.support.http_servers import EchoServer, random_bytes, serve_files
 
 H3_REQUEST_CANCELLED = 0x10C
 MiB = 1024 * 1024

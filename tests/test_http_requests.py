@@ -26,7 +26,8 @@ from quicconn.http import (
 from quicconn.http._exchange import PAUSE_ABOVE
 from tests.conftest import aioquic_example_server, free_udp_port
 from tests.support.certs import CertFiles
-from tests.support.http_servers import Capability, EchoServer, core_with
+from tests.support.cores import Capability, core_with
+from tests.support.http_servers import EchoServer
 
 ROOT = Path(__file__).resolve().parent.parent
 BIG = 6_000_000

@@ -27,8 +27,9 @@ connection carries on needs a core that grants credit only as the
 application reads (``Capability.CREDIT_ON_CONSUME``): on a core without it
 (qh3) a quicconn server that holds a connection window of unread data
 stops taking the connection's other events (docs/cores.md).  Tests of such
-scenarios pass ``core=core_with(Capability.CREDIT_ON_CONSUME)``: the
-client under test still runs on the default core.
+scenarios pass ``core=core_with(Capability.CREDIT_ON_CONSUME)``
+(tests/support/cores.py): the client under test still runs on the default
+core.
 """
 
 from __future__ import annotations
@@ -49,8 +50,6 @@ from quicconn import (
     STREAM_STATE_RESET_LOCAL,
     STREAM_STATE_RESET_REMOTE,
 )
-from quicconn._core import registry
-from quicconn._core.interface import Capability
 from quicconn.http import (
     DataReceived,
     FileServer,
@@ -66,19 +65,6 @@ H3_REQUEST_REJECTED = 0x10B
 
 _RESET = (STREAM_STATE_RESET_LOCAL, STREAM_STATE_RESET_REMOTE)
 _DONE = (STREAM_STATE_FINISHED, *_RESET)
-
-
-def capabilities(core: str | None = None) -> frozenset[Capability]:
-    """What ``core`` (default: the default core) can do."""
-    return registry.get(core or quicconn.Context(quicconn.CLIENT).core).capabilities
-
-
-def core_with(*needed: Capability) -> str:
-    """The default core if it can do ``needed``, else a core that can."""
-    for core in (quicconn.Context(quicconn.SERVER).core, *registry.available()):
-        if all(cap in capabilities(core) for cap in needed):
-            return core
-    raise AssertionError(f"no installed core can do {needed}")
 
 
 def random_bytes(n: int, seed: int) -> bytes:
@@ -288,12 +274,4 @@ class EchoServer:
         self.listener.free()
 
 
-__all__ = [
-    "H3_REQUEST_REJECTED",
-    "Capability",
-    "EchoServer",
-    "capabilities",
-    "core_with",
-    "random_bytes",
-    "serve_files",
-]
+__all__ = ["H3_REQUEST_REJECTED", "EchoServer", "random_bytes", "serve_files"]
