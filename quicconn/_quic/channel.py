@@ -785,12 +785,13 @@ class Channel:
             Condition.NO_DEFAULT_STREAM, f"no default stream ({why}): use {hint}"
         )
 
-    def release_stream(self, record: StreamRecord) -> None:
+    def release_stream(self, record: StreamRecord, error_code: int = 0) -> None:
         """SSL_free on a stream: reset the send part, stop the receive part.
 
         As OpenSSL: a send part not yet concluded is reset with code 0; a
         receive part still expecting data (no FIN, no reset) gets
-        STOP_SENDING with code 0.  Data left unread is dropped and its
+        STOP_SENDING with code 0 (``error_code`` instead, for the HTTP
+        layer's cancelled requests).  Data left unread is dropped and its
         flow-control credit returned.  The record is forgotten once the
         core discarded the stream.
         """
@@ -804,12 +805,12 @@ class Channel:
         if self.terminating:
             return
         if record.send_open:
-            core.reset_stream(record.stream_id, 0)
-            record.reset_sent_code = 0
+            core.reset_stream(record.stream_id, error_code)
+            record.reset_sent_code = error_code
             record.send_event(SendEvent.RESET)
         if record.receive_open:
-            record.stop_sent_code = 0
-            core.stop_sending(record.stream_id, 0)
+            record.stop_sent_code = error_code
+            core.stop_sending(record.stream_id, error_code)
         self.consume(record.stream_id, record.discard())
         self.send_soon()
 
