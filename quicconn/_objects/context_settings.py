@@ -234,7 +234,17 @@ class ContextSettings(ContextBase):
 
     @property
     def max_datagram_size(self) -> int:
-        """Largest UDP payload sent, bytes (QUIC requires at least 1200)."""
+        """Largest UDP payload sent, bytes: the ceiling of path MTU discovery.
+
+        Every path starts at 1200 bytes (the size QUIC requires all paths
+        to carry); path MTU discovery (RFC 9000 section 14.3, RFC 8899)
+        raises the size towards this ceiling where the path carries it, and
+        falls back when it stops doing so.  The default, 1472, is a 1500-byte
+        Ethernet MTU over IPv4 (over IPv6 that MTU carries 1452, which the
+        search finds); 1200 turns discovery off.  A quicconn extension:
+        OpenSSL 3.5 sends 1200-byte datagrams and does not probe.  What each
+        core can probe: docs/performance.md, "Path MTU discovery".
+        """
         return self._settings.max_datagram_size
 
     @max_datagram_size.setter
