@@ -565,15 +565,18 @@ def require_datagram_transport(obj: object, caller: str) -> DatagramTransport:
     return obj  # type: ignore[return-value]
 
 
-def open_transport(where: object, caller: str) -> tuple[DatagramTransport, bool]:
+def open_transport(
+    where: object, caller: str, *, use_gso: bool = True, use_gro: bool = True
+) -> tuple[DatagramTransport, bool]:
     """A transport for a listener, and whether the listener owns its socket.
 
     ``where`` is a bound UDP socket (left open when the listener goes), a
     ``(host, port)`` to bind (a socket of the listener's own, with enlarged
-    buffers), or any datagram transport.
+    buffers), or any datagram transport.  ``use_gso`` and ``use_gro`` are
+    :class:`UdpTransport`'s.
     """
     if isinstance(where, socket.socket):
-        return UdpTransport(where), False
+        return UdpTransport(where, use_gso=use_gso, use_gro=use_gro), False
     if isinstance(where, tuple):
         family = socket.AF_INET6 if ":" in str(where[0]) else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_DGRAM)
@@ -583,7 +586,7 @@ def open_transport(where: object, caller: str) -> tuple[DatagramTransport, bool]
         except OSError:
             sock.close()
             raise
-        return UdpTransport(sock), True
+        return UdpTransport(sock, use_gso=use_gso, use_gro=use_gro), True
     return require_datagram_transport(where, caller), False
 
 

@@ -81,7 +81,8 @@ class ClientSetup:
             sock = fd
         else:
             raise TypeError(f"set_fd() takes a socket or an int fd, not {fd!r}")
-        self._attach(UdpTransport(sock), owns)
+        ctx = self._ctx
+        self._attach(UdpTransport(sock, use_gso=ctx.use_gso, use_gro=ctx.use_gro), owns)
 
     @api
     def set_transport(self, transport: DatagramTransport) -> None:

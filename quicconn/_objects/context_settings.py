@@ -89,6 +89,14 @@ class ContextSettings(ContextBase):
         self.max_pending_connections = 256
         #: Server: live connections per listener before new ones are refused.
         self.max_connections = 10_000
+        #: UDP sockets of this context's connections and listeners send
+        #: runs of datagrams in one ``sendmsg`` (UDP_SEGMENT, generic
+        #: segmentation offload) where the kernel allows (Linux).  A quicconn
+        #: extension; docs/performance.md, "The driver".
+        self.use_gso = True
+        #: ... and receive runs coalesced by the kernel in one ``recvmsg``
+        #: (UDP_GRO, generic receive offload), where it allows (Linux).
+        self.use_gro = True
         self._stateless_reset_key: bytes | None = None
         # An explicit choice (here or in $QUICCONN_CORE) that is unknown or
         # not installed is refused now, not at the first connection.
