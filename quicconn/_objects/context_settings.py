@@ -89,14 +89,8 @@ class ContextSettings(ContextBase):
         self.max_pending_connections = 256
         #: Server: live connections per listener before new ones are refused.
         self.max_connections = 10_000
-        #: UDP sockets of this context's connections and listeners send
-        #: runs of datagrams in one ``sendmsg`` (UDP_SEGMENT, generic
-        #: segmentation offload) where the kernel allows (Linux).  A quicconn
-        #: extension; docs/performance.md, "The driver".
-        self.use_gso = True
-        #: ... and receive runs coalesced by the kernel in one ``recvmsg``
-        #: (UDP_GRO, generic receive offload), where it allows (Linux).
-        self.use_gro = True
+        self._use_gso = True
+        self._use_gro = True
         self._stateless_reset_key: bytes | None = None
         # An explicit choice (here or in $QUICCONN_CORE) that is unknown or
         # not installed is refused now, not at the first connection.
@@ -260,6 +254,33 @@ class ContextSettings(ContextBase):
         if not 1200 <= size <= 65527:
             raise ValueError("max_datagram_size must be between 1200 and 65527")
         self._settings.max_datagram_size = size
+
+    @property
+    def use_gso(self) -> bool:
+        """Send runs of equal-sized datagrams in one system call (UDP
+        generic segmentation offload, ``UDP_SEGMENT``) where the kernel
+        can (Linux); default True.  A quicconn extension (OpenSSL leaves
+        the socket to the application); applies to the UDP sockets of
+        connections and listeners made afterwards.  docs/performance.md,
+        "The driver".
+        """
+        return self._use_gso
+
+    @use_gso.setter
+    def use_gso(self, on: bool) -> None:
+        self._use_gso = _flag(on, "use_gso")
+
+    @property
+    def use_gro(self) -> bool:
+        """Receive runs of datagrams the kernel coalesced in one system
+        call (UDP generic receive offload, ``UDP_GRO``) where it can
+        (Linux); default True.  A quicconn extension, as :attr:`use_gso`.
+        """
+        return self._use_gro
+
+    @use_gro.setter
+    def use_gro(self, on: bool) -> None:
+        self._use_gro = _flag(on, "use_gro")
 
     def set_max_datagram_frame_size(self, size: int | None) -> None:
         """Offer DATAGRAM frames (RFC 9221) up to ``size`` bytes each (a
@@ -508,6 +529,12 @@ def core_backend(ctx: ContextSettings) -> CoreBackend:
 
 
 _CONGESTION_CONTROLLERS = {"reno": Capability.RENO, "cubic": Capability.CUBIC}
+
+
+def _flag(value: object, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} is True or False, not {value!r}")
+    return value
 
 
 def _stream_count(count: int, name: str) -> int:
