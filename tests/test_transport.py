@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+import quicconn
 from quicconn._io.transport import UdpTransport, resolve_address
 from tests.support.bulk import exchange
 from tests.support.certs import CertFiles
@@ -183,3 +184,20 @@ def test_quic_transfers_are_byte_exact_with_offloads_on_and_off(
         assert coalesced > 0  # GSO runs from one end arrived coalesced
     else:
         assert coalesced == 0
+
+
+@pytest.mark.skipif(not LINUX, reason="IP_MTU_DISCOVER is Linux's")
+def test_quic_sockets_never_fragment_dtls_sockets_keep_the_kernels_default():
+    ip_mtu_discover, pmtudisc_probe = 10, 3  # linux/in.h
+    ctx = quicconn.Context(quicconn.CLIENT)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    default = sock.getsockopt(socket.IPPROTO_IP, ip_mtu_discover)
+    conn = quicconn.Connection(ctx)
+    conn.set_fd(sock)
+    assert sock.getsockopt(socket.IPPROTO_IP, ip_mtu_discover) == pmtudisc_probe
+    conn.free()
+    plain = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    UdpTransport(plain)  # what DTLS objects make
+    assert plain.getsockopt(socket.IPPROTO_IP, ip_mtu_discover) == default
+    sock.close()
+    plain.close()

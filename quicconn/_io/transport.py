@@ -14,10 +14,12 @@ offload, GSO), and with ``UDP_GRO`` on the socket the kernel hands up such a
 run, coalesced, in one ``recvmsg`` whose control message names the segment
 size (generic receive offload, GRO); the transport cuts it back into
 datagrams.  Both are detected per socket and fall back to one system call
-per datagram where the kernel or the socket family lacks them.  Every
-socket also gets the Don't Fragment bit (``IP_PMTUDISC_PROBE``): QUIC's
-datagrams must never be fragmented (RFC 9000, section 14), and a path MTU
-probe that the kernel fragmented would prove nothing.
+per datagram where the kernel or the socket family lacks them.  A QUIC
+socket also gets the Don't Fragment bit (``dont_fragment``,
+``IP_PMTUDISC_PROBE``): QUIC's datagrams must never be fragmented (RFC 9000,
+section 14), and a path MTU probe that the kernel fragmented would prove
+nothing.  (DTLS keeps the kernel's default: OpenSSL behind memory BIOs
+cannot learn of a datagram too large to send.)
 
 :class:`UdpTransport` is the real thing (``SSL_set_fd``); the in-memory pair
 used by deterministic tests lives in :mod:`quicconn.testing` and implements
@@ -263,7 +265,12 @@ class UdpTransport:
     """
 
     def __init__(
-        self, sock: socket.socket, *, use_gso: bool = True, use_gro: bool = True
+        self,
+        sock: socket.socket,
+        *,
+        use_gso: bool = True,
+        use_gro: bool = True,
+        dont_fragment: bool = False,
     ) -> None:
         if sock.type != socket.SOCK_DGRAM:
             raise ValueError(f"QUIC needs a UDP (SOCK_DGRAM) socket, got {sock!r}")
@@ -279,7 +286,8 @@ class UdpTransport:
         self._poller = _Poller(self._fd)
         self._gso = use_gso and _gso_supported(sock)
         self._gro = use_gro and _enable_gro(sock)
-        set_dont_fragment(sock)
+        if dont_fragment:
+            set_dont_fragment(sock)
         self._warned_foreign_address = False
         try:
             peer = sock.getpeername()
@@ -566,17 +574,27 @@ def require_datagram_transport(obj: object, caller: str) -> DatagramTransport:
 
 
 def open_transport(
-    where: object, caller: str, *, use_gso: bool = True, use_gro: bool = True
+    where: object,
+    caller: str,
+    *,
+    use_gso: bool = True,
+    use_gro: bool = True,
+    dont_fragment: bool = False,
 ) -> tuple[DatagramTransport, bool]:
     """A transport for a listener, and whether the listener owns its socket.
 
     ``where`` is a bound UDP socket (left open when the listener goes), a
     ``(host, port)`` to bind (a socket of the listener's own, with enlarged
-    buffers), or any datagram transport.  ``use_gso`` and ``use_gro`` are
+    buffers), or any datagram transport.  The keywords are
     :class:`UdpTransport`'s.
     """
+    options = {
+        "use_gso": use_gso,
+        "use_gro": use_gro,
+        "dont_fragment": dont_fragment,
+    }
     if isinstance(where, socket.socket):
-        return UdpTransport(where, use_gso=use_gso, use_gro=use_gro), False
+        return UdpTransport(where, **options), False
     if isinstance(where, tuple):
         family = socket.AF_INET6 if ":" in str(where[0]) else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_DGRAM)
@@ -586,7 +604,7 @@ def open_transport(
         except OSError:
             sock.close()
             raise
-        return UdpTransport(sock, use_gso=use_gso, use_gro=use_gro), True
+        return UdpTransport(sock, **options), True
     return require_datagram_transport(where, caller), False
 
 

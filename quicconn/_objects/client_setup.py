@@ -82,7 +82,10 @@ class ClientSetup:
         else:
             raise TypeError(f"set_fd() takes a socket or an int fd, not {fd!r}")
         ctx = self._ctx
-        self._attach(UdpTransport(sock, use_gso=ctx.use_gso, use_gro=ctx.use_gro), owns)
+        transport = UdpTransport(
+            sock, use_gso=ctx.use_gso, use_gro=ctx.use_gro, dont_fragment=True
+        )
+        self._attach(transport, owns)
 
     @api
     def set_transport(self, transport: DatagramTransport) -> None:

@@ -292,7 +292,11 @@ def make_listener(
         )
     try:
         transport, owns_socket = open_transport(
-            where, "new_listener()", use_gso=ctx.use_gso, use_gro=ctx.use_gro
+            where,
+            "new_listener()",
+            use_gso=ctx.use_gso,
+            use_gro=ctx.use_gro,
+            dont_fragment=True,
         )
     except OSError as exc:
         raise bind_error(where, exc) from exc
