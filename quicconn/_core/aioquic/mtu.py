@@ -13,7 +13,12 @@ section 14.3, RFC 8899).  Both clients and servers probe.
   about congestion), so its loss never shrinks the congestion window; it
   still arms the probe timeout like any ack-eliciting packet.
 * **The size** aioquic builds packets with (``_max_datagram_size``) and the
-  one its congestion controller and pacer count in change together.
+  one its congestion controller counts in change together.  Its pacer
+  keeps counting 1200-byte packets: it paces packets, not bytes, at
+  cwnd/srtt, so with 1472-byte packets the pace is about 1.23 x cwnd/srtt
+  (RFC 9002 section 7.7 suggests 1.25 x).  Moving the pacer too armed
+  pacing timers a few microseconds apart that sent nothing (a bucket
+  emptied by one packet), which the conformance suite caught.
 * **The ceiling** is ``CoreSettings.max_datagram_size``, lowered to the
   peer's max_udp_payload_size transport parameter.
 * **Black holes** (RFC 8899 section 4.3): two probe timeouts in a row with
@@ -24,14 +29,14 @@ section 14.3, RFC 8899).  Both clients and servers probe.
   fit are dropped (they are unreliable; aioquic would hold one forever).
 * **A new path** (migration) starts again at 1200.
 
-aioquic privates this reaches (18), all for the above: the connection's
+aioquic privates this reaches (17), all for the above: the connection's
 ``_max_datagram_size``, ``_network_paths``, ``_cryptos``, ``_peer_cid``,
 ``_peer_token``, ``_spin_bit``, ``_version``, ``_quic_logger``,
 ``_is_client``, ``_packet_number`` (through ``_flush_builder``, called),
 ``_handshake_confirmed``, ``_state``, ``_close_pending``,
 ``_datagrams_pending``; the recovery's ``_loss._pto_count`` and
-``_loss._time_of_last_sent_ack_eliciting_packet``, and
-``_max_datagram_size`` of its ``_loss._cc`` and ``_loss._pacer``.
+``_loss._time_of_last_sent_ack_eliciting_packet``, and the
+``_max_datagram_size`` of its congestion controller, ``_loss._cc``.
 Overridden: ``_parse_transport_parameters`` (the peer's
 max_udp_payload_size).  The congestion controller's ``on_packets_lost`` is
 wrapped per connection to see lost packets' sizes.
@@ -235,10 +240,9 @@ class MtuDiscoveringConnection(QuicConnection):
     def _set_datagram_size(self, size: int) -> None:
         """Build packets of ``size`` bytes from now on, and count in them."""
         self._max_datagram_size = size
-        loss = self._loss
-        for counter in (loss._cc, loss._pacer):
-            if hasattr(counter, "_max_datagram_size"):
-                counter._max_datagram_size = size
+        cc = self._loss._cc
+        if hasattr(cc, "_max_datagram_size"):
+            cc._max_datagram_size = size
 
     # -- the peer's limit -------------------------------------------------------
 
