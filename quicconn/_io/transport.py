@@ -262,6 +262,10 @@ class UdpTransport:
     connected socket Linux honours that address, but the kernel only delivers
     replies from the connected peer, so sending elsewhere (a migration the
     core starts) is logged once as a warning rather than failing silently.
+
+    ``use_gso`` and ``use_gro`` allow segmentation and receive offload
+    where the kernel has them (see the module docstring); ``dont_fragment``
+    sets the Don't Fragment bit on the socket (QUIC's; DTLS leaves it).
     """
 
     def __init__(
