@@ -89,6 +89,8 @@ class ContextSettings(ContextBase):
         self.max_pending_connections = 256
         #: Server: live connections per listener before new ones are refused.
         self.max_connections = 10_000
+        self._use_gso = True
+        self._use_gro = True
         self._stateless_reset_key: bytes | None = None
         # An explicit choice (here or in $QUICCONN_CORE) that is unknown or
         # not installed is refused now, not at the first connection.
@@ -234,7 +236,17 @@ class ContextSettings(ContextBase):
 
     @property
     def max_datagram_size(self) -> int:
-        """Largest UDP payload sent, bytes (QUIC requires at least 1200)."""
+        """Largest UDP payload sent, bytes: the ceiling of path MTU discovery.
+
+        Every path starts at 1200 bytes (the size QUIC requires all paths
+        to carry); path MTU discovery (RFC 9000 section 14.3, RFC 8899)
+        raises the size towards this ceiling where the path carries it, and
+        falls back when it stops doing so.  The default, 1472, is a 1500-byte
+        Ethernet MTU over IPv4 (over IPv6 that MTU carries 1452, which the
+        search finds); 1200 turns discovery off.  A quicconn extension:
+        OpenSSL 3.5 sends 1200-byte datagrams and does not probe.  What each
+        core can probe: docs/performance.md, "Path MTU discovery".
+        """
         return self._settings.max_datagram_size
 
     @max_datagram_size.setter
@@ -242,6 +254,33 @@ class ContextSettings(ContextBase):
         if not 1200 <= size <= 65527:
             raise ValueError("max_datagram_size must be between 1200 and 65527")
         self._settings.max_datagram_size = size
+
+    @property
+    def use_gso(self) -> bool:
+        """Send runs of equal-sized datagrams in one system call (UDP
+        generic segmentation offload, ``UDP_SEGMENT``) where the kernel
+        can (Linux); default True.  A quicconn extension (OpenSSL leaves
+        the socket to the application); applies to the UDP sockets of
+        connections and listeners made afterwards.  docs/performance.md,
+        "The driver".
+        """
+        return self._use_gso
+
+    @use_gso.setter
+    def use_gso(self, on: bool) -> None:
+        self._use_gso = _flag(on, "use_gso")
+
+    @property
+    def use_gro(self) -> bool:
+        """Receive runs of datagrams the kernel coalesced in one system
+        call (UDP generic receive offload, ``UDP_GRO``) where it can
+        (Linux); default True.  A quicconn extension, as :attr:`use_gso`.
+        """
+        return self._use_gro
+
+    @use_gro.setter
+    def use_gro(self, on: bool) -> None:
+        self._use_gro = _flag(on, "use_gro")
 
     def set_max_datagram_frame_size(self, size: int | None) -> None:
         """Offer DATAGRAM frames (RFC 9221) up to ``size`` bytes each (a
@@ -490,6 +529,12 @@ def core_backend(ctx: ContextSettings) -> CoreBackend:
 
 
 _CONGESTION_CONTROLLERS = {"reno": Capability.RENO, "cubic": Capability.CUBIC}
+
+
+def _flag(value: object, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} is True or False, not {value!r}")
+    return value
 
 
 def _stream_count(count: int, name: str) -> int:

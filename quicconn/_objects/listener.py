@@ -291,7 +291,13 @@ def make_listener(
             "the server Context has no certificate: call load_cert_chain()"
         )
     try:
-        transport, owns_socket = open_transport(where, "new_listener()")
+        transport, owns_socket = open_transport(
+            where,
+            "new_listener()",
+            use_gso=ctx.use_gso,
+            use_gro=ctx.use_gro,
+            dont_fragment=True,
+        )
     except OSError as exc:
         raise bind_error(where, exc) from exc
     try:

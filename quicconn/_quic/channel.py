@@ -44,7 +44,7 @@ from .._constants import (
     SHUTDOWN_FLAG_RAPID,
     SHUTDOWN_FLAG_WAIT_PEER,
 )
-from .._core.interface import Address, Core, CoreBackend, GateDecision
+from .._core.interface import Address, Capability, Core, CoreBackend, GateDecision
 from .._core.rules import is_verification_failure
 from .._core.settings import CoreSettings
 from .._errors import ConnCloseInfo
@@ -198,7 +198,7 @@ class Channel:
             on_session_ticket=on_session_ticket,
         )
         self._adopt(core)
-        reactor.add_core(core, core.host_cid)
+        reactor.add_core(core, core.host_cid, batched=self.receives_batches)
         core.connect(self.peer_addr, reactor.clock.now())
         reactor.mark_dirty(core)
         reactor.flush()
@@ -248,6 +248,11 @@ class Channel:
         callback = self.on_async_ready
         if callback is not None:
             callback()
+
+    @property
+    def receives_batches(self) -> bool:
+        """Whether the core processes runs of datagrams natively."""
+        return Capability.BATCHED_RECEIVE in self.backend.capabilities
 
     def receive_first(self, data: bytes, addr: Address, now: float) -> bool:
         """Feed a server channel its first datagram; False if it was junk."""

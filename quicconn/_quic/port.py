@@ -169,7 +169,12 @@ class Port(Generic[M]):
             return
         core = channel.require_core()
         channel.observer = self
-        self.reactor.add_core(core, decision.client_dcid, core.host_cid)
+        self.reactor.add_core(
+            core,
+            decision.client_dcid,
+            core.host_cid,
+            batched=channel.receives_batches,
+        )
         self.reactor.mark_dirty(core)
         self._members[channel] = member
         self.accept_queue.append(member)

@@ -6,8 +6,9 @@ overrides it where quicconn promises something else (docs/architecture.md,
 "The core adapter's policies"), and answers, through plain methods, the
 questions aioquic has no public API for.  Every private name of aioquic the
 backend touches is in this module; :mod:`.core` and the rest use only public
-ones.  The aioquic minor version is pinned in ``pyproject.toml`` because of
-them.
+ones, except :mod:`.mtu` (path MTU discovery, which aioquic lacks: its
+base class), which lists its own.  The aioquic minor version is pinned in
+``pyproject.toml`` because of them.
 
 Private names of aioquic still reached: 38, and why each is needed.  (41
 before the split; ``_configuration`` and ``_local_next_stream_id_bidi`` /
@@ -73,11 +74,12 @@ import math
 from typing import Any
 
 from aioquic.quic import events as quic_events
-from aioquic.quic.connection import QuicConnection, QuicConnectionState
+from aioquic.quic.connection import QuicConnectionState
 from aioquic.quic.packet import QuicErrorCode, QuicFrameType
 from aioquic.tls import Epoch
 
 from ..wire import stateless_reset_token
+from .mtu import MtuDiscoveringConnection
 
 #: Frame capacities used when writing flow-control updates (type + 2 varints).
 _MAX_STREAM_DATA_FRAME_CAPACITY = 1 + 8 + 8
@@ -87,7 +89,7 @@ _CONNECTION_LIMIT_FRAME_CAPACITY = 1 + 8
 ACK_DELAY = 0.002
 
 
-class AdaptedQuicConnection(QuicConnection):
+class AdaptedQuicConnection(MtuDiscoveringConnection):
     """``QuicConnection`` with quicconn's policies where aioquic has its own.
 
     * Receive credit is granted as the application consumes: the window
@@ -106,6 +108,7 @@ class AdaptedQuicConnection(QuicConnection):
     * 1-RTT packets are acknowledged within :data:`ACK_DELAY` (2 ms, well
       inside the 25 ms max_ack_delay advertised) rather than aioquic's 1 ms:
       half the ACKs on a fast path, less work at both ends.
+    * Datagrams grow from 1200 bytes by path MTU discovery (:mod:`.mtu`).
     """
 
     def __init__(self, *, reset_key: bytes | None = None, **kwargs: Any) -> None:

@@ -86,6 +86,7 @@ class AioquicCore:
             reset_key=reset_key,
             session_ticket_fetcher=session_ticket_fetcher,
             session_ticket_handler=session_ticket_handler,
+            pmtu_ceiling=settings.max_datagram_size,
         )
         self._quic.set_stream_limits(
             settings.max_streams_bidi, settings.max_streams_uni
@@ -140,6 +141,14 @@ class AioquicCore:
             host.run(lambda at: self._receive_now(data, addr, at), now)
             return
         self._receive_now(data, addr, now)
+
+    def receive_datagrams(
+        self, datagrams: list[bytes], addr: Address, now: float
+    ) -> None:
+        """Feed datagrams from ``addr`` in order (aioquic takes one at a
+        time: no Capability.BATCHED_RECEIVE)."""
+        for data in datagrams:
+            self.receive_datagram(data, addr, now)
 
     def _receive_now(self, data: bytes, addr: Address, now: float) -> None:
         self._last_receipt = now
@@ -338,8 +347,14 @@ class AioquicCore:
         # One short-header packet: flags, the longest connection ID (20),
         # the longest packet number (4), the AEAD tag (16); then the frame's
         # type and a 2-byte length.
-        packet_limit = quic.configuration.max_datagram_size - (1 + 20 + 4 + 16) - 3
+        # The packet size is what path MTU discovery validated: a fallback
+        # drops queued frames that no longer fit (.mtu).
+        packet_limit = quic.path_mtu() - (1 + 20 + 4 + 16) - 3
         return max(0, min(frame_limit, packet_limit))
+
+    def path_mtu(self) -> int:
+        """The datagram size packets are built to now (path MTU discovery)."""
+        return self._quic.path_mtu()
 
     def send_datagram_frame(self, data: bytes) -> None:
         """Queue a DATAGRAM frame; aioquic sends it once, never again."""

@@ -46,6 +46,14 @@ close info, :mod:`.packets` slices datagrams into packets):
   :class:`~quicconn._errors.ConnCloseInfo` as on the aioquic core.
 * **Acknowledged bytes per stream**, which qh3 does not report, are
   inferred from moments with nothing in flight (:meth:`Qh3Core.send_buffered`).
+* **Path MTU discovery has a ceiling and a fallback.**  qh3's client
+  probes (1280, 1350, 1452 and 1472 bytes; its server never does); the
+  ceiling ``max_datagram_size`` reaches it as a lower peer
+  max_udp_payload_size, and repeated probe timeouts above 1200 bytes (a
+  black hole, RFC 8899 section 4.3), which qh3 does not look for, cap the
+  size at 1200 for the rest of the connection (:meth:`Qh3Core.path_mtu`).
+* **Runs of datagrams go to the core in one call** after the handshake
+  (``receive_many_datagrams``, Capability.BATCHED_RECEIVE).
 * **The stateless reset token** of the server's handshake connection ID is
   derived from the listener's secret
   (:func:`~quicconn._core.wire.stateless_reset_token`); qh3 draws random
@@ -71,6 +79,7 @@ from qh3.tls import Epoch, SessionTicket
 from ..._asyncjob.job import JobHost, Resumed
 from ..._errors import ConnCloseInfo
 from ..interface import Address, CoreSink
+from ..pmtud import BASE_PLPMTU, BLACK_HOLE_PTOS
 from ..rules import negotiated_idle_timeout
 from ..settings import CoreSettings
 from ..wire import long_header_version, stateless_reset_token
@@ -143,6 +152,8 @@ class Qh3Core:
         reset_key: bytes | None = None,
     ) -> None:
         self._settings = settings
+        #: Path MTU discovery's ceiling (lowered to 1200 by a black hole).
+        self._pmtu_ceiling = settings.max_datagram_size
         self._sink = sink
         self._is_client = settings.is_client
         self._cid_length = settings.connection_id_length
@@ -297,6 +308,32 @@ class Qh3Core:
             host.run(lambda at: self._receive_now(data, addr, at), now)
             return
         self._receive_now(data, addr, now)
+
+    def receive_datagrams(
+        self, datagrams: list[bytes], addr: Address, now: float
+    ) -> None:
+        """Feed a run of datagrams from ``addr``: in one call into the core
+        once the handshake is complete (one at a time before: TLS must see
+        each handshake packet, and a MODE_ASYNC job may pause)."""
+        native = self._native
+        if (
+            native is None
+            or not self.handshake_complete
+            or self._trace is not None
+            or self._async_host is not None
+            or len(datagrams) == 1
+        ):
+            for data in datagrams:
+                self.receive_datagram(data, addr, now)
+            return
+        if self._keep_alive is not None:
+            self._keep_alive.received(now)
+        try:
+            native.receive_many_datagrams(datagrams, addr, now)
+        except Exception:
+            # The core stops at the failing datagram: the rest of the run
+            # is lost, which loss recovery repairs.
+            logger.exception("dropped datagrams the QUIC core could not process")
 
     def _receive_now(self, data: bytes, addr: Address, now: float) -> None:
         if self._keep_alive is not None:
@@ -493,8 +530,30 @@ class Qh3Core:
                 assert self._keep_alive is not None
                 native.send_ping(self._keep_alive.ping(now))
             native.handle_timer(now + TIMER_SLACK)
+            if native.pto_count >= BLACK_HOLE_PTOS and self.path_mtu() > BASE_PLPMTU:
+                self._black_hole()
         except Exception:
             logger.exception("the QUIC core failed to handle its timer")
+
+    def path_mtu(self) -> int:
+        """The datagram size the core fills packets to now."""
+        native = self._native
+        return BASE_PLPMTU if native is None else int(native.active_path[5])
+
+    def _black_hole(self) -> None:
+        """Probe timeouts in a row with nothing acknowledged, above 1200
+        bytes: packets of the discovered size no longer get through (RFC
+        8899 section 4.3).  qh3 has no black-hole detection and can only
+        lower its size by a lower peer limit: 1200 bytes, for good."""
+        native = self._native
+        parameters = self._applied_parameters
+        if native is None or parameters is None:
+            return
+        logger.info(
+            "path MTU black hole at %d bytes: back to %d", self.path_mtu(), BASE_PLPMTU
+        )
+        self._pmtu_ceiling = BASE_PLPMTU
+        apply_peer_parameters(native, parameters, BASE_PLPMTU)
 
     # -- MODE_ASYNC --------------------------------------------------------
 
@@ -588,7 +647,7 @@ class Qh3Core:
             if not tls.tls.early_data_accepted:
                 native.reject_zero_rtt()
             self._zero_rtt_resolved = True
-        apply_peer_parameters(native, parameters)
+        apply_peer_parameters(native, parameters, self._pmtu_ceiling)
         self._applied_parameters = parameters
         self._peer_parameters = parameters
 
@@ -793,7 +852,9 @@ class Qh3Core:
         peer = self.peer_max_datagram_frame_size()
         if peer is None or not self.handshake_complete:
             return 0
-        return datagram_payload_limit(peer, self._settings.max_datagram_size)
+        # 1200 bytes, the size every path carries: a frame queued for a
+        # larger size could be stranded by a fallback (see path_mtu).
+        return datagram_payload_limit(peer, BASE_PLPMTU)
 
     def send_datagram_frame(self, data: bytes) -> None:
         """Queue a DATAGRAM frame; the core sends it once, never again."""
