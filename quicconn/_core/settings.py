@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives import serialization
 
 from .._certs import system_ca_locations
 from .._constants import QUIC_VERSION_1, QUIC_VERSION_2
+from .rules import DEFAULT_HANDSHAKE_TIMEOUT
 
 _PEM_PRIVATE_KEY = re.compile(
     rb"-----BEGIN [A-Z ]*PRIVATE KEY-----.+?-----END [A-Z ]*PRIVATE KEY-----", re.S
@@ -36,6 +37,9 @@ class CoreSettings:
     is_client: bool = True
     alpn_protocols: list[str] | None = None
     idle_timeout: float = 30.0
+    #: An unfinished handshake is abandoned after this long without a
+    #: datagram from the peer (0: only the idle timeout applies).
+    handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT
     max_datagram_size: int = 1200
     #: DATAGRAM frames (RFC 9221): the max_datagram_frame_size transport
     #: parameter; None does not offer them.

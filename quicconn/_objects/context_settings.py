@@ -233,6 +233,30 @@ class ContextSettings(ContextBase):
         self._settings.idle_timeout = float(seconds)
 
     @property
+    def handshake_timeout(self) -> float:
+        """How long an unfinished handshake may go without hearing from the
+        peer before it is abandoned, seconds (default 5; 0: only the idle
+        timeout applies).
+
+        A quicconn extension (OpenSSL has no such setting; quic-go's
+        HandshakeIdleTimeout is the same idea, with the same default).  On a
+        server it bounds how long a half-open connection (a client that
+        sent a ClientHello and went silent) holds state; on a client, how
+        long a handshake waits on a server that stopped answering.  The
+        abandoned connection sends nothing; a client's call raises
+        ConnectionTerminatedError ("handshake timed out").
+        """
+        return self._settings.handshake_timeout
+
+    @handshake_timeout.setter
+    def handshake_timeout(self, seconds: float) -> None:
+        if not isinstance(seconds, (int, float)) or seconds < 0:
+            raise ValueError(
+                f"handshake_timeout must be a number of seconds >= 0, not {seconds!r}"
+            )
+        self._settings.handshake_timeout = float(seconds)
+
+    @property
     def max_datagram_size(self) -> int:
         """Largest UDP payload sent, bytes (QUIC requires at least 1200)."""
         return self._settings.max_datagram_size
