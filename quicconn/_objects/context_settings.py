@@ -84,11 +84,16 @@ class ContextSettings(ContextBase):
         #: Bytes a stream may hold written but unacknowledged before a
         #: nonblocking write returns short (``SSL_VALUE_STREAM_WRITE_BUF_SIZE``).
         self.stream_write_buffer_size = 1024 * 1024
-        #: Server: connections queued for accept_connection() before new ones
-        #: are refused with CONNECTION_REFUSED.
+        #: Server: connections whose handshake completed, queued for
+        #: accept_connection(), before new ones are refused with
+        #: CONNECTION_REFUSED.
         self.max_pending_connections = 256
-        #: Server: live connections per listener before new ones are refused.
+        #: Server: live connections per listener (half-open, queued or
+        #: accepted) before new ones are refused.
         self.max_connections = 10_000
+        #: Server: half-open connections (handshake in progress) per
+        #: listener; when full, the oldest is dropped to make room.
+        self.max_handshakes = 1024
         self._stateless_reset_key: bytes | None = None
         # An explicit choice (here or in $QUICCONN_CORE) that is unknown or
         # not installed is refused now, not at the first connection.
