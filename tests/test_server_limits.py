@@ -115,8 +115,10 @@ def test_full_accept_queue_refuses_new_connections_cleanly(pki: CertFiles) -> No
         clients.append((late, late_sock))
         pump(
             [lst, late],
-            lambda: connect_outcome(late) is not None
-            and lst.get_accept_connection_queue_len() == 2,
+            lambda: (
+                connect_outcome(late) is not None
+                and lst.get_accept_connection_queue_len() == 2
+            ),
             what="the late handshake",
         )
         assert connect_outcome(late) == "ok"
