@@ -9,16 +9,17 @@ backend touches is in this module; :mod:`.core` and the rest use only public
 ones.  The aioquic minor version is pinned in ``pyproject.toml`` because of
 them.
 
-Private names of aioquic still reached: 41, and why each is needed.  (41
+Private names of aioquic still reached: 43, and why each is needed.  (41
 before the split; ``_configuration`` and ``_local_next_stream_id_bidi`` /
 ``_uni`` gave way to the public ``configuration`` and
 ``get_next_available_stream_id()``; the probe-backoff cap, the handshake
-timeout and the handling of exceptions out of TLS added three.)  Besides
+timeout, the handling of exceptions out of TLS and smaller TLS buffers added
+five.)  Besides
 these, the HTTP/3 shim in :mod:`.h3` has to *provide* two that
 ``H3Connection`` reads,
 ``_quic_logger`` and ``_remote_max_datagram_frame_size``.
 
-``QuicConnection`` attributes (23):
+``QuicConnection`` attributes (24):
 
 * ``_ack_delay``: the 1-RTT ACK delay (policy: 2 ms, :data:`ACK_DELAY`).
 * ``_close_event``, ``_state``: a close reported when it begins, local or
@@ -52,8 +53,12 @@ these, the HTTP/3 shim in :mod:`.h3` has to *provide* two that
   again).
 * ``_loss`` and its ``_pto_count``: the probe timeout stops doubling at
   quicconn's cap (:meth:`AdaptedQuicConnection.cap_probe_backoff`).
+* ``_crypto_buffers``: TLS's output buffers, 16 KiB per epoch in aioquic;
+  smaller where TLS writes little, and released when the handshake is over
+  (half the memory of a half-open connection).
 
-Overridden private methods (8): ``_payload_received`` (a first Initial
+Overridden private methods (9): ``_initialize`` (smaller TLS output
+buffers), ``_payload_received`` (a first Initial
 without CRYPTO), ``_handle_crypto_frame`` (an exception out of TLS closes
 the connection with an alert), ``_write_handshake`` (repeated ACKs),
 ``_receive_retry_packet`` (requeue after Retry), ``_replenish_connection_ids``
@@ -78,7 +83,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from aioquic.buffer import BufferReadError
+from aioquic.buffer import Buffer, BufferReadError
 from aioquic.quic import events as quic_events
 from aioquic.quic.connection import (
     QuicConnection,
@@ -105,6 +110,14 @@ _CHECKING_CERTIFICATE = frozenset(
 #: Frame capacities used when writing flow-control updates (type + 2 varints).
 _MAX_STREAM_DATA_FRAME_CAPACITY = 1 + 8 + 8
 _CONNECTION_LIMIT_FRAME_CAPACITY = 1 + 8
+#: TLS output buffer sizes (aioquic: 16 KiB for each of Initial, Handshake and
+#: 1-RTT).  Only the Handshake flight can be large (a server's certificate
+#: chain, or a client's under client authentication); a ClientHello, a
+#: ServerHello and session tickets are a few hundred bytes.  Once the
+#: handshake is over, TLS writes nothing more in the Initial and Handshake
+#: epochs.
+SMALL_CRYPTO_BUFFER = 4096
+SPENT_CRYPTO_BUFFER = 64
 #: How long 1-RTT acknowledgements may wait for more packets (aioquic: 1 ms;
 #: Initial and Handshake packets are acknowledged at once either way).
 ACK_DELAY = 0.002
@@ -147,6 +160,19 @@ class AdaptedQuicConnection(QuicConnection):
         self.app_released: set[int] = set()
         self._ack_delay = ACK_DELAY
         self._derive_reset_tokens()
+
+    def _initialize(self, peer_cid: bytes) -> None:
+        super()._initialize(peer_cid)
+        for epoch in (Epoch.INITIAL, Epoch.ONE_RTT):
+            self._crypto_buffers[epoch] = Buffer(capacity=SMALL_CRYPTO_BUFFER)
+
+    def release_handshake_buffers(self) -> None:
+        """The handshake is over: TLS writes nothing more in the Initial
+        and Handshake epochs, so their output buffers shrink (most of what
+        an idle connection holds)."""
+        for epoch in (Epoch.INITIAL, Epoch.HANDSHAKE):
+            if epoch in self._crypto_buffers:
+                self._crypto_buffers[epoch] = Buffer(capacity=SPENT_CRYPTO_BUFFER)
 
     def set_stream_limits(self, bidi: int, uni: int) -> None:
         """The initial MAX_STREAMS values (before transport parameters go out)."""
@@ -592,4 +618,9 @@ class AdaptedQuicConnection(QuicConnection):
             self._quic_logger = None
 
 
-__all__ = ["ACK_DELAY", "AdaptedQuicConnection"]
+__all__ = [
+    "ACK_DELAY",
+    "SMALL_CRYPTO_BUFFER",
+    "SPENT_CRYPTO_BUFFER",
+    "AdaptedQuicConnection",
+]

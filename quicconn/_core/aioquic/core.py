@@ -334,6 +334,7 @@ class AioquicCore:
             elif isinstance(event, quic_events.DatagramFrameReceived):
                 sink.on_datagram_frame(event.data)
             elif isinstance(event, quic_events.HandshakeCompleted):
+                quic.release_handshake_buffers()
                 self.handshake_complete = True
                 self.alpn_protocol = event.alpn_protocol
                 self.session_resumed = event.session_resumed

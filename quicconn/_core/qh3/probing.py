@@ -85,11 +85,13 @@ class Prober:
         self, interval: float | None, core_probe_at: float | None
     ) -> float | None:
         """When to probe: ``interval`` after the later of the last datagram
-        heard and the last probe, if the core's own next probe
+        heard, the last one the core sent and the last probe (so only once
+        the core has been silent that long: its doubling probe timeout
+        outgrew the interval), if the core's own next probe
         (``core_probe_at``, None if it has none armed) would come later."""
         if interval is None or core_probe_at is None:
             return None
-        due = max(self.last_heard, self.last_probe) + interval
+        due = max(self.last_heard, self.last_sent, self.last_probe) + interval
         return due if due < core_probe_at else None
 
     def probe(self, now: float) -> int:
