@@ -133,6 +133,8 @@ class AioquicCore:
         #: Why the connection ended, when quicconn ended it rather than
         #: aioquic (handshake timeout, the core raising).
         self._ended: ConnCloseInfo | None = None
+        #: The core raised: it is closing, and takes no more datagrams.
+        self._failed = False
         #: The core raised again while closing after a failure: it is left
         #: alone from now on (no timers, no output), and counts as terminated.
         self._broken = False
@@ -168,8 +170,8 @@ class AioquicCore:
         self._receive_now(data, addr, now)
 
     def _receive_now(self, data: bytes, addr: Address, now: float) -> None:
-        if self._broken:
-            return
+        if self._broken or self._failed:
+            return  # a core that raised is only trusted to close
         self._last_receipt = now
         self._heard_at = now
         if self._is_client:
@@ -190,11 +192,12 @@ class AioquicCore:
         CONNECTION_CLOSE(INTERNAL_ERROR) goes out if the core can still
         send it; if it raises again on the way, it is abandoned at once.
         """
-        if self._ended is not None:
+        if self._failed:
             logger.error("the QUIC core failed again %s: %r", doing, exc)
             self._broken = True
             return
         logger.error("the QUIC core failed %s; closing", doing, exc_info=exc)
+        self._failed = True
         self._ended = core_failure_close(exc, doing)
         try:
             self._quic.close(

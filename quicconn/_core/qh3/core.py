@@ -340,8 +340,8 @@ class Qh3Core:
         self._receive_now(data, addr, now)
 
     def _receive_now(self, data: bytes, addr: Address, now: float) -> None:
-        if self._broken:
-            return
+        if self._broken or self._failure is not None:
+            return  # a core that raised is only trusted to close
         if self._keep_alive is not None:
             self._keep_alive.received(now)
         self._prober.heard(now)
@@ -522,15 +522,15 @@ class Qh3Core:
         try:
             self._poll_transmit(native, now, out)
         except Exception as exc:
-            if self._amplification_limited(native, exc):
-                pass  # nothing may be sent until the client sends more
-            else:
+            # Under the anti-amplification limit nothing may be sent until
+            # the client sends more: not a failure.
+            if not self._amplification_limited(native, exc):
                 self._core_failed(exc, "building a datagram")
-            if not self._broken:  # the CONNECTION_CLOSE, if it can still
-                try:
-                    self._poll_transmit(native, now, out)
-                except Exception as again:
-                    self._core_failed(again, "building a datagram")
+                if not self._broken:  # the CONNECTION_CLOSE, if it can still
+                    try:
+                        self._poll_transmit(native, now, out)
+                    except Exception as again:
+                        self._core_failed(again, "building a datagram")
         if out:
             self._prober.sent(now)
         if self._trace is not None:
