@@ -531,6 +531,7 @@ class Qh3Core:
                         self._poll_transmit(native, now, out)
                     except Exception as again:
                         self._core_failed(again, "building a datagram")
+        self._streams.flushed()
         if out:
             self._prober.sent(now)
         if self._trace is not None:
@@ -731,12 +732,15 @@ class Qh3Core:
         if native is not None and native.state in OPEN_STATES:
             native.close(code, frame_type, reason.encode("utf8", "replace"))
         if self.close_info is None:
+            tls = self._tls
+            chain = [] if tls is None else tls.tls.peer_certificate_chain
             self.close_info = tls_failure_info(
                 code,
                 frame_type,
                 reason,
                 self._configuration.server_name,
                 self._is_client,
+                self_signed_in_chain=any(c.self_signed for c in chain),
             )
 
     def _drain_tls(self) -> None:
