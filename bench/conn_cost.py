@@ -129,6 +129,10 @@ def child_idle(port: int, count: int, ca: str, core: str | None, hold: float) ->
     ctx = quicconn.Context(quicconn.CLIENT, core=core)
     ctx.load_verify_locations(ca)
     ctx.set_alpn_protos(ALPN)
+    if hasattr(ctx, "handshake_timeout"):
+        # A hundred handshakes in one loop on a busy machine: the client
+        # side's patience is not what is measured.
+        ctx.handshake_timeout = 0
     conns = []
     socks = []
     for _ in range(count):
@@ -288,7 +292,7 @@ def idle(
     while len(accepted) < count and time.monotonic() < deadline:
         serve_for(lst, 0.1, accepted)
     for conn in accepted:
-        with contextlib.suppress(quicconn.WantReadError):
+        with contextlib.suppress(quicconn.Error):
             conn.accept()
     serve_for(lst, 1.0, accepted)
     gc.collect()

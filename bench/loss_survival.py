@@ -19,6 +19,7 @@ measures a tree before and after a change.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import select
@@ -46,6 +47,7 @@ class Echo:
     def __init__(self, listener: quicconn.Listener) -> None:
         self.listener = listener
         self.conns: dict[quicconn.Connection, list] = {}
+        self.errors: list[str] = []
 
     def step(self) -> None:
         while (conn := self.listener.accept_connection()) is not None:
@@ -69,13 +71,19 @@ class Echo:
                 if fin and not pending and not concluded:
                     conn.stream_conclude()
                     state[2] = True
-            except quicconn.Error:
+            except quicconn.Error as exc:
+                self.errors.append(f"{type(exc).__name__}: {exc}")
                 del self.conns[conn]
                 conn.free()
 
 
 def run(
-    certs: CertFiles, core: str, seed: int, size: int, loss: float, delay: float,
+    certs: CertFiles,
+    core: str,
+    seed: int,
+    size: int,
+    loss: float,
+    delay: float,
     timeout: float,
 ) -> dict[str, object]:
     sctx = quicconn.Context(quicconn.SERVER, core=core)
@@ -120,10 +128,10 @@ def run(
             echo.step()
             try:
                 if sent < size:
-                    try:
+                    with contextlib.suppress(
+                        quicconn.WantWriteError, quicconn.WantReadError
+                    ):
                         sent += conn.write(payload[sent : sent + 65536])
-                    except (quicconn.WantWriteError, quicconn.WantReadError):
-                        pass
                 elif not concluded:
                     conn.stream_conclude()
                     concluded = True
@@ -158,6 +166,7 @@ def run(
         "seconds": round(time.monotonic() - started, 1),
         "echoed": len(got),
         "dropped": drops,
+        "server_errors": echo.errors,
     }
 
 
