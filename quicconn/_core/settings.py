@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives import serialization
 from .._certs import system_ca_locations
 from .._constants import QUIC_VERSION_1, QUIC_VERSION_2
 from .pmtud import ETHERNET_IPV4_PAYLOAD
+from .rules import DEFAULT_HANDSHAKE_TIMEOUT
 
 _PEM_PRIVATE_KEY = re.compile(
     rb"-----BEGIN [A-Z ]*PRIVATE KEY-----.+?-----END [A-Z ]*PRIVATE KEY-----", re.S
@@ -37,6 +38,9 @@ class CoreSettings:
     is_client: bool = True
     alpn_protocols: list[str] | None = None
     idle_timeout: float = 30.0
+    #: An unfinished handshake is abandoned after this long without a
+    #: datagram from the peer (0: only the idle timeout applies).
+    handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT
     #: The largest UDP payload sent: every path starts at 1200 bytes, and
     #: path MTU discovery raises that up to here where the path carries it
     #: (the default: a 1500-byte Ethernet MTU over IPv4).

@@ -84,13 +84,18 @@ class ContextSettings(ContextBase):
         #: Bytes a stream may hold written but unacknowledged before a
         #: nonblocking write returns short (``SSL_VALUE_STREAM_WRITE_BUF_SIZE``).
         self.stream_write_buffer_size = 1024 * 1024
-        #: Server: connections queued for accept_connection() before new ones
-        #: are refused with CONNECTION_REFUSED.
+        #: Server: connections whose handshake completed, queued for
+        #: accept_connection(), before new ones are refused with
+        #: CONNECTION_REFUSED.
         self.max_pending_connections = 256
-        #: Server: live connections per listener before new ones are refused.
+        #: Server: live connections per listener (half-open, queued or
+        #: accepted) before new ones are refused.
         self.max_connections = 10_000
         self._use_gso = True
         self._use_gro = True
+        #: Server: half-open connections (handshake in progress) per
+        #: listener; when full, the oldest is dropped to make room.
+        self.max_handshakes = 1024
         self._stateless_reset_key: bytes | None = None
         # An explicit choice (here or in $QUICCONN_CORE) that is unknown or
         # not installed is refused now, not at the first connection.
@@ -233,6 +238,30 @@ class ContextSettings(ContextBase):
         if seconds < 0:
             raise ValueError("idle_timeout must be >= 0 seconds")
         self._settings.idle_timeout = float(seconds)
+
+    @property
+    def handshake_timeout(self) -> float:
+        """How long an unfinished handshake may go without hearing from the
+        peer before it is abandoned, seconds (default 5; 0: only the idle
+        timeout applies).
+
+        A quicconn extension (OpenSSL has no such setting; quic-go's
+        HandshakeIdleTimeout is the same idea, with the same default).  On a
+        server it bounds how long a half-open connection (a client that
+        sent a ClientHello and went silent) holds state; on a client, how
+        long a handshake waits on a server that stopped answering.  The
+        abandoned connection sends nothing; a client's call raises
+        ConnectionTerminatedError ("handshake timed out").
+        """
+        return self._settings.handshake_timeout
+
+    @handshake_timeout.setter
+    def handshake_timeout(self, seconds: float) -> None:
+        if not isinstance(seconds, (int, float)) or seconds < 0:
+            raise ValueError(
+                f"handshake_timeout must be a number of seconds >= 0, not {seconds!r}"
+            )
+        self._settings.handshake_timeout = float(seconds)
 
     @property
     def max_datagram_size(self) -> int:

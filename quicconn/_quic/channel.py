@@ -39,13 +39,14 @@ from .._constants import (
     POLL_EVENT_OSB,
     POLL_EVENT_OSU,
     POLL_EVENT_W,
+    QUIC_ERR_CONNECTION_REFUSED,
     QUIC_LOCAL_ERR_IDLE_TIMEOUT,
     SHUTDOWN_FLAG_NO_STREAM_FLUSH,
     SHUTDOWN_FLAG_RAPID,
     SHUTDOWN_FLAG_WAIT_PEER,
 )
 from .._core.interface import Address, Capability, Core, CoreBackend, GateDecision
-from .._core.rules import is_verification_failure
+from .._core.rules import is_handshake_timeout, is_verification_failure
 from .._core.settings import CoreSettings
 from .._errors import ConnCloseInfo
 from .conditions import Condition, QuicFailure
@@ -105,6 +106,9 @@ class EarlyData(enum.Enum):
 
 class ChannelObserver(Protocol):
     """The listener's port, told about the channels it made."""
+
+    def on_channel_established(self, channel: Channel) -> None:
+        """The channel's handshake completed."""
 
     def on_channel_terminated(self, channel: Channel) -> None:
         """The channel's terminating period ended."""
@@ -261,6 +265,18 @@ class Channel:
         core.receive_datagram(data, addr, now)
         return core.received_a_packet()
 
+    def refuse(self, reason: str) -> None:
+        """Close a server connection with CONNECTION_REFUSED (RFC 9000,
+        section 20.1): the server cannot take it after all."""
+        core = self.require_core()
+        core.close(QUIC_ERR_CONNECTION_REFUSED, reason, application=False)
+        self.require_reactor().mark_dirty(core)
+
+    def handshake_timed_out(self) -> bool:
+        """Whether the handshake timeout ended this connection."""
+        info = self.close_info
+        return info is not None and is_handshake_timeout(info)
+
     def release(self) -> None:
         """The connection is freed (SSL_free): stop driving the core."""
         if self.async_host is not None:
@@ -284,6 +300,8 @@ class Channel:
         self, alpn: str | None, session_resumed: bool, early_data_accepted: bool
     ) -> None:
         self._advance(ConnEvent.HANDSHAKE_DONE)
+        if self.observer is not None:
+            self.observer.on_channel_established(self)
 
     def on_stream_data(self, stream_id: int, data: bytes, fin: bool) -> None:
         record = self.streams.records.get(stream_id)
@@ -425,6 +443,13 @@ class Channel:
             return QuicFailure(
                 Condition.VERIFICATION_FAILED,
                 f"certificate verification failed: {info.reason}{hint}",
+            )
+        if is_handshake_timeout(info):
+            return QuicFailure(
+                Condition.CONNECTION_CLOSED,
+                f"handshake timed out: nothing from {self.describe_peer()} for "
+                f"the {self.settings.handshake_timeout:g} s handshake timeout",
+                close_info=info,
             )
         if info.is_local and info.error_code == QUIC_LOCAL_ERR_IDLE_TIMEOUT:
             return QuicFailure(

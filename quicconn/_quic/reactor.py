@@ -5,13 +5,15 @@ every :class:`~quicconn._core.interface.Core` that shares it (one for a client
 socket, many on a listener).  Its unit of work is the *tick*
 (``SSL_handle_events``):
 
-1. fire every core timer that is due (a heap, so a listener with thousands of
-   connections pays O(log n) per timer, not a scan);
-2. drain every datagram that is ready and route each to its core by
+1. drain every datagram that is ready and route each to its core by
    destination connection ID (a core that processes batches natively,
    ``Capability.BATCHED_RECEIVE``, gets each run of its datagrams from one
    address in one :meth:`~quicconn._core.interface.Core.receive_datagrams`
    call);
+2. fire every core timer that is due (a heap, so a listener with thousands of
+   connections pays O(log n) per timer, not a scan), after the datagrams: a
+   process that could not tick for a while acts on what arrived meanwhile
+   before it acts on a timeout;
 3. let each touched core report events to its objects, then collect what it
    wants to send, and hand it all to the transport in one batch.
 
@@ -184,10 +186,12 @@ class Reactor:
         now = self.clock.now()
         if self._async_ready or self._async_elsewhere:
             self._resume_async(now)
-        if self._heap and self._heap[0][0] <= now:
-            self._fire_timers(now)
         if transport.has_pending_writes():
             transport.flush()
+        # Datagrams before timers: what arrived while this process was not
+        # ticking (busy, descheduled) counts before a timeout that expired
+        # meanwhile is acted on; a core whose due timer fires after a
+        # datagram moved it checks its own state and does nothing.
         if self._injected:
             injected, self._injected = self._injected, []
             for data, addr in injected:
@@ -206,6 +210,8 @@ class Reactor:
                 now = self._route_batch(batch, now)
             else:
                 now = self._receive_each(batch, now)
+        if self._heap and self._heap[0][0] <= now:
+            self._fire_timers(now)
         if self._dirty:
             self.flush(now)
 

@@ -25,6 +25,7 @@ from ..interface import Address
 from ..pmtud import BASE_PLPMTU
 from ..settings import CoreSettings
 from .config import TlsBridge
+from .probing import NUDGE_BYTES
 
 #: RFC 9002's kInitialRtt, and qh3's own default (the aioquic core's is
 #: 100 ms: against a busy peer that fires spurious handshake PTOs).
@@ -164,9 +165,17 @@ def install_initial_keys(
         native.install_packet_key(direction, 0, algorithms, key, iv, hp, 0)
 
 
-def move_tls_output(tls: TlsBridge, native: QuicConnectionCore) -> bool:
+def move_tls_output(
+    tls: TlsBridge,
+    native: QuicConnectionCore,
+    last_crypto: dict[int, tuple[int, bytes]] | None = None,
+) -> bool:
     """Move what TLS produced into the core: its version, traffic secrets
-    as packet keys, CRYPTO data.  True if a 0-RTT key was installed."""
+    as packet keys, CRYPTO data.  True if a 0-RTT key was installed.
+
+    ``last_crypto``, if given, keeps the end of the CRYPTO data sent in each
+    epoch (its last :data:`~.probing.NUDGE_BYTES` bytes and their offset),
+    for :meth:`~.probing.Prober.nudge`."""
     if native.version != tls.version:
         native.set_version(tls.version)
     zero_rtt = False
@@ -187,6 +196,10 @@ def move_tls_output(tls: TlsBridge, native: QuicConnectionCore) -> bool:
             zero_rtt = True
     while (crypto := tls.next_crypto_data()) is not None:
         native.send_crypto(int(crypto.epoch), crypto.offset, crypto.data)
+        if last_crypto is not None and crypto.data:
+            tail = bytes(crypto.data[-NUDGE_BYTES:])
+            end = crypto.offset + len(crypto.data)
+            last_crypto[int(crypto.epoch)] = (end - len(tail), tail)
     return zero_rtt
 
 
