@@ -175,9 +175,9 @@ _S_CLIENT_LOSS = (
 #: What the captures of a failed run showed, by (server, client, testcase):
 #: rendered under the results so that a ✕ comes with its cause.
 DIAGNOSES: dict[tuple[str, str, str], str] = {
-    ("quicconn", "openssl", "handshakeloss"): _S_CLIENT_LOSS,
-    ("quicconn", "openssl", "handshakecorruption"): _S_CLIENT_LOSS,
-    ("ngtcp2", "quicconn", "handshakeloss"): (
+    ("quicconn-aioquic", "openssl", "handshakeloss"): _S_CLIENT_LOSS,
+    ("quicconn-aioquic", "openssl", "handshakecorruption"): _S_CLIENT_LOSS,
+    ("ngtcp2", "quicconn-aioquic", "handshakeloss"): (
         "with gtlsserver's default 10 s handshake timeout (before it was "
         "given 30 s), one of the 50 handshakes was cut short: its "
         "CertificateVerify+Finished, or its ServerHello, was lost again and "
@@ -185,7 +185,7 @@ DIAGNOSES: dict[tuple[str, str, str], str] = {
         "closed the connection; the CONNECTION_CLOSE was lost too, so "
         "quicconn's client waited out its idle timeout."
     ),
-    ("aioquic", "quicconn", "handshakecorruption"): (
+    ("aioquic", "quicconn-aioquic", "handshakecorruption"): (
         "handshake 24 of 50: the server's answer to the request was corrupted "
         "on the way; aioquic's server, on each PTO, resends only its CRYPTO "
         "packets (here the session ticket with HANDSHAKE_DONE) and declares "
@@ -196,12 +196,12 @@ DIAGNOSES: dict[tuple[str, str, str], str] = {
         "flight, waited out its 60 s timeout. The same pair passed on other "
         "runs; quicconn's own server shares aioquic's recovery code."
     ),
-    ("ngtcp2", "quicconn", "rebind-port"): (
+    ("ngtcp2", "quicconn-aioquic", "rebind-port"): (
         "ngtcp2 0.12.1's server first sends an ACK-only packet to the new "
         "path and challenges it in the next one; the runner wants the "
         "PATH_CHALLENGE in the first (the transfer itself completes)."
     ),
-    ("ngtcp2", "quicconn", "rebind-addr"): (
+    ("ngtcp2", "quicconn-aioquic", "rebind-addr"): (
         "as rebind-port: ngtcp2 0.12.1's server acknowledges on the new path "
         "before it challenges it."
     ),
