@@ -149,8 +149,8 @@ def _started(
         text=True,
     )
     try:
-        assert proc.stdout is not None
         if ready is not None:
+            assert proc.stdout is not None
             line = proc.stdout.readline()
             if not line.startswith(ready):
                 raise RuntimeError(f"{stack} server did not start: {line!r}")
@@ -322,13 +322,19 @@ def _ngtcp2_download(server: Server, size: int) -> Transfer:
         shutil.rmtree(downloads, ignore_errors=True)
 
 
+#: The handshake load generators: aioquic's or qh3's asyncio clients.
+CLIENT_STACKS = ("aioquic", "qh3")
+
+
 def handshake_clients(
-    server: Server, certs: CertFiles, count: int, concurrency: int
+    server: Server, certs: CertFiles, count: int, concurrency: int, client: str
 ) -> dict[str, object]:
-    """tests/peers/aioquic_clients.py: ``count`` handshakes, ``concurrency``
-    in flight; returns its JSON report with the server's CPU seconds added."""
+    """tests/peers/aioquic_clients.py with ``client``'s stack: ``count``
+    handshakes, ``concurrency`` in flight; returns its JSON report with the
+    server's CPU seconds added."""
     cpu0 = cpu_seconds(server.pid)
     args = [sys.executable, str(ROOT / "tests/peers/aioquic_clients.py")]
+    args += ["--stack", client]
     args += ["--port", str(server.port), "--ca", str(certs.ca)]
     args += ["--clients", str(count), "--concurrency", str(concurrency)]
     args += ["--size", "0", "--alpn", server.alpn]

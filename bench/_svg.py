@@ -73,8 +73,9 @@ def bar_chart(
             mid = y + ROW / 2
             if values:
                 median = _median(values)
+                width = x(median) - LABEL
                 parts.append(
-                    f'<rect x="{LABEL}" y="{y + 4:.1f}" width="{x(median) - LABEL:.1f}" '
+                    f'<rect x="{LABEL}" y="{y + 4:.1f}" width="{width:.1f}" '
                     f'height="{ROW - 8}" fill="{colour}"/>'
                 )
                 lo, hi = min(values), max(values)

@@ -73,6 +73,17 @@ async def serve(args: argparse.Namespace) -> None:
                 self._quic.send_stream_data(event.stream_id, payload, True)
                 self.transmit()
 
+    seen: set[str] = set()
+
+    def report_once(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        # A stack's failure in a callback is told once, not per connection.
+        exc = context.get("exception")
+        text = f"{type(exc).__name__}: {exc}" if exc else str(context.get("message"))
+        if text not in seen:
+            seen.add(text)
+            print(f"{args.stack} server: {text} (told once)", file=sys.stderr)
+
+    asyncio.get_running_loop().set_exception_handler(report_once)
     config = QuicConfiguration(is_client=False, alpn_protocols=args.alpn)
     config.load_cert_chain(args.cert, args.key)
     server = await aio.serve(
