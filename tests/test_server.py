@@ -791,20 +791,37 @@ def test_memory_of_a_never_reading_server_is_bounded_by_its_windows(
         per_stream = max(
             rec.buffered for rec in channel_of(server).streams.records.values()
         )
+        client_core = channel_of(client).core
+        assert client_core is not None
+
+        def delivered() -> int:
+            """Bytes the server acknowledged: what reached its core."""
+            return sum(
+                offered[i] - client_core.send_buffered(stream.get_stream_id())
+                for i, stream in enumerate(outgoing)
+            )
+
         exact = Capability.CREDIT_ON_CONSUME in capabilities()
         if exact:
             # The client got exactly the credit the windows allow, no more.
             assert buffered == ctx.max_data
             assert per_stream <= ctx.max_stream_data
+            assert delivered() == ctx.max_data
         else:
             # qh3 grants credit as events are taken from its core; quicconn
             # takes none while the application holds max_data unread, so
             # what it holds stops there, give or take one event (qh3 merges
             # up to 64 KiB into one), and the core holds at most the window
             # it granted: nothing more arrives however long the client pushes.
+            # The bound on the server's memory is therefore twice max_data
+            # and one event: the first window, held by the application, and
+            # the credit granted for it, held in qh3's core.
             assert ctx.max_data <= buffered < ctx.max_data + QH3_EVENT_MAX
+            reached = delivered()
+            assert buffered <= reached <= 2 * ctx.max_data + QH3_EVENT_MAX
             run_for([lst, client], 0.3, step=push)
             assert server_buffered() == buffered
+            assert delivered() == reached
         # Reading releases credit, and the client can go on.
         before = buffered
         incoming = []
