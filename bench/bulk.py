@@ -55,7 +55,7 @@ def ratios(goodput: dict[str, float]) -> dict[str, float]:
         if not ours.startswith("quicconn-"):
             continue
         for other in goodput:
-            if other != ours:
+            if other != ours and goodput[other]:
                 out[f"{ours}/{other}"] = goodput[ours] / goodput[other]
     return out
 

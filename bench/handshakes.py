@@ -60,6 +60,16 @@ from _svg import bar_chart
 GOAL = ("quicconn-qh3", "qh3")
 
 
+def ratio(ours: float, other: float) -> float | None:
+    """ours / other, or None when other is zero (a run too short for the
+    CPU clock's 10 ms ticks)."""
+    return ours / other if other else None
+
+
+def shown(value: float | None) -> str:
+    return "  n/a" if value is None else f"{value:5.2f}x"
+
+
 @dataclass
 class Run:
     handshakes: int
@@ -149,7 +159,7 @@ def main() -> None:
                         flush=True,
                     )
     summary: dict[str, dict[str, dict[str, float]]] = {}
-    found: dict[str, dict[str, float]] = {}
+    found: dict[str, dict[str, float | None]] = {}
     for client, phase in settings:
         title = f"{client} clients, {phase}"
         picked = {s: results[(s, client, phase)] for s in chosen}
@@ -164,13 +174,14 @@ def main() -> None:
         for ours in (s for s in chosen if s.startswith("quicconn-")):
             for other in (s for s in chosen if s != ours):
                 key = f"{ours}/{other}"
-                found[f"{title}: {key}"] = {
-                    "rate": rate[ours] / rate[other],
-                    "server_cpu": cpu[ours] / cpu[other],
+                pair = {
+                    "rate": ratio(rate[ours], rate[other]),
+                    "server_cpu": ratio(cpu[ours], cpu[other]),
                 }
+                found[f"{title}: {key}"] = pair
                 print(
-                    f"  {key:34s} rate {rate[ours] / rate[other]:5.2f}x, "
-                    f"server CPU per handshake {cpu[ours] / cpu[other]:5.2f}x"
+                    f"  {key:34s} rate {shown(pair['rate'])}, "
+                    f"server CPU per handshake {shown(pair['server_cpu'])}"
                 )
         ours, peer = GOAL
         if ours in cpu and peer in cpu:

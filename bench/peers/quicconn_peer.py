@@ -40,12 +40,15 @@ PATTERN = memoryview(bytes(range(256)) * (CHUNK // 256))
 
 
 def knobs(pairs: list[str]) -> dict[str, Any]:
-    """``NAME=VALUE`` strings as Context attributes."""
+    """``NAME=VALUE`` strings as Context attributes (properties only: a
+    misspelt knob must not be set silently as a new attribute)."""
     out: dict[str, Any] = {}
     for pair in pairs:
         name, sep, text = pair.partition("=")
         if not sep or not name:
             raise SystemExit(f"--set wants NAME=VALUE, got {pair!r}")
+        if not isinstance(getattr(quicconn.Context, name, None), property):
+            raise SystemExit(f"--set {name}: quicconn.Context has no such attribute")
         try:
             out[name] = ast.literal_eval(text)
         except (ValueError, SyntaxError):
