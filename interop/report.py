@@ -230,6 +230,12 @@ recorded in `<log-dir>/outcomes.jsonl`; `--merge` writes the reports over
 the recorded outcomes too, the newest per cell, so one cell can be run
 again without the whole matrix.
 
+quicconn takes part on each of its QUIC cores (docs/cores.md):
+`quicconn-qh3` and `quicconn-aioquic` are its interop endpoint
+(`python -m interop.endpoint`) run with `QUICCONN_CORE=qh3` and
+`QUICCONN_CORE=aioquic`, so a testcase a core cannot do fails instead of
+moving to the other core; the pairs between the two cores are run too.
+
 Peers, all installed by `python -m interop.peers install`: aioquic's example
 `http3_server.py`/`http3_client.py`, ngtcp2's `gtlsserver`/`gtlsclient`
 (Debian's builds speak HTTP/3 only, so pairs with them run every testcase

@@ -725,6 +725,61 @@ def test_server_sends_at_most_three_times_what_an_unvalidated_client_sent(
         lst.free()
 
 
+def test_a_client_probes_when_the_server_is_held_by_its_amplification_limit(
+    pki: CertFiles,
+) -> None:
+    # RFC 9002 section 6.2.2.1: until the server has validated its address,
+    # a client arms its PTO even with nothing in flight, and sends a probe
+    # when it fires; otherwise a server that spent its 3x budget on a lost
+    # flight and a client with nothing left to acknowledge wait for each
+    # other until the idle timeout (seen in the interop matrix's
+    # handshakeloss and handshakecorruption between qh3-core ends).
+    clock = FakeClock()
+    pair = DatagramPair(clock)
+
+    def handshake_lost(index: int, data: bytes) -> bool:
+        # Every server datagram that starts with a Handshake packet is lost,
+        # among the first 12: the server's first flights never arrive.
+        return index < 12 and data[0] & 0xF0 == 0xE0
+
+    pair.to_client.drop = handshake_lost
+    # And the client's acknowledgements of the server's Initials, after its
+    # ClientHello (one or two datagrams), are lost too: the server gains no
+    # budget from them.
+    pair.to_server.drop = lambda index, _data: 2 <= index < 10
+    ctx = server_ctx(pki)
+    ctx.idle_timeout = 30
+    lst = ctx.new_listener(pair.server, quicconn.LISTENER_FLAG_NO_VALIDATE)
+    lst.set_blocking_mode(False)
+    lst.listen()
+    cctx = client_ctx(pki)
+    cctx.idle_timeout = 30
+    client = quicconn.Connection(cctx)
+    client.set_transport(pair.client)
+    client.set1_initial_peer_addr(pair.SERVER_ADDRESS)
+    client.set1_host("localhost")
+    client.set_blocking_mode(False)
+    try:
+        connected = False
+        for _ in range(2000):  # 2000 x 10 ms: within the idle timeout
+            with contextlib.suppress(quicconn.WantReadError):
+                client.connect()
+                connected = True
+                break
+            lst.handle_events()
+            client.handle_events()
+            clock.advance(0.01)
+        assert pair.to_client.dropped > 0, "the scenario lost nothing"
+        assert connected, (
+            "the handshake stalled: server sent "
+            f"{sum(n for _, n, _ in pair.to_client.log)} bytes, client "
+            f"{sum(n for _, n, _ in pair.to_server.log)}"
+        )
+    finally:
+        client.free()
+        lst.free()
+
+
 # ----------------------------------------------------------------------
 # flow control bounds a connection whose application never reads
 # ----------------------------------------------------------------------

@@ -38,6 +38,10 @@ close info, :mod:`.packets` slices datagrams into packets):
 * **A first Initial without CRYPTO** (a PING-only probe after a lost
   ClientHello) makes qh3 close the connection; here the server forgets the
   attempt instead, so the client's retransmitted ClientHello starts afresh.
+* **A client probes while the server may be held by its amplification
+  limit** (RFC 9002 section 6.2.2.1; :mod:`.probe`): qh3 arms no probe
+  timeout once the ClientHello is acknowledged, so a lost server flight
+  and lost acknowledgements of it left both ends waiting.
 * **A client with a zero-length connection ID** (OpenSSL's) gets packets
   without one: qh3 sends to the connection ID its Initial keys come from.
 * **A client follows a compatible version change** (RFC 9368) after an ACK
@@ -94,6 +98,7 @@ from .handshake import (
     retry_is_genuine,
 )
 from .packets import log_packets, long_header_version, packet_ends, source_cid
+from .probe import HandshakeProbe
 from .streams import OPEN_STATES, StreamLedger
 
 logger = logging.getLogger("quicconn.core")
@@ -207,6 +212,8 @@ class Qh3Core:
         self._streams = StreamLedger(settings)
         #: MODE_ASYNC: runs packet processing in async jobs.
         self._async_host: JobHost | None = None
+        #: A client's anti-deadlock probe (qh3's recovery has none).
+        self._probe = HandshakeProbe() if self._is_client else None
 
     # -- identity ---------------------------------------------------------
 
@@ -309,6 +316,8 @@ class Qh3Core:
             if self.handshake_complete:
                 native.receive_datagram(data, addr, now)
                 return
+            if self._probe is not None:
+                self._probe.received(now)
             self._receive_handshake(data, addr, now)
         except Exception:
             logger.exception("dropped a datagram the QUIC core could not process")
@@ -454,6 +463,9 @@ class Qh3Core:
                 out.append((transmit[0], transmit[1]))
         except Exception:
             logger.exception("the QUIC core failed to build a datagram")
+        probe = self._probe
+        if probe is not None and out:
+            probe.sent(now)
         if self._trace is not None:
             for datagram, _ in out:
                 log_packets(self._trace, "packet_sent", datagram, self._cid_length)
@@ -464,7 +476,14 @@ class Qh3Core:
         if native is None or self.async_held:
             return None
         timer = native.get_timer()
-        return None if timer is None else float(timer[1]) - TIMER_EARLY
+        at = None if timer is None else float(timer[1]) - TIMER_EARLY
+        probe = self._probe
+        if probe is not None:
+            if self.handshake_complete or self.close_info is not None:
+                probe.active = False
+            elif (due := probe.deadline(native)) is not None:
+                at = due if at is None else min(at, due)
+        return at
 
     def handle_timer(self, now: float) -> None:
         native = self._native
@@ -472,6 +491,9 @@ class Qh3Core:
             return
         try:
             native.handle_timer(now + TIMER_SLACK)
+            probe = self._probe
+            if probe is not None and not self.handshake_complete:
+                probe.fire(native, now + TIMER_SLACK)
         except Exception:
             logger.exception("the QUIC core failed to handle its timer")
 
