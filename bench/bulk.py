@@ -41,6 +41,7 @@ from _stacks import (
     load_note,
     parse_list,
     stacks,
+    stop_cleanly_on_sigterm,
 )
 from _svg import bar_chart
 
@@ -72,6 +73,7 @@ def main() -> None:
     parser.add_argument("--json", help="write every run and the summary here")
     parser.add_argument("--svg", help="plot the goodput here")
     args = parser.parse_args()
+    stop_cleanly_on_sigterm()
     cores = parse_list(args.core, CORES, "core")
     peers = parse_list(args.peers, PEER_STACKS, "peer")
     started = datetime.datetime.now(datetime.UTC)
