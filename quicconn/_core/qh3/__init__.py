@@ -7,7 +7,8 @@
   :mod:`.handshake` (making the core and the TLS bridge, TLS output into
   the core), :mod:`.streams` (stream bookkeeping and send accounting),
   :mod:`.closing` (close info from the core's events), :mod:`.packets`
-  (datagrams sliced into packets, headers, qlog packet events);
+  (datagrams sliced into packets, headers, qlog packet events),
+  :mod:`.keepalive` (the keep-alive PING deadline);
 * :mod:`.config` -- :class:`~quicconn._core.settings.CoreSettings` as qh3's
   TLS configuration, and the bridge with quicconn's transport parameters;
 * :mod:`.gate` -- the server gate (Version Negotiation, Retry, stateless

@@ -13,7 +13,7 @@ from typing import Any
 
 from ..._errors import ConnCloseInfo
 from ..interface import CoreSink
-from ..rules import CERTIFICATE_ALERTS, CRYPTO_ERROR_BASE
+from ..rules import CERTIFICATE_ALERTS, CRYPTO_ERROR_BASE, idle_timeout_close
 
 #: The frame type of a transport close not caused by a frame (PADDING).
 PADDING_FRAME = 0x0
@@ -56,17 +56,13 @@ def local_error_info(error: tuple[Any, ...]) -> ConnCloseInfo:
 
 def termination_info(event: tuple[Any, ...]) -> ConnCloseInfo:
     """The close info of a connection that ended without a CONNECTION_CLOSE:
-    an idle timeout (local) or a stateless reset from the peer."""
-    _, code, frame_type, reason = event
+    an idle timeout (local, as OpenSSL reports it:
+    :func:`~quicconn._core.rules.idle_timeout_close`) or a stateless reset
+    from the peer."""
+    reason = event[3]
     text = reason.decode("utf8", "replace") if isinstance(reason, bytes) else reason
     if text == "Idle timeout":
-        return ConnCloseInfo(
-            error_code=code,
-            frame_type=frame_type,
-            reason=text,
-            is_local=True,
-            is_transport=frame_type is not None,
-        )
+        return idle_timeout_close()
     return ConnCloseInfo(
         error_code=0,
         frame_type=PADDING_FRAME,
@@ -76,18 +72,32 @@ def termination_info(event: tuple[Any, ...]) -> ConnCloseInfo:
     )
 
 
+#: qh3's reason for a chain no trust anchor vouches for, and OpenSSL's
+#: (X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN) when that chain ends in a root.
+_NO_LOCAL_ISSUER = "unable to get local issuer certificate"
+_SELF_SIGNED_IN_CHAIN = "self-signed certificate in certificate chain"
+
+
 def tls_failure_info(
-    code: int, frame_type: int, reason: str, server_name: str | None, is_client: bool
+    code: int,
+    frame_type: int,
+    reason: str,
+    server_name: str | None,
+    is_client: bool,
+    *,
+    self_signed_in_chain: bool = False,
 ) -> ConnCloseInfo:
-    """A TLS failure's close (a CRYPTO_ERROR carrying the alert); a client's
-    certificate failure names the server name it checked (qh3's reasons do
-    not)."""
-    if (
-        is_client
-        and server_name
-        and code - CRYPTO_ERROR_BASE in CERTIFICATE_ALERTS
-        and server_name not in reason
-    ):
+    """A TLS failure's close (a CRYPTO_ERROR carrying the alert).
+
+    A client's certificate failure names the server name it checked (qh3's
+    reasons do not), and says what OpenSSL says of a chain that ends in an
+    untrusted self-signed root (``self_signed_in_chain``: the peer sent
+    one), which qh3 reports as a missing local issuer.
+    """
+    certificate_failure = code - CRYPTO_ERROR_BASE in CERTIFICATE_ALERTS
+    if certificate_failure and self_signed_in_chain and _NO_LOCAL_ISSUER in reason:
+        reason = _SELF_SIGNED_IN_CHAIN
+    if is_client and server_name and certificate_failure and server_name not in reason:
         reason = f"{reason} (verifying {server_name!r})"
     return ConnCloseInfo(
         error_code=code,

@@ -77,7 +77,7 @@ from ..._errors import ConnCloseInfo
 from ..interface import Address, CoreSink
 from ..rules import negotiated_idle_timeout
 from ..settings import CoreSettings
-from ..wire import stateless_reset_token
+from ..wire import long_header_version, stateless_reset_token
 from .closing import (
     PADDING_FRAME,
     CloseReport,
@@ -97,7 +97,8 @@ from .handshake import (
     remembered_parameters,
     retry_is_genuine,
 )
-from .packets import log_packets, long_header_version, packet_ends, source_cid
+from .keepalive import KeepAlive
+from .packets import datagram_payload_limit, log_packets, packet_ends, source_cid
 from .probe import HandshakeProbe
 from .streams import OPEN_STATES, StreamLedger
 
@@ -212,6 +213,8 @@ class Qh3Core:
         self._streams = StreamLedger(settings)
         #: MODE_ASYNC: runs packet processing in async jobs.
         self._async_host: JobHost | None = None
+        #: Keep-alive PINGs (settings.keep_alive), or None.
+        self._keep_alive = KeepAlive() if settings.keep_alive else None
         #: A client's anti-deadlock probe (qh3's recovery has none).
         self._probe = HandshakeProbe() if self._is_client else None
 
@@ -303,6 +306,8 @@ class Qh3Core:
         self._receive_now(data, addr, now)
 
     def _receive_now(self, data: bytes, addr: Address, now: float) -> None:
+        if self._keep_alive is not None:
+            self._keep_alive.received(now)
         try:
             if self._native is None:
                 if self._is_client or self._terminated:
@@ -476,20 +481,34 @@ class Qh3Core:
         if native is None or self.async_held:
             return None
         timer = native.get_timer()
-        at = None if timer is None else float(timer[1]) - TIMER_EARLY
+        deadline = None if timer is None else float(timer[1]) - TIMER_EARLY
         probe = self._probe
         if probe is not None:
             if self.handshake_complete or self.close_info is not None:
                 probe.active = False
             elif (due := probe.deadline(native)) is not None:
-                at = due if at is None else min(at, due)
-        return at
+                deadline = due if deadline is None else min(deadline, due)
+        ping_at = self._keep_alive_at()
+        if ping_at is not None and (deadline is None or ping_at < deadline):
+            return ping_at
+        return deadline
+
+    def _keep_alive_at(self) -> float | None:
+        """When a keep-alive PING is due, or None (OpenSSL's ping deadline)."""
+        keep_alive = self._keep_alive
+        if keep_alive is None or not self.handshake_complete or self.is_closing:
+            return None
+        return keep_alive.deadline(self.negotiated_idle_timeout())
 
     def handle_timer(self, now: float) -> None:
         native = self._native
         if native is None or self.async_held:
             return
         try:
+            ping_at = self._keep_alive_at()
+            if ping_at is not None and ping_at <= now:
+                assert self._keep_alive is not None
+                native.send_ping(self._keep_alive.ping(now))
             native.handle_timer(now + TIMER_SLACK)
             probe = self._probe
             if probe is not None and not self.handshake_complete:
@@ -549,12 +568,15 @@ class Qh3Core:
         if native is not None and native.state in OPEN_STATES:
             native.close(code, frame_type, reason.encode("utf8", "replace"))
         if self.close_info is None:
+            tls = self._tls
+            chain = [] if tls is None else tls.tls.peer_certificate_chain
             self.close_info = tls_failure_info(
                 code,
                 frame_type,
                 reason,
                 self._configuration.server_name,
                 self._is_client,
+                self_signed_in_chain=any(c.self_signed for c in chain),
             )
 
     def _drain_tls(self) -> None:
@@ -707,6 +729,8 @@ class Qh3Core:
             native = self._native
             if native is not None:
                 native.handshake_confirmed()
+        elif kind == "datagram":
+            sink.on_datagram_frame(bytes(event[1]))
         elif kind == "connection_id_issued":
             sink.on_connection_id_issued(event[1])
         elif kind == "connection_id_retired":
@@ -777,6 +801,24 @@ class Qh3Core:
 
     def negotiated_idle_timeout(self) -> float | None:
         return negotiated_idle_timeout(self.idle_timeout(), self.peer_idle_timeout())
+
+    # -- DATAGRAM frames (RFC 9221) ----------------------------------------
+
+    def max_datagram_payload(self) -> int:
+        """The largest DATAGRAM payload that fits the peer's limit and one
+        1-RTT packet (0 before the handshake completed, or if the peer
+        takes no DATAGRAM frames)."""
+        peer = self.peer_max_datagram_frame_size()
+        if peer is None or not self.handshake_complete:
+            return 0
+        return datagram_payload_limit(peer, self._settings.max_datagram_size)
+
+    def send_datagram_frame(self, data: bytes) -> None:
+        """Queue a DATAGRAM frame; the core sends it once, never again."""
+        native = self._native
+        if native is None or native.state not in OPEN_STATES:
+            return  # closing: nothing more goes out
+        native.send_datagram(data)
 
     # -- streams (kept in :mod:`.streams`) ----------------------------------
 

@@ -14,8 +14,14 @@ The shim has to look like ``QuicConnection`` in two private attributes that
 ``_remote_max_datagram_frame_size`` (see :class:`_QuicShim`).  And
 :class:`_H3Connection` overrides one private method, ``_get_local_settings``:
 qh3 always announces SETTINGS_H3_DATAGRAM, which RFC 9297 allows only
-alongside the max_datagram_frame_size transport parameter; quicconn has no
-datagrams to offer and announces neither (as the aioquic core).
+alongside the max_datagram_frame_size transport parameter; quicconn
+announces it only when DATAGRAM frames are on (as the aioquic core).
+
+HTTP datagrams (RFC 9297): qh3's ``H3Connection`` calls the varint that
+starts one a *flow ID* and passes it through unchanged (the draft's
+meaning); RFC 9297 made it the Quarter Stream ID, the request stream's ID
+divided by four.  The codec converts both ways, so the wire format is
+RFC 9297's, as on the aioquic core.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from qh3.h3.connection import H3Connection, Setting
 from qh3.quic import events as quic_events
 
 from ..interface import (
+    H3DatagramReceived,
     H3DataReceived,
     H3Event,
     H3HeadersReceived,
@@ -72,15 +79,21 @@ class _QuicShim:
         self._transport.close(error_code, reason_phrase)
 
     def send_datagram_frame(self, data: bytes) -> None:
-        raise ValueError("HTTP/3 datagrams are not supported")
+        self._transport.send_datagram(data)
 
 
 class _H3Connection(H3Connection):
-    """``H3Connection`` without HTTP/3 datagram support in its SETTINGS."""
+    """``H3Connection`` announcing SETTINGS_H3_DATAGRAM (RFC 9297) only when
+    DATAGRAM frames are on."""
+
+    def __init__(self, quic: _QuicShim, *, datagrams: bool) -> None:
+        self._h3_datagrams = datagrams
+        super().__init__(quic)  # type: ignore[arg-type]
 
     def _get_local_settings(self) -> dict[int, int]:
         settings: dict[int, int] = super()._get_local_settings()
-        settings.pop(Setting.H3_DATAGRAM, None)
+        if not self._h3_datagrams:
+            settings.pop(Setting.H3_DATAGRAM, None)
         return settings
 
 
@@ -91,7 +104,10 @@ class Qh3H3Codec:
     """
 
     def __init__(self, transport: H3Transport, *, is_client: bool) -> None:
-        self._h3 = _H3Connection(_QuicShim(transport, is_client))  # type: ignore[arg-type]
+        self._datagrams = transport.local_max_datagram_frame_size() is not None
+        self._h3 = _H3Connection(
+            _QuicShim(transport, is_client), datagrams=self._datagrams
+        )
 
     def handle_stream_data(
         self, stream_id: int, data: bytes, fin: bool
@@ -136,6 +152,26 @@ class Qh3H3Codec:
 
     def send_data(self, stream_id: int, data: bytes, end_stream: bool) -> None:
         self._h3.send_data(stream_id, data, end_stream)
+
+    def datagrams_allowed(self) -> bool:
+        settings = self._h3.received_settings
+        return (
+            self._datagrams
+            and settings is not None
+            and settings.get(Setting.H3_DATAGRAM) == 1
+        )
+
+    def handle_datagram(self, data: bytes) -> list[H3Event]:
+        events: list[H3Event] = []
+        for event in self._h3.handle_event(quic_events.DatagramFrameReceived(data)):
+            if isinstance(event, h3_events.DatagramReceived):
+                # qh3's flow ID is RFC 9297's Quarter Stream ID.
+                events.append(H3DatagramReceived(event.flow_id * 4, event.data))
+        return events
+
+    def send_datagram(self, stream_id: int, data: bytes) -> None:
+        # The caller checked that it is a request stream (a multiple of 4).
+        self._h3.send_datagram(stream_id // 4, data)
 
 
 __all__ = ["Qh3H3Codec"]

@@ -118,8 +118,8 @@ def new_native(
         False,  # path MTU discovery: not yet
         settings.idle_timeout or None,
         3,
-        None,  # no DATAGRAM frames
-        None,
+        settings.max_datagram_frame_size,
+        None if remembered is None else remembered.max_datagram_frame_size,
         settings.max_data,
         limits[0],
         settings.max_stream_data,

@@ -3,8 +3,9 @@
 qh3's Rust core takes whole datagrams; :class:`~.core.Qh3Core` feeds a
 handshake datagram packet by packet (TLS installs the keys of a Handshake
 packet from the Initial before it), and needs a few header facts for that:
-where each packet ends, its source connection ID, the version of a long
-header.  All of it is read with qh3's native header parser.
+where each packet ends, its source connection ID.  They are read with
+qh3's native header parser.  And how large a DATAGRAM frame's payload can
+be for one packet.
 """
 
 from __future__ import annotations
@@ -50,11 +51,26 @@ def source_cid(packet: bytes, cid_length: int) -> bytes | None:
     return bytes(header[_SCID])
 
 
-def long_header_version(packet: bytes) -> int | None:
-    """The version field of a long-header packet, or None."""
-    if not packet or not packet[0] & 0x80 or len(packet) < 5:
-        return None
-    return int.from_bytes(packet[1:5], "big")
+def _varint_size(value: int) -> int:
+    """Bytes of a QUIC variable-length integer (RFC 9000, section 16)."""
+    if value < 0x40:
+        return 1
+    if value < 0x4000:
+        return 2
+    return 4 if value < 0x40000000 else 8
+
+
+def datagram_payload_limit(peer_frame_size: int, max_datagram_size: int) -> int:
+    """The largest DATAGRAM frame payload (RFC 9221) that fits both the
+    peer's max_datagram_frame_size and one 1-RTT packet of
+    ``max_datagram_size`` bytes."""
+    # The frame: its type (1 byte) and a length varint, then the payload.
+    frame_limit = peer_frame_size - 1 - _varint_size(peer_frame_size)
+    # One short-header packet: flags, the longest connection ID (20), the
+    # longest packet number (4), the AEAD tag (16); then the frame's type
+    # and a 2-byte length.
+    packet_limit = max_datagram_size - (1 + 20 + 4 + 16) - 3
+    return max(0, min(frame_limit, packet_limit))
 
 
 def log_packets(trace: Any, event: str, datagram: bytes, cid_length: int) -> None:
@@ -89,4 +105,4 @@ def log_packets(trace: Any, event: str, datagram: bytes, cid_length: int) -> Non
         offset = end
 
 
-__all__ = ["log_packets", "long_header_version", "packet_ends", "source_cid"]
+__all__ = ["datagram_payload_limit", "log_packets", "packet_ends", "source_cid"]
