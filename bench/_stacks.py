@@ -369,6 +369,12 @@ def handshake_clients(
     return report
 
 
+def load_range(runs: list[dict[str, object]]) -> str:
+    """The spread of the 1-minute load average over a benchmark's runs."""
+    loads = [float(str(r["load"]).split()[1].split("/")[0]) for r in runs]
+    return f"load average {min(loads):.1f} to {max(loads):.1f}" if loads else ""
+
+
 def load_note() -> str:
     one, five, fifteen = os.getloadavg()
     return f"load {one:.2f}/{five:.2f}/{fifteen:.2f}"

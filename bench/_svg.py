@@ -40,6 +40,8 @@ def _nice_step(top: float) -> float:
 
 
 def _number(value: float) -> str:
+    if value == 0:
+        return "0"
     if value >= 100:
         return f"{value:.0f}"
     if value >= 10:

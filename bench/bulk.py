@@ -29,6 +29,7 @@ import json
 import sys
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 from _common import env_note, make_certs, median
 from _stacks import (
@@ -39,6 +40,7 @@ from _stacks import (
     bulk_download,
     bulk_server,
     load_note,
+    load_range,
     parse_list,
     stacks,
     stop_cleanly_on_sigterm,
@@ -72,7 +74,14 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE")
     parser.add_argument("--json", help="write every run and the summary here")
     parser.add_argument("--svg", help="plot the goodput here")
+    parser.add_argument(
+        "--replot", action="store_true", help="only redraw --svg from --json"
+    )
     args = parser.parse_args()
+    if args.replot:
+        record = json.loads(Path(args.json).read_text())
+        Path(args.svg).write_text(plot(record))
+        return
     stop_cleanly_on_sigterm()
     cores = parse_list(args.core, CORES, "core")
     peers = parse_list(args.peers, PEER_STACKS, "peer")
@@ -141,37 +150,39 @@ def main() -> None:
             print(f"goal {ours} >= {least:g}x {peer}: {value:.2f}x, {verdict}")
     end_load = load_note()
     print(f"{end_load} at end")
+    record = {
+        "bench": "bulk",
+        "started": started.isoformat(timespec="seconds"),
+        "environment": env_note(),
+        "size": args.size,
+        "rounds": args.rounds,
+        "knobs": args.set,
+        "load_at_end": end_load,
+        "runs": runs,
+        "medians": summary,
+        "ratios": found,
+    }
     if args.json:
-        record = {
-            "bench": "bulk",
-            "started": started.isoformat(timespec="seconds"),
-            "environment": env_note(),
-            "size": args.size,
-            "rounds": args.rounds,
-            "knobs": args.set,
-            "load_at_end": end_load,
-            "runs": runs,
-            "medians": summary,
-            "ratios": found,
-        }
         Path(args.json).write_text(json.dumps(record, indent=2) + "\n")
     if args.svg:
-        Path(args.svg).write_text(plot(chosen, results, args.size, started))
+        Path(args.svg).write_text(plot(record))
     sys.stdout.flush()
 
 
-def plot(
-    chosen: list[str],
-    results: dict[str, list[Transfer]],
-    size: int,
-    started: datetime.datetime,
-) -> str:
-    rows = [(s, [r.mbit_per_s for r in results[s]]) for s in chosen]
+def plot(record: dict[str, Any]) -> str:
+    """The goodput of every run, from a record as --json writes it."""
+    runs = record["runs"]
+    rows = [
+        (stack, [r["mbit_per_s"] for r in runs if r["stack"] == stack])
+        for stack in record["medians"]
+    ]
     return bar_chart(
-        f"bench/bulk: {size / 1e6:g} MB on one stream, each stack against itself",
+        f"bench/bulk: {record['size'] / 1e6:g} MB on one stream, "
+        "each stack against itself",
         "goodput, Mbit/s (bar: median; whisker and dots: every run)",
         [("", rows)],
-        note=f"{started:%Y-%m-%d}, loopback, {env_note()}",
+        note=f"{record['started'][:10]}, loopback, {record['environment']}, "
+        f"{load_range(runs)}",
     )
 
 

@@ -42,6 +42,7 @@ import sys
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from _common import env_note, make_certs, median
 from _stacks import (
@@ -53,6 +54,7 @@ from _stacks import (
     handshake_clients,
     handshake_server,
     load_note,
+    load_range,
     parse_list,
     stacks,
     stop_cleanly_on_sigterm,
@@ -102,7 +104,14 @@ def main() -> None:
     )
     parser.add_argument("--json", help="write every run and the summary here")
     parser.add_argument("--svg", help="plot the server CPU per handshake here")
+    parser.add_argument(
+        "--replot", action="store_true", help="only redraw --svg from --json"
+    )
     args = parser.parse_args()
+    if args.replot:
+        record = json.loads(Path(args.json).read_text())
+        Path(args.svg).write_text(plot(record))
+        return
     stop_cleanly_on_sigterm()
     cores = parse_list(args.core, CORES, "core")
     peers = parse_list(args.peers, PEER_STACKS, "peer")
@@ -209,45 +218,60 @@ def main() -> None:
             )
     end_load = load_note()
     print(f"{end_load} at end")
+    record = {
+        "bench": "handshakes",
+        "started": started.isoformat(timespec="seconds"),
+        "environment": env_note(),
+        "phases": {p: {"count": c, "in_flight": f} for p, (c, f) in phases.items()},
+        "clients": clients,
+        "skipped": {f"{s} server, {c} clients": w for (s, c), w in skipped.items()},
+        "rounds": args.rounds,
+        "retry": args.retry,
+        "load_at_end": end_load,
+        "runs": runs,
+        "medians": summary,
+        "ratios": found,
+    }
     if args.json:
-        record = {
-            "bench": "handshakes",
-            "started": started.isoformat(timespec="seconds"),
-            "environment": env_note(),
-            "phases": {p: {"count": c, "in_flight": f} for p, (c, f) in phases.items()},
-            "clients": clients,
-            "skipped": {f"{s} server, {c} clients": w for (s, c), w in skipped.items()},
-            "rounds": args.rounds,
-            "retry": args.retry,
-            "load_at_end": end_load,
-            "runs": runs,
-            "medians": summary,
-            "ratios": found,
-        }
         Path(args.json).write_text(json.dumps(record, indent=2) + "\n")
     if args.svg:
-        sections = [
-            (
-                f"{client} clients, {phase}: {phases[phase][0]} handshakes, "
-                f"{phases[phase][1]} in flight",
-                [
-                    (s, [r.server_cpu_ms for r in results[(s, client, phase)]])
-                    for s in chosen
-                    if results[(s, client, phase)]
-                ],
-            )
-            for client, phase in settings
-        ]
-        Path(args.svg).write_text(
-            bar_chart(
-                "bench/handshakes: server CPU per handshake (lower is better)",
-                "server CPU, ms per handshake (bar: median; whisker and dots: "
-                "every run)",
-                sections,
-                note=f"{started:%Y-%m-%d}, loopback, {env_note()}",
-            )
-        )
+        Path(args.svg).write_text(plot(record))
     sys.stdout.flush()
+
+
+def plot(record: dict[str, Any]) -> str:
+    """Server CPU per handshake of every run, from a record as --json writes it."""
+    runs = record["runs"]
+    servers = list(dict.fromkeys(r["stack"] for r in runs))
+    sections = []
+    for client in record["clients"]:
+        for phase, shape in record["phases"].items():
+            rows = [
+                (
+                    server,
+                    [
+                        r["server_cpu_ms"]
+                        for r in runs
+                        if (r["stack"], r["client"], r["phase"])
+                        == (server, client, phase)
+                    ],
+                )
+                for server in servers
+            ]
+            sections.append(
+                (
+                    f"{client} clients, {phase}: {shape['count']} handshakes, "
+                    f"{shape['in_flight']} in flight",
+                    [row for row in rows if row[1]],
+                )
+            )
+    return bar_chart(
+        "bench/handshakes: server CPU per handshake (lower is better)",
+        "server CPU, ms per handshake (bar: median; whisker and dots: every run)",
+        sections,
+        note=f"{record['started'][:10]}, loopback, {record['environment']}, "
+        f"{load_range(runs)}",
+    )
 
 
 if __name__ == "__main__":
