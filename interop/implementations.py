@@ -294,6 +294,9 @@ class Ngtcp2(Implementation):
             f"--download={paths.downloads}",
             f"--qlog-dir={paths.client_qlog}",
             "--timeout=30s",
+            # As for gtlsserver: its default, 10 s, is shorter than the PTO
+            # backoff of 30% loss on a loaded machine.
+            "--handshake-timeout=30s",
         ]
         name = ep.testname
         if name == "chacha20":

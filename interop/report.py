@@ -245,9 +245,10 @@ several files on one connection are unsupported for it; no 0-RTT, key
 update trigger, v2 or HTTP/3).  Debian's ngtcp2 0.12.1 knows only the draft
 of QUIC v2, so `v2` is unsupported with it; its client runs zerortt's
 second connection with `--no-pmtud` (its MTU probes would count as 1-RTT
-data), and its server runs with `--handshake-timeout=30s` (its default,
-10 s, is shorter than the PTO backoff 30% loss can cause: with it,
-handshakeloss failed in two of three full runs).  A run whose capture
+data), and its server and client run with `--handshake-timeout=30s` (its
+default, 10 s, is shorter than the PTO backoff 30% loss can cause: with it,
+handshakeloss failed in two of three full runs against its server, and
+against its client on a machine loaded to 10 and more).  A run whose capture
 cannot decide a check is marked unsupported with the reason: `s_client`
 uses zero-length connection IDs, and tshark 4.0 cannot link the server's
 packets on a rebound path to such a connection.  Not run: `ecn` (the relay
