@@ -780,6 +780,39 @@ def test_a_client_probes_when_the_server_is_held_by_its_amplification_limit(
         lst.free()
 
 
+def test_the_qh3_probe_waits_one_initial_rtt_pto_before_any_rtt_sample() -> None:
+    # The qh3 backend's probe (quicconn/_core/qh3/probe.py) on its own: qh3
+    # reports no smoothed RTT before its first sample, and its recovery may
+    # have no timer armed by then (handshakeloss against aioquic's server).
+    pytest.importorskip("qh3", reason="the qh3 core's own part")
+    from quicconn._core.qh3.probe import HandshakeProbe
+
+    class Native:
+        def __init__(self) -> None:
+            self.smoothed_rtt: float | None = None
+            self.timer: tuple[str, float] | None = ("idle", 30.0)
+            self.sent: list[tuple[int, int, bytes]] = []
+
+        def get_timer(self) -> tuple[str, float] | None:
+            return self.timer
+
+        def send_crypto(self, epoch: int, offset: int, data: bytes) -> None:
+            self.sent.append((epoch, offset, data))
+
+    native = Native()
+    probe = HandshakeProbe()
+    assert probe.deadline(native) is None  # nothing sent yet
+    probe.sent(10.0)
+    assert probe.deadline(native) == pytest.approx(10.999)  # 3 x 333 ms
+    assert not probe.fire(native, 10.5)
+    assert probe.fire(native, 11.0)
+    assert native.sent == [(0, 0, b"\x01")]  # the ClientHello's first byte
+    native.smoothed_rtt = 0.01
+    assert probe.deadline(native) == pytest.approx(11.06)  # backed off: 2 x 30 ms
+    native.timer = ("loss_detection", 11.02)  # qh3's own recovery has it
+    assert probe.deadline(native) is None
+
+
 # ----------------------------------------------------------------------
 # flow control bounds a connection whose application never reads
 # ----------------------------------------------------------------------

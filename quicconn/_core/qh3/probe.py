@@ -52,7 +52,8 @@ class HandshakeProbe:
         timer = native.get_timer()
         if timer is not None and timer[0] != "idle":
             return None
-        rtt = float(native.smoothed_rtt) or INITIAL_RTT
+        sample = native.smoothed_rtt  # None until the first RTT sample
+        rtt = float(sample) if sample else INITIAL_RTT
         return float(self._since + 3 * rtt * 2**self._count)
 
     def fire(self, native: Any, now: float) -> bool:
