@@ -468,6 +468,7 @@ class Qh3Core:
                 out.append((transmit[0], transmit[1]))
         except Exception:
             logger.exception("the QUIC core failed to build a datagram")
+        self._streams.flushed()
         probe = self._probe
         if probe is not None and out:
             probe.sent(now)
