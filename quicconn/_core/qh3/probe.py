@@ -42,8 +42,10 @@ class HandshakeProbe:
         self._since = now
 
     def received(self, now: float) -> None:
-        self._since = now
-        self._count = 0
+        """Nothing: as RFC 9002 section 6.2.1 says, a client does not reset
+        its backoff on what arrives before the server validated it (an
+        ACK-only Initial answering each probe would otherwise keep the
+        probes at their shortest interval)."""
 
     def deadline(self, native: Any) -> float | None:
         """When to probe, or None while qh3's own recovery has a timer."""
