@@ -244,6 +244,8 @@ DIAGNOSES: dict[tuple[str, str, str], str] = {
     ("quicconn-qh3", "aioquic", "rebind-addr"): _QH3_REBIND,
     ("quicconn-qh3", "ngtcp2", "rebind-port"): _QH3_REBIND,
     ("quicconn-qh3", "ngtcp2", "rebind-addr"): _QH3_REBIND,
+    ("quicconn-qh3", "openssl", "rebind-port"): _QH3_REBIND,
+    ("quicconn-qh3", "openssl", "rebind-addr"): _QH3_REBIND,
     ("quicconn-qh3", "openssl", "handshakeloss"): _QH3_S_CLIENT,
     ("quicconn-qh3", "openssl", "handshakecorruption"): _QH3_S_CLIENT,
     ("quicconn-aioquic", "openssl", "handshakeloss"): _S_CLIENT_LOSS,
