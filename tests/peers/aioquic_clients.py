@@ -3,7 +3,11 @@
 Run as a program (used by tests/test_server_limits.py and bench/handshakes.py)::
 
     python tests/peers/aioquic_clients.py --port P --ca CA --clients 200 \\
-        [--concurrency 200] [--size 65536] [--alpn quicconn-test]
+        [--concurrency 200] [--size 65536] [--alpn quicconn-test] [--stack qh3]
+
+``--stack qh3`` runs qh3's asyncio clients instead: qh3 is a fork of
+aioquic that keeps its asyncio API (its ClientHello carries an ML-KEM key
+share and fills two Initial packets).
 
 Every client opens its own UDP socket, completes a handshake and then, with
 ``--size N > 0``, sends N bytes of a pattern on one bidirectional stream
@@ -31,15 +35,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import json
 import os
 import ssl
 import sys
 import time
 from collections.abc import Callable
-
-from aioquic.asyncio import connect
-from aioquic.quic.configuration import QuicConfiguration
 
 PATTERN = bytes(range(251)) * 1024  # 251 is prime: misplaced bytes show
 
@@ -58,7 +60,9 @@ async def one_client(
     handshaken: Callable[[], None],
     done: asyncio.Future[None],
 ) -> None:
-    config = QuicConfiguration(
+    connect = importlib.import_module(f"{args.stack}.asyncio").connect
+    configuration = importlib.import_module(f"{args.stack}.quic.configuration")
+    config = configuration.QuicConfiguration(
         is_client=True,
         alpn_protocols=args.alpn,
         verify_mode=ssl.CERT_REQUIRED,
@@ -152,6 +156,7 @@ def main() -> None:
     parser.add_argument("--alpn", action="append", default=None)
     parser.add_argument("--timeout", type=float, default=60.0)
     parser.add_argument("--idle-timeout", type=float, default=30.0)
+    parser.add_argument("--stack", choices=["aioquic", "qh3"], default="aioquic")
     args = parser.parse_args()
     args.alpn = args.alpn or ["quicconn-test"]
     args.concurrency = args.concurrency or args.clients

@@ -38,6 +38,10 @@ close info, :mod:`.packets` slices datagrams into packets):
 * **A first Initial without CRYPTO** (a PING-only probe after a lost
   ClientHello) makes qh3 close the connection; here the server forgets the
   attempt instead, so the client's retransmitted ClientHello starts afresh.
+* **A client probes while the server may be held by its amplification
+  limit** (RFC 9002 section 6.2.2.1; :mod:`.probe`): qh3 arms no probe
+  timeout once the ClientHello is acknowledged, so a lost server flight
+  and lost acknowledgements of it left both ends waiting.
 * **A client with a zero-length connection ID** (OpenSSL's) gets packets
   without one: qh3 sends to the connection ID its Initial keys come from.
 * **A client follows a compatible version change** (RFC 9368) after an ACK
