@@ -786,6 +786,15 @@ def test_a_client_probes_when_the_server_is_held_by_its_amplification_limit(
         lst.free()
 
 
+# ----------------------------------------------------------------------
+# flow control bounds a connection whose application never reads
+# ----------------------------------------------------------------------
+
+
+#: The most stream data qh3 delivers in one event (its MAX_STREAM_EVENT_SIZE).
+QH3_EVENT_MAX = 64 * 1024
+
+
 @pytest.mark.usefixtures("each_core")  # each core bounds it its own way
 def test_memory_of_a_never_reading_server_is_bounded_by_its_windows(
     pki: CertFiles,
