@@ -12,6 +12,7 @@ tshark from the client-side capture.  The stacks alternate within each rate
 so that load changes hit both alike.
 
     python bench/goodput_loss.py [--rates 0,1,2,5,10] [--size 5MB] [--runs 3]
+        [--core qh3|aioquic]
 
 Prints a table and the quicconn/aioquic ratio per rate, writes the raw
 results as JSON and plots docs/goodput-vs-loss.png (needs matplotlib: the
@@ -34,12 +35,18 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from interop import testcases  # noqa: E402
-from interop.implementations import implementations  # noqa: E402
+from interop.implementations import (  # noqa: E402
+    default_quicconn,
+    implementations,
+)
 from interop.peers import locate  # noqa: E402
 from interop.runner import run_testcase  # noqa: E402
 from interop.testcases import Result  # noqa: E402
 
 STACKS = ("quicconn", "aioquic")
+#: The interop implementation "quicconn" stands for: quicconn on one core
+#: (--core; the default core otherwise).
+QUICCONN = {"name": ""}
 
 
 def scenario(rate: float) -> str:
@@ -72,9 +79,12 @@ def measure(
         scenario=scenario(rate),
         timeout=300.0,
     )
-    outcome = run_testcase(
-        testcase, impls[stack], impls[stack], log_dir, seed=run, repetition=run
+    impl = (
+        impls[QUICCONN["name"] or default_quicconn()]
+        if stack == "quicconn"
+        else impls[stack]
     )
+    outcome = run_testcase(testcase, impl, impl, log_dir, seed=run, repetition=run)
     if outcome.result is not Result.SUCCEEDED:
         return None, f"{outcome.result.value}: {outcome.reason}"
     # run_testcase measures only testcases with a unit; goodput has one.
@@ -133,7 +143,10 @@ def main() -> int:
     parser.add_argument(
         "--replot", action="store_true", help="only redraw --png from --json"
     )
+    parser.add_argument("--core", help="quicconn's core (default: the default core)")
     args = parser.parse_args()
+    if args.core:
+        QUICCONN["name"] = f"quicconn-{args.core}"
     if args.replot:
         return replot(Path(args.json), Path(args.png))
     rates = [float(r) for r in args.rates.split(",")]
@@ -187,6 +200,7 @@ def main() -> int:
         json.dumps(
             {
                 "date": today,
+                "quicconn": QUICCONN["name"] or default_quicconn(),
                 "size": size,
                 "runs": args.runs,
                 "link": "10 Mbit/s, 15 ms each way, 25-packet queues, burst 3",

@@ -1,44 +1,78 @@
-"""bench/handshakes: QUIC handshakes per second, quicconn server vs aioquic's.
+"""bench/handshakes: QUIC handshakes per second and server CPU per handshake.
 
-Two servers run as separate processes on loopback: quicconn's many-client
-nonblocking loop (examples/quic_server_multi.py) and aioquic's asyncio
-server (tests/peers/aioquic_server.py).  The same client program,
-tests/peers/aioquic_clients.py (aioquic asyncio clients in a third process),
-drives both, so only the server differs.  Each round runs, for each server
-in turn, a sequential phase (one handshake in flight at a time) and a
-concurrent phase (--concurrency handshakes in flight).  Prints handshakes
-per second and the server's CPU milliseconds per handshake for every run,
-then the medians and the quicconn/aioquic ratios (goal: >= 1.0).
+The servers: quicconn's many-client nonblocking loop
+(examples/quic_server_multi.py) on each of its cores (``--core``), and the
+servers a user would pick instead (``--peers``): qh3's and aioquic's own
+asyncio servers (bench/peers/asyncio_peer.py) and ngtcp2's gtlsserver.
+Each runs as its own process for the whole invocation.  The same client
+program, tests/peers/aioquic_clients.py (asyncio clients in another
+process), drives every server, so only the server differs; ``--clients``
+picks whose asyncio clients: aioquic's (one Initial) and/or qh3's (key
+shares for X25519MLKEM768 and X25519, in two Initials; a server without
+ML-KEM takes X25519).  qh3's own server
+needs qh3's clients: an aioquic client pads its first Initial with zeros
+after the packet, qh3 credits its anti-amplification budget with the
+packet's length only, and its send path fails ("packet builder capacity
+exhausted") until the client retransmits, so that pair is skipped unless
+``--broken`` is given.  Each round runs, for each client
+and server in turn (each round starting one server later), a sequential
+phase (one handshake in flight at a time) and a concurrent phase
+(--concurrency in flight).  Prints handshakes per second,
+the server's CPU milliseconds per handshake and the load for every run,
+then the medians, every quicconn/peer ratio, and the issue's goal.
 
     python bench/handshakes.py [--sequential 150] [--concurrent 400]
-        [--concurrency 50] [--rounds 3] [--retry]
+        [--concurrency 50] [--rounds 3] [--retry] [--core qh3,aioquic]
+        [--peers qh3,aioquic,ngtcp2] [--clients aioquic,qh3] [--json PATH]
+        [--svg PATH] [--broken]
 
-Both servers skip Retry address validation unless --retry is given (then
-both use it).  The machine has 2 cores: the client and the server each get
-one; the client is CPU-bound too, so the server-CPU figures are the cleaner
-comparison.
+No server uses Retry unless --retry is given (then all do).  gtlsserver
+speaks only HTTP/3, so its clients offer ALPN h3 (they close right after
+the handshake; it sends its SETTINGS).  The machine has 2 cores: the client
+and the server each get one; the client is CPU-bound too, so the server-CPU
+figures are the cleaner comparison.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
-import os
-import socket
-import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
-from _common import ROOT, aioquic_server, env_note, make_certs, median
+from _common import env_note, make_certs, median
+from _stacks import (
+    BROKEN_PAIRS,
+    CLIENT_STACKS,
+    CORES,
+    PEER_STACKS,
+    Server,
+    handshake_clients,
+    handshake_server,
+    load_note,
+    load_range,
+    parse_list,
+    stacks,
+    stop_cleanly_on_sigterm,
+)
+from _svg import bar_chart
 
-from tests.support.certs import CertFiles
+#: The issue's goal: quicconn-qh3's server CPU per handshake at most qh3's.
+GOAL = ("quicconn-qh3", "qh3")
 
-ALPN = "quicconn-test"
-CLIENTS = ROOT / "tests/peers/aioquic_clients.py"
-QUICCONN_SERVER = ROOT / "examples/quic_server_multi.py"
-TICKS = os.sysconf("SC_CLK_TCK")
+
+def ratio(ours: float, other: float) -> float | None:
+    """ours / other, or None when other is zero (a run too short for the
+    CPU clock's 10 ms ticks)."""
+    return ours / other if other else None
+
+
+def shown(value: float | None) -> str:
+    return "  n/a" if value is None else f"{value:5.2f}x"
 
 
 @dataclass
@@ -48,97 +82,6 @@ class Run:
     server_cpu_ms: float  # per handshake
 
 
-@contextmanager
-def quicconn_server(certs: CertFiles, retry: bool) -> Iterator[tuple[int, int]]:
-    """Run examples/quic_server_multi.py; yield (port, pid)."""
-    args = [
-        sys.executable,
-        str(QUICCONN_SERVER),
-        "0",
-        str(certs.cert),
-        str(certs.key),
-        "--alpn",
-        ALPN,
-    ]
-    if not retry:
-        args.append("--no-validate")
-    # The example takes a fixed port; find a free one and pass it on.
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    args[2] = str(port)
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        if not line.startswith("Listening"):
-            raise RuntimeError(f"quicconn server did not start: {line!r}")
-        yield port, proc.pid
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-
-
-@contextmanager
-def aioquic_server_pid(certs: CertFiles, retry: bool) -> Iterator[tuple[int, int]]:
-    """Run tests/peers/aioquic_server.py; yield (port, pid)."""
-    before = set(_children())
-    with aioquic_server(certs, *(["--retry"] if retry else [])) as port:
-        (pid,) = set(_children()) - before
-        yield port, pid
-
-
-def _children() -> list[int]:
-    me = os.getpid()
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as fp:
-                    fields = fp.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == me:
-                found.append(int(entry))
-    return found
-
-
-def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as fp:
-        fields = fp.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
-
-
-def handshakes(port: int, pid: int, ca: str, count: int, concurrency: int) -> Run:
-    cpu0 = cpu_seconds(pid)
-    out = subprocess.run(
-        [
-            sys.executable,
-            str(CLIENTS),
-            "--port",
-            str(port),
-            "--ca",
-            ca,
-            "--clients",
-            str(count),
-            "--concurrency",
-            str(concurrency),
-            "--size",
-            "0",
-            "--alpn",
-            ALPN,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    cpu1 = cpu_seconds(pid)
-    result = json.loads(out.stdout.strip().splitlines()[-1])
-    if result["failed"]:
-        raise RuntimeError(f"{result['failed']} handshakes failed: {result['errors']}")
-    return Run(count, result["handshakes_per_s"], (cpu1 - cpu0) * 1000 / count)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sequential", type=int, default=150)
@@ -146,55 +89,189 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--retry", action="store_true")
+    parser.add_argument("--core", help=f"quicconn's cores (default {','.join(CORES)})")
+    parser.add_argument(
+        "--peers", help=f"servers to compare with (default {','.join(PEER_STACKS)})"
+    )
+    parser.add_argument(
+        "--clients",
+        help=f"whose clients drive the servers (default {','.join(CLIENT_STACKS)})",
+    )
+    parser.add_argument(
+        "--broken",
+        action="store_true",
+        help="measure the server/client pairs known not to work too",
+    )
+    parser.add_argument("--json", help="write every run and the summary here")
+    parser.add_argument("--svg", help="plot the server CPU per handshake here")
+    parser.add_argument(
+        "--replot", action="store_true", help="only redraw --svg from --json"
+    )
     args = parser.parse_args()
-    certs = make_certs()
-    ca = str(certs.ca)
+    if args.replot:
+        record = json.loads(Path(args.json).read_text())
+        Path(args.svg).write_text(plot(record))
+        return
+    stop_cleanly_on_sigterm()
+    cores = parse_list(args.core, CORES, "core")
+    peers = parse_list(args.peers, PEER_STACKS, "peer")
+    clients = parse_list(args.clients, CLIENT_STACKS, "client")
+    started = datetime.datetime.now(datetime.UTC)
     phases = {
         "sequential": (args.sequential, 1),
         "concurrent": (args.concurrent, args.concurrency),
     }
-    results: dict[tuple[str, str], list[Run]] = {
-        (server, phase): [] for server in ("quicconn", "aioquic") for phase in phases
-    }
-    load = os.getloadavg()[0]
     print(
         f"bench/handshakes: {args.sequential} sequential and {args.concurrent} "
         f"concurrent ({args.concurrency} in flight) handshakes, {args.rounds} rounds "
         f"alternating, Retry {'on' if args.retry else 'off'}; {env_note()}, "
-        f"load average {load:.2f} at start"
+        f"{load_note()} at start"
     )
-    with (
-        quicconn_server(certs, args.retry) as (q_port, q_pid),
-        aioquic_server_pid(certs, args.retry) as (a_port, a_pid),
-    ):
-        servers = {"quicconn": (q_port, q_pid), "aioquic": (a_port, a_pid)}
+    chosen = stacks(cores, peers)
+    skipped = {} if args.broken else BROKEN_PAIRS
+    for (server, client), why in skipped.items():
+        if server in chosen and client in clients:
+            print(f"  (skipping {server} server with {client} clients: {why})")
+    certs = make_certs()
+    #: (client stack, phase): what one measurement is.
+    settings = [(c, phase) for c in clients for phase in phases]
+    results: dict[tuple[str, str, str], list[Run]] = {
+        (s, c, phase): [] for s in chosen for c, phase in settings
+    }
+    runs: list[dict[str, object]] = []
+    with ExitStack() as servers_up:
+        servers: dict[str, Server] = {
+            s: servers_up.enter_context(handshake_server(s, certs, args.retry))
+            for s in chosen
+        }
         # One unmeasured warm-up each: imports, first-connection caches.
-        for port, pid in servers.values():
-            handshakes(port, pid, ca, 10, 1)
+        for stack, server in servers.items():
+            for client in clients:
+                if (stack, client) not in skipped:
+                    handshake_clients(server, certs, 10, 1, client)
         for i in range(args.rounds):
-            for name, (port, pid) in servers.items():
-                for phase, (count, concurrency) in phases.items():
-                    run = handshakes(port, pid, ca, count, concurrency)
-                    results[(name, phase)].append(run)
+            order = chosen[i % len(chosen) :] + chosen[: i % len(chosen)]
+            for stack in order:
+                for client, phase in settings:
+                    if (stack, client) in skipped:
+                        continue
+                    count, concurrency = phases[phase]
+                    report = handshake_clients(
+                        servers[stack], certs, count, concurrency, client
+                    )
+                    run = Run(
+                        count,
+                        float(str(report["handshakes_per_s"])),
+                        float(str(report["server_cpu"])) * 1000 / count,
+                    )
+                    results[(stack, client, phase)].append(run)
+                    load = load_note()
+                    runs.append(
+                        {
+                            "round": i + 1,
+                            "stack": stack,
+                            "client": client,
+                            "phase": phase,
+                            "handshakes_per_s": run.per_second,
+                            "server_cpu_ms": run.server_cpu_ms,
+                            "load": load,
+                        }
+                    )
                     print(
-                        f"  round {i + 1} {name:9s} {phase:10s} "
-                        f"{run.per_second:7.1f} handshakes/s  "
-                        f"server CPU {run.server_cpu_ms:6.2f} ms/handshake",
+                        f"  round {i + 1} {stack:17s} {client:7s} clients "
+                        f"{phase:10s} {run.per_second:7.1f} handshakes/s  "
+                        f"server CPU {run.server_cpu_ms:6.2f} ms/handshake  {load}",
                         flush=True,
                     )
-    for phase in phases:
-        q = median([r.per_second for r in results[("quicconn", phase)]])
-        a = median([r.per_second for r in results[("aioquic", phase)]])
-        qc = median([r.server_cpu_ms for r in results[("quicconn", phase)]])
-        ac = median([r.server_cpu_ms for r in results[("aioquic", phase)]])
-        print(
-            f"{phase}: quicconn {q:.1f}/s, aioquic asyncio {a:.1f}/s, "
-            f"ratio {q / a:.2f}x; server CPU quicconn {qc:.2f} ms, "
-            f"aioquic {ac:.2f} ms per handshake, ratio (aioquic/quicconn) "
-            f"{ac / qc:.2f}x"
-        )
-    print(f"load average at end {os.getloadavg()[0]:.2f}")
+    summary: dict[str, dict[str, dict[str, float]]] = {}
+    found: dict[str, dict[str, float | None]] = {}
+    for client, phase in settings:
+        title = f"{client} clients, {phase}"
+        measured = [s for s in chosen if results[(s, client, phase)]]
+        picked = {s: results[(s, client, phase)] for s in measured}
+        rate = {s: median([r.per_second for r in picked[s]]) for s in measured}
+        cpu = {s: median([r.server_cpu_ms for r in picked[s]]) for s in measured}
+        summary[title] = {
+            s: {"handshakes_per_s": rate[s], "server_cpu_ms": cpu[s]} for s in measured
+        }
+        print(f"{title} (medians):")
+        for s in measured:
+            print(f"  {s:17s} {rate[s]:7.1f}/s  server CPU {cpu[s]:6.2f} ms/handshake")
+        for ours in (s for s in measured if s.startswith("quicconn-")):
+            for other in (s for s in measured if s != ours):
+                key = f"{ours}/{other}"
+                pair = {
+                    "rate": ratio(rate[ours], rate[other]),
+                    "server_cpu": ratio(cpu[ours], cpu[other]),
+                }
+                found[f"{title}: {key}"] = pair
+                print(
+                    f"  {key:34s} rate {shown(pair['rate'])}, "
+                    f"server CPU per handshake {shown(pair['server_cpu'])}"
+                )
+        ours, peer = GOAL
+        if ours in cpu and peer in cpu:
+            verdict = "met" if cpu[ours] <= cpu[peer] else "NOT met"
+            print(
+                f"goal ({title}): {ours} server CPU per handshake <= {peer}'s: "
+                f"{cpu[ours]:.2f} ms vs {cpu[peer]:.2f} ms, {verdict}"
+            )
+    end_load = load_note()
+    print(f"{end_load} at end")
+    record = {
+        "bench": "handshakes",
+        "started": started.isoformat(timespec="seconds"),
+        "environment": env_note(),
+        "phases": {p: {"count": c, "in_flight": f} for p, (c, f) in phases.items()},
+        "clients": clients,
+        "skipped": {f"{s} server, {c} clients": w for (s, c), w in skipped.items()},
+        "rounds": args.rounds,
+        "retry": args.retry,
+        "load_at_end": end_load,
+        "runs": runs,
+        "medians": summary,
+        "ratios": found,
+    }
+    if args.json:
+        Path(args.json).write_text(json.dumps(record, indent=2) + "\n")
+    if args.svg:
+        Path(args.svg).write_text(plot(record))
     sys.stdout.flush()
+
+
+def plot(record: dict[str, Any]) -> str:
+    """Server CPU per handshake of every run, from a record as --json writes it."""
+    runs = record["runs"]
+    servers = list(dict.fromkeys(r["stack"] for r in runs))
+    sections = []
+    for client in record["clients"]:
+        for phase, shape in record["phases"].items():
+            rows = [
+                (
+                    server,
+                    [
+                        r["server_cpu_ms"]
+                        for r in runs
+                        if (r["stack"], r["client"], r["phase"])
+                        == (server, client, phase)
+                    ],
+                )
+                for server in servers
+            ]
+            sections.append(
+                (
+                    f"{client} clients, {phase}: {shape['count']} handshakes, "
+                    f"{shape['in_flight']} in flight",
+                    [row for row in rows if row[1]],
+                )
+            )
+    return bar_chart(
+        "bench/handshakes: server CPU per handshake (lower is better)",
+        "server CPU, ms per handshake (bar: median; whisker and dots: every run)",
+        sections,
+        note=f"{record['started'][:10]}, loopback, {record['environment']}, "
+        f"{load_range(runs)}",
+    )
 
 
 if __name__ == "__main__":

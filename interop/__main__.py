@@ -3,9 +3,9 @@
 Examples::
 
     python -m interop                                   # the full matrix
-    python -m interop -s aioquic -c quicconn -t handshake,transfer
+    python -m interop -s aioquic -c quicconn-qh3 -t handshake,transfer
     python -m interop --markdown docs/interop.md --json docs/interop-result.json
-    python -m interop -s ngtcp2 -c quicconn -t v2 --merge \
+    python -m interop -s ngtcp2 -c quicconn-aioquic -t v2 --merge \
         --markdown docs/interop.md --json docs/interop-result.json
 
 Every run is also appended to ``<log-dir>/outcomes.jsonl``; ``--merge``

@@ -12,6 +12,7 @@ testcase it cannot run, as an endpoint exits 127.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 from collections.abc import Sequence
@@ -96,17 +97,37 @@ class Implementation:
         return Unsupported(f"{self.name} has no client here")
 
 
-class Quicconn(Implementation):
-    """This project, through its interop endpoint."""
+#: quicconn's QUIC cores, each a column and a row of the matrix.
+QUICCONN_CORES = ("qh3", "aioquic")
 
-    name = "quicconn"
+
+class Quicconn(Implementation):
+    """This project, through its interop endpoint, on one of its QUIC cores.
+
+    ``quicconn-qh3`` and ``quicconn-aioquic``: the endpoint runs with
+    ``QUICCONN_CORE`` set, so a testcase the core cannot do fails at
+    configuration time instead of moving silently to the other core.
+    """
+
     roles = frozenset({"server", "client"})
     url = "https://github.com/quicconn/quicconn"
+
+    def __init__(self, core: str) -> None:
+        self.core = core
+        self.name = f"quicconn-{core}"
+
+    def _installed(self) -> Unsupported | None:
+        if importlib.util.find_spec(self.core) is None:
+            return Unsupported(
+                f"quicconn's {self.core} core: {self.core} is not installed"
+            )
+        return None
 
     def _env(self, role: str, ep: Endpoint, paths: RunPaths) -> dict[str, str]:
         keylog = paths.server_keylog if role == "server" else paths.client_keylog
         qlog = paths.server_qlog if role == "server" else paths.client_qlog
         return {
+            "QUICCONN_CORE": self.core,
             "ROLE": role,
             "TESTCASE": ep.testname,
             "WWW": str(paths.www),
@@ -118,12 +139,16 @@ class Quicconn(Implementation):
         }
 
     def server(self, ep: Endpoint, paths: RunPaths) -> ServerPlan:
+        if (missing := self._installed()) is not None:
+            return missing
         env = self._env("server", ep, paths) | {"HOST": ep.host, "PORT": str(ep.port)}
         return Command([sys.executable, "-m", "interop.endpoint"], env, cwd=_ROOT)
 
     def client(
         self, ep: Endpoint, paths: RunPaths, requests: Sequence[str]
     ) -> ClientPlan:
+        if (missing := self._installed()) is not None:
+            return missing
         env = self._env("client", ep, paths) | {"REQUESTS": " ".join(requests)}
         return [Command([sys.executable, "-m", "interop.endpoint"], env, cwd=_ROOT)]
 
@@ -269,6 +294,9 @@ class Ngtcp2(Implementation):
             f"--download={paths.downloads}",
             f"--qlog-dir={paths.client_qlog}",
             "--timeout=30s",
+            # As for gtlsserver: its default, 10 s, is shorter than the PTO
+            # backoff of 30% loss on a loaded machine.
+            "--handshake-timeout=30s",
         ]
         name = ep.testname
         if name == "chacha20":
@@ -380,12 +408,25 @@ class OpenSSLClient(Implementation):
 
 def implementations(peers: PeerPaths) -> dict[str, Implementation]:
     impls: list[Implementation] = [
-        Quicconn(),
+        *(Quicconn(core) for core in QUICCONN_CORES),
         Aioquic(peers),
         Ngtcp2(peers),
         OpenSSLClient(peers),
     ]
     return {impl.name: impl for impl in impls}
+
+
+def is_quicconn(impl: Implementation) -> bool:
+    """Whether ``impl`` is quicconn (on any core)."""
+    return isinstance(impl, Quicconn)
+
+
+def default_quicconn() -> str:
+    """The name of quicconn's implementation on the core a client context
+    gets here (``$QUICCONN_CORE``, else quicconn's "auto" choice)."""
+    import quicconn
+
+    return f"quicconn-{quicconn.Context(quicconn.CLIENT).core}"
 
 
 def endpoint_alpn(testname: str, server: Implementation, client: Implementation) -> str:

@@ -42,6 +42,7 @@ from .implementations import (
     RunPaths,
     Unsupported,
     endpoint_alpn,
+    is_quicconn,
 )
 from .netsim import NetSim, config_from_scenario
 from .testcases import Evidence, Result, Testcase, Unjudgeable, goodput_kbps
@@ -412,12 +413,13 @@ def run(
 def pairs(
     servers: Sequence[Implementation], clients: Sequence[Implementation]
 ) -> list[tuple[Implementation, Implementation]]:
-    """Every pair in which quicconn takes part (the others are not ours to test)."""
+    """Every pair in which quicconn, on any core, takes part (the others are
+    not ours to test)."""
     return [
         (s, c)
         for c in clients
         for s in servers
-        if "quicconn" in (s.name, c.name)
+        if (is_quicconn(s) or is_quicconn(c))
         and "server" in s.roles
         and "client" in c.roles
     ]

@@ -129,7 +129,7 @@ class TestPathConfinement:
             if alpn == "h3":
                 assert download.status == 404
             else:  # HTTP/0.9 has no status: the stream is reset instead
-                assert "stream reset by the server (error 0x10b)" in (
+                assert "stream reset by the server (H3_REQUEST_REJECTED, 0x10b)" in (
                     download.error or ""
                 )
 
@@ -175,6 +175,18 @@ class TestTransfers:
             served.root / "random.bin"
         ).read_bytes()
         assert (tmp_path / "empty.txt").read_bytes() == b""
+
+    def test_saving_a_file_whose_name_is_250_characters(self, pki, served, tmp_path):
+        # The interop runner's zerortt and amplificationlimit files have such
+        # names: the download's temporary name must fit in 255 bytes too.
+        name = "n" * 250
+        (served.root / name).write_bytes(b"long name\n")
+        options = ClientOptions(cafile=str(pki.ca))
+        with HttpClient("localhost", served.port, options) as client:
+            (download,) = client.fetch([f"/{name}"], output_dir=tmp_path)
+        assert download.ok, download.error
+        assert (tmp_path / name).read_bytes() == b"long name\n"
+        assert [p.name for p in tmp_path.iterdir()] == [name]
 
 
 def raw_h3_connection(pki: CertFiles, port: int) -> quicconn.Connection:

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from interop import report, testcases
-from interop.implementations import implementations
+from interop.implementations import default_quicconn, implementations
 from interop.pcap import PcapWriter
 from interop.peers import locate
 from interop.runner import Outcome, run_testcase, wait_until_ready
@@ -27,6 +27,9 @@ from interop.testcases import Evidence, Result, files_match
 from interop.trace import Direction, Trace
 
 pytestmark = pytest.mark.peer
+
+#: quicconn on the core this run of the suite uses ($QUICCONN_CORE or auto).
+OURS = default_quicconn()
 
 
 @pytest.fixture(scope="module")
@@ -38,16 +41,14 @@ def impls():
 
 @pytest.mark.parametrize("name", ["handshake", "transfer", "retry", "transferloss"])
 def test_quicconn_client_passes_against_aioquic_server(impls, tmp_path, name):
-    outcome = run_testcase(
-        testcases.get(name), impls["aioquic"], impls["quicconn"], tmp_path
-    )
+    outcome = run_testcase(testcases.get(name), impls["aioquic"], impls[OURS], tmp_path)
     assert outcome.result is Result.SUCCEEDED, (outcome.reason, outcome.log_dir)
     assert outcome.alpn == "hq-interop"
 
 
 def test_quicconn_client_passes_http3_against_gtlsserver(impls, tmp_path):
     outcome = run_testcase(
-        testcases.get("http3"), impls["ngtcp2"], impls["quicconn"], tmp_path
+        testcases.get("http3"), impls["ngtcp2"], impls[OURS], tmp_path
     )
     assert outcome.result is Result.SUCCEEDED, (outcome.reason, outcome.log_dir)
     assert outcome.alpn == "h3"
@@ -56,14 +57,14 @@ def test_quicconn_client_passes_http3_against_gtlsserver(impls, tmp_path):
 def test_handshake_check_fails_when_the_server_sends_a_retry(impls, tmp_path):
     # The server is told "retry" but the run is judged as "handshake".
     forced = dataclasses.replace(testcases.get("handshake"), server_testname="retry")
-    outcome = run_testcase(forced, impls["aioquic"], impls["quicconn"], tmp_path)
+    outcome = run_testcase(forced, impls["aioquic"], impls[OURS], tmp_path)
     assert outcome.result is Result.FAILED
     assert "Retry" in outcome.reason
 
 
 def test_a_client_that_cannot_run_a_testcase_is_reported_unsupported(impls, tmp_path):
     outcome = run_testcase(
-        testcases.get("transfer"), impls["quicconn"], impls["openssl"], tmp_path
+        testcases.get("transfer"), impls[OURS], impls["openssl"], tmp_path
     )
     assert outcome.result is Result.UNSUPPORTED
     assert "one request per connection" in outcome.reason
@@ -175,22 +176,24 @@ def test_readiness_probe_waits_for_version_negotiation(impls, tmp_path):
 
 
 def test_reports_show_the_grid_the_runner_schema_and_explain_failures(impls):
+    # The diagnoses were written for runs on the aioquic core.
+    Q = "quicconn-aioquic"
     chosen = [testcases.get(n) for n in ("handshake", "rebind-port", "goodput")]
     outcomes = [
-        Outcome("quicconn", "quicconn", "handshake", Result.SUCCEEDED, alpn="hq"),
-        Outcome("quicconn", "quicconn", "goodput", Result.SUCCEEDED, values=[9000.0]),
-        Outcome("quicconn", "openssl", "handshake", Result.FAILED, "it broke"),
-        Outcome("ngtcp2", "quicconn", "rebind-port", Result.FAILED, "no challenge"),
+        Outcome(Q, Q, "handshake", Result.SUCCEEDED, alpn="hq"),
+        Outcome(Q, Q, "goodput", Result.SUCCEEDED, values=[9000.0]),
+        Outcome(Q, "openssl", "handshake", Result.FAILED, "it broke"),
+        Outcome("ngtcp2", Q, "rebind-port", Result.FAILED, "no challenge"),
     ]
-    servers = [impls["quicconn"], impls["ngtcp2"]]
-    clients = [impls["quicconn"], impls["openssl"]]
+    servers = [impls[Q], impls["ngtcp2"]]
+    clients = [impls[Q], impls["openssl"]]
     text = report.markdown(
         outcomes, servers, clients, chosen, start=0.0, end=60.0, environment=""
     )
-    assert "| **quicconn** | ✓ H G | ✕ H |" in text
+    assert "| **quicconn-aioquic** | ✓ H G | ✕ H |" in text
     assert "| **ngtcp2** | ✕ BP | — |" in text
     failures = text.split("## Failures")[1]
-    assert "quicconn ← openssl, handshake**: not diagnosed" in failures
+    assert "quicconn-aioquic ← openssl, handshake**: not diagnosed" in failures
     assert "ngtcp2 0.12.1's server first sends an ACK-only packet" in failures
     data = report.result_json(
         outcomes, servers, clients, chosen, start=0.0, end=60.0, log_dir=Path("x")

@@ -96,11 +96,14 @@ class _GroupTransport(UdpTransport):
     def __init__(
         self,
         sock: socket.socket,
+        ctx: Context,
         cid_length: int,
         tosser: Tosser | None,
         trace: bool,
     ) -> None:
-        super().__init__(sock)
+        super().__init__(
+            sock, use_gso=ctx.use_gso, use_gro=ctx.use_gro, dont_fragment=True
+        )
         self.counts: Counter[bytes] | None = Counter() if trace else None
         self._cid_length = cid_length
         self._tosser = tosser
@@ -193,7 +196,7 @@ class Worker:
                 self._send_now,
             )
         transport = _GroupTransport(
-            sock, self.quic_lb.cid_length, tosser, spec.trace_datagrams
+            sock, ctx, self.quic_lb.cid_length, tosser, spec.trace_datagrams
         )
         listener = ctx.new_listener(transport, flags)
         reactor = events_reactor(listener)

@@ -59,6 +59,9 @@ class AioquicBackend:
             Capability.ACK_THINNING,
             Capability.KEEP_ALIVE,
             Capability.DATAGRAMS,
+            Capability.PMTUD_CLIENT,
+            Capability.PMTUD_SERVER,
+            Capability.PMTUD_JUMBO,
             Capability.CHOSEN_CONNECTION_IDS,
             Capability.ANY_CID_LENGTH,
         }
