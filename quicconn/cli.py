@@ -4,7 +4,8 @@
   all URLs of one server over one connection, each saved under its own URL
   path below DIR (through a temporary name, renamed only once complete), with
   a progress bar per file and a summary;
-* ``quicconn serve DIR`` serves a directory over HTTP/3 and hq-interop;
+* ``quicconn serve DIR`` serves a directory over HTTP/3 and hq-interop
+  (``--workers N``: N processes on one port, steered by connection ID);
 * ``quicconn demo`` does both on loopback, with a generated certificate,
   explaining each step.
 
@@ -17,6 +18,7 @@ QUIC stack logs.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import errno
 import logging
 import os
@@ -59,6 +61,8 @@ from .http import (
     StallError,
     local_path,
 )
+from .scale import ServerKeys, Worker, WorkerGroup
+from .scale._group import DEFAULT_QUIC_LB
 
 
 class UsageError(Exception):
@@ -354,10 +358,19 @@ def _load_cert(ctx: Context, cert: str, key: str | None) -> None:
         ) from exc
 
 
-def _server_context(args: argparse.Namespace, err: TextIO) -> Context:
-    ctx = Context(SERVER)
+@dataclass(frozen=True)
+class ServerFiles:
+    """What a serving context is made from (picklable: workers get it)."""
+
+    cert: str
+    key: str | None
+    keylog: str | None
+    qlog_dir: str | None
+
+
+def _server_files(args: argparse.Namespace, err: TextIO) -> ServerFiles:
     if args.cert:
-        _load_cert(ctx, args.cert, args.key)
+        cert, key = args.cert, args.key
     else:
         directory = (
             Path(args.pki_dir)
@@ -365,18 +378,25 @@ def _server_context(args: argparse.Namespace, err: TextIO) -> Context:
             else Path(tempfile.mkdtemp(prefix="quicconn-serve-"))
         )
         pki = _pki(directory)
-        _load_cert(ctx, str(pki.cert), str(pki.key))
+        cert, key = str(pki.cert), str(pki.key)
         print(
             f"no --cert given: using a certificate for localhost; "
             f"clients trust {pki.ca}",
             file=err,
         )
-    ctx.set_alpn_protos([ALPN_H3, ALPN_HQ])
-    if args.keylog:
-        ctx.keylog_filename = args.keylog
     if args.qlog_dir:
         Path(args.qlog_dir).mkdir(parents=True, exist_ok=True)
-        ctx.qlog_dir = args.qlog_dir
+    return ServerFiles(cert, key, args.keylog, args.qlog_dir)
+
+
+def _server_context(files: ServerFiles) -> Context:
+    ctx = Context(SERVER)
+    _load_cert(ctx, files.cert, files.key)
+    ctx.set_alpn_protos([ALPN_H3, ALPN_HQ])
+    if files.keylog:
+        ctx.keylog_filename = files.keylog
+    if files.qlog_dir:
+        ctx.qlog_dir = files.qlog_dir
     return ctx
 
 
@@ -418,8 +438,13 @@ def cmd_serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         raise UsageError("--key needs --cert")
     if args.cert and args.pki_dir:
         raise UsageError("--pki-dir is for a generated certificate: not with --cert")
-    ctx = _server_context(args, err)
+    if args.workers is None and (args.server_id or args.keys_file):
+        raise UsageError("--server-id and --keys-file are for --workers")
+    files = _server_files(args, err)
+    ctx = _server_context(files)
     flags = LISTENER_FLAG_NO_VALIDATE if args.no_retry else 0
+    if args.workers is not None:
+        return _serve_workers(args, files, flags, err)
     listener = _listen(ctx, args.host, args.port, flags)
     server = FileServer(listener, root)
     host, port = listener.local_address()[:2]
@@ -454,6 +479,131 @@ def cmd_serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             flush=True,
         )
     return 0
+
+
+def _serve_worker(
+    worker: Worker, root: str, files: ServerFiles, flags: int
+) -> dict[str, int]:
+    """One worker of ``quicconn serve --workers``: a FileServer until stopped."""
+    listener = worker.new_listener(_server_context(files), flags)
+    server = FileServer(listener, Path(root))
+    try:
+        server.serve_forever(worker.stop_event)
+    finally:
+        server.close()
+    return dataclasses.asdict(server.stats)
+
+
+def _group_keys(path: str | None) -> ServerKeys:
+    """The keys in ``path`` (made there if missing), or fresh ones."""
+    if path is None:
+        return ServerKeys.generate()
+    if not os.path.exists(path):
+        keys = ServerKeys.generate()
+        keys.save(path)
+        return keys
+    try:
+        return ServerKeys.load(path)
+    except (OSError, ValueError) as exc:
+        raise CommandError(f"--keys-file: {exc}") from exc
+
+
+def _serve_workers(
+    args: argparse.Namespace, files: ServerFiles, flags: int, err: TextIO
+) -> int:
+    address = _bind_address(args.host, args.port)
+    quic_lb = DEFAULT_QUIC_LB
+    if args.server_id:
+        # 8-byte IDs while the server ID allows (every core serves them; a
+        # worker index and at least 4 random bytes follow the server ID).
+        nonce = max(5, DEFAULT_QUIC_LB.cid_length - 1 - len(args.server_id))
+        quic_lb = dataclasses.replace(
+            quic_lb, server_id=args.server_id, nonce_length=nonce
+        )
+    group = WorkerGroup(
+        _serve_worker,
+        address,
+        workers=args.workers,
+        args=(str(Path(args.directory).resolve()), files, flags),
+        quic_lb=quic_lb,
+        keys=_group_keys(args.keys_file),
+    )
+    try:
+        group.start()
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise CommandError(
+            f"cannot listen on {args.host}:{args.port}: {reason}"
+        ) from exc
+    except RuntimeError as exc:
+        raise CommandError(f"{exc} (run with -v to see why)") from exc
+    host, port = group.address
+    shown = f"[{host}]" if ":" in host else host
+    print(
+        f"serving {Path(args.directory).resolve()} on https://{shown}:{port}/ "
+        f"(h3, hq-interop) with {group.workers} workers, server ID "
+        f"{quic_lb.server_id.hex()}",
+        file=err,
+        flush=True,
+    )
+    stop = threading.Event()
+    stopped_by: list[str] = []
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stopped_by.append(signal.Signals(signum).name)
+        stop.set()
+
+    previous = signal.signal(signal.SIGTERM, on_signal)
+    try:
+        while not stop.wait(0.2) and not group.wait(0):
+            pass
+    except KeyboardInterrupt:
+        stopped_by.append("SIGINT")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        reports = group.stop()
+    totals: dict[str, int] = {}
+    per_worker = [0] * group.workers
+    for report in reports:
+        for name, value in (report.result or {}).items():
+            totals[name] = totals.get(name, 0) + value
+        per_worker[report.index] += (report.result or {}).get("connections", 0)
+    why = f" (stopped by {stopped_by[0]})" if stopped_by else ""
+    replaced = f", {group.restarts} replaced" if group.restarts else ""
+    print(
+        f"served {totals.get('connections', 0)} connections "
+        f"({', '.join(map(str, per_worker))} per worker), "
+        f"{totals.get('requests', 0)} requests ({totals.get('not_found', 0)} not "
+        f"found), {totals.get('bytes_sent', 0):,} bytes with {group.workers} "
+        f"workers{replaced}{why}",
+        file=err,
+        flush=True,
+    )
+    if group.failure is not None:
+        raise CommandError(group.failure)
+    return 0
+
+
+def server_id_hex(text: str) -> bytes:
+    """argparse type: a QUIC-LB server ID in hex (1-15 bytes)."""
+    try:
+        value = bytes.fromhex(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not hex (e.g. 0a01)") from None
+    if not 1 <= len(value) <= 14:
+        raise argparse.ArgumentTypeError("a server ID is 1 to 14 bytes here")
+    return value
+
+
+def worker_count(text: str) -> int:
+    """argparse type: 1-255 worker processes."""
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 1 <= count <= 255:
+        raise argparse.ArgumentTypeError(f"{count} workers: choose 1-255")
+    return count
 
 
 # -- demo ----------------------------------------------------------------------
@@ -662,6 +812,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--qlog-dir", metavar="DIR", help="write a qlog trace per connection"
+    )
+    serve.add_argument(
+        "--workers",
+        type=worker_count,
+        metavar="N",
+        help="serve from N processes on the one port, each packet steered to "
+        "the worker that owns its connection (see docs/scaling.md)",
+    )
+    serve.add_argument(
+        "--server-id",
+        type=server_id_hex,
+        metavar="HEX",
+        help="with --workers: this host's QUIC-LB server ID, which a load "
+        "balancer routes by (default 01)",
+    )
+    serve.add_argument(
+        "--keys-file",
+        metavar="FILE",
+        help="with --workers: the keys hosts share (Retry tokens, resets, "
+        "session tickets); made if missing; default: fresh keys",
     )
     serve.set_defaults(handler=cmd_serve)
 

@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 
 import quicconn
+import quicconn.scale
 from quicconn.cli import build_parser
 from quicconn.http import (
     FileServer,
@@ -504,3 +505,46 @@ def test_serve_keeps_its_generated_certificate_in_pki_dir(www, tmp_path):
         proc.wait(10)
     assert result.returncode == 0, result.stderr
     assert result.stdout == "hello at the top\n"
+
+
+def test_serve_with_workers_reports_each_workers_share_when_stopped(pki, www, tmp_path):
+    keys = tmp_path / "keys.json"
+    proc, url = start_serve(
+        str(www), "--port", "0", "--workers", "2", "--server-id", "0a0b",
+        "--keys-file", str(keys), "--cert", str(pki.cert), "--key", str(pki.key),
+    )  # fmt: skip
+    port = int(url.rsplit(":", 1)[1].strip("/"))
+    clients = []
+    try:
+        for _ in range(6):
+            client = quicconn.http.HttpClient(
+                "localhost", port, quicconn.http.ClientOptions(cafile=str(pki.ca))
+            )
+            clients.append(client)
+            (download,) = client.fetch(["/hello.txt"])  # the connection stays open
+            assert download.ok
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+        for client in clients:
+            client.close(timeout=0.5)
+    assert proc.returncode == 0, err
+    summary = err.strip().splitlines()[-1]
+    assert summary.startswith("served 6 connections (") and "6 requests" in summary
+    per_worker = summary.split("(", 1)[1].split(" per worker")[0].split(", ")
+    assert len(per_worker) == 2 and sum(map(int, per_worker)) == 6
+    assert "with 2 workers" in summary and "SIGTERM" in summary
+    assert quicconn.scale.ServerKeys.load(keys)  # made, and kept for next time
+
+
+def test_serve_worker_options_are_checked(www):
+    cases = [
+        (["--workers", "0"], "0 workers: choose 1-255"),
+        (["--workers", "2", "--server-id", "zz"], "'zz' is not hex"),
+        (["--server-id", "01"], "are for --workers"),
+    ]
+    for extra, shown in cases:
+        result = run_cli("serve", str(www), *extra, timeout=30)
+        assert result.returncode == 2, (extra, result.stderr)
+        assert shown in result.stderr.strip().splitlines()[-1], (extra, result.stderr)

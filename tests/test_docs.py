@@ -14,6 +14,7 @@ import pytest
 import quicconn
 import quicconn.asyncio
 import quicconn.http
+import quicconn.scale
 import quicconn.testing
 import quicconn.trio
 
@@ -55,7 +56,14 @@ def documented_names(site: Path) -> set[str]:
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize(
     "module",
-    [quicconn, quicconn.http, quicconn.testing, quicconn.asyncio, quicconn.trio],
+    [
+        quicconn,
+        quicconn.http,
+        quicconn.testing,
+        quicconn.asyncio,
+        quicconn.trio,
+        quicconn.scale,
+    ],
 )
 def test_the_reference_covers_every_public_name(site: Path, module) -> None:
     names = documented_names(site)

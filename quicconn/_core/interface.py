@@ -93,6 +93,18 @@ class Capability(enum.Enum):
     #: Keep-alive PINGs (``CoreSettings.keep_alive``): :meth:`Core.get_timer`
     #: and :meth:`Core.handle_timer` include the keep-alive deadline.
     KEEP_ALIVE = "keep-alive PINGs"
+    #: Every connection ID a server issues is quicconn's own
+    #: (``CoreSettings.server_cid_factory``, QUIC-LB): none but the
+    #: handshake's, as the QUIC-LB draft asks of its plaintext algorithm.
+    #: Without it a core adds spare IDs of its own choosing in
+    #: NEW_CONNECTION_ID frames, which no load balancer or worker steering
+    #: can route (a client that moves to one on purpose loses its server).
+    CHOSEN_CONNECTION_IDS = "every server connection ID chosen by quicconn"
+    #: Server connection IDs of any length (a QUIC-LB configuration whose
+    #: IDs are not 8 bytes).  qh3's core serves a client with a zero-length
+    #: ID (OpenSSL's) only under the ID the client chose for it, 8 bytes
+    #: long, so its own must be 8 bytes too.
+    ANY_CID_LENGTH = "server connection IDs of any length"
     #: Unreliable DATAGRAM frames (RFC 9221): :meth:`Core.send_datagram_frame`,
     #: :meth:`Core.max_datagram_payload`, :meth:`CoreSink.on_datagram_frame`.
     DATAGRAMS = "DATAGRAM frames (RFC 9221)"
@@ -504,6 +516,11 @@ TicketFetcher = Callable[[bytes], Any]
 #: ``store(ticket)`` keeps a ticket: a client's new session, or a server's
 #: issued ticket for later resumption.
 TicketHandler = Callable[[Any], None]
+#: ``issue(ticket)``: a server issued ``ticket``; returns the label the
+#: client gets in its place (a self-contained, sealed ticket that any
+#: server with the same ticket key resumes), or None to send the TLS
+#: layer's own label (then ``issue`` keeps the ticket for resumption).
+TicketIssuer = Callable[[Any], "bytes | None"]
 
 
 class CoreBackend(Protocol):
@@ -540,9 +557,15 @@ class CoreBackend(Protocol):
         *,
         reset_key: bytes,
         fetch_ticket: TicketFetcher,
-        store_ticket: TicketHandler,
+        store_ticket: TicketIssuer,
     ) -> Core:
-        """A server core for the Initial a gate accepted."""
+        """A server core for the Initial a gate accepted.
+
+        Its connection ID comes from ``settings.server_cid_factory`` when
+        one is set (then it issues no spare IDs, unless it lacks
+        :attr:`Capability.CHOSEN_CONNECTION_IDS`); a label returned by
+        ``store_ticket`` replaces the one in the NewSessionTicket sent.
+        """
 
     def new_gate(
         self, settings: CoreSettings, *, validate_addresses: bool, reset_key: bytes
@@ -586,4 +609,5 @@ __all__ = [
     "SessionTicket",
     "TicketFetcher",
     "TicketHandler",
+    "TicketIssuer",
 ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -71,6 +72,14 @@ class CoreSettings:
     #: TLS 1.3 cipher suites to offer, by IANA value (None: the core's default).
     cipher_suites: list[int] | None = None
     connection_id_length: int = 8
+    #: Server: makes the connection IDs the server chooses, each
+    #: ``connection_id_length`` bytes (a QUIC-LB configuration's
+    #: ``new_cid``, see quic_lb.py); None: random ones.
+    server_cid_factory: Callable[[], bytes] | None = None
+    #: Server: the AES-GCM key (16, 24 or 32 bytes) Retry tokens are sealed
+    #: with; servers that share it accept each other's tokens.  None: a
+    #: random key per listener.
+    retry_token_key: bytes | None = None
     #: Streams of each kind the peer may open at once (initial_max_streams_*).
     max_streams_bidi: int = 128
     max_streams_uni: int = 128

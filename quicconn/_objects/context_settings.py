@@ -27,6 +27,7 @@ from .._constants import (
 )
 from .._core import registry
 from .._core.interface import Capability, CoreBackend
+from .._core.quic_lb import QuicLbConfig
 from .._core.settings import CoreSettings
 from .._quic.channel import ChannelConfig
 from . import domain_flags
@@ -97,6 +98,8 @@ class ContextSettings(ContextBase):
         #: listener; when full, the oldest is dropped to make room.
         self.max_handshakes = 1024
         self._stateless_reset_key: bytes | None = None
+        self._session_ticket_key: bytes | None = None
+        self._quic_lb: QuicLbConfig | None = None
         # An explicit choice (here or in $QUICCONN_CORE) that is unknown or
         # not installed is refused now, not at the first connection.
         self._check_core()
@@ -418,6 +421,71 @@ class ContextSettings(ContextBase):
             raise ValueError("stateless_reset_key must be at least 16 bytes")
         self._set_checked("_stateless_reset_key", key)
 
+    @property
+    def retry_token_key(self) -> bytes | None:
+        """Server: the key Retry tokens are sealed with (AES-GCM: 16, 24 or
+        32 bytes); None (the default): a random key per listener.
+
+        Servers that may see a client's retried Initial (the workers of a
+        group, hosts behind a load balancer) share it.  A quicconn extension.
+        """
+        return self._settings.retry_token_key
+
+    @retry_token_key.setter
+    def retry_token_key(self, key: bytes | None) -> None:
+        self._settings.retry_token_key = _aes_key(key, "retry_token_key")
+
+    @property
+    def session_ticket_key(self) -> bytes | None:
+        """Server: seal each session ticket under this key (AES-GCM: 16, 24
+        or 32 bytes) into the label the client presents, instead of
+        remembering it; None (the default): remember up to 4,096 per
+        listener.
+
+        Servers that share it resume each other's sessions, 0-RTT included
+        (the workers of a group, hosts behind a load balancer).  The
+        quicconn counterpart of OpenSSL's ticket keys
+        (SSL_CTX_set_tlsext_ticket_key_evp_cb); a label is about 110 bytes.
+        """
+        return self._session_ticket_key
+
+    @session_ticket_key.setter
+    def session_ticket_key(self, key: bytes | None) -> None:
+        self._session_ticket_key = _aes_key(key, "session_ticket_key")
+
+    @property
+    def quic_lb(self) -> QuicLbConfig | None:
+        """Server: choose connection IDs in the QUIC-LB draft's format
+        (``quicconn.scale.QuicLbConfig``: config rotation bits, this
+        server's ID, a nonce), so that a load balancer routes a
+        connection's packets here even after the client's address changed.
+
+        None (the default): random 8-byte IDs.  With a configuration the
+        server issues no spare IDs (NEW_CONNECTION_ID), as the draft asks of
+        its plaintext algorithm; qh3's core adds one of its own, and needs
+        the IDs to be 8 bytes long (docs/scaling.md).  A quicconn extension.
+        """
+        return self._quic_lb
+
+    @quic_lb.setter
+    def quic_lb(self, config: QuicLbConfig | None) -> None:
+        if config is not None and not isinstance(config, QuicLbConfig):
+            raise TypeError(f"expected a quicconn.scale.QuicLbConfig, not {config!r}")
+        if config is not None and self.role is not Role.SERVER:
+            raise ValueError("quic_lb chooses a server's connection IDs: not a client")
+        old = self._quic_lb
+        self._quic_lb = config
+        try:
+            self._check_core()
+        except ValueError:
+            self._quic_lb = old
+            raise
+        settings = self._settings
+        settings.server_cid_factory = None if config is None else config.new_cid
+        settings.connection_id_length = (
+            CoreSettings.connection_id_length if config is None else config.cid_length
+        )
+
     # -- concurrency model (QUIC domains) -----------------------------------
 
     def set_domain_flags(self, flags: int) -> None:
@@ -529,12 +597,20 @@ class ContextSettings(ContextBase):
         chosen = self._settings.congestion_control
         if chosen is not None:
             needs.add(_CONGESTION_CONTROLLERS[chosen])
-        if self._stateless_reset_key is not None:
+        if self._stateless_reset_key is not None and self._quic_lb is None:
+            # With QUIC-LB IDs the key covers the IDs quicconn chose, the
+            # only ones a load balancer routes here; a core that adds spare
+            # IDs of its own lacks CHOSEN_CONNECTION_IDS instead.
             needs.add(Capability.DERIVED_RESET_TOKENS)
         if self.keep_alive_for(self._domain_flags):
             needs.add(Capability.KEEP_ALIVE)
         if self._settings.max_datagram_frame_size:
             needs.add(Capability.DATAGRAMS)
+        if (
+            self._quic_lb is not None
+            and self._quic_lb.cid_length != CoreSettings.connection_id_length
+        ):
+            needs.add(Capability.ANY_CID_LENGTH)
         return frozenset(needs)
 
 
@@ -558,6 +634,12 @@ def core_backend(ctx: ContextSettings) -> CoreBackend:
 
 
 _CONGESTION_CONTROLLERS = {"reno": Capability.RENO, "cubic": Capability.CUBIC}
+
+
+def _aes_key(key: bytes | None, name: str) -> bytes | None:
+    if key is not None and (not isinstance(key, bytes) or len(key) not in (16, 24, 32)):
+        raise ValueError(f"{name} must be 16, 24 or 32 bytes (an AES key), or None")
+    return key
 
 
 def _flag(value: object, name: str) -> bool:

@@ -88,6 +88,7 @@ class Listener(EventSurface, QuicObjectKind):
             max_pending=ctx.max_pending_connections,
             max_live=ctx.max_connections,
             max_handshakes=ctx.max_handshakes,
+            ticket_key=ctx.session_ticket_key,
         )
         self._last_error = 0
         self._blocking = domain_flags.blocking_by_default(concurrency)
@@ -347,9 +348,25 @@ def poll_source(listener: Listener) -> tuple[Reactor | None, Callable[[int], int
     return listener._reactor, revents
 
 
+def close_connections(listener: Listener, error_code: int, reason: str) -> int:
+    """Close every live connection the listener made (queued or accepted,
+    not yet terminated or freed): CONNECTION_CLOSE with ``error_code`` (an
+    application error) and ``reason`` goes out now.  How many."""
+    reactor = listener._require_reactor()
+    with reactor.lock:
+        return listener._port.close_all(error_code, reason)
+
+
 def port_of(listener: Listener) -> Port[Connection]:
     """The listener's port (tests and diagnostics look at its state)."""
     return listener._port
 
 
-__all__ = ["Listener", "ListenerStats", "make_listener", "poll_source", "port_of"]
+__all__ = [
+    "Listener",
+    "ListenerStats",
+    "close_connections",
+    "make_listener",
+    "poll_source",
+    "port_of",
+]

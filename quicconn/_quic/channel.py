@@ -214,7 +214,7 @@ class Channel:
         *,
         reset_key: bytes,
         fetch_ticket: Callable[[bytes], Any],
-        store_ticket: Callable[[Any], None],
+        store_ticket: Callable[[Any], bytes | None],
     ) -> None:
         """Create the server core for an Initial the gate accepted.
 

@@ -5,7 +5,9 @@ port.  The port asks the core backend's stateless :class:`ServerGate` what
 to do (Version Negotiation, Retry, stateless reset, refuse, or accept),
 counts what it did, and for an accepted Initial makes a channel at once.
 It enforces the listener's limits and keeps the session tickets it issued
-for resumption.
+for resumption, or, with a ticket key, seals each into the label the client
+presents, so that any server with the key resumes it (a worker group,
+hosts behind a load balancer).
 
 A new connection is *half-open* until its handshake completes: it is kept
 apart, bounded (``max_handshakes``: when full, the oldest half-open
@@ -38,6 +40,7 @@ from .._core.interface import (
     GateReply,
     ServerGate,
 )
+from .._core.tickets import TicketSealer
 from .channel import Channel
 from .reactor import Reactor
 
@@ -94,6 +97,7 @@ class Port(Generic[M]):
         max_pending: int,
         max_live: int,
         max_handshakes: int,
+        ticket_key: bytes | None = None,
     ) -> None:
         self.reactor = reactor
         self.backend = backend
@@ -109,6 +113,7 @@ class Port(Generic[M]):
         self.handshaking: OrderedDict[Channel, M] = OrderedDict()
         self._members: dict[Channel, M] = {}
         self._tickets: OrderedDict[bytes, Any] = OrderedDict()
+        self._sealer = None if ticket_key is None else TicketSealer(ticket_key)
         self.stats = ListenerStats()
         #: Connections waiting in the accept queue before new ones are refused.
         self.max_pending = max_pending
@@ -135,6 +140,20 @@ class Port(Generic[M]):
             self.accept_queue.popleft().free_locked()
         while self.handshaking:
             self.handshaking.popitem(last=False)[1].free_locked()
+
+    def close_all(self, error_code: int, reason: str) -> int:
+        """Close every live connection (CONNECTION_CLOSE goes out with the
+        next flush, done here); how many were closed.  Lock held."""
+        closed = 0
+        for channel in list(self._members):
+            core = channel.core
+            if core is None or core.is_closing:
+                continue
+            core.close(error_code, reason)
+            self.reactor.mark_dirty(core)
+            closed += 1
+        self.reactor.flush()
+        return closed
 
     # -- datagrams no connection claims (reactor callback, lock held) ----
 
@@ -197,7 +216,7 @@ class Port(Generic[M]):
             self.reactor,
             decision,
             reset_key=self._reset_key,
-            fetch_ticket=self._tickets.get,
+            fetch_ticket=self._fetch_ticket,
             store_ticket=self._store_ticket,
         )
         if not channel.receive_first(data, addr, now):
@@ -223,10 +242,19 @@ class Port(Generic[M]):
             self.handshaking[channel] = member
         self.stats.connections_accepted += 1
 
-    def _store_ticket(self, ticket: Any) -> None:
+    def _store_ticket(self, ticket: Any) -> bytes | None:
+        if self._sealer is not None:
+            return self._sealer.seal(ticket)
         self._tickets[self.backend.ticket_label(ticket)] = ticket
         while len(self._tickets) > TICKET_STORE_SIZE:
             self._tickets.popitem(last=False)
+        return None
+
+    def _fetch_ticket(self, label: bytes) -> Any:
+        if self._sealer is None:
+            return self._tickets.get(label)
+        session = self._sealer.open(label)
+        return None if session is None else self.backend.decode_session(session)
 
     # -- what channels report (lock held) ----------------------------------
 

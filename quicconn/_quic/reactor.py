@@ -53,6 +53,9 @@ from .._io.waiter import Waiter
 logger = logging.getLogger("quicconn.reactor")
 
 UnroutableHandler = Callable[[bytes, Address, float], None]
+#: ``route_watcher(cid, added)``: a connection ID started (or stopped)
+#: naming one of this reactor's connections.
+RouteWatcher = Callable[[bytes, bool], None]
 
 #: How long a tick works on a burst before it sends what is ready (and
 #: reads the clock again): the delay the batching may add to an ACK or a
@@ -96,6 +99,9 @@ class Reactor:
         #: Called (under the lock) for datagrams no core claims: a listener
         #: uses it to create connections, answer version negotiation, etc.
         self.unroutable_handler: UnroutableHandler | None = None
+        #: Told of every connection ID routed here and of each one dropped
+        #: (a worker group announces those the kernel steers elsewhere).
+        self.route_watcher: RouteWatcher | None = None
         self._users = 0
         self.closed = False
         # MODE_ASYNC: cores whose paused job may resume, posted from engine
@@ -135,9 +141,12 @@ class Reactor:
         self._cores.discard(core)
         self._batched.discard(core)
         # Per-core bookkeeping: O(own CIDs), not a scan of every connection's.
+        watcher = self.route_watcher
         for cid in self._cids_of.pop(core, ()):
             if self._by_cid.get(cid) is core:
                 del self._by_cid[cid]
+                if watcher is not None:
+                    watcher(cid, False)
         self._timers.pop(core, None)
         self._dirty.pop(core, None)
         self._single = next(iter(self._cores)) if self._can_shortcut() else None
@@ -147,11 +156,15 @@ class Reactor:
             return  # a connection already removed gets no new routes
         self._by_cid[cid] = core
         self._cids_of.setdefault(core, set()).add(cid)
+        if self.route_watcher is not None:
+            self.route_watcher(cid, True)
 
     def remove_cid(self, cid: bytes) -> None:
         core = self._by_cid.pop(cid, None)
         if core is not None:
             self._cids_of.get(core, set()).discard(cid)
+            if self.route_watcher is not None:
+                self.route_watcher(cid, False)
 
     def _can_shortcut(self) -> bool:
         # One client connection and no listener: every datagram is its.
@@ -506,5 +519,6 @@ __all__ = [
     "BATCH_LATENCY",
     "Reactor",
     "ReactorObserver",
+    "RouteWatcher",
     "UnroutableHandler",
 ]

@@ -18,7 +18,8 @@ one as soon as its handshake completes (its close runs on in the
 background), so ``--concurrency`` counts handshakes in flight.  The program
 prints one JSON line: counts of successes and failures, the first few
 errors, wall-clock seconds, and handshakes per second (from the first
-start to the last completed handshake).
+start to the last completed handshake), with those two moments as Unix
+times so that the runs of several processes can be combined.
 
 A client succeeds once its exchange is verified and its CONNECTION_CLOSE is
 sent.  The closing period that follows (RFC 9000, section 10.2: three PTOs,
@@ -133,6 +134,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             release()
 
     started = time.perf_counter()
+    started_at = time.time()
     await asyncio.gather(*(guarded(i) for i in range(args.clients)))
     span = (max(handshakes) - started) if handshakes else 0.0
     return {
@@ -141,6 +143,9 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         "errors": errors[:5],
         "seconds": time.perf_counter() - started,
         "handshakes_per_s": len(handshakes) / span if span else 0.0,
+        # Wall-clock times, to combine the runs of several processes.
+        "started_at": started_at,
+        "last_handshake_at": started_at + span,
         "closing_pending": len(closing),
     }
 

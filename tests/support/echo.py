@@ -19,6 +19,7 @@ class _Echo:
     handshaken: bool = False
     fin: bool = False
     concluded: bool = False
+    prefixed: bool = False
     pending: bytearray = field(default_factory=bytearray)
     echoed: int = 0
 
@@ -26,8 +27,10 @@ class _Echo:
 class EchoServer:
     """Call :meth:`step` after every ``listener.handle_events()``."""
 
-    def __init__(self, listener: quicconn.Listener) -> None:
+    def __init__(self, listener: quicconn.Listener, prefix: bytes = b"") -> None:
         self.listener = listener
+        #: Written to each connection before its echo (a worker's index, say).
+        self.prefix = prefix
         listener.set_blocking_mode(False)
         listener.listen()
         self.conns: dict[quicconn.Connection, _Echo] = {}
@@ -70,7 +73,13 @@ class EchoServer:
             state.handshaken = True
         while not state.fin:
             try:
-                state.pending += conn.read()
+                data = conn.read()
+                if not state.prefixed:
+                    # Only now: a write before the client's stream arrived
+                    # would open a stream of the server's own.
+                    state.prefixed = True
+                    state.pending += self.prefix
+                state.pending += data
             except quicconn.WantReadError:
                 break
             except quicconn.ZeroReturnError:

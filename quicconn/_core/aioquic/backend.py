@@ -17,6 +17,7 @@ from ..interface import (
     ServerGate,
     TicketFetcher,
     TicketHandler,
+    TicketIssuer,
 )
 from ..settings import CoreSettings
 from .core import AioquicCore
@@ -61,6 +62,8 @@ class AioquicBackend:
             Capability.PMTUD_CLIENT,
             Capability.PMTUD_SERVER,
             Capability.PMTUD_JUMBO,
+            Capability.CHOSEN_CONNECTION_IDS,
+            Capability.ANY_CID_LENGTH,
         }
     )
     default_congestion_control = "reno"
@@ -90,7 +93,7 @@ class AioquicBackend:
         *,
         reset_key: bytes,
         fetch_ticket: TicketFetcher,
-        store_ticket: TicketHandler,
+        store_ticket: TicketIssuer,
     ) -> Core:
         return AioquicCore(
             settings,
@@ -99,7 +102,7 @@ class AioquicBackend:
             retry_source_connection_id=decision.retry_source_cid,
             reset_key=reset_key,
             session_ticket_fetcher=fetch_ticket,
-            session_ticket_handler=store_ticket,
+            session_ticket_issuer=store_ticket,
         )
 
     def new_gate(

@@ -10,17 +10,17 @@ ones, except :mod:`.mtu` (path MTU discovery, which aioquic lacks: its
 base class), which lists its own.  The aioquic minor version is pinned in
 ``pyproject.toml`` because of them.
 
-Private names of aioquic still reached: 43, and why each is needed.  (41
+Private names of aioquic still reached: 44, and why each is needed.  (41
 before the split; ``_configuration`` and ``_local_next_stream_id_bidi`` /
 ``_uni`` gave way to the public ``configuration`` and
 ``get_next_available_stream_id()``; the probe-backoff cap, the handshake
 timeout, the handling of exceptions out of TLS and smaller TLS buffers added
-five.)  Besides
+five, QUIC-LB connection IDs and sealed session tickets one more.)  Besides
 these, the HTTP/3 shim in :mod:`.h3` has to *provide* two that
 ``H3Connection`` reads,
 ``_quic_logger`` and ``_remote_max_datagram_frame_size``.
 
-``QuicConnection`` attributes (24):
+``QuicConnection`` attributes (25):
 
 * ``_ack_delay``: the 1-RTT ACK delay (policy: 2 ms, :data:`ACK_DELAY`).
 * ``_close_event``, ``_state``: a close reported when it begins, local or
@@ -46,7 +46,10 @@ these, the HTTP/3 shim in :mod:`.h3` has to *provide* two that
   QUIC counterpart).
 * ``_quic_logger``: the frames of the two rewritten limit writers go into
   the qlog trace; an abandoned connection's trace is ended.
-* ``_host_cids``: derived stateless reset tokens for our connection IDs.
+* ``_host_cids``: derived stateless reset tokens for our connection IDs;
+  the handshake's ID from a factory (QUIC-LB).
+* ``_local_initial_source_connection_id``: that ID in the transport
+  parameters as well.
 * ``_peer_cid``, ``_peer_cid_available``, ``_peer_cid_sequence_numbers``:
   the reset tokens the server gave a client, and a cheap key for caching
   them.
@@ -56,16 +59,18 @@ these, the HTTP/3 shim in :mod:`.h3` has to *provide* two that
   quicconn's cap (:meth:`AdaptedQuicConnection.cap_probe_backoff`).
 * ``_crypto_buffers``: TLS's output buffers, 16 KiB per epoch in aioquic;
   smaller where TLS writes little, and released when the handshake is over
-  (half the memory of a half-open connection).
+  (half the memory of a half-open connection); the NewSessionTicket message
+  the TLS layer just wrote, whose label a sealed ticket replaces.
 
 Overridden private methods (9): ``_initialize`` (smaller TLS output
 buffers), ``_payload_received`` (a first Initial
 without CRYPTO), ``_handle_crypto_frame`` (an exception out of TLS closes
 the connection with an alert), ``_write_handshake`` (repeated ACKs),
 ``_receive_retry_packet`` (requeue after Retry), ``_replenish_connection_ids``
-(derived reset tokens), ``_serialize_transport_parameters`` (the base of
-stream credit), ``_write_stream_limits`` and ``_write_connection_limits``
-(credit on consume; rewritten, not extended).
+(derived reset tokens; no spare IDs when they are chosen),
+``_serialize_transport_parameters`` (the base of stream credit),
+``_write_stream_limits`` and ``_write_connection_limits`` (credit on
+consume; rewritten, not extended).
 
 Private methods called (4): ``_close_begin`` (draining on a stateless
 reset), ``_close_end`` (an abandoned handshake ends at once, silently),
@@ -81,7 +86,9 @@ acknowledged"; aioquic exposes only ``is_finished`` and
 
 from __future__ import annotations
 
+import logging
 import math
+from collections.abc import Callable
 from typing import Any
 
 from aioquic.buffer import Buffer, BufferReadError
@@ -91,9 +98,10 @@ from aioquic.quic.connection import (
     QuicConnectionState,
 )
 from aioquic.quic.packet import QuicErrorCode, QuicFrameType
-from aioquic.tls import Epoch, State
+from aioquic.tls import Epoch, SessionTicket, State
 
 from ..rules import tls_exception_close
+from ..tickets import replace_ticket_label
 from ..wire import stateless_reset_token
 from .mtu import MtuDiscoveringConnection
 
@@ -107,6 +115,8 @@ _CHECKING_CERTIFICATE = frozenset(
         State.SERVER_EXPECT_CERTIFICATE_VERIFY,
     }
 )
+
+logger = logging.getLogger("quicconn.core")
 
 #: Frame capacities used when writing flow-control updates (type + 2 varints).
 _MAX_STREAM_DATA_FRAME_CAPACITY = 1 + 8 + 8
@@ -133,6 +143,11 @@ class AdaptedQuicConnection(MtuDiscoveringConnection):
       consumed.
     * A server's stateless reset tokens are derived from a listener secret
       (aioquic draws random ones, which no one could reproduce later).
+    * A server's connection ID can come from a factory (``cid_factory``:
+      QUIC-LB IDs a load balancer or worker steering routes by); then no
+      spare IDs are issued, as the QUIC-LB draft asks of plaintext IDs.
+    * A server's NewSessionTicket can carry a label of the listener's
+      choosing (``session_ticket_issuer``: a sealed, self-contained ticket).
     * Stream data sent before a Retry (0-RTT) is queued again after it.
     * A server accepts a first packet without a CRYPTO frame (see
       ``_payload_received``).
@@ -146,11 +161,27 @@ class AdaptedQuicConnection(MtuDiscoveringConnection):
     * Datagrams grow from 1200 bytes by path MTU discovery (:mod:`.mtu`).
     """
 
-    def __init__(self, *, reset_key: bytes | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        reset_key: bytes | None = None,
+        cid_factory: Callable[[], bytes] | None = None,
+        session_ticket_issuer: Callable[[SessionTicket], bytes | None] | None = None,
+        **kwargs: Any,
+    ) -> None:
         self._reset_key = reset_key
         self._reset_tokens_key: tuple[Any, ...] | None = None
         self._reset_tokens: frozenset[bytes] = frozenset()
+        self._cid_factory = cid_factory
+        self._ticket_issuer = session_ticket_issuer
+        if session_ticket_issuer is not None:
+            kwargs["session_ticket_handler"] = self._issue_ticket
         super().__init__(**kwargs)
+        if cid_factory is not None:
+            chosen = cid_factory()
+            self._host_cids[0].cid = chosen
+            self.host_cid = chosen
+            self._local_initial_source_connection_id = chosen
         self.consumed_by_stream: dict[int, int] = {}
         self.consumed_total = 0
         #: Peer-opened streams the application is done with, by kind
@@ -193,8 +224,29 @@ class AdaptedQuicConnection(MtuDiscoveringConnection):
             )
 
     def _replenish_connection_ids(self) -> None:
-        super()._replenish_connection_ids()
+        if self._cid_factory is None:
+            super()._replenish_connection_ids()
         self._derive_reset_tokens()
+
+    def _issue_ticket(self, ticket: SessionTicket) -> None:
+        """TLS issued ``ticket``: its label may be replaced before it is sent.
+
+        The NewSessionTicket message is the one thing in the 1-RTT CRYPTO
+        buffer when the TLS layer reports it (it is written first).
+        """
+        issuer = self._ticket_issuer
+        assert issuer is not None
+        label = issuer(ticket)
+        if label is None:
+            return
+        buf = self._crypto_buffers[Epoch.ONE_RTT]
+        try:
+            message = replace_ticket_label(buf.data, label)
+        except ValueError:
+            logger.warning("session ticket sent unsealed: no NewSessionTicket found")
+            return
+        buf.seek(0)
+        buf.push_bytes(message)
 
     def _payload_received(
         self, context: Any, plain: bytes, crypto_frame_required: bool = False

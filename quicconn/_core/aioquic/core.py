@@ -88,6 +88,7 @@ class AioquicCore:
         session_ticket: SessionTicket | None = None,
         session_ticket_fetcher: Callable[[bytes], SessionTicket | None] | None = None,
         session_ticket_handler: Callable[[SessionTicket], None] | None = None,
+        session_ticket_issuer: Callable[[SessionTicket], bytes | None] | None = None,
     ) -> None:
         self._is_client = settings.is_client
         self._sink = sink
@@ -101,6 +102,8 @@ class AioquicCore:
             reset_key=reset_key,
             session_ticket_fetcher=session_ticket_fetcher,
             session_ticket_handler=session_ticket_handler,
+            session_ticket_issuer=session_ticket_issuer,
+            cid_factory=None if settings.is_client else settings.server_cid_factory,
             pmtu_ceiling=settings.max_datagram_size,
         )
         self._quic.set_stream_limits(

@@ -22,10 +22,10 @@ from aioquic.quic.packet import (
     pull_quic_header,
 )
 from aioquic.quic.packet_builder import QuicPacketBuilder
-from aioquic.quic.retry import QuicRetryTokenHandler
 
 from ..interface import Address, GateAction, GateDecision, GateReply
 from ..settings import CoreSettings
+from ..tokens import RetryTokens
 from ..wire import (
     long_header_cids,
     long_header_version,
@@ -46,7 +46,9 @@ class AioquicGate:
     ) -> None:
         self._versions = [int(v) for v in settings.supported_versions]
         self._cid_length = settings.connection_id_length
-        self._retry = QuicRetryTokenHandler() if validate_addresses else None
+        self._retry = (
+            RetryTokens(settings.retry_token_key) if validate_addresses else None
+        )
         self._reset_key = reset_key
         self._reset_window = 0.0
         self._resets_in_window = 0
@@ -92,12 +94,7 @@ class AioquicGate:
             )
         if not header.token:
             retry_scid = os.urandom(self._cid_length)
-            token = self._retry.create_token(
-                address=addr,
-                original_destination_connection_id=dcid,
-                retry_source_connection_id=retry_scid,
-                now=now,
-            )
+            token = self._retry.issue(addr, dcid, retry_scid, now)
             reply = encode_quic_retry(
                 version=header.version,
                 source_cid=retry_scid,
@@ -109,9 +106,7 @@ class AioquicGate:
                 GateAction.REPLY, "retry", reply=reply, reply_kind=GateReply.RETRY
             )
         try:
-            original_dcid = self._retry.validate_token(
-                address=addr, destination_cid=dcid, token=header.token, now=now
-            )
+            original_dcid = self._retry.validate(addr, dcid, bytes(header.token), now)
         except ValueError as exc:
             reply = initial_close(
                 header.version, dcid, scid, QuicErrorCode.INVALID_TOKEN, str(exc)

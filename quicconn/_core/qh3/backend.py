@@ -17,6 +17,7 @@ from ..interface import (
     ServerGate,
     TicketFetcher,
     TicketHandler,
+    TicketIssuer,
 )
 from ..settings import CoreSettings
 from .core import Qh3Core
@@ -80,7 +81,7 @@ class Qh3Backend:
         *,
         reset_key: bytes,
         fetch_ticket: TicketFetcher,
-        store_ticket: TicketHandler,
+        store_ticket: TicketIssuer,
     ) -> Core:
         return Qh3Core(
             settings,
@@ -92,7 +93,8 @@ class Qh3Backend:
             version=decision.version,
             reset_key=reset_key,
             session_ticket_fetcher=fetch_ticket,
-            session_ticket_handler=store_ticket,
+            session_ticket_issuer=store_ticket,
+            cid_factory=settings.server_cid_factory,
         )
 
     def new_gate(

@@ -103,6 +103,7 @@ from ..rules import (
     tls_exception_close,
 )
 from ..settings import CoreSettings
+from ..tickets import replace_ticket_label
 from ..wire import long_header_version, stateless_reset_token
 from .closing import (
     PADDING_FRAME,
@@ -176,6 +177,8 @@ class Qh3Core:
         session_ticket: SessionTicket | None = None,
         session_ticket_handler: Callable[[SessionTicket], None] | None = None,
         session_ticket_fetcher: Callable[[bytes], SessionTicket | None] | None = None,
+        session_ticket_issuer: Callable[[SessionTicket], bytes | None] | None = None,
+        cid_factory: Callable[[], bytes] | None = None,
         client_dcid: bytes = b"",
         client_scid: bytes | None = None,
         original_destination_cid: bytes | None = None,
@@ -197,10 +200,19 @@ class Qh3Core:
             and len(client_dcid) == self._cid_length
         )
         self._host_cid = (
-            client_dcid if self._empty_peer_cid else os.urandom(self._cid_length)
+            client_dcid
+            if self._empty_peer_cid
+            else os.urandom(self._cid_length)
+            if cid_factory is None
+            else cid_factory()
         )
         self._configuration = build_configuration(settings, server_name, session_ticket)
         self._ticket_handler = session_ticket_handler
+        #: Server: the label the next NewSessionTicket gets (a sealed one).
+        self._ticket_issuer = session_ticket_issuer
+        self._ticket_label: bytes | None = None
+        if session_ticket_issuer is not None:
+            self._ticket_handler = self._issue_ticket
         self._ticket_fetcher = session_ticket_fetcher
         self._reset_token = (
             None
@@ -816,7 +828,8 @@ class Qh3Core:
         assert tls is not None and native is not None
         self._version = tls.version
         last_crypto = self._prober.last_crypto if self._is_client else None
-        if move_tls_output(tls, native, last_crypto) and self._is_client:
+        relabel = self._relabel if self._ticket_label is not None else None
+        if move_tls_output(tls, native, last_crypto, relabel) and self._is_client:
             self.early_data_attempted = True
         parameters = tls.remote_transport_parameters
         if parameters is not None and parameters is not self._applied_parameters:
@@ -825,6 +838,24 @@ class Qh3Core:
             pass  # HandshakeCompleted is read from the bridge below
         if tls.handshake_complete and not self.handshake_complete:
             self._complete_handshake()
+
+    def _issue_ticket(self, ticket: SessionTicket) -> None:
+        """TLS issued ``ticket`` (server): the label it gets, if another."""
+        assert self._ticket_issuer is not None
+        self._ticket_label = self._ticket_issuer(ticket)
+
+    def _relabel(self, epoch: int, offset: int, data: bytes) -> bytes:
+        """The NewSessionTicket (the server's one 1-RTT CRYPTO message) with
+        the issuer's label in place of the TLS layer's."""
+        label = self._ticket_label
+        if label is None or epoch != Epoch.ONE_RTT or offset != 0:
+            return data
+        self._ticket_label = None
+        try:
+            return replace_ticket_label(data, label)
+        except ValueError:
+            logger.warning("session ticket sent unsealed: no NewSessionTicket found")
+            return data
 
     def _apply_parameters(self, parameters: QuicTransportParameters) -> None:
         native = self._native

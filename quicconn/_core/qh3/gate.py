@@ -56,7 +56,9 @@ class Qh3Gate:
     ) -> None:
         self._versions = [int(v) for v in settings.supported_versions]
         self._cid_length = settings.connection_id_length
-        self._tokens = RetryTokens() if validate_addresses else None
+        self._tokens = (
+            RetryTokens(settings.retry_token_key) if validate_addresses else None
+        )
         self._reset_key = reset_key
         self._reset_window = 0.0
         self._resets_in_window = 0

@@ -10,6 +10,8 @@ functions here are those steps; the facade decides when to take them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from qh3._hazmat import Buffer, QuicConnectionCore
 from qh3.quic.crypto import CIPHER_SUITES
 from qh3.quic.packet import (
@@ -169,9 +171,11 @@ def move_tls_output(
     tls: TlsBridge,
     native: QuicConnectionCore,
     last_crypto: dict[int, tuple[int, bytes]] | None = None,
+    relabel: Callable[[int, int, bytes], bytes] | None = None,
 ) -> bool:
     """Move what TLS produced into the core: its version, traffic secrets
-    as packet keys, CRYPTO data.  True if a 0-RTT key was installed.
+    as packet keys, CRYPTO data (``relabel(epoch, offset, data)`` may
+    rewrite it first).  True if a 0-RTT key was installed.
 
     ``last_crypto``, if given, keeps the end of the CRYPTO data sent in each
     epoch (its last :data:`~.probing.NUDGE_BYTES` bytes and their offset),
@@ -195,10 +199,13 @@ def move_tls_output(
         if secret.epoch == Epoch.ZERO_RTT:
             zero_rtt = True
     while (crypto := tls.next_crypto_data()) is not None:
-        native.send_crypto(int(crypto.epoch), crypto.offset, crypto.data)
-        if last_crypto is not None and crypto.data:
-            tail = bytes(crypto.data[-NUDGE_BYTES:])
-            end = crypto.offset + len(crypto.data)
+        data = crypto.data
+        if relabel is not None:
+            data = relabel(int(crypto.epoch), crypto.offset, data)
+        native.send_crypto(int(crypto.epoch), crypto.offset, data)
+        if last_crypto is not None and data:
+            tail = bytes(data[-NUDGE_BYTES:])
+            end = crypto.offset + len(data)
             last_crypto[int(crypto.epoch)] = (end - len(tail), tail)
     return zero_rtt
 
