@@ -411,7 +411,19 @@ class H3DatagramReceived:
     data: bytes
 
 
-H3Event = H3HeadersReceived | H3DataReceived | H3DatagramReceived
+@dataclass(frozen=True, slots=True)
+class H3StreamError:
+    """A message on ``stream_id`` broke HTTP/3's rules for messages
+    (malformed, RFC 9114 section 4.1.2: H3_MESSAGE_ERROR; a field section
+    over the limit: H3_EXCESSIVE_LOAD).  A stream error, not a connection
+    error: the codec has forgotten the stream, and the session resets it."""
+
+    stream_id: int
+    error_code: int
+    reason: str
+
+
+H3Event = H3HeadersReceived | H3DataReceived | H3DatagramReceived | H3StreamError
 
 
 class H3Transport(Protocol):
@@ -473,6 +485,10 @@ class H3Codec(Protocol):
 
     def send_datagram(self, stream_id: int, data: bytes) -> None:
         """Send an HTTP datagram for request stream ``stream_id``."""
+
+    def discard_stream(self, stream_id: int) -> None:
+        """Forget a request stream the session gave up (nothing more of it
+        will be fed)."""
 
 
 #: ``fetch(label)`` finds a ticket a server issued, for resumption.
@@ -538,8 +554,15 @@ class CoreBackend(Protocol):
         """The key as the core should hold it: wrapped so that its
         signatures can pause an async job (``offload``), or plain."""
 
-    def new_h3_codec(self, transport: H3Transport, *, is_client: bool) -> H3Codec:
-        """An HTTP/3 codec speaking through ``transport``."""
+    def new_h3_codec(
+        self, transport: H3Transport, *, is_client: bool, max_field_section_size: int
+    ) -> H3Codec:
+        """An HTTP/3 codec speaking through ``transport``.
+
+        It announces ``max_field_section_size`` (SETTINGS_MAX_FIELD_SECTION_SIZE),
+        offers no server push, and reports malformed messages as
+        :class:`H3StreamError` instead of closing the connection.
+        """
 
 
 __all__ = [
@@ -556,6 +579,7 @@ __all__ = [
     "H3DatagramReceived",
     "H3Event",
     "H3HeadersReceived",
+    "H3StreamError",
     "H3Transport",
     "HeaderField",
     "ServerGate",

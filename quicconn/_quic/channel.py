@@ -813,6 +813,19 @@ class Channel:
         self.consume(record.stream_id, record.discard())
         self.send_soon()
 
+    def stop_sending(self, record: StreamRecord, error_code: int) -> None:
+        """Abort reading: STOP_SENDING with ``error_code``; what is buffered
+        is dropped and credited, and whatever arrives later too."""
+        if not record.can_read or not record.receive_open:
+            return
+        record.stop_sent_code = error_code
+        core = self.core
+        if core is None or self.terminating:
+            return
+        core.stop_sending(record.stream_id, error_code)
+        self.consume(record.stream_id, record.discard())
+        self.send_soon()
+
     def reap_streams(self) -> None:
         """Forget released streams whose state the core has discarded."""
         core = self.core

@@ -24,9 +24,11 @@ from ._events import (
     RequestReceived,
     ResponseReceived,
     StreamAborted,
+    StreamRefused,
     TrailersReceived,
 )
 from ._exchange import Exchange, ExchangeRouter, RequestError
+from ._limits import HttpLimits, ServerLimits
 from ._paths import local_path, resolve_request_path
 from ._session import ALPN_H3, ALPN_HQ, H3Session, HqSession, HttpSession, session_for
 from .client import (
@@ -70,15 +72,18 @@ __all__ = [
     "HqSession",
     "HttpClient",
     "HttpEvent",
+    "HttpLimits",
     "HttpSession",
     "ProgressCallback",
     "RequestError",
     "RequestReceived",
     "Response",
     "ResponseReceived",
+    "ServerLimits",
     "ServerStats",
     "StallError",
     "StreamAborted",
+    "StreamRefused",
     "TrailersReceived",
     "content_length",
     "local_path",

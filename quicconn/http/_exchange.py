@@ -20,6 +20,7 @@ from ._events import (
     HttpEvent,
     ResponseReceived,
     StreamAborted,
+    StreamRefused,
     TrailersReceived,
 )
 from ._session import HttpSession
@@ -98,6 +99,13 @@ class Exchange:
             self.fail(
                 RequestError(
                     f"stream reset by the server (error 0x{event.error_code:x})",
+                    event.error_code,
+                )
+            )
+        elif isinstance(event, StreamRefused):
+            self.fail(
+                RequestError(
+                    f"response refused: {event.reason} (error 0x{event.error_code:x})",
                     event.error_code,
                 )
             )

@@ -47,6 +47,7 @@ from .._core.interface import (
     H3DataReceived,
     H3Event,
     H3HeadersReceived,
+    H3StreamError,
 )
 from .._errors import (
     ConnectionTerminatedError,
@@ -60,7 +61,7 @@ from .._objects.connection import (
     local_max_datagram_frame_size,
     peer_max_datagram_frame_size,
 )
-from .._objects.stream import Stream
+from .._objects.stream import Stream, abort_reading
 from ._events import (
     DatagramReceived,
     DataReceived,
@@ -69,14 +70,20 @@ from ._events import (
     RequestReceived,
     ResponseReceived,
     StreamAborted,
+    StreamRefused,
     TrailersReceived,
 )
+from ._frames import FrameScanner, Piece, Verdict
+from ._limits import HttpLimits
 
 ALPN_H3 = "h3"
 ALPN_HQ = "hq-interop"
 
-#: The longest hq-interop request line a server accepts.
-MAX_HQ_REQUEST_LINE = 8192
+#: HTTP/3 error codes (RFC 9114 section 8.1); hq-interop borrows them too.
+H3_EXCESSIVE_LOAD = 0x107
+H3_REQUEST_REJECTED = 0x10B
+H3_REQUEST_CANCELLED = 0x10C
+H3_MESSAGE_ERROR = 0x10E
 
 
 class HttpSession:
@@ -88,9 +95,11 @@ class HttpSession:
     #: The ALPN protocol this session speaks.
     alpn: str = ""
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, limits: HttpLimits | None = None) -> None:
         self.conn = conn
         self.is_client = not conn.is_server()
+        #: What the peer is held to (:class:`~quicconn.http.HttpLimits`).
+        self.limits = limits if limits is not None else HttpLimits()
         conn.set_blocking_mode(False)
         conn.set_value_uint(
             VALUE_CLASS_GENERIC,
@@ -105,6 +114,12 @@ class HttpSession:
         self._finished_reading: set[int] = set()
         self._paused: set[int] = set()
         self._forget_when_flushed: set[int] = set()
+        #: Streams this session refused by itself: released at the end of
+        #: :meth:`process`.
+        self._refused: set[int] = set()
+        #: Streams whose reading waits on the protocol layer (HTTP/3: a
+        #: field section QPACK cannot decode yet).
+        self._held: set[int] = set()
 
     # -- event-loop surface ------------------------------------------------
 
@@ -146,10 +161,16 @@ class HttpSession:
                 break
             self.streams[stream.get_stream_id()] = stream
         for stream_id, stream in list(self.streams.items()):
-            if stream_id in self._finished_reading or stream_id in self._paused:
+            if (
+                stream_id in self._finished_reading
+                or stream_id in self._paused
+                or stream_id in self._held
+            ):
                 continue
             self._read_stream(stream_id, stream, events)
         self.flush()
+        while self._refused:
+            self.forget(self._refused.pop())
         return events
 
     def _read_stream(
@@ -253,6 +274,7 @@ class HttpSession:
         self._forget_when_flushed.discard(stream_id)
         self._finished_reading.discard(stream_id)
         self._paused.discard(stream_id)
+        self._held.discard(stream_id)
         self.forget_stream_state(stream_id)
         stream = self.streams.pop(stream_id, None)
         if stream is not None:
@@ -325,10 +347,6 @@ class HttpSession:
         self.send_body(stream_id, body, True)
 
 
-#: HTTP/3 error codes (RFC 9114 section 8.1) that hq-interop borrows.
-H3_REQUEST_REJECTED = 0x10B
-
-
 class HqSession(HttpSession):
     """hq-interop: HTTP/0.9 over QUIC, one bidirectional stream per request.
 
@@ -338,8 +356,8 @@ class HqSession(HttpSession):
 
     alpn = ALPN_HQ
 
-    def __init__(self, conn: Connection) -> None:
-        super().__init__(conn)
+    def __init__(self, conn: Connection, limits: HttpLimits | None = None) -> None:
+        super().__init__(conn, limits)
         self._request_lines: dict[int, bytearray] = {}
         self._heads_done: set[int] = set()
 
@@ -383,25 +401,40 @@ class HqSession(HttpSession):
         if stream_id in self._heads_done:
             return  # a request body: hq-interop has none, ignore it
         line = self._request_lines.setdefault(stream_id, bytearray())
-        line += data
-        if b"\n" not in line and not ended:
-            if len(line) > MAX_HQ_REQUEST_LINE:
-                self._reject(stream_id)
+        limit = self.limits.max_request_line
+        line += data[: limit + 2 - len(line)]  # never more than the limit + CRLF
+        end = line.find(b"\n")
+        if (end < 0 and len(line) > limit) or end > limit + 1:
+            self._refuse(stream_id)  # too long: nothing more is buffered
             return
-        del self._request_lines[stream_id]
+        if end < 0 and not ended:
+            return
+        self._request_lines.pop(stream_id, None)
         self._heads_done.add(stream_id)
         words = bytes(line).split(b"\n", 1)[0].strip().split()
         if len(words) < 2 or words[0] != b"GET":
-            self._reject(stream_id)
+            self._refuse(stream_id)
             return
         path = words[1].decode("latin-1")
         events.append(RequestReceived(stream_id, "GET", path, "", [], True))
 
+    def _refuse(self, stream_id: int) -> None:
+        """Refuse a request no one above will see; release its stream."""
+        self._reject(stream_id)
+        self._refused.add(stream_id)
+
     def _reject(self, stream_id: int) -> None:
+        """Refuse a request: reset the response, drop its request line."""
+        self._request_lines.pop(stream_id, None)
+        self._heads_done.add(stream_id)
         stream = self.streams.get(stream_id)
         if stream is not None:
-            stream.stream_reset(H3_REQUEST_REJECTED)
-        self._heads_done.add(stream_id)
+            with contextlib.suppress(Error, ValueError):  # already reset
+                stream.stream_reset(H3_REQUEST_REJECTED)
+
+    def forget_stream_state(self, stream_id: int) -> None:
+        self._request_lines.pop(stream_id, None)
+        self._heads_done.discard(stream_id)
 
 
 class _H3Streams:
@@ -450,19 +483,112 @@ class H3Session(HttpSession):
 
     alpn = ALPN_H3
 
-    def __init__(self, conn: Connection) -> None:
-        super().__init__(conn)
+    def __init__(self, conn: Connection, limits: HttpLimits | None = None) -> None:
+        super().__init__(conn, limits)
         #: (error code, reason) if the peer violated HTTP/3 and we closed.
         self.protocol_error: tuple[int, str] | None = None
-        self._h3 = h3_codec(conn, _H3Streams(self))
+        self._h3 = h3_codec(conn, _H3Streams(self), self.limits.max_field_section_size)
         #: Streams whose (final) head arrived: a later HEADERS is trailers.
         self._heads: set[int] = set()
+        #: Frame boundaries of each stream, checked before the codec.
+        self._scanners: dict[int, FrameScanner] = {}
+        #: What arrived after a HEADERS frame QPACK could not decode yet.
+        self._waiting: dict[int, list[Piece]] = {}
+        #: Streams given up (a stream error): nothing more is fed.
+        self._given_up: set[int] = set()
 
     def on_stream_data(
         self, stream_id: int, data: bytes, ended: bool, events: list[HttpEvent]
     ) -> None:
-        for event in self._h3.handle_stream_data(stream_id, data, ended):
-            self._translate(event, events)
+        if stream_id in self._given_up:
+            return
+        scanner = self._scanners.get(stream_id)
+        if scanner is None:
+            kind = "uni" if stream_id & 2 else "request"
+            scanner = FrameScanner(kind, self.limits.max_field_section_size)
+            self._scanners[stream_id] = scanner
+        self._feed(stream_id, scanner.scan(data, ended), events)
+        if scanner.verdict is Verdict.TOO_LARGE:
+            self._too_large(
+                stream_id,
+                "a HEADERS frame longer than the field-section limit "
+                f"({self.limits.max_field_section_size} bytes)",
+                events,
+            )
+        elif scanner.verdict is Verdict.CONNECTION_ERROR:
+            code, reason = scanner.error
+            _H3Streams(self).close(code, reason)
+
+    def _feed(
+        self, stream_id: int, pieces: list[Piece], events: list[HttpEvent]
+    ) -> None:
+        """Hand pieces to the codec; hold the rest back after a HEADERS frame
+        that QPACK cannot decode yet (it waits for the encoder stream)."""
+        waiting = self._waiting.get(stream_id)
+        if waiting is not None:
+            waiting.extend(pieces)
+            return
+        for i, piece in enumerate(pieces):
+            decoded = False
+            for event in self._h3.handle_stream_data(stream_id, piece.data, piece.fin):
+                if event.stream_id == stream_id and isinstance(
+                    event, H3HeadersReceived | H3StreamError
+                ):
+                    decoded = True
+                self._translate(event, events)
+            if stream_id in self._given_up or self.protocol_error is not None:
+                return
+            if piece.headers_end and not decoded:
+                self._waiting[stream_id] = pieces[i + 1 :]
+                self._held.add(stream_id)  # read no more of it until decoded
+                return
+
+    def _resume(self, stream_id: int, events: list[HttpEvent]) -> None:
+        """A held-back stream's field section was decoded: feed what waited."""
+        pieces = self._waiting.pop(stream_id, None)
+        self._held.discard(stream_id)
+        if pieces:
+            self._feed(stream_id, pieces, events)
+
+    def _too_large(self, stream_id: int, reason: str, events: list[HttpEvent]) -> None:
+        """A field section over the limits: RFC 9114 sections 4.2.2, 10.5.1.
+
+        A server answers a request head with 431 (Request Header Fields Too
+        Large) and stops reading the request; anything else (a response, or
+        trailers) is a stream error H3_EXCESSIVE_LOAD.
+        """
+        if self.is_client or stream_id in self._heads:
+            self._stream_error(stream_id, H3_EXCESSIVE_LOAD, reason, events)
+            return
+        self._give_up(stream_id, H3_EXCESSIVE_LOAD)
+        self.send_response_head(stream_id, 431, [(b"content-length", b"0")])
+        self.send_body(stream_id, b"", True)
+        events.append(StreamRefused(stream_id, H3_EXCESSIVE_LOAD, reason))
+
+    def _stream_error(
+        self, stream_id: int, code: int, reason: str, events: list[HttpEvent]
+    ) -> None:
+        """Abandon a stream (RFC 9114 section 8): reset it, stop reading it."""
+        self._give_up(stream_id, code)
+        self._backlog.pop(stream_id, None)
+        stream = self.streams.get(stream_id)
+        if stream is not None and stream.get_stream_type() & 2:
+            with contextlib.suppress(Error, ValueError):  # finished, or reset
+                stream.stream_reset(code)
+        events.append(StreamRefused(stream_id, code, reason))
+
+    def _give_up(self, stream_id: int, code: int) -> None:
+        """Feed nothing more of ``stream_id``; STOP_SENDING with ``code``."""
+        self._given_up.add(stream_id)
+        self._finished_reading.add(stream_id)
+        self._waiting.pop(stream_id, None)
+        self._held.discard(stream_id)
+        self._scanners.pop(stream_id, None)
+        self._h3.discard_stream(stream_id)
+        stream = self.streams.get(stream_id)
+        if stream is not None:
+            abort_reading(stream, code)
+        self._refused.add(stream_id)  # released once what we send is out
 
     def on_stream_reset(
         self, stream_id: int, code: int, events: list[HttpEvent]
@@ -510,44 +636,80 @@ class H3Session(HttpSession):
         self._h3.send_datagram(stream_id, data)
 
     def _translate(self, event: H3Event, events: list[HttpEvent]) -> None:
+        if event.stream_id in self._given_up:
+            return
+        if isinstance(event, H3StreamError):
+            self._stream_error(event.stream_id, event.error_code, event.reason, events)
+            return
         if isinstance(event, H3HeadersReceived):
-            pseudo = {k: v for k, v in event.headers if k.startswith(b":")}
-            regular = [(k, v) for k, v in event.headers if not k.startswith(b":")]
-            if event.stream_id in self._heads:
-                events.append(TrailersReceived(event.stream_id, regular))
-                if event.stream_ended:
-                    events.append(DataReceived(event.stream_id, b"", True))
-                return
-            if self.is_client:
-                try:
-                    status = int(pseudo.get(b":status", b"0"))
-                except ValueError:
-                    status = 0
-                if 100 <= status < 200:
-                    return  # interim response: the final one follows
-                self._heads.add(event.stream_id)
-                events.append(ResponseReceived(event.stream_id, status, regular))
-                if event.stream_ended:
-                    events.append(DataReceived(event.stream_id, b"", True))
-            else:
-                self._heads.add(event.stream_id)
-                events.append(
-                    RequestReceived(
-                        event.stream_id,
-                        pseudo.get(b":method", b"").decode("latin-1"),
-                        pseudo.get(b":path", b"").decode("latin-1"),
-                        pseudo.get(b":authority", b"").decode("latin-1"),
-                        regular,
-                        event.stream_ended,
-                    )
-                )
+            self._headers(event, events)
+            if event.stream_id in self._waiting:
+                self._resume(event.stream_id, events)
         elif isinstance(event, H3DataReceived):
             events.append(DataReceived(event.stream_id, event.data, event.stream_ended))
         elif isinstance(event, H3DatagramReceived):
             events.append(DatagramReceived(event.stream_id, event.data))
 
+    def _headers(self, event: H3HeadersReceived, events: list[HttpEvent]) -> None:
+        limits = self.limits
+        fields = event.headers
+        if len(fields) > limits.max_header_fields:
+            self._too_large(
+                event.stream_id,
+                f"{len(fields)} header fields (at most {limits.max_header_fields})",
+                events,
+            )
+            return
+        size = sum(len(name) + len(value) + 32 for name, value in fields)
+        if size > limits.max_field_section_size:
+            self._too_large(
+                event.stream_id,
+                f"a {size}-byte field section (at most "
+                f"{limits.max_field_section_size})",
+                events,
+            )
+            return
+        pseudo = {k: v for k, v in event.headers if k.startswith(b":")}
+        regular = [(k, v) for k, v in event.headers if not k.startswith(b":")]
+        if event.stream_id in self._heads:
+            events.append(TrailersReceived(event.stream_id, regular))
+            if event.stream_ended:
+                events.append(DataReceived(event.stream_id, b"", True))
+            return
+        if self.is_client:
+            try:
+                status = int(pseudo.get(b":status", b"0"))
+            except ValueError:
+                status = 0
+            if 100 <= status < 200:
+                return  # interim response: the final one follows
+            self._heads.add(event.stream_id)
+            events.append(ResponseReceived(event.stream_id, status, regular))
+            if event.stream_ended:
+                events.append(DataReceived(event.stream_id, b"", True))
+        else:
+            problem = _request_problem(pseudo)
+            if problem is not None:
+                self._stream_error(event.stream_id, H3_MESSAGE_ERROR, problem, events)
+                return
+            self._heads.add(event.stream_id)
+            events.append(
+                RequestReceived(
+                    event.stream_id,
+                    pseudo.get(b":method", b"").decode("latin-1"),
+                    pseudo.get(b":path", b"").decode("latin-1"),
+                    pseudo.get(b":authority", b"").decode("latin-1"),
+                    regular,
+                    event.stream_ended,
+                )
+            )
+
     def forget_stream_state(self, stream_id: int) -> None:
         self._heads.discard(stream_id)
+        self._given_up.discard(stream_id)
+        self._waiting.pop(stream_id, None)
+        self._scanners.pop(stream_id, None)
+        self._h3.discard_stream(stream_id)
 
     def send_request(
         self,
@@ -589,13 +751,26 @@ class H3Session(HttpSession):
         self._h3.send_headers(stream_id, list(headers), end_stream=True)
 
 
-def session_for(conn: Connection) -> HttpSession:
+def _request_problem(pseudo: dict[bytes, bytes]) -> str | None:
+    """Why a request's control data is malformed (RFC 9114 section 4.3.1),
+    or None; what the codec already checks (unknown or repeated
+    pseudo-header fields, :method and :authority) is not repeated."""
+    if pseudo.get(b":method") == b"CONNECT":
+        return None  # no :scheme or :path (section 4.4)
+    if not pseudo.get(b":scheme"):
+        return "the request has no :scheme"
+    if not pseudo.get(b":path"):
+        return "the request has no :path"
+    return None
+
+
+def session_for(conn: Connection, limits: HttpLimits | None = None) -> HttpSession:
     """The session matching the connection's negotiated ALPN."""
     alpn = conn.get0_alpn_selected()
     if alpn == ALPN_H3:
-        return H3Session(conn)
+        return H3Session(conn, limits)
     if alpn == ALPN_HQ:
-        return HqSession(conn)
+        return HqSession(conn, limits)
     raise ValueError(f"no HTTP mapping for ALPN {alpn!r} (expected h3 or hq-interop)")
 
 

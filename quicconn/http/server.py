@@ -21,9 +21,10 @@ from .._constants import ACCEPT_CONNECTION_NO_BLOCK, SHUTDOWN_FLAG_NO_BLOCK
 from .._errors import Error
 from .._objects.connection import Connection, batched_output
 from .._objects.listener import Listener
-from ._events import HttpEvent, RequestReceived, StreamAborted
+from ._events import HttpEvent, RequestReceived, StreamAborted, StreamRefused
+from ._limits import ServerLimits
 from ._paths import resolve_request_path
-from ._session import HttpSession, session_for
+from ._session import H3_REQUEST_CANCELLED, HttpSession, session_for
 
 logger = logging.getLogger("quicconn.http.server")
 
@@ -64,7 +65,14 @@ class FileServer:
     call :meth:`run_once` from your own loop.
     """
 
-    def __init__(self, listener: Listener, root: str | Path) -> None:
+    def __init__(
+        self,
+        listener: Listener,
+        root: str | Path,
+        limits: ServerLimits | None = None,
+    ) -> None:
+        #: What the server spends on its clients (:class:`ServerLimits`).
+        self.limits = limits if limits is not None else ServerLimits()
         self.root = Path(root).resolve()
         if not self.root.is_dir():
             raise ValueError(f"document root {str(root)!r} is not a directory")
@@ -132,7 +140,7 @@ class FileServer:
             if not conn.is_init_finished():
                 return
             try:
-                client.session = session_for(conn)
+                client.session = session_for(conn, self.limits.http)
             except ValueError as exc:
                 logger.info("closing %r: %s", conn, exc)
                 conn.shutdown(SHUTDOWN_FLAG_NO_BLOCK, 0x10, "no HTTP over this ALPN")
@@ -147,10 +155,14 @@ class FileServer:
         if isinstance(event, RequestReceived):
             self.stats.requests += 1
             self._respond(client, session, event)
-        elif isinstance(event, StreamAborted):
+        elif isinstance(event, StreamAborted | StreamRefused):
+            # The client cancelled, or sent what the session refused: stop
+            # answering, and release the stream (its MAX_STREAMS credit comes
+            # back only then).
             response = client.responses.pop(event.stream_id, None)
             if response is not None:
                 response.file.close()
+            session.cancel(event.stream_id, H3_REQUEST_CANCELLED)
 
     def _respond(
         self, client: _Client, session: HttpSession, request: RequestReceived
@@ -167,12 +179,14 @@ class FileServer:
                 ],
             )
             session.send_body(request.stream_id, body, True)
+            session.forget(request.stream_id)  # released once sent
             logger.info("405 %s %s", request.method, request.path)
             return
         path = resolve_request_path(self.root, request.path)
         if path is None:
             self.stats.not_found += 1
             session.send_not_found(request.stream_id)
+            session.forget(request.stream_id)
             logger.info("404 %s", request.path)
             return
         size = path.stat().st_size
@@ -181,6 +195,7 @@ class FileServer:
         )
         if request.method == "HEAD" or size == 0:
             session.send_body(request.stream_id, b"", True)
+            session.forget(request.stream_id)
             return
         client.responses[request.stream_id] = _Response(
             request.stream_id, path.open("rb"), size

@@ -11,25 +11,48 @@ events that come out become the interface's neutral
 
 The shim has to look like ``QuicConnection`` in two private attributes that
 ``H3Connection`` reads: ``_quic_logger`` (None: no HTTP/3 qlog events) and
-``_remote_max_datagram_frame_size`` (see :class:`_QuicShim`).  And
-:class:`_H3Connection` overrides one private method, ``_get_local_settings``:
-qh3 always announces SETTINGS_H3_DATAGRAM, which RFC 9297 allows only
-alongside the max_datagram_frame_size transport parameter; quicconn has no
-datagrams to offer and announces neither (as the aioquic core).
+``_remote_max_datagram_frame_size`` (see :class:`_QuicShim`).
+
+:class:`_H3Connection` changes qh3's codec where quicconn promises
+something else, through its private members:
+
+* ``_get_local_settings``: qh3 always announces SETTINGS_H3_DATAGRAM,
+  which RFC 9297 allows only alongside the max_datagram_frame_size
+  transport parameter; quicconn has no datagrams to offer on this core and
+  announces neither.  SETTINGS_MAX_FIELD_SECTION_SIZE is the session's
+  limit, and so is the QPACK decoder's (``_decoder``,
+  ``_max_field_section_size``, ``_max_encoded_field_section_size``: qh3
+  picks 256 KiB for a server, 1 MiB for a client).
+* ``_init_connection``: no MAX_PUSH_ID (``_max_push_id``): quicconn's
+  clients take no server push.
+* ``_handle_request_or_push_frame``: a malformed message (``MessageError``)
+  or a field section that decodes past the limit (``FieldSectionTooLarge``)
+  is a stream error reported as :class:`H3StreamError`, not a connection
+  close (RFC 9114 section 4.1.2).
+* ``_stream``, ``_blocked_stream_map``: a stream given up is forgotten.
 """
 
 from __future__ import annotations
 
 from types import SimpleNamespace
+from typing import Any
 
+from qh3._hazmat import QpackDecoder
 from qh3.h3 import events as h3_events
-from qh3.h3.connection import H3Connection, Setting
+from qh3.h3.connection import (
+    ErrorCode,
+    FieldSectionTooLarge,
+    H3Connection,
+    MessageError,
+    Setting,
+)
 from qh3.quic import events as quic_events
 
 from ..interface import (
     H3DataReceived,
     H3Event,
     H3HeadersReceived,
+    H3StreamError,
     H3Transport,
     HeaderField,
 )
@@ -76,12 +99,56 @@ class _QuicShim:
 
 
 class _H3Connection(H3Connection):
-    """``H3Connection`` without HTTP/3 datagram support in its SETTINGS."""
+    """qh3's codec with quicconn's policies (see the module docstring)."""
+
+    def __init__(self, quic: _QuicShim, *, max_field_section_size: int) -> None:
+        self._field_section_limit = max_field_section_size
+        #: Stream errors found while handling the current event.
+        self.stream_errors: list[H3StreamError] = []
+        super().__init__(quic)  # type: ignore[arg-type]
+        # The decoder stops at the session's limit (nothing decoded yet).
+        self._max_field_section_size = max_field_section_size
+        self._max_encoded_field_section_size = max_field_section_size * 4 + 32
+        self._decoder = QpackDecoder(
+            self._max_table_capacity,
+            self._blocked_streams,
+            max_field_section_size=max_field_section_size,
+        )
 
     def _get_local_settings(self) -> dict[int, int]:
         settings: dict[int, int] = super()._get_local_settings()
         settings.pop(Setting.H3_DATAGRAM, None)
+        settings[Setting.MAX_FIELD_SECTION_SIZE] = self._field_section_limit
         return settings
+
+    def _init_connection(self) -> None:
+        self._max_push_id = None  # no server push: no MAX_PUSH_ID frame
+        super()._init_connection()
+
+    def _handle_request_or_push_frame(
+        self,
+        frame_type: int,
+        frame_data: bytes | None,
+        stream: Any,
+        stream_ended: bool,
+        **kwargs: Any,
+    ) -> list[h3_events.H3Event]:
+        try:
+            events: list[h3_events.H3Event] = super()._handle_request_or_push_frame(
+                frame_type, frame_data, stream, stream_ended, **kwargs
+            )
+        except MessageError as exc:
+            code, reason = ErrorCode.H3_MESSAGE_ERROR, exc.reason_phrase
+        except FieldSectionTooLarge as exc:
+            code, reason = ErrorCode.H3_EXCESSIVE_LOAD, exc.reason_phrase
+        else:
+            return events
+        self.stream_errors.append(H3StreamError(stream.stream_id, code, reason))
+        return []
+
+    def discard_stream(self, stream_id: int) -> None:
+        self._stream.pop(stream_id, None)
+        self._blocked_stream_map.pop(stream_id, None)
 
 
 class Qh3H3Codec:
@@ -90,8 +157,13 @@ class Qh3H3Codec:
     Creating it opens the control and QPACK streams through the transport.
     """
 
-    def __init__(self, transport: H3Transport, *, is_client: bool) -> None:
-        self._h3 = _H3Connection(_QuicShim(transport, is_client))  # type: ignore[arg-type]
+    def __init__(
+        self, transport: H3Transport, *, is_client: bool, max_field_section_size: int
+    ) -> None:
+        self._h3 = _H3Connection(
+            _QuicShim(transport, is_client),
+            max_field_section_size=max_field_section_size,
+        )
 
     def handle_stream_data(
         self, stream_id: int, data: bytes, fin: bool
@@ -117,6 +189,9 @@ class Qh3H3Codec:
                 events.append(
                     H3DataReceived(event.stream_id, event.data, event.stream_ended)
                 )
+        if self._h3.stream_errors:
+            events.extend(self._h3.stream_errors)
+            self._h3.stream_errors.clear()
         return events
 
     def handle_stream_reset(self, stream_id: int, error_code: int) -> None:
@@ -136,6 +211,9 @@ class Qh3H3Codec:
 
     def send_data(self, stream_id: int, data: bytes, end_stream: bool) -> None:
         self._h3.send_data(stream_id, data, end_stream)
+
+    def discard_stream(self, stream_id: int) -> None:
+        self._h3.discard_stream(stream_id)
 
 
 __all__ = ["Qh3H3Codec"]
