@@ -20,7 +20,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from quicconn._core.registry import ENVIRONMENT_VARIABLE  # noqa: E402
 from tests.support.certs import CertFiles, make_pki  # noqa: E402
+from tests.support.cores import pinned_cores  # noqa: E402
 
 PEERS = Path(__file__).resolve().parent / "peers"
 
@@ -35,6 +37,16 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> CertFiles:
 def other_pki(tmp_path_factory: pytest.TempPathFactory) -> CertFiles:
     """A second, unrelated CA and leaf: a 'wrong CA' for negative tests."""
     return make_pki(tmp_path_factory.mktemp("other-pki"), prefix="other-")
+
+
+@pytest.fixture(params=pinned_cores())
+def each_core(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run the test once per core (tests/support/cores.py, ``pinned_cores``):
+    contexts the test makes without ``core=`` run on it.  For tests that pin
+    one core's behaviour; the test ID names the core."""
+    core: str = request.param
+    monkeypatch.setenv(ENVIRONMENT_VARIABLE, core)
+    return core
 
 
 def free_udp_port(host: str = "127.0.0.1") -> int:

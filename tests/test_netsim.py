@@ -236,6 +236,18 @@ def test_datagrams_over_the_1500_byte_mtu_are_dropped(udp_peers):
 # -- impairments -------------------------------------------------------------
 
 
+def relay_took(sim: NetSim, count: int, timeout: float = 5.0) -> None:
+    """Wait until the relay has decided the fate of ``count`` datagrams.
+
+    Pacing the sender on the relay (not on a fixed sleep) keeps the kernel
+    from dropping datagrams on a loaded machine: every loss is the relay's.
+    """
+    deadline = time.monotonic() + timeout
+    while len(fates(sim, "to_server")) < count:
+        assert time.monotonic() < deadline, "the relay stopped taking datagrams"
+        time.sleep(0.001)
+
+
 def numbered_run(
     seed: int, udp_peers: list[UdpPeer]
 ) -> tuple[set[int], dict[int, str]]:
@@ -251,7 +263,7 @@ def numbered_run(
         for i in range(2000):
             client.send(b"%d" % i, sim.address)
             if i % 50 == 49:
-                time.sleep(0.002)  # keep the kernel's buffers from overflowing
+                relay_took(sim, i + 1)
         settle(sim)
         time.sleep(0.05)
     received = {int(p) for p in sink.payloads()}

@@ -734,6 +734,7 @@ def test_server_sends_at_most_three_times_what_an_unvalidated_client_sent(
 QH3_EVENT_MAX = 64 * 1024
 
 
+@pytest.mark.usefixtures("each_core")  # each core bounds it its own way
 def test_memory_of_a_never_reading_server_is_bounded_by_its_windows(
     pki: CertFiles,
 ) -> None:
@@ -1075,6 +1076,7 @@ def test_a_ping_only_probe_ahead_of_the_client_hello_is_not_fatal(
         lst.free()
 
 
+@pytest.mark.usefixtures("each_core")
 def test_a_ping_only_probe_ahead_of_the_client_hello_is_acknowledged(
     pki: CertFiles,
 ) -> None:
@@ -1138,6 +1140,7 @@ def test_ipv6_loopback_listener_serves_a_client(pki: CertFiles) -> None:
     assert lst.stats.retries_sent == 1
 
 
+@pytest.mark.usefixtures("each_core")
 def test_streams_a_server_never_accepts_cannot_pile_up(pki: CertFiles) -> None:
     # aioquic alone lets a peer open a new stream whenever it discarded a
     # finished one, accepted or not: a client could queue unbounded streams.

@@ -8,6 +8,7 @@ also (or only) run over a DatagramPair with a FakeClock.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Iterator
 
@@ -15,8 +16,9 @@ import pytest
 
 import quicconn as q
 from tests.support.certs import CertFiles
-from tests.support.cores import Capability, require
+from tests.support.cores import Capability, pinned_cores, require
 from tests.support.stream_scripts import (
+    LEGACY_SETUPS,
     C,
     ConnConfig,
     ContextConfig,
@@ -26,6 +28,7 @@ from tests.support.stream_scripts import (
     Script,
     Side,
     run_script,
+    run_setup,
     script,
     sync,
 )
@@ -1054,19 +1057,27 @@ def pool(pki: CertFiles) -> Iterator[ListenerPool]:
     listeners.close()
 
 
+#: A script that rests on a capability pins one core's behaviour: it runs on
+#: every core (skipped, naming the capability, where it is missing); the
+#: rest run on the default core (the conformance suite covers the others).
 CASES = [
-    pytest.param(sc, mode, id=f"{mode}-{sc.name}")
+    pytest.param(sc, mode, core, id=f"{mode}-{sc.name}" + (f"-{core}" if core else ""))
     for sc in SCRIPTS
     for mode in sc.modes
+    for core in (pinned_cores() if sc.needs else [None])
 ]
 
 
-@pytest.mark.parametrize(("sc", "mode"), CASES)
+@pytest.mark.parametrize(("sc", "mode", "core"), CASES)
 def test_stream_script(
-    sc: Script, mode: str, pool: ListenerPool, pki: CertFiles
+    sc: Script, mode: str, core: str | None, pool: ListenerPool, pki: CertFiles
 ) -> None:
-    require(*sc.needs)
-    run_script(sc, mode, pool, pki)
+    require(*sc.needs, core=core)
+    if core is None:
+        run_script(sc, mode, pool, pki)
+    else:
+        setup = dataclasses.replace(LEGACY_SETUPS[mode], core=core)
+        run_setup(sc, setup, pool, pki, label=f"{mode}/{core}")
 
 
 def test_there_are_at_least_forty_scripts() -> None:

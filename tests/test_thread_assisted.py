@@ -192,6 +192,7 @@ def test_thread_assisted_mode_refuses_a_fake_clock(pki: CertFiles) -> None:
 # -- keep-alive, on a fake clock --------------------------------------------------
 
 
+@pytest.mark.usefixtures("each_core")  # each core schedules its own PINGs
 def test_keep_alive_pings_hold_an_idle_connection_open(pki: CertFiles) -> None:
     """With keep-alive on, a connection both ends keep ticking outlives many
     idle timeouts; a PING goes out after every half idle timeout of
@@ -216,6 +217,7 @@ def test_keep_alive_pings_hold_an_idle_connection_open(pki: CertFiles) -> None:
     assert gaps and all(g == pytest.approx(interval, abs=0.01) for g in gaps), gaps
 
 
+@pytest.mark.usefixtures("each_core")
 def test_without_keep_alive_the_idle_timeout_closes_it(pki: CertFiles) -> None:
     ends = make_pair(pki, client_idle_ms=2000)
     ends.handshake()

@@ -225,6 +225,7 @@ def _packets_sent(qlog_dir, packet_type: str) -> list[list[str]]:
     ]
 
 
+@pytest.mark.usefixtures("each_core")  # an aioquic-core policy: skipped on qh3
 def test_a_resent_server_flight_repeats_the_ack_the_lost_one_carried(pki, tmp_path):
     # The server's first flight (ServerHello with the ACK of the ClientHello)
     # is lost.  Its PTO retransmission must acknowledge the ClientHello again:

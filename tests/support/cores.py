@@ -6,9 +6,16 @@ only some cores do starts with :func:`require`, which skips naming the
 missing :class:`~quicconn._core.interface.Capability`, never silently.  As
 in tests/conformance/harness.py, the registry and its capability flags are
 read from ``quicconn._core``: they are not public API.
+
+A test that pins what one core does (its own DATAGRAM frames, keep-alive,
+ACK policies, credit) takes the ``each_core`` fixture (tests/conftest.py):
+it then runs once on each of :func:`pinned_cores`, so that the suite's one
+run on the default core (CI) still checks every core where it matters.
 """
 
 from __future__ import annotations
+
+import os
 
 import pytest
 
@@ -16,12 +23,22 @@ import quicconn
 from quicconn._core import registry
 from quicconn._core.interface import Capability
 
-__all__ = ["Capability", "capabilities", "default_core", "require"]
+__all__ = ["Capability", "capabilities", "default_core", "pinned_cores", "require"]
 
 
 def default_core(role: int = quicconn.CLIENT) -> str:
     """The core a ``quicconn.Context(role)`` runs on."""
     return quicconn.Context(role).core
+
+
+def pinned_cores() -> list[str]:
+    """The cores an ``each_core`` test runs on: the one ``$QUICCONN_CORE``
+    names, when set (the whole suite runs there then: once is enough),
+    else every installed core."""
+    chosen = os.environ.get(registry.ENVIRONMENT_VARIABLE)
+    if chosen and chosen != registry.AUTO:
+        return [chosen]
+    return list(registry.available())
 
 
 def capabilities(core: str | None = None) -> frozenset[Capability]:

@@ -46,6 +46,8 @@ class Qh3Backend:
             Capability.KEYLOG,
             Capability.HTTP3,
             Capability.CUBIC,
+            Capability.KEEP_ALIVE,
+            Capability.DATAGRAMS,
         }
     )
     #: qh3's only controller: CUBIC with HyStart++.

@@ -8,9 +8,10 @@ hands the same objects to every connection it makes.
 
 :class:`TlsBridge` is qh3's bridge with quicconn's transport parameters:
 qh3 announces fixed stream limits (100 bidirectional, 103 unidirectional)
-and a DATAGRAM frame size; quicconn announces the limits its settings ask
-for, which the core enforces, and no DATAGRAM support (it has no API for
-it).
+and, as a client, a DATAGRAM frame size even when none was configured;
+quicconn announces the limits its settings ask for, which the core
+enforces, and max_datagram_frame_size only when DATAGRAM frames are on
+(``CoreSettings.max_datagram_frame_size``).
 """
 
 from __future__ import annotations
@@ -131,6 +132,7 @@ def build_configuration(
         is_client=settings.is_client,
         max_data=settings.max_data,
         max_datagram_size=settings.max_datagram_size,
+        max_datagram_frame_size=settings.max_datagram_frame_size,
         max_stream_data=settings.max_stream_data,
         # qh3 types it as always present; None means no key log.
         secrets_log_file=settings.secrets_log_file,  # type: ignore[arg-type]
@@ -188,8 +190,8 @@ class TlsBridge(QuicTlsBridge):
         bidi, uni = self.stream_limits
         parameters.initial_max_streams_bidi = bidi
         parameters.initial_max_streams_uni = uni
-        # quicconn has no DATAGRAM frames to hand the application.
-        parameters.max_datagram_frame_size = None
+        # Only when DATAGRAM frames are on (qh3's client always offers them).
+        parameters.max_datagram_frame_size = self.configuration.max_datagram_frame_size
         buf = Buffer(capacity=len(data) + 64)
         push_quic_transport_parameters(buf, parameters)
         return bytes(buf.data)

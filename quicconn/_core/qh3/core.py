@@ -9,7 +9,11 @@ logging even with qlog off (about 30% of a sender's CPU) and drops the
 events quicconn needs (peer credit, streams finished); this facade talks to
 the core directly and reports to a :class:`~quicconn._core.interface.CoreSink`.
 
-What it adds on top of the Rust core, and why:
+What it adds on top of the Rust core, and why (the modules beside this
+one hold the parts: :mod:`.handshake` makes the core and the TLS bridge and
+moves TLS output into the core, :mod:`.streams` keeps stream bookkeeping
+and send accounting, :mod:`.closing` turns the core's close events into
+close info, :mod:`.packets` slices datagrams into packets):
 
 * **Coalesced handshake packets are fed one at a time**, so that TLS can
   install the keys of a Handshake packet that follows an Initial in the
@@ -59,27 +63,39 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from qh3._hazmat import Buffer, QuicConnectionCore
-from qh3._hazmat import pull_quic_header as native_header
-from qh3.quic.crypto import CIPHER_SUITES
-from qh3.quic.packet import (
-    QuicPacketType,
-    QuicTransportParameters,
-    get_retry_integrity_tag,
-    pull_quic_transport_parameters,
-)
+from qh3._hazmat import QuicConnectionCore
+from qh3.quic.packet import QuicTransportParameters
 from qh3.quic.tls_bridge import QuicTlsBridgeError
-from qh3.tls import Direction, Epoch, ExtensionType, SessionTicket
+from qh3.tls import Epoch, SessionTicket
 
 from ..._asyncjob.job import JobHost, Resumed
-from ..._constants import QUIC_VERSION_1, QUIC_VERSION_2
 from ..._errors import ConnCloseInfo
-from ..initial import client_initial_keys, server_initial_keys
 from ..interface import Address, CoreSink
-from ..rules import CERTIFICATE_ALERTS, CRYPTO_ERROR_BASE, negotiated_idle_timeout
+from ..rules import negotiated_idle_timeout
 from ..settings import CoreSettings
-from ..wire import stateless_reset_token
+from ..wire import long_header_version, stateless_reset_token
+from .closing import (
+    PADDING_FRAME,
+    CloseReport,
+    local_error_info,
+    peer_close_info,
+    protocol_error_info,
+    termination_info,
+    tls_failure_info,
+)
 from .config import TlsBridge, build_configuration
+from .handshake import (
+    COMPATIBLE_VERSIONS,
+    apply_peer_parameters,
+    install_initial_keys,
+    move_tls_output,
+    new_native,
+    remembered_parameters,
+    retry_is_genuine,
+)
+from .keepalive import KeepAlive
+from .packets import datagram_payload_limit, log_packets, packet_ends, source_cid
+from .streams import OPEN_STATES, StreamLedger
 
 logger = logging.getLogger("quicconn.core")
 
@@ -94,26 +110,11 @@ TIMER_SLACK = 1e-6
 #: 0.3 s would read 0.30000000000007 s).  Firing a nanosecond early is
 #: harmless: :data:`TIMER_SLACK` covers it.
 TIMER_EARLY = 1e-9
-#: RFC 9002's kInitialRtt, and qh3's own default (the aioquic core's is
-#: 100 ms: against a busy peer that fires spurious handshake PTOs).
-INITIAL_RTT = 0.333
-#: The peer's max_ack_delay assumed until it announces one (seconds).
-MAX_ACK_DELAY = 0.025
-#: The peer connection IDs a client (server) keeps (active_connection_id_limit).
-CLIENT_CID_LIMIT = 2
-SERVER_CID_LIMIT = 8
 
 #: QUIC transport error codes and frame types used here (RFC 9000, 20.1, 19).
 _INTERNAL_ERROR = 0x1
 _PROTOCOL_VIOLATION = 0xA
-_PADDING = 0x0
 _CRYPTO_FRAME = 0x6
-#: The largest max_early_data_size quicconn's servers issue (0-RTT allowed).
-_MAX_EARLY_DATA = 0xFFFFFFFF
-
-_OPEN_STATES = frozenset({"first_flight", "connected"})
-#: The versions compatible version negotiation moves between (RFC 9368).
-_COMPATIBLE = {QUIC_VERSION_1, QUIC_VERSION_2}
 
 
 class Qh3Core:
@@ -146,7 +147,7 @@ class Qh3Core:
         self._is_client = settings.is_client
         self._cid_length = settings.connection_id_length
         #: Server, client with a zero-length connection ID (OpenSSL's):
-        #: see :meth:`_start`.
+        #: see :func:`~.handshake.install_initial_keys`.
         self._empty_peer_cid = (
             not self._is_client
             and client_scid == b""
@@ -175,7 +176,11 @@ class Qh3Core:
         self._version = version
         self._native: QuicConnectionCore | None = None
         self._tls: TlsBridge | None = None
-        self._remembered = self._remembered_parameters(session_ticket)
+        self._remembered = (
+            remembered_parameters(session_ticket, self._configuration.server_name)
+            if self._is_client
+            else None
+        )
         self._retried = False
         self._negotiated = False
         self._peer_addr: Address | None = None
@@ -193,38 +198,18 @@ class Qh3Core:
         self._crypto_seen = False
         # -- close ----------------------------------------------------------
         self.close_info: ConnCloseInfo | None = None
-        self._closing_reported = False
-        self._terminated_reported = False
+        self._close_report = CloseReport()
         self._terminated = False
         # -- events ---------------------------------------------------------
         #: Events taken from the core during the handshake (TLS had to see
         #: its CRYPTO at once), reported at the next dispatch, in order.
         self._pending: deque[tuple[Any, ...]] = deque()
         # -- streams --------------------------------------------------------
-        first = 0 if self._is_client else 1
-        #: The next stream ID handed out, and the next the core opened, by
-        #: kind (key: unidirectional?).
-        self._next_local = {False: first, True: first + 2}
-        self._next_native = {False: first, True: first + 2}
-        #: Operations on streams the core has not opened yet (ADVANCE).
-        self._deferred: dict[int, list[tuple[Any, ...]]] = {}
-        #: Stream operations before the handshake completed: replayed on a
-        #: new core after a Retry or Version Negotiation.
-        self._early_ops: list[tuple[Any, ...]] | None = [] if self._is_client else None
-        self._sent: dict[int, int] = {}
-        #: Bytes (FINs) written since the last moment everything was
-        #: acknowledged: see :meth:`_confirm_if_quiescent`.
-        self._unconfirmed: dict[int, int] = {}
-        self._unconfirmed_fin: set[int] = set()
-        self._send_max: dict[int, int] = {}
-        self._finished: set[int] = set()
-        self._peer_finished = {False: 0, True: 0}
-        self._peer_opened = {False: 0, True: 0}
-        self._unread = 0
-        self._unread_by_stream: dict[int, int] = {}
-        self._max_unread = settings.max_data
+        self._streams = StreamLedger(settings)
         #: MODE_ASYNC: runs packet processing in async jobs.
         self._async_host: JobHost | None = None
+        #: Keep-alive PINGs (settings.keep_alive), or None.
+        self._keep_alive = KeepAlive() if settings.keep_alive else None
 
     # -- identity ---------------------------------------------------------
 
@@ -244,65 +229,24 @@ class Qh3Core:
 
     # -- creating the Rust core and the TLS bridge ------------------------
 
-    def _remembered_parameters(
-        self, ticket: SessionTicket | None
-    ) -> QuicTransportParameters | None:
-        """The server's transport parameters a 0-RTT ticket carries."""
-        if (
-            not self._is_client
-            or ticket is None
-            or not ticket.is_valid
-            or ticket.server_name != self._configuration.server_name
-            or ticket.max_early_data_size != _MAX_EARLY_DATA
-        ):
-            return None
-        for kind, data in ticket.other_extensions:
-            if kind == ExtensionType.QUIC_TRANSPORT_PARAMETERS:
-                try:
-                    return pull_quic_transport_parameters(Buffer(data=data))
-                except ValueError:
-                    return None
-        return None
-
     def _start(self, addr: Address, dcid: bytes, now: float) -> None:
         """Create the Rust core and the TLS bridge (again after a Retry)."""
         settings = self._settings
         version = self._version
         assert version is not None
         remembered = self._remembered if self._is_client else None
-        limits = _limits(remembered)
-        self._native = QuicConnectionCore(
-            self._is_client,
+        self._native = new_native(
+            settings,
             version,
-            ("0.0.0.0", 0),
             addr,
             self._host_cid,
             b"" if self._empty_peer_cid else dcid,
-            self._is_client or self._retry_scid is not None,
-            CLIENT_CID_LIMIT if self._is_client else SERVER_CID_LIMIT,
-            settings.max_datagram_size,
-            False,  # path MTU discovery: not yet
-            settings.idle_timeout or None,
-            3,
-            None,  # no DATAGRAM frames
-            None,
-            settings.max_data,
-            limits[0],
-            settings.max_stream_data,
-            limits[1],
-            limits[2],
-            limits[3],
-            settings.max_stream_data,
-            settings.max_streams_bidi,
-            settings.max_streams_uni,
-            limits[4],
-            limits[5],
-            INITIAL_RTT,
-            MAX_ACK_DELAY,
-            now,
+            address_validated=self._is_client or self._retry_scid is not None,
+            remembered=remembered,
+            now=now,
         )
         if self._empty_peer_cid:
-            self._install_initial_keys(version)
+            install_initial_keys(self._native, version, self._initial_dcid)
         self._applied_parameters = remembered
         if remembered is not None:
             self._peer_parameters = remembered
@@ -325,33 +269,13 @@ class Qh3Core:
             version_change_handler=self._on_version_change,
         )
 
-    def _install_initial_keys(self, version: int) -> None:
-        """Initial keys from the connection ID the client chose.
-
-        qh3's core derives them from its destination connection ID, which is
-        also where it sends: a client with a zero-length connection ID
-        (OpenSSL's) must get packets without one, so the server core is made
-        with none, adopts the one the client chose as its own (the client
-        keeps sending to it until it learns ours: now the same), and gets
-        its Initial keys here.
-        """
-        native = self._native
-        assert native is not None
-        algorithms = ("aes-128-gcm", "aes-128-ecb")
-        for direction, keys in (
-            ("send", server_initial_keys(version, self._initial_dcid)),
-            ("receive", client_initial_keys(version, self._initial_dcid)),
-        ):
-            key, iv, hp = keys
-            native.install_packet_key(direction, 0, algorithms, key, iv, hp, 0)
-
     def _on_version_change(self, version: int) -> None:
         """A server moved the connection to a compatible version (RFC 9368)."""
         native = self._native
         if native is not None and native.version != version:
             native.set_version(version)
             if self._empty_peer_cid:
-                self._install_initial_keys(version)
+                install_initial_keys(native, version, self._initial_dcid)
         self._version = version
 
     # -- driving ----------------------------------------------------------
@@ -375,6 +299,8 @@ class Qh3Core:
         self._receive_now(data, addr, now)
 
     def _receive_now(self, data: bytes, addr: Address, now: float) -> None:
+        if self._keep_alive is not None:
+            self._keep_alive.received(now)
         try:
             if self._native is None:
                 if self._is_client or self._terminated:
@@ -384,7 +310,7 @@ class Qh3Core:
             native = self._native
             assert native is not None
             if self._trace is not None:
-                self._log_packets("packet_received", data)
+                log_packets(self._trace, "packet_received", data, self._cid_length)
             if self.handshake_complete:
                 native.receive_datagram(data, addr, now)
                 return
@@ -396,7 +322,7 @@ class Qh3Core:
         """Feed a handshake datagram packet by packet; TLS sees each one's
         CRYPTO before the next is decrypted (its keys may come from it)."""
         size = len(data)
-        ends = _packet_ends(data, self._cid_length)
+        ends = packet_ends(data, self._cid_length)
         start = 0
         for i, end in enumerate(ends):
             # The last slice runs to the end of the datagram: trailing
@@ -429,14 +355,16 @@ class Qh3Core:
         change only before any packet decrypted.  The previous version is
         returned, to go back to if the packet does not decrypt.
         """
-        if not self._is_client or not packet[0] & 0x80 or len(packet) < 5:
+        if not self._is_client:
             return None
-        version = int.from_bytes(packet[1:5], "big")
+        version = long_header_version(packet)
+        if version is None:
+            return None
         current = int(native.version)
         if (
             version == current
             or version not in self._settings.supported_versions
-            or {version, current} != _COMPATIBLE
+            or {version, current} != COMPATIBLE_VERSIONS
         ):
             return None
         try:
@@ -451,12 +379,10 @@ class Qh3Core:
         tls = self._tls
         if tls is None:
             return
-        try:
-            header = native_header(packet, 0, self._cid_length)
-        except ValueError:
-            return
-        # Even an empty one: the peer's transport parameters must match it.
-        tls.remote_initial_source_connection_id = bytes(header[4])
+        cid = source_cid(packet, self._cid_length)
+        if cid is not None:
+            # Even an empty one: the peer's transport parameters must match it.
+            tls.remote_initial_source_connection_id = cid
 
     def _forget_crypto_less_initial(self) -> bool:
         """A server whose first packet had no CRYPTO frame: start over.
@@ -521,7 +447,7 @@ class Qh3Core:
         native = self._native
         if native is None or self.async_held:
             return []
-        self._open_deferred()
+        self._streams.open_deferred(native)
         if self._key_update_wanted:
             self._try_key_update()
         out: list[tuple[bytes, Address]] = []
@@ -535,53 +461,36 @@ class Qh3Core:
             logger.exception("the QUIC core failed to build a datagram")
         if self._trace is not None:
             for datagram, _ in out:
-                self._log_packets("packet_sent", datagram)
+                log_packets(self._trace, "packet_sent", datagram, self._cid_length)
         return out
-
-    def _log_packets(self, event: str, datagram: bytes) -> None:
-        """qlog: one event per packet of a datagram, with its header.
-
-        Only with qlog on (the headers are parsed again for it).  qh3 does
-        not say which frames a packet carried, so ``frames`` stays empty
-        (Capability.QLOG_FRAMES is not claimed).
-        """
-        trace = self._trace
-        offset = 0
-        size = len(datagram)
-        while offset < size:
-            try:
-                header = native_header(datagram, offset, self._cid_length)
-                name = trace.packet_type(QuicPacketType(header[1]))
-            except ValueError:
-                return
-            end = int(header[9]) if header[9] > offset else size
-            trace.log_event(
-                category="transport",
-                event=event,
-                data={
-                    "frames": [],
-                    "header": {
-                        "packet_type": name,
-                        "dcid": header[3].hex(),
-                        "scid": header[4].hex(),
-                    },
-                    "raw": {"length": end - offset},
-                },
-            )
-            offset = end
 
     def get_timer(self) -> float | None:
         native = self._native
         if native is None or self.async_held:
             return None
         timer = native.get_timer()
-        return None if timer is None else float(timer[1]) - TIMER_EARLY
+        deadline = None if timer is None else float(timer[1]) - TIMER_EARLY
+        ping_at = self._keep_alive_at()
+        if ping_at is not None and (deadline is None or ping_at < deadline):
+            return ping_at
+        return deadline
+
+    def _keep_alive_at(self) -> float | None:
+        """When a keep-alive PING is due, or None (OpenSSL's ping deadline)."""
+        keep_alive = self._keep_alive
+        if keep_alive is None or not self.handshake_complete or self.is_closing:
+            return None
+        return keep_alive.deadline(self.negotiated_idle_timeout())
 
     def handle_timer(self, now: float) -> None:
         native = self._native
         if native is None or self.async_held:
             return
         try:
+            ping_at = self._keep_alive_at()
+            if ping_at is not None and ping_at <= now:
+                assert self._keep_alive is not None
+                native.send_ping(self._keep_alive.ping(now))
             native.handle_timer(now + TIMER_SLACK)
         except Exception:
             logger.exception("the QUIC core failed to handle its timer")
@@ -635,50 +544,24 @@ class Qh3Core:
 
     def _fail(self, code: int, frame_type: int, reason: str) -> None:
         native = self._native
-        if native is not None and native.state in _OPEN_STATES:
+        if native is not None and native.state in OPEN_STATES:
             native.close(code, frame_type, reason.encode("utf8", "replace"))
         if self.close_info is None:
-            name = self._configuration.server_name
-            if (
-                self._is_client
-                and name
-                and code - CRYPTO_ERROR_BASE in CERTIFICATE_ALERTS
-                and name not in reason
-            ):
-                # qh3's reasons do not say which name was checked.
-                reason = f"{reason} (verifying {name!r})"
-            self.close_info = ConnCloseInfo(
-                error_code=code,
-                frame_type=frame_type,
-                reason=reason,
-                is_local=True,
-                is_transport=True,
+            self.close_info = tls_failure_info(
+                code,
+                frame_type,
+                reason,
+                self._configuration.server_name,
+                self._is_client,
             )
 
     def _drain_tls(self) -> None:
         tls = self._tls
         native = self._native
         assert tls is not None and native is not None
-        if native.version != tls.version:
-            native.set_version(tls.version)
         self._version = tls.version
-        while (secret := tls.next_traffic_secret()) is not None:
-            hp_name, aead_name = CIPHER_SUITES[secret.cipher_suite]
-            native.install_packet_key(
-                "send" if secret.direction == Direction.ENCRYPT else "receive",
-                int(secret.epoch),
-                (aead_name.decode(), hp_name.decode()),
-                secret.key,
-                secret.iv,
-                secret.hp,
-                0,
-                secret.secret,
-                secret.version,
-            )
-            if secret.epoch == Epoch.ZERO_RTT and self._is_client:
-                self.early_data_attempted = True
-        while (crypto := tls.next_crypto_data()) is not None:
-            native.send_crypto(int(crypto.epoch), crypto.offset, crypto.data)
+        if move_tls_output(tls, native) and self._is_client:
+            self.early_data_attempted = True
         parameters = tls.remote_transport_parameters
         if parameters is not None and parameters is not self._applied_parameters:
             self._apply_parameters(parameters)
@@ -699,27 +582,7 @@ class Qh3Core:
             if not tls.tls.early_data_accepted:
                 native.reject_zero_rtt()
             self._zero_rtt_resolved = True
-        limit = parameters.active_connection_id_limit or 2
-        native.apply_peer_transport_parameters(
-            parameters.initial_max_data or 0,
-            parameters.initial_max_stream_data_bidi_local or 0,
-            parameters.initial_max_stream_data_bidi_remote or 0,
-            parameters.initial_max_stream_data_uni or 0,
-            parameters.initial_max_streams_bidi or 0,
-            parameters.initial_max_streams_uni or 0,
-            3
-            if parameters.ack_delay_exponent is None
-            else parameters.ack_delay_exponent,
-            0.025
-            if parameters.max_ack_delay is None
-            else parameters.max_ack_delay / 1000,
-            parameters.max_idle_timeout / 1000 if parameters.max_idle_timeout else None,
-            parameters.max_datagram_frame_size,
-            parameters.stateless_reset_token,
-            limit,
-            bool(parameters.disable_active_migration),
-            parameters.max_udp_payload_size,
-        )
+        apply_peer_parameters(native, parameters)
         self._applied_parameters = parameters
         self._peer_parameters = parameters
 
@@ -739,7 +602,7 @@ class Qh3Core:
                 self._zero_rtt_resolved = True
             else:
                 native.discard_keys(int(Epoch.ZERO_RTT))
-        self._early_ops = None
+        self._streams.handshake_completed()
         self._pending.append(("handshake_completed",))
 
     # -- Retry and Version Negotiation (client) ----------------------------
@@ -751,14 +614,9 @@ class Qh3Core:
         _, token, scid = event
         if not self._is_client or self._retried or not packet:
             return False
-        tag_size = 16
-        try:
-            expected = get_retry_integrity_tag(
-                packet[:-tag_size], self._initial_dcid, version=self._version or 1
-            )
-        except ValueError:
+        if not retry_is_genuine(packet, self._initial_dcid, self._version or 1):
             return False
-        if expected != packet[-tag_size:] or not token:
+        if not token:
             return False
         self._retried = True
         self._retry_scid = scid
@@ -801,13 +659,7 @@ class Qh3Core:
         if token is not None:
             native.set_initial_token(token)
         # Streams opened before (0-RTT) are opened again on the new core.
-        self._next_native = {
-            False: 0 if self._is_client else 1,
-            True: 2 if self._is_client else 3,
-        }
-        self._deferred = {}
-        for op in self._early_ops or ():
-            self._deferred.setdefault(op[1], []).append(op)
+        self._streams.restart()
         self._guard_tls(tls.start)
 
     # -- reporting --------------------------------------------------------
@@ -820,9 +672,10 @@ class Qh3Core:
         while pending:
             self._report(pending.popleft())
         native = self._native
+        streams = self._streams
         if native is not None:
             while True:
-                if self._unread >= self._max_unread and native.state in _OPEN_STATES:
+                if streams.holds_enough and native.state in OPEN_STATES:
                     break  # the application holds enough: credit waits
                 event = native.next_event()
                 if event is None:
@@ -834,41 +687,17 @@ class Qh3Core:
                         self._report(pending.popleft())
                 elif kind not in ("retry", "version_negotiation"):
                     self._report(event)
-            self._open_deferred()
-            if self._unconfirmed or self._unconfirmed_fin:
-                self._confirm_if_quiescent()
+            streams.open_deferred(native)
+            if streams.has_unconfirmed:
+                streams.confirm_if_quiescent(native)
         self._report_close_state()
 
     def _report(self, event: tuple[Any, ...]) -> None:
         sink = self._sink
+        if self._streams.report(sink, event):
+            return
         kind = event[0]
-        if kind == "stream_data":
-            _, stream_id, data, fin = event
-            if data:
-                self._unread += len(data)
-                self._unread_by_stream[stream_id] = self._unread_by_stream.get(
-                    stream_id, 0
-                ) + len(data)
-            self._saw_peer_stream(stream_id)
-            sink.on_stream_data(stream_id, data, fin)
-        elif kind == "stream_reset":
-            stream_id, code = event[1], event[2]
-            self._unread -= self._unread_by_stream.pop(stream_id, 0)
-            self._saw_peer_stream(stream_id)
-            sink.on_stream_reset(stream_id, code)
-        elif kind == "stop_sending":
-            self._saw_peer_stream(event[1])
-            sink.on_stop_sending(event[1], event[2])
-        elif kind == "stream_finished":
-            stream_id = event[1]
-            self._finished.add(stream_id)
-            if self._is_peer_stream(stream_id):
-                self._peer_finished[bool(stream_id & 2)] += 1
-        elif kind == "stream_credit":
-            stream_id, maximum = event[1], event[2]
-            if maximum > self._send_max.get(stream_id, 0):
-                self._send_max[stream_id] = maximum
-        elif kind == "handshake_completed":
+        if kind == "handshake_completed":
             sink.on_handshake_complete(
                 self.alpn_protocol, self.session_resumed, self.early_data_accepted
             )
@@ -876,68 +705,41 @@ class Qh3Core:
             native = self._native
             if native is not None:
                 native.handshake_confirmed()
+        elif kind == "datagram":
+            sink.on_datagram_frame(bytes(event[1]))
         elif kind == "connection_id_issued":
             sink.on_connection_id_issued(event[1])
         elif kind == "connection_id_retired":
             sink.on_connection_id_retired(event[1])
         elif kind == "peer_closed":
-            _, application, code, frame_type, reason = event
             if self.close_info is None:
-                self.close_info = ConnCloseInfo(
-                    error_code=code,
-                    frame_type=None if application else (frame_type or 0),
-                    reason=reason.decode("utf8", "replace"),
-                    is_local=False,
-                    is_transport=not application,
-                )
+                self.close_info = peer_close_info(event)
         elif kind == "protocol_error":
-            _, code, frame_type, reason = event
             if self.close_info is None:
-                self.close_info = ConnCloseInfo(
-                    error_code=code,
-                    frame_type=frame_type if frame_type is not None else 0,
-                    reason=str(reason),
-                    is_local=True,
-                    is_transport=True,
-                )
+                self.close_info = protocol_error_info(event)
         elif kind == "connection_terminated":
             self._terminated = True
             if self.close_info is None:
-                self.close_info = _termination_info(event)
+                self.close_info = termination_info(event)
 
     def _report_close_state(self) -> None:
         native = self._native
         if (
             self.close_info is None
             and native is not None
-            and native.state not in _OPEN_STATES
+            and native.state not in OPEN_STATES
         ):
             error = native.local_error
             if error is not None:
-                self.close_info = ConnCloseInfo(
-                    error_code=error[0],
-                    frame_type=error[1] if error[1] is not None else 0,
-                    reason=error[2],
-                    is_local=True,
-                    is_transport=True,
-                )
-        if not self._closing_reported and self.close_info is not None:
-            self._closing_reported = True
-            self._sink.on_closing(self.close_info)
-        if (
-            self._closing_reported
-            and not self._terminated_reported
-            and self.is_terminated
-        ):
-            self._terminated_reported = True
-            self._sink.on_terminated()
+                self.close_info = local_error_info(error)
+        self._close_report.report(self._sink, self.close_info, self.is_terminated)
 
     # -- state ------------------------------------------------------------
 
     @property
     def is_closing(self) -> bool:
         native = self._native
-        if native is not None and native.state not in _OPEN_STATES:
+        if native is not None and native.state not in OPEN_STATES:
             return True
         return self.close_info is not None
 
@@ -976,207 +778,60 @@ class Qh3Core:
     def negotiated_idle_timeout(self) -> float | None:
         return negotiated_idle_timeout(self.idle_timeout(), self.peer_idle_timeout())
 
-    # -- streams ----------------------------------------------------------
+    # -- DATAGRAM frames (RFC 9221) ----------------------------------------
 
-    def _is_peer_stream(self, stream_id: int) -> bool:
-        return bool(stream_id & 1) == self._is_client
+    def max_datagram_payload(self) -> int:
+        """The largest DATAGRAM payload that fits the peer's limit and one
+        1-RTT packet (0 before the handshake completed, or if the peer
+        takes no DATAGRAM frames)."""
+        peer = self.peer_max_datagram_frame_size()
+        if peer is None or not self.handshake_complete:
+            return 0
+        return datagram_payload_limit(peer, self._settings.max_datagram_size)
 
-    def _saw_peer_stream(self, stream_id: int) -> None:
-        if self._is_peer_stream(stream_id):
-            uni = bool(stream_id & 2)
-            count = stream_id // 4 + 1
-            if count > self._peer_opened[uni]:
-                self._peer_opened[uni] = count
+    def send_datagram_frame(self, data: bytes) -> None:
+        """Queue a DATAGRAM frame; the core sends it once, never again."""
+        native = self._native
+        if native is None or native.state not in OPEN_STATES:
+            return  # closing: nothing more goes out
+        native.send_datagram(data)
+
+    # -- streams (kept in :mod:`.streams`) ----------------------------------
 
     def local_streams_available(self, unidirectional: bool) -> int:
-        native = self._native
-        if native is None:
-            return 0
-        limit = native.stream_limits[1 if unidirectional else 0]
-        return max(0, limit - self._next_local[unidirectional] // 4)
+        return self._streams.local_streams_available(self._native, unidirectional)
 
     def remote_streams_available(self, unidirectional: bool) -> int:
-        settings = self._settings
-        base = settings.max_streams_uni if unidirectional else settings.max_streams_bidi
-        allowed = base + self._peer_finished[unidirectional]
-        return max(0, allowed - self._peer_opened[unidirectional])
+        return self._streams.remote_streams_available(unidirectional)
 
     def open_stream(self, unidirectional: bool) -> int:
-        stream_id = self._next_local[unidirectional]
-        self._next_local[unidirectional] = stream_id + 4
-        self._deferred.setdefault(stream_id, [])
-        self._log(("open", stream_id))
-        self._open_deferred()
-        return stream_id
-
-    def _open_deferred(self) -> None:
-        """Open, in order, the streams handed out that the peer now allows."""
-        native = self._native
-        if native is None or not self._deferred or native.state not in _OPEN_STATES:
-            return
-        limits = native.stream_limits
-        for uni in (False, True):
-            next_id = self._next_native[uni]
-            while next_id < self._next_local[uni] and next_id // 4 < limits[int(uni)]:
-                opened = native.open_stream(uni)
-                if opened != next_id:
-                    logger.error("qh3 opened stream %d, expected %d", opened, next_id)
-                next_id += 4
-                for op in self._deferred.pop(opened, ()):
-                    self._apply(op)
-            self._next_native[uni] = next_id
-
-    def _native_open(self, stream_id: int) -> bool:
-        """Whether the core knows the stream (else its operations wait)."""
-        if not self._is_peer_stream(stream_id):
-            return stream_id < self._next_native[bool(stream_id & 2)]
-        return True
-
-    def _log(self, op: tuple[Any, ...]) -> None:
-        early = self._early_ops
-        if early is not None:
-            early.append(op)
-
-    def _apply(self, op: tuple[Any, ...]) -> None:
-        native = self._native
-        assert native is not None
-        kind, stream_id = op[0], op[1]
-        try:
-            if kind == "data":
-                native.send_stream(stream_id, op[2], op[3])
-            elif kind == "reset":
-                native.reset_stream(stream_id, op[2])
-            elif kind == "stop":
-                native.stop_sending(stream_id, op[2])
-        except (ValueError, RuntimeError) as exc:
-            logger.debug("stream %d: %s ignored: %s", stream_id, kind, exc)
-
-    def _do(self, op: tuple[Any, ...]) -> None:
-        self._log(op)
-        stream_id = op[1]
-        if self._native is not None and self._native_open(stream_id):
-            self._apply(op)
-        else:
-            self._deferred.setdefault(stream_id, []).append(op)
+        return self._streams.open_stream(self._native, unidirectional)
 
     def send_stream_data(self, stream_id: int, data: bytes, fin: bool) -> None:
-        if data:
-            size = len(data)
-            self._sent[stream_id] = self._sent.get(stream_id, 0) + size
-            self._unconfirmed[stream_id] = self._unconfirmed.get(stream_id, 0) + size
-        if fin:
-            self._unconfirmed_fin.add(stream_id)
-        self._do(("data", stream_id, data, fin))
+        self._streams.send_stream_data(self._native, stream_id, data, fin)
 
     def send_credit(self, stream_id: int) -> int:
-        if stream_id in self._finished:
-            return 0
-        initial = self._initial_send_limit(stream_id)
-        limit = max(initial, self._send_max.get(stream_id, 0))
-        return max(0, limit - self._sent.get(stream_id, 0))
-
-    def _initial_send_limit(self, stream_id: int) -> int:
-        parameters = self._peer_parameters
-        if parameters is None:
-            return 0
-        if stream_id & 2:
-            if self._is_peer_stream(stream_id):
-                return 0
-            return parameters.initial_max_stream_data_uni or 0
-        if self._is_peer_stream(stream_id):
-            return parameters.initial_max_stream_data_bidi_local or 0
-        return parameters.initial_max_stream_data_bidi_remote or 0
-
-    def _unsent(self, stream_id: int | None) -> int:
-        """Bytes written and not yet sent (waiting here or in the core)."""
-        queued = 0
-        for sid, ops in self._deferred.items():
-            if stream_id is None or sid == stream_id:
-                queued += sum(len(op[2]) for op in ops if op[0] == "data")
-        native = self._native
-        if native is None:
-            return queued
-        try:
-            return queued + int(native.get_send_buffer_size(stream_id))
-        except ValueError:
-            return queued
-
-    def _confirm_if_quiescent(self) -> bool:
-        """If nothing is in flight and nothing waits to be sent, every byte
-        (and FIN) written so far was acknowledged: forget them, and say so.
-
-        qh3 does not tell which stream's bytes a peer acknowledged; a moment
-        with no packet in flight is when that is certain for all of them.
-        (Lost data awaiting retransmission goes out in the same flush, or is
-        held by congestion or pacing, which keeps packets in flight or a
-        pacing timer armed.)
-        """
-        native = self._native
-        if native is None:
-            quiet = not self._deferred
-        elif native.bytes_in_flight or self._unsent(None):
-            quiet = False
-        else:
-            timer = native.get_timer()
-            quiet = timer is None or timer[0] != "pacing"
-        if quiet:
-            self._unconfirmed.clear()
-            self._unconfirmed_fin.clear()
-        return quiet
+        return self._streams.send_credit(stream_id, self._peer_parameters)
 
     def send_buffered(self, stream_id: int) -> int:
-        """Bytes written to the stream and not known to be acknowledged.
-
-        The stream's bytes written since the connection last had nothing
-        in flight (see :meth:`_confirm_if_quiescent`), capped by what is
-        unsent on it plus everything in flight.
-        """
-        if stream_id in self._finished:
-            return 0
-        written = self._unconfirmed.get(stream_id, 0)
-        if not written or self._confirm_if_quiescent():
-            return 0
-        native = self._native
-        in_flight = 0 if native is None else int(native.bytes_in_flight)
-        return min(written, self._unsent(stream_id) + in_flight)
+        """Bytes written to the stream and not known to be acknowledged
+        (:meth:`~.streams.StreamLedger.send_buffered`)."""
+        return self._streams.send_buffered(self._native, stream_id)
 
     def send_fully_acked(self, stream_id: int) -> bool:
-        if stream_id in self._finished or self._confirm_if_quiescent():
-            return True
-        return (
-            not self._unconfirmed.get(stream_id)
-            and stream_id not in self._unconfirmed_fin
-            and not self._unsent(stream_id)
-        )
+        return self._streams.send_fully_acked(self._native, stream_id)
 
     def all_sends_acked(self) -> bool:
-        if self._confirm_if_quiescent():
-            return True
-        return (
-            not self._unconfirmed
-            and not self._unconfirmed_fin
-            and not self._unsent(None)
-        )
+        return self._streams.all_sends_acked(self._native)
 
     def consume(self, stream_id: int, nbytes: int) -> None:
-        if nbytes <= 0:
-            return
-        held = self._unread_by_stream.get(stream_id, 0)
-        taken = min(held, nbytes)
-        if taken:
-            self._unread -= taken
-            if held == taken:
-                del self._unread_by_stream[stream_id]
-            else:
-                self._unread_by_stream[stream_id] = held - taken
+        self._streams.consume(stream_id, nbytes)
 
     def reset_stream(self, stream_id: int, error_code: int) -> None:
-        self._do(("reset", stream_id, error_code))
+        self._streams.reset_stream(self._native, stream_id, error_code)
 
     def stop_sending(self, stream_id: int, error_code: int) -> None:
-        if stream_id in self._finished:
-            return
-        self._do(("stop", stream_id, error_code))
+        self._streams.stop_sending(self._native, stream_id, error_code)
 
     def release_stream(self, stream_id: int) -> None:
         """Nothing to do: qh3 returns a peer's stream slot as soon as the
@@ -1184,22 +839,17 @@ class Qh3Core:
         is not claimed)."""
 
     def stream_discarded(self, stream_id: int) -> bool:
-        return stream_id in self._finished
+        return self._streams.stream_discarded(stream_id)
 
     def forget_stream(self, stream_id: int) -> None:
-        self._finished.discard(stream_id)
-        self._sent.pop(stream_id, None)
-        self._unconfirmed.pop(stream_id, None)
-        self._unconfirmed_fin.discard(stream_id)
-        self._send_max.pop(stream_id, None)
-        self._unread -= self._unread_by_stream.pop(stream_id, 0)
+        self._streams.forget_stream(stream_id)
 
     # -- connection-wide --------------------------------------------------
 
     def close(self, error_code: int, reason: str, *, application: bool = True) -> None:
         native = self._native
-        frame_type = None if application else _PADDING
-        if native is not None and native.state in _OPEN_STATES:
+        frame_type = None if application else PADDING_FRAME
+        if native is not None and native.state in OPEN_STATES:
             try:
                 native.close(error_code, frame_type, reason.encode("utf8"))
             except (ValueError, RuntimeError):
@@ -1230,7 +880,7 @@ class Qh3Core:
 
     def _try_key_update(self) -> None:
         native = self._native
-        if native is None or native.state not in _OPEN_STATES:
+        if native is None or native.state not in OPEN_STATES:
             self._key_update_wanted = False
             return
         try:
@@ -1247,59 +897,4 @@ class Qh3Core:
             logger_.end_trace(trace)
 
 
-def _termination_info(event: tuple[Any, ...]) -> ConnCloseInfo:
-    """The close info of a connection that ended without a CONNECTION_CLOSE:
-    an idle timeout (local) or a stateless reset from the peer."""
-    _, code, frame_type, reason = event
-    text = reason.decode("utf8", "replace") if isinstance(reason, bytes) else reason
-    if text == "Idle timeout":
-        return ConnCloseInfo(
-            error_code=code,
-            frame_type=frame_type,
-            reason=text,
-            is_local=True,
-            is_transport=frame_type is not None,
-        )
-    return ConnCloseInfo(
-        error_code=0,
-        frame_type=_PADDING,
-        reason="stateless reset received",
-        is_local=False,
-        is_transport=True,
-    )
-
-
-def _limits(parameters: QuicTransportParameters | None) -> tuple[int, ...]:
-    """The peer's send limits a core starts with (0 until it announces)."""
-    if parameters is None:
-        return (0, 0, 0, 0, 0, 0)
-    return (
-        parameters.initial_max_data or 0,
-        parameters.initial_max_stream_data_bidi_local or 0,
-        parameters.initial_max_stream_data_bidi_remote or 0,
-        parameters.initial_max_stream_data_uni or 0,
-        parameters.initial_max_streams_bidi or 0,
-        parameters.initial_max_streams_uni or 0,
-    )
-
-
-def _packet_ends(data: bytes, cid_length: int) -> list[int]:
-    """Where each packet of a datagram ends (one entry if unparseable)."""
-    ends: list[int] = []
-    offset = 0
-    size = len(data)
-    while offset < size:
-        try:
-            end = int(native_header(data, offset, cid_length)[9])
-        except ValueError:
-            break
-        if end <= offset:
-            break
-        ends.append(end)
-        offset = end
-        if offset < size and not data[offset] & 0x40:
-            break  # no fixed bit: trailing padding, not a packet
-    return ends or [size]
-
-
-__all__ = ["INITIAL_RTT", "TIMER_SLACK", "Qh3Core"]
+__all__ = ["TIMER_SLACK", "Qh3Core"]

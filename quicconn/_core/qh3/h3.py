@@ -18,9 +18,9 @@ something else, through its private members:
 
 * ``_get_local_settings``: qh3 always announces SETTINGS_H3_DATAGRAM,
   which RFC 9297 allows only alongside the max_datagram_frame_size
-  transport parameter; quicconn has no datagrams to offer on this core and
-  announces neither.  SETTINGS_MAX_FIELD_SECTION_SIZE is the session's
-  limit, and so is the QPACK decoder's (``_decoder``,
+  transport parameter; quicconn announces it only when DATAGRAM frames are
+  on (as the aioquic core).  SETTINGS_MAX_FIELD_SECTION_SIZE is the
+  session's limit, and so is the QPACK decoder's (``_decoder``,
   ``_max_field_section_size``, ``_max_encoded_field_section_size``: qh3
   picks 256 KiB for a server, 1 MiB for a client).
 * ``_init_connection``: no MAX_PUSH_ID (``_max_push_id``): quicconn's
@@ -30,6 +30,12 @@ something else, through its private members:
   is a stream error reported as :class:`H3StreamError`, not a connection
   close (RFC 9114 section 4.1.2).
 * ``_stream``, ``_blocked_stream_map``: a stream given up is forgotten.
+
+HTTP datagrams (RFC 9297): qh3's ``H3Connection`` calls the varint that
+starts one a *flow ID* and passes it through unchanged (the draft's
+meaning); RFC 9297 made it the Quarter Stream ID, the request stream's ID
+divided by four.  The codec converts both ways, so the wire format is
+RFC 9297's, as on the aioquic core.
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ from qh3.h3.connection import (
 from qh3.quic import events as quic_events
 
 from ..interface import (
+    H3DatagramReceived,
     H3DataReceived,
     H3Event,
     H3HeadersReceived,
@@ -95,13 +102,16 @@ class _QuicShim:
         self._transport.close(error_code, reason_phrase)
 
     def send_datagram_frame(self, data: bytes) -> None:
-        raise ValueError("HTTP/3 datagrams are not supported")
+        self._transport.send_datagram(data)
 
 
 class _H3Connection(H3Connection):
     """qh3's codec with quicconn's policies (see the module docstring)."""
 
-    def __init__(self, quic: _QuicShim, *, max_field_section_size: int) -> None:
+    def __init__(
+        self, quic: _QuicShim, *, datagrams: bool, max_field_section_size: int
+    ) -> None:
+        self._h3_datagrams = datagrams
         self._field_section_limit = max_field_section_size
         #: Stream errors found while handling the current event.
         self.stream_errors: list[H3StreamError] = []
@@ -117,7 +127,8 @@ class _H3Connection(H3Connection):
 
     def _get_local_settings(self) -> dict[int, int]:
         settings: dict[int, int] = super()._get_local_settings()
-        settings.pop(Setting.H3_DATAGRAM, None)
+        if not self._h3_datagrams:
+            settings.pop(Setting.H3_DATAGRAM, None)
         settings[Setting.MAX_FIELD_SECTION_SIZE] = self._field_section_limit
         return settings
 
@@ -160,8 +171,10 @@ class Qh3H3Codec:
     def __init__(
         self, transport: H3Transport, *, is_client: bool, max_field_section_size: int
     ) -> None:
+        self._datagrams = transport.local_max_datagram_frame_size() is not None
         self._h3 = _H3Connection(
             _QuicShim(transport, is_client),
+            datagrams=self._datagrams,
             max_field_section_size=max_field_section_size,
         )
 
@@ -211,6 +224,26 @@ class Qh3H3Codec:
 
     def send_data(self, stream_id: int, data: bytes, end_stream: bool) -> None:
         self._h3.send_data(stream_id, data, end_stream)
+
+    def datagrams_allowed(self) -> bool:
+        settings = self._h3.received_settings
+        return (
+            self._datagrams
+            and settings is not None
+            and settings.get(Setting.H3_DATAGRAM) == 1
+        )
+
+    def handle_datagram(self, data: bytes) -> list[H3Event]:
+        events: list[H3Event] = []
+        for event in self._h3.handle_event(quic_events.DatagramFrameReceived(data)):
+            if isinstance(event, h3_events.DatagramReceived):
+                # qh3's flow ID is RFC 9297's Quarter Stream ID.
+                events.append(H3DatagramReceived(event.flow_id * 4, event.data))
+        return events
+
+    def send_datagram(self, stream_id: int, data: bytes) -> None:
+        # The caller checked that it is a request stream (a multiple of 4).
+        self._h3.send_datagram(stream_id // 4, data)
 
     def discard_stream(self, stream_id: int) -> None:
         self._h3.discard_stream(stream_id)

@@ -1,0 +1,128 @@
+"""Close information from qh3's core events, as on the aioquic core.
+
+The Rust core reports a close as events (``peer_closed``,
+``protocol_error``, ``connection_terminated``) or as its ``local_error``;
+each becomes the same :class:`~quicconn._errors.ConnCloseInfo` the aioquic
+core reports, the moment the close begins.  :class:`CloseReport` tells the
+sink about it once: closing, then terminated.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..._errors import ConnCloseInfo
+from ..interface import CoreSink
+from ..rules import CERTIFICATE_ALERTS, CRYPTO_ERROR_BASE, idle_timeout_close
+
+#: The frame type of a transport close not caused by a frame (PADDING).
+PADDING_FRAME = 0x0
+
+
+def peer_close_info(event: tuple[Any, ...]) -> ConnCloseInfo:
+    """A ``peer_closed`` event: the peer's CONNECTION_CLOSE."""
+    _, application, code, frame_type, reason = event
+    return ConnCloseInfo(
+        error_code=code,
+        frame_type=None if application else (frame_type or 0),
+        reason=reason.decode("utf8", "replace"),
+        is_local=False,
+        is_transport=not application,
+    )
+
+
+def protocol_error_info(event: tuple[Any, ...]) -> ConnCloseInfo:
+    """A ``protocol_error`` event: the core closes over the peer's error."""
+    _, code, frame_type, reason = event
+    return ConnCloseInfo(
+        error_code=code,
+        frame_type=frame_type if frame_type is not None else 0,
+        reason=str(reason),
+        is_local=True,
+        is_transport=True,
+    )
+
+
+def local_error_info(error: tuple[Any, ...]) -> ConnCloseInfo:
+    """The core's ``local_error`` (code, frame type, reason) of a close it began."""
+    return ConnCloseInfo(
+        error_code=error[0],
+        frame_type=error[1] if error[1] is not None else 0,
+        reason=error[2],
+        is_local=True,
+        is_transport=True,
+    )
+
+
+def termination_info(event: tuple[Any, ...]) -> ConnCloseInfo:
+    """The close info of a connection that ended without a CONNECTION_CLOSE:
+    an idle timeout (local, as OpenSSL reports it:
+    :func:`~quicconn._core.rules.idle_timeout_close`) or a stateless reset
+    from the peer."""
+    reason = event[3]
+    text = reason.decode("utf8", "replace") if isinstance(reason, bytes) else reason
+    if text == "Idle timeout":
+        return idle_timeout_close()
+    return ConnCloseInfo(
+        error_code=0,
+        frame_type=PADDING_FRAME,
+        reason="stateless reset received",
+        is_local=False,
+        is_transport=True,
+    )
+
+
+def tls_failure_info(
+    code: int, frame_type: int, reason: str, server_name: str | None, is_client: bool
+) -> ConnCloseInfo:
+    """A TLS failure's close (a CRYPTO_ERROR carrying the alert); a client's
+    certificate failure names the server name it checked (qh3's reasons do
+    not)."""
+    if (
+        is_client
+        and server_name
+        and code - CRYPTO_ERROR_BASE in CERTIFICATE_ALERTS
+        and server_name not in reason
+    ):
+        reason = f"{reason} (verifying {server_name!r})"
+    return ConnCloseInfo(
+        error_code=code,
+        frame_type=frame_type,
+        reason=reason,
+        is_local=True,
+        is_transport=True,
+    )
+
+
+class CloseReport:
+    """Tells a sink once that the connection is closing, then once that it
+    terminated."""
+
+    __slots__ = ("closing_reported", "terminated_reported")
+
+    def __init__(self) -> None:
+        self.closing_reported = False
+        self.terminated_reported = False
+
+    def report(
+        self, sink: CoreSink, info: ConnCloseInfo | None, terminated: bool
+    ) -> None:
+        """Report what is new: the close ``info`` (once known), termination
+        (only after the close was reported)."""
+        if not self.closing_reported and info is not None:
+            self.closing_reported = True
+            sink.on_closing(info)
+        if self.closing_reported and not self.terminated_reported and terminated:
+            self.terminated_reported = True
+            sink.on_terminated()
+
+
+__all__ = [
+    "PADDING_FRAME",
+    "CloseReport",
+    "local_error_info",
+    "peer_close_info",
+    "protocol_error_info",
+    "termination_info",
+    "tls_failure_info",
+]
