@@ -490,6 +490,9 @@ class H3Codec(Protocol):
         """Forget a request stream the session gave up (nothing more of it
         will be fed)."""
 
+    def received_settings(self) -> dict[int, int] | None:
+        """The peer's SETTINGS (identifier: value); None until they arrive."""
+
 
 #: ``fetch(label)`` finds a ticket a server issued, for resumption.
 TicketFetcher = Callable[[bytes], Any]

@@ -609,6 +609,13 @@ class H3Session(HttpSession):
                 self._translate(event, events)
         return events
 
+    @property
+    def peer_settings(self) -> dict[int, int] | None:
+        """The peer's HTTP/3 SETTINGS (identifier: value, e.g. 0x6 for
+        SETTINGS_MAX_FIELD_SECTION_SIZE); None until its control stream
+        delivered them."""
+        return self._h3.received_settings()
+
     def datagrams_allowed(self) -> bool:
         """Whether HTTP datagrams (RFC 9297) may be sent: DATAGRAM frames on
         both ends (``Context.set_max_datagram_frame_size``) and both sent
@@ -639,7 +646,12 @@ class H3Session(HttpSession):
         if event.stream_id in self._given_up:
             return
         if isinstance(event, H3StreamError):
-            self._stream_error(event.stream_id, event.error_code, event.reason, events)
+            if event.error_code == H3_EXCESSIVE_LOAD:  # QPACK stopped at the limit
+                self._too_large(event.stream_id, event.reason, events)
+            else:
+                self._stream_error(
+                    event.stream_id, event.error_code, event.reason, events
+                )
             return
         if isinstance(event, H3HeadersReceived):
             self._headers(event, events)
@@ -671,6 +683,11 @@ class H3Session(HttpSession):
             return
         pseudo = {k: v for k, v in event.headers if k.startswith(b":")}
         regular = [(k, v) for k, v in event.headers if not k.startswith(b":")]
+        if event.stream_id not in self._heads:
+            problem = _message_problem(pseudo, regular, request=not self.is_client)
+            if problem is not None:
+                self._stream_error(event.stream_id, H3_MESSAGE_ERROR, problem, events)
+                return
         if event.stream_id in self._heads:
             events.append(TrailersReceived(event.stream_id, regular))
             if event.stream_ended:
@@ -688,10 +705,6 @@ class H3Session(HttpSession):
             if event.stream_ended:
                 events.append(DataReceived(event.stream_id, b"", True))
         else:
-            problem = _request_problem(pseudo)
-            if problem is not None:
-                self._stream_error(event.stream_id, H3_MESSAGE_ERROR, problem, events)
-                return
             self._heads.add(event.stream_id)
             events.append(
                 RequestReceived(
@@ -751,12 +764,33 @@ class H3Session(HttpSession):
         self._h3.send_headers(stream_id, list(headers), end_stream=True)
 
 
-def _request_problem(pseudo: dict[bytes, bytes]) -> str | None:
-    """Why a request's control data is malformed (RFC 9114 section 4.3.1),
-    or None; what the codec already checks (unknown or repeated
-    pseudo-header fields, :method and :authority) is not repeated."""
-    if pseudo.get(b":method") == b"CONNECT":
-        return None  # no :scheme or :path (section 4.4)
+#: Connection-specific fields, which make an HTTP/3 message malformed
+#: (RFC 9114 section 4.2).
+_CONNECTION_SPECIFIC = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"transfer-encoding",
+        b"upgrade",
+    }
+)
+
+
+def _message_problem(
+    pseudo: dict[bytes, bytes], fields: Headers, *, request: bool
+) -> str | None:
+    """Why a message head is malformed (RFC 9114 sections 4.2 and 4.3.1),
+    or None.  Both codecs check unknown, repeated and misplaced pseudo-header
+    fields, :method, :authority and :status; this adds what one of them
+    lets through, so that every core refuses the same messages."""
+    for name, value in fields:
+        if name in _CONNECTION_SPECIFIC:
+            return f"the connection-specific field {name.decode('latin-1')!r}"
+        if name == b"te" and (not request or value.lower() != b"trailers"):
+            return "a te field other than 'trailers' in a request"
+    if not request or pseudo.get(b":method") == b"CONNECT":
+        return None  # CONNECT has no :scheme or :path (section 4.4)
     if not pseudo.get(b":scheme"):
         return "the request has no :scheme"
     if not pseudo.get(b":path"):

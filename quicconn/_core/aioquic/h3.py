@@ -260,5 +260,9 @@ class AioquicH3Codec:
     def discard_stream(self, stream_id: int) -> None:
         self._h3.discard_stream(stream_id)
 
+    def received_settings(self) -> dict[int, int] | None:
+        settings = self._h3.received_settings
+        return None if settings is None else dict(settings)
+
 
 __all__ = ["AioquicH3Codec"]
