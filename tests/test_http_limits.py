@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import pylsqpack
@@ -363,3 +363,156 @@ def test_the_control_stream_bounds_its_frames() -> None:
     scanner = FrameScanner("uni", 65536)
     scanner.scan(varint(0x0) + varint(0x7) + varint(1) + b"\x00", False)
     assert scanner.error[0] == 0x10A  # H3_MISSING_SETTINGS
+
+
+# -- send buffers follow the peer's credit (issue 16, item 2) ------------------
+
+
+@contextmanager
+def stream_pair(
+    pki: CertFiles, streams: int, client_options: dict[str, int], server_ctx_setup=None
+) -> Iterator[tuple[quicconn.Connection, list[quicconn.Stream]]]:
+    """A client that opened ``streams`` streams (one byte each) and the
+    server's side of them, nonblocking with partial writes."""
+    ctx = quicconn.Context(quicconn.SERVER)
+    ctx.load_cert_chain(pki.cert, pki.key)
+    ctx.set_alpn_protos(["quicconn-test"])
+    if server_ctx_setup is not None:
+        server_ctx_setup(ctx)
+    with ctx.new_listener(("127.0.0.1", 0)) as listener:
+        port = listener.local_address()[1]
+        accepted_conn: list[quicconn.Connection | None] = []
+        acceptor = threading.Thread(
+            target=lambda: accepted_conn.append(listener.accept_connection())
+        )
+        acceptor.start()
+        conn = quicconn.connect(
+            "127.0.0.1",
+            port,
+            alpn=["quicconn-test"],
+            cafile=str(pki.ca),
+            **client_options,
+        )
+        acceptor.join(10)
+        (server,) = accepted_conn
+        assert server is not None
+        conn.set_default_stream_mode(quicconn.DEFAULT_STREAM_MODE_NONE)
+        for _ in range(streams):
+            conn.new_stream().write(b"?")
+        server.set_default_stream_mode(quicconn.DEFAULT_STREAM_MODE_NONE)
+        server.set_incoming_stream_policy(quicconn.INCOMING_STREAM_POLICY_ACCEPT)
+        server.set_blocking_mode(False)
+        server.set_mode(quicconn.MODE_ENABLE_PARTIAL_WRITE)
+        accepted: list[quicconn.Stream] = []
+        deadline = time.monotonic() + 5
+        while len(accepted) < streams and time.monotonic() < deadline:
+            conn.handle_events()
+            listener.handle_events()
+            stream = server.accept_stream(quicconn.ACCEPT_STREAM_NO_BLOCK)
+            if stream is not None:
+                accepted.append(stream)
+        assert len(accepted) == streams
+        try:
+            yield conn, accepted
+        finally:
+            server.free()
+            conn.free()
+
+
+def write_all_they_take(
+    streams: list[quicconn.Stream], tick: object = None, rounds: int = 20
+) -> int:
+    """Write 1 MiB chunks on every stream until none takes more; the total."""
+    total = 0
+    chunk = bytes(1024 * 1024)
+    for _ in range(rounds):
+        for stream in streams:
+            with suppress(quicconn.WantWriteError):
+                total += stream.write(chunk)
+        if callable(tick):
+            tick()
+        time.sleep(0.01)
+    return total
+
+
+def test_writes_stop_at_the_peers_connection_credit(pki: CertFiles) -> None:
+    """A peer that reads nothing, with 64 KiB of connection credit (MAX_DATA)
+    and 1 MiB per stream, gets about its connection credit buffered for it,
+    not 1 MiB per stream (20 MiB here).  (A qh3 client grants up to about
+    twice its max_data while it holds data unread: docs/cores.md.)"""
+    with stream_pair(pki, 20, {"max_data": 64 * 1024}) as (client, streams):
+        total = write_all_they_take(streams, client.handle_events)
+    assert 0 < total <= 4 * 64 * 1024
+
+
+def test_writes_stop_at_the_connections_send_buffer(pki: CertFiles) -> None:
+    """A peer granting plenty of credit but acknowledging nothing (it never
+    runs) is held to ``connection_write_buffer_size`` over all streams."""
+
+    def small_buffer(ctx: quicconn.Context) -> None:
+        ctx.connection_write_buffer_size = 256 * 1024
+
+    with stream_pair(pki, 20, {"max_data": 64 * 1024 * 1024}, small_buffer) as (
+        _,
+        streams,
+    ):
+        total = write_all_they_take(streams)
+    assert 0 < total <= 256 * 1024
+
+
+@pytest.fixture(scope="module")
+def big_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("big-www")
+    (root / "big.bin").write_bytes(bytes(4 * 1024 * 1024))
+    return root
+
+
+def starving_client(pki: CertFiles, port: int, requests: int) -> H3Session:
+    """Opens ``requests`` requests for a 4 MB file and never reads any: it
+    grants no connection credit beyond its first 256 KiB."""
+    conn = quicconn.connect(
+        "127.0.0.1", port, alpn=["h3"], cafile=str(pki.ca), max_data=256 * 1024
+    )
+    conn.set_default_stream_mode(quicconn.DEFAULT_STREAM_MODE_NONE)
+    session = H3Session(conn)
+    for _ in range(requests):
+        session.pause_reading(session.send_request("GET", "localhost", "/big.bin"))
+    return session
+
+
+def starve(sessions: list[H3Session], seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for session in sessions:
+            session.handle_events()
+        time.sleep(0.01)
+
+
+def test_a_credit_starving_reader_holds_little_server_memory(
+    pki: CertFiles, big_file: Path
+) -> None:
+    """100 requests, no connection credit granted: the server holds about
+    the client's 256 KiB of credit for it (it held 1 MiB per stream, about
+    100 MiB, before), and still serves others."""
+    with file_server(pki, big_file) as (port, server):
+        session = starving_client(pki, port, 100)
+        starve([session], 2.0)
+        assert server.buffered() <= 256 * 1024 + 64 * 1024
+        with client(pki, port) as http:
+            (download,) = http.fetch(["/big.bin"])
+            assert download.ok and len(download.body) == 4 * 1024 * 1024
+        session.conn.free()
+
+
+def test_the_servers_memory_for_responses_is_capped(
+    pki: CertFiles, big_file: Path
+) -> None:
+    """Four starving connections, each allowed 256 KiB: the server stops
+    reading files at its ``max_memory`` (here 512 KiB) over all of them."""
+    limits = ServerLimits(max_memory=512 * 1024)
+    with file_server(pki, big_file, limits) as (port, server):
+        sessions = [starving_client(pki, port, 20) for _ in range(4)]
+        starve(sessions, 2.0)
+        assert server.buffered() <= 512 * 1024 + 64 * 1024
+        for session in sessions:
+            session.conn.free()

@@ -269,6 +269,13 @@ class Core(Protocol):
     def send_buffered(self, stream_id: int) -> int:
         """Bytes written to the stream and not yet acknowledged."""
 
+    def connection_send_credit(self) -> int:
+        """Bytes the peer's MAX_DATA still lets all streams together append:
+        the limit minus everything written (sent or waiting to be sent)."""
+
+    def send_buffered_total(self) -> int:
+        """Bytes written on all streams and not yet acknowledged."""
+
     def send_fully_acked(self, stream_id: int) -> bool:
         """Every byte written (and the FIN, if any) was acknowledged."""
 

@@ -57,11 +57,12 @@ from .._errors import (
 )
 from .._objects.connection import (
     Connection,
+    channel_of,
     h3_codec,
     local_max_datagram_frame_size,
     peer_max_datagram_frame_size,
 )
-from .._objects.stream import Stream, abort_reading
+from .._objects.stream import Stream, abort_reading, write_space
 from ._events import (
     DatagramReceived,
     DataReceived,
@@ -94,6 +95,8 @@ class HttpSession:
 
     #: The ALPN protocol this session speaks.
     alpn: str = ""
+    #: Bytes of framing :meth:`send_body` adds to a body chunk, at most.
+    framing_overhead: int = 0
 
     def __init__(self, conn: Connection, limits: HttpLimits | None = None) -> None:
         self.conn = conn
@@ -207,6 +210,23 @@ class HttpSession:
     def backlog(self, stream_id: int) -> int:
         """Bytes accepted by :meth:`write` but not yet given to the stream."""
         return sum(len(chunk) for chunk, _ in self._backlog.get(stream_id, ()))
+
+    def writable(self, stream_id: int) -> int:
+        """Body bytes :meth:`send_body` could hand to the stream now, past
+        its backlog: the peer's stream and connection credit, and room in
+        the stream's and the connection's send buffers."""
+        stream = self.streams.get(stream_id)
+        if stream is None or self._backlog.get(stream_id):
+            return 0
+        return max(0, write_space(stream) - self.framing_overhead)
+
+    def buffered(self) -> int:
+        """Bytes this session holds for the peer: written to QUIC streams and
+        not yet acknowledged, plus what waits in the backlogs."""
+        waiting = sum(
+            len(chunk) for queue in self._backlog.values() for chunk, _ in queue
+        )
+        return channel_of(self.conn).send_buffered() + waiting
 
     def flush(self) -> None:
         for stream_id in list(self._backlog):
@@ -482,6 +502,7 @@ class H3Session(HttpSession):
     """HTTP/3 (RFC 9114) with QPACK, using the core backend's codec."""
 
     alpn = ALPN_H3
+    framing_overhead = 16  # a DATA frame's type and length
 
     def __init__(self, conn: Connection, limits: HttpLimits | None = None) -> None:
         super().__init__(conn, limits)

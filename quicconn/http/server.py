@@ -80,6 +80,12 @@ class FileServer:
         listener.set_blocking_mode(False)
         listener.listen()
         self._clients: list[_Client] = []
+        #: Where the next turn starts serving (turns rotate, so that no
+        #: connection always comes first to the memory budget).
+        self._turn = 0
+        #: Bytes of responses in flight (see :meth:`buffered`), as counted
+        #: at the start of this turn plus what the turn added.
+        self._in_flight = 0
         self.stats = ServerStats()
         self._selector = selectors.DefaultSelector()
         self._selector.register(listener.fileno(), selectors.EVENT_READ)
@@ -103,12 +109,22 @@ class FileServer:
         self._selector.select(wait)
         self.listener.handle_events()
         self._accept_new()
-        for client in list(self._clients):
+        self._in_flight = self.buffered()
+        clients = self._clients
+        self._turn = (self._turn + 1) % max(1, len(clients))
+        for client in clients[self._turn :] + clients[: self._turn]:
             try:
                 self._serve_client(client)
             except Error as exc:
                 logger.warning("dropping %r: %s", client.conn, exc)
                 self._drop(client)
+
+    def buffered(self) -> int:
+        """Bytes of responses in flight over all connections: written to
+        QUIC streams and not yet acknowledged, or waiting to be written.
+        The server reads no more file data while this reaches
+        ``limits.max_memory`` (a quicconn extension)."""
+        return sum(c.session.buffered() for c in self._clients if c.session)
 
     def close(self) -> None:
         """Close every connection (CONNECTION_CLOSE sent, qlogs written)."""
@@ -202,15 +218,28 @@ class FileServer:
         )
 
     def _pump(self, client: _Client, session: HttpSession) -> None:
+        """Read on in the files of open responses, only as much as their
+        streams take now (credit and send buffers) and the memory budget
+        allows: nothing waits in memory for a peer that does not read."""
+        budget = self.limits.max_memory
         for stream_id, response in list(client.responses.items()):
-            while response.remaining and not session.backlog(stream_id):
-                chunk = response.file.read(min(CHUNK_SIZE, response.remaining))
+            while response.remaining:
+                size = min(
+                    CHUNK_SIZE,
+                    response.remaining,
+                    session.writable(stream_id),
+                    budget - self._in_flight,
+                )
+                if size <= 0:
+                    break
+                chunk = response.file.read(size)
                 if not chunk:  # the file shrank under us: end the response
                     response.remaining = 0
                     session.send_body(stream_id, b"", True)
                     break
                 response.remaining -= len(chunk)
                 self.stats.bytes_sent += len(chunk)
+                self._in_flight += len(chunk)
                 session.send_body(stream_id, chunk, response.remaining == 0)
             if not response.remaining:
                 response.file.close()

@@ -9,14 +9,14 @@ backend touches is in this module; :mod:`.core` and the rest use only public
 ones.  The aioquic minor version is pinned in ``pyproject.toml`` because of
 them.
 
-Private names of aioquic still reached: 38, and why each is needed.  (41
+Private names of aioquic still reached: 41, and why each is needed.  (41
 before the split; ``_configuration`` and ``_local_next_stream_id_bidi`` /
 ``_uni`` gave way to the public ``configuration`` and
 ``get_next_available_stream_id()``.)  Besides these, the HTTP/3 shim in
 :mod:`.h3` has to *provide* two that ``H3Connection`` reads,
 ``_quic_logger`` and ``_remote_max_datagram_frame_size``.
 
-``QuicConnection`` attributes (22):
+``QuicConnection`` attributes (24):
 
 * ``_ack_delay``: the 1-RTT ACK delay (policy: 2 ms, :data:`ACK_DELAY`).
 * ``_close_event``, ``_state``: a close reported when it begins, local or
@@ -35,6 +35,8 @@ before the split; ``_configuration`` and ``_local_next_stream_id_bidi`` /
   stream credit only for released streams, configurable initial limits.
 * ``_remote_max_streams_bidi``, ``_remote_max_streams_uni``: how many
   streams the peer lets us open (SSL_VALUE_QUIC_STREAM_*_LOCAL_AVAIL).
+* ``_remote_max_data``, ``_remote_max_data_used``: the peer's MAX_DATA and
+  what counts against it, so that writes respect the connection's credit.
 * ``_remote_max_idle_timeout``, ``_remote_max_datagram_frame_size``: the
   peer's transport parameters (the negotiated idle timeout; HTTP/3's
   SETTINGS_H3_DATAGRAM check).
@@ -60,11 +62,12 @@ Private methods called (3): ``_close_begin`` (draining on a stateless
 reset), ``_on_max_stream_data_delivery`` and ``_on_connection_limit_delivery``
 (delivery handlers of the frames the rewritten writers send).
 
-``QuicStreamSender`` internals (6): ``_buffer_start``, ``_buffer_stop``
+``QuicStreamSender`` internals (7): ``_buffer_start``, ``_buffer_stop``
 and ``_buffer_fin`` (send credit, bytes not yet acknowledged, "everything
 acknowledged"; aioquic exposes only ``is_finished`` and
 ``buffer_is_empty``), ``_pending``, ``_pending_eof`` and ``_acked_fin``
-(stream data requeued after a Retry).
+(stream data requeued after a Retry), ``_reset_error_code`` (a reset
+stream's unsent bytes will never count against MAX_DATA).
 """
 
 from __future__ import annotations
@@ -458,6 +461,26 @@ class AdaptedQuicConnection(QuicConnection):
             return 0
         sender = stream.sender
         return int(sender._buffer_stop - sender._buffer_start)
+
+    def connection_send_credit(self) -> int:
+        """Bytes the peer's MAX_DATA still lets all streams append: the limit
+        minus what was sent (``_remote_max_data_used``) and what waits to
+        be sent for the first time on streams not reset."""
+        unsent = 0
+        for stream in self._streams.values():
+            sender = stream.sender
+            if sender._reset_error_code is None:
+                unsent += sender._buffer_stop - sender.highest_offset
+        return max(0, int(self._remote_max_data - self._remote_max_data_used - unsent))
+
+    def send_buffered_total(self) -> int:
+        """Bytes written on all streams and not yet acknowledged."""
+        return int(
+            sum(
+                stream.sender._buffer_stop - stream.sender._buffer_start
+                for stream in self._streams.values()
+            )
+        )
 
     def send_fully_acked(self, stream_id: int) -> bool:
         """True when every byte (and the FIN, if any) written was acknowledged."""

@@ -459,6 +459,7 @@ class Qh3Core:
                 out.append((transmit[0], transmit[1]))
         except Exception:
             logger.exception("the QUIC core failed to build a datagram")
+        self._streams.after_send(native)
         if self._trace is not None:
             for datagram, _ in out:
                 log_packets(self._trace, "packet_sent", datagram, self._cid_length)
@@ -817,6 +818,12 @@ class Qh3Core:
         """Bytes written to the stream and not known to be acknowledged
         (:meth:`~.streams.StreamLedger.send_buffered`)."""
         return self._streams.send_buffered(self._native, stream_id)
+
+    def connection_send_credit(self) -> int:
+        return self._streams.connection_send_credit(self._peer_parameters)
+
+    def send_buffered_total(self) -> int:
+        return self._streams.send_buffered_total(self._native)
 
     def send_fully_acked(self, stream_id: int) -> bool:
         return self._streams.send_fully_acked(self._native, stream_id)
