@@ -9,14 +9,15 @@ backend touches is in this module; :mod:`.core` and the rest use only public
 ones.  The aioquic minor version is pinned in ``pyproject.toml`` because of
 them.
 
-Private names of aioquic still reached: 41, and why each is needed.  (41
+Private names of aioquic still reached: 43, and why each is needed.  (41
 before the split; ``_configuration`` and ``_local_next_stream_id_bidi`` /
 ``_uni`` gave way to the public ``configuration`` and
 ``get_next_available_stream_id()``.)  Besides these, the HTTP/3 shim in
 :mod:`.h3` has to *provide* two that ``H3Connection`` reads,
 ``_quic_logger`` and ``_remote_max_datagram_frame_size``.
 
-``QuicConnection`` attributes (24):
+``QuicConnection`` attributes (24), and ``tls.Context._peer_certificate``
+(the certificate whose purpose is checked):
 
 * ``_ack_delay``: the 1-RTT ACK delay (policy: 2 ms, :data:`ACK_DELAY`).
 * ``_close_event``, ``_state``: a close reported when it begins, local or
@@ -51,12 +52,14 @@ before the split; ``_configuration`` and ``_local_next_stream_id_bidi`` /
 * ``_retry_count``: whether a Retry was accepted (0-RTT data is queued
   again).
 
-Overridden private methods (7): ``_payload_received`` (a first Initial
-without CRYPTO), ``_write_handshake`` (repeated ACKs),
-``_receive_retry_packet`` (requeue after Retry), ``_replenish_connection_ids``
-(derived reset tokens), ``_serialize_transport_parameters`` (the base of
-stream credit), ``_write_stream_limits`` and ``_write_connection_limits``
-(credit on consume; rewritten, not extended).
+Overridden private methods (8): ``_update_traffic_key`` (the server
+certificate's purpose, checked before the client's Finished),
+``_payload_received`` (a first Initial without CRYPTO), ``_write_handshake``
+(repeated ACKs), ``_receive_retry_packet`` (requeue after Retry),
+``_replenish_connection_ids`` (derived reset tokens),
+``_serialize_transport_parameters`` (the base of stream credit),
+``_write_stream_limits`` and ``_write_connection_limits`` (credit on consume;
+rewritten, not extended).
 
 Private methods called (3): ``_close_begin`` (draining on a stateless
 reset), ``_on_max_stream_data_delivery`` and ``_on_connection_limit_delivery``
@@ -73,13 +76,17 @@ stream's unsent bytes will never count against MAX_DATA).
 from __future__ import annotations
 
 import math
+import ssl
 from typing import Any
 
+from aioquic import tls
 from aioquic.quic import events as quic_events
 from aioquic.quic.connection import QuicConnection, QuicConnectionState
 from aioquic.quic.packet import QuicErrorCode, QuicFrameType
 from aioquic.tls import Epoch
+from cryptography.hazmat.primitives.serialization import Encoding
 
+from ..purpose import purpose_problem
 from ..wire import stateless_reset_token
 
 #: Frame capacities used when writing flow-control updates (type + 2 varints).
@@ -110,6 +117,33 @@ class AdaptedQuicConnection(QuicConnection):
       inside the 25 ms max_ack_delay advertised) rather than aioquic's 1 ms:
       half the ACKs on a fast path, less work at both ends.
     """
+
+    def _update_traffic_key(
+        self,
+        direction: tls.Direction,
+        epoch: tls.Epoch,
+        cipher_suite: tls.CipherSuite,
+        secret: bytes,
+    ) -> None:
+        # The server's Finished was verified and the client is about to
+        # answer with its own: the last moment to refuse a certificate whose
+        # purpose is not a TLS server's (aioquic checks the chain and the
+        # name only; OpenSSL checks the purpose too).
+        configuration = self.configuration
+        if (
+            configuration.is_client
+            and configuration.verify_mode != ssl.CERT_NONE
+            and direction == tls.Direction.DECRYPT
+            and epoch == tls.Epoch.ONE_RTT
+        ):
+            certificate = self.tls._peer_certificate
+            if certificate is not None:
+                problem = purpose_problem(
+                    certificate.public_bytes(Encoding.DER), "server"
+                )
+                if problem is not None:
+                    raise tls.AlertUnsupportedCertificate(problem)
+        super()._update_traffic_key(direction, epoch, cipher_suite, secret)
 
     def __init__(self, *, reset_key: bytes | None = None, **kwargs: Any) -> None:
         self._reset_key = reset_key
