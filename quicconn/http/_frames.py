@@ -24,10 +24,10 @@ the bytes go by and decides on each frame from its header alone:
 * a stream that ends inside a frame the codec never saw (an unknown one,
   or a frame header) is H3_FRAME_ERROR (RFC 9114 section 7.1).
 
-Everything else goes to the codec unchanged, cut after each complete
-HEADERS frame so that the session can tell whether QPACK decoded it or is
-waiting for the encoder stream (then the session stops reading the stream
-until it is decoded, instead of letting the codec buffer what follows).
+Everything else goes to the codec unchanged.  (A HEADERS frame QPACK
+cannot decode yet would still have the codec buffer what follows it on its
+stream; the codecs announce SETTINGS_QPACK_BLOCKED_STREAMS 0, so a peer may
+not send one: RFC 9204 section 2.1.2.)
 """
 
 from __future__ import annotations
@@ -75,10 +75,9 @@ class Verdict(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Piece:
-    """Bytes for the codec; ``headers_end`` if they end a HEADERS frame."""
+    """Bytes for the codec, and whether the stream ends with them."""
 
     data: bytes
-    headers_end: bool
     fin: bool
 
 
@@ -108,7 +107,6 @@ class FrameScanner:
         "_left",
         "_max_headers",
         "_skip",
-        "_type",
         "_uni_type",
         "control",
         "error",
@@ -119,7 +117,6 @@ class FrameScanner:
         self._max_headers = max_field_section_size
         #: A frame header (or a stream type) not yet complete.
         self._header = bytearray()
-        self._type = -1
         self._left = 0
         self._skip = False
         #: No frame seen yet (the control stream must start with SETTINGS).
@@ -131,23 +128,22 @@ class FrameScanner:
         #: (HTTP/3 error code, reason) of a CONNECTION_ERROR.
         self.error: tuple[int, str] = (0, "")
 
-    def scan(self, data: bytes, fin: bool) -> list[Piece]:
-        """What of ``data`` the codec may see, in pieces; :attr:`verdict`
+    def scan(self, data: bytes, fin: bool) -> Piece | None:
+        """What of ``data`` the codec may see (None: nothing); :attr:`verdict`
         says if the scanner stopped (nothing more is passed on then)."""
         if self.verdict is not None:
-            return []
+            return None
         prefix = b""
         if self._uni_type is None:
             prefix, data = self._read_stream_type(data)
             if self._uni_type is None:
                 # A unidirectional stream may end before its type arrives
                 # (RFC 9114 section 6.2): nothing to tell the codec.
-                return []
+                return None
         if not self.control and self._uni_type >= 0:
             # A QPACK or unknown stream: the codec handles (or drops) it.
             whole = prefix + data
-            return [Piece(whole, False, fin)] if whole or fin else []
-        pieces: list[Piece] = []
+            return Piece(whole, fin) if whole or fin else None
         out = bytearray(prefix)
         i, end = 0, len(data)
         while i < end:
@@ -158,7 +154,7 @@ class FrameScanner:
                 self._left -= take
                 i += take
                 if not self._left:
-                    self._frame_done(pieces, out)
+                    self._skip = False
                 continue
             # A frame header: two variable-length integers.
             need = self._header_length()
@@ -168,18 +164,16 @@ class FrameScanner:
             if len(self._header) == need and self._header_length() == need:
                 self._start_frame(out)
                 if self.verdict is not None:
-                    return pieces + ([Piece(bytes(out), False, False)] if out else [])
+                    return Piece(bytes(out), False) if out else None
                 if not self._left:
-                    self._frame_done(pieces, out)
+                    self._skip = False
         truncated = self._header or (self._skip and self._left)
         if fin and truncated and not self.control:
             # The codec cannot see a truncation in bytes it never got (a
             # control stream that ends is an error the codec reports).
             self._fail(H3_FRAME_ERROR, "the stream ended inside a frame")
-            return pieces + ([Piece(bytes(out), False, False)] if out else [])
-        if out or fin:
-            pieces.append(Piece(bytes(out), False, fin))
-        return pieces
+            return Piece(bytes(out), False) if out else None
+        return Piece(bytes(out), fin) if out or fin else None
 
     # -- internals ----------------------------------------------------------
 
@@ -211,7 +205,6 @@ class FrameScanner:
         self._header = bytearray()
         frame_type = _varint(header, 0)
         length = _varint(header, _varint_length(header[0]))
-        self._type = frame_type
         self._left = length
         self._skip = frame_type not in KNOWN
         first, self._first = self._first, False
@@ -254,13 +247,6 @@ class FrameScanner:
     def _fail(self, code: int, reason: str) -> None:
         self.verdict = Verdict.CONNECTION_ERROR
         self.error = (code, reason)
-
-    def _frame_done(self, pieces: list[Piece], out: bytearray) -> None:
-        if self._type == HEADERS and not self._skip:
-            pieces.append(Piece(bytes(out), True, False))
-            out.clear()
-        self._type = -1
-        self._skip = False
 
 
 __all__ = [

@@ -74,7 +74,7 @@ from ._events import (
     StreamRefused,
     TrailersReceived,
 )
-from ._frames import FrameScanner, Piece, Verdict
+from ._frames import FrameScanner, Verdict
 from ._limits import HttpLimits
 
 ALPN_H3 = "h3"
@@ -120,9 +120,6 @@ class HttpSession:
         #: Streams this session refused by itself: released at the end of
         #: :meth:`process`.
         self._refused: set[int] = set()
-        #: Streams whose reading waits on the protocol layer (HTTP/3: a
-        #: field section QPACK cannot decode yet).
-        self._held: set[int] = set()
 
     # -- event-loop surface ------------------------------------------------
 
@@ -164,11 +161,7 @@ class HttpSession:
                 break
             self.streams[stream.get_stream_id()] = stream
         for stream_id, stream in list(self.streams.items()):
-            if (
-                stream_id in self._finished_reading
-                or stream_id in self._paused
-                or stream_id in self._held
-            ):
+            if stream_id in self._finished_reading or stream_id in self._paused:
                 continue
             self._read_stream(stream_id, stream, events)
         self.flush()
@@ -294,7 +287,6 @@ class HttpSession:
         self._forget_when_flushed.discard(stream_id)
         self._finished_reading.discard(stream_id)
         self._paused.discard(stream_id)
-        self._held.discard(stream_id)
         self.forget_stream_state(stream_id)
         stream = self.streams.pop(stream_id, None)
         if stream is not None:
@@ -513,8 +505,6 @@ class H3Session(HttpSession):
         self._heads: set[int] = set()
         #: Frame boundaries of each stream, checked before the codec.
         self._scanners: dict[int, FrameScanner] = {}
-        #: What arrived after a HEADERS frame QPACK could not decode yet.
-        self._waiting: dict[int, list[Piece]] = {}
         #: Streams given up (a stream error): nothing more is fed.
         self._given_up: set[int] = set()
 
@@ -528,7 +518,10 @@ class H3Session(HttpSession):
             kind = "uni" if stream_id & 2 else "request"
             scanner = FrameScanner(kind, self.limits.max_field_section_size)
             self._scanners[stream_id] = scanner
-        self._feed(stream_id, scanner.scan(data, ended), events)
+        piece = scanner.scan(data, ended)
+        if piece is not None:
+            for event in self._h3.handle_stream_data(stream_id, piece.data, piece.fin):
+                self._translate(event, events)
         if scanner.verdict is Verdict.TOO_LARGE:
             self._too_large(
                 stream_id,
@@ -539,37 +532,6 @@ class H3Session(HttpSession):
         elif scanner.verdict is Verdict.CONNECTION_ERROR:
             code, reason = scanner.error
             _H3Streams(self).close(code, reason)
-
-    def _feed(
-        self, stream_id: int, pieces: list[Piece], events: list[HttpEvent]
-    ) -> None:
-        """Hand pieces to the codec; hold the rest back after a HEADERS frame
-        that QPACK cannot decode yet (it waits for the encoder stream)."""
-        waiting = self._waiting.get(stream_id)
-        if waiting is not None:
-            waiting.extend(pieces)
-            return
-        for i, piece in enumerate(pieces):
-            decoded = False
-            for event in self._h3.handle_stream_data(stream_id, piece.data, piece.fin):
-                if event.stream_id == stream_id and isinstance(
-                    event, H3HeadersReceived | H3StreamError
-                ):
-                    decoded = True
-                self._translate(event, events)
-            if stream_id in self._given_up or self.protocol_error is not None:
-                return
-            if piece.headers_end and not decoded:
-                self._waiting[stream_id] = pieces[i + 1 :]
-                self._held.add(stream_id)  # read no more of it until decoded
-                return
-
-    def _resume(self, stream_id: int, events: list[HttpEvent]) -> None:
-        """A held-back stream's field section was decoded: feed what waited."""
-        pieces = self._waiting.pop(stream_id, None)
-        self._held.discard(stream_id)
-        if pieces:
-            self._feed(stream_id, pieces, events)
 
     def _too_large(self, stream_id: int, reason: str, events: list[HttpEvent]) -> None:
         """A field section over the limits: RFC 9114 sections 4.2.2, 10.5.1.
@@ -602,8 +564,6 @@ class H3Session(HttpSession):
         """Feed nothing more of ``stream_id``; STOP_SENDING with ``code``."""
         self._given_up.add(stream_id)
         self._finished_reading.add(stream_id)
-        self._waiting.pop(stream_id, None)
-        self._held.discard(stream_id)
         self._scanners.pop(stream_id, None)
         self._h3.discard_stream(stream_id)
         stream = self.streams.get(stream_id)
@@ -676,8 +636,6 @@ class H3Session(HttpSession):
             return
         if isinstance(event, H3HeadersReceived):
             self._headers(event, events)
-            if event.stream_id in self._waiting:
-                self._resume(event.stream_id, events)
         elif isinstance(event, H3DataReceived):
             events.append(DataReceived(event.stream_id, event.data, event.stream_ended))
         elif isinstance(event, H3DatagramReceived):
@@ -741,7 +699,6 @@ class H3Session(HttpSession):
     def forget_stream_state(self, stream_id: int) -> None:
         self._heads.discard(stream_id)
         self._given_up.discard(stream_id)
-        self._waiting.pop(stream_id, None)
         self._scanners.pop(stream_id, None)
         self._h3.discard_stream(stream_id)
 

@@ -23,6 +23,11 @@ something else, through its private members:
   session's limit, and so is the QPACK decoder's (``_decoder``,
   ``_max_field_section_size``, ``_max_encoded_field_section_size``: qh3
   picks 256 KiB for a server, 1 MiB for a client).
+  SETTINGS_QPACK_BLOCKED_STREAMS is 0 (``_blocked_streams``): a field
+  section waiting for the encoder stream would have the codec buffer all
+  that follows it on its stream, and holding that data back in QUIC's
+  buffers instead can fill the connection's flow-control window, which the
+  encoder stream needs to get through (a deadlock).
 * ``_init_connection``: no MAX_PUSH_ID (``_max_push_id``): quicconn's
   clients take no server push.
 * ``_handle_request_or_push_frame``: a malformed message (``MessageError``)
@@ -116,13 +121,14 @@ class _H3Connection(H3Connection):
         #: Stream errors found while handling the current event.
         self.stream_errors: list[H3StreamError] = []
         super().__init__(quic)  # type: ignore[arg-type]
-        # The decoder stops at the session's limit (nothing decoded yet).
+        # The decoder stops at the session's limit, and no stream may wait
+        # for the encoder stream (the SETTINGS just sent said so; nothing
+        # was decoded yet).
         self._max_field_section_size = max_field_section_size
         self._max_encoded_field_section_size = max_field_section_size * 4 + 32
+        self._blocked_streams = 0
         self._decoder = QpackDecoder(
-            self._max_table_capacity,
-            self._blocked_streams,
-            max_field_section_size=max_field_section_size,
+            self._max_table_capacity, 0, max_field_section_size=max_field_section_size
         )
 
     def _get_local_settings(self) -> dict[int, int]:
@@ -130,6 +136,7 @@ class _H3Connection(H3Connection):
         if not self._h3_datagrams:
             settings.pop(Setting.H3_DATAGRAM, None)
         settings[Setting.MAX_FIELD_SECTION_SIZE] = self._field_section_limit
+        settings[Setting.QPACK_BLOCKED_STREAMS] = 0
         return settings
 
     def _init_connection(self) -> None:
