@@ -267,8 +267,16 @@ def test_a_client_refuses_a_response_section_over_its_limit(
         ],
         [*request_head(), (b"Upper-Case", b"x")],
         [*request_head(), (b"connection", b"close")],
+        [*request_head(), (b"content-length", b"10")],
     ],
-    ids=["no-path", "no-scheme", "empty-path", "uppercase-name", "connection-field"],
+    ids=[
+        "no-path",
+        "no-scheme",
+        "empty-path",
+        "uppercase-name",
+        "connection-field",
+        "content-length-without-body",
+    ],
 )
 def test_a_malformed_request_resets_its_stream_only(
     pki: CertFiles, www: Path, head: list[tuple[bytes, bytes]]

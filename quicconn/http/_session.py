@@ -505,6 +505,10 @@ class H3Session(HttpSession):
         self._heads: set[int] = set()
         #: Frame boundaries of each stream, checked before the codec.
         self._scanners: dict[int, FrameScanner] = {}
+        #: Body bytes still due by each message's content-length.
+        self._expected: dict[int, int] = {}
+        #: Requests sent with HEAD: their response has no content.
+        self._head_requests: set[int] = set()
         #: Streams given up (a stream error): nothing more is fed.
         self._given_up: set[int] = set()
 
@@ -637,9 +641,40 @@ class H3Session(HttpSession):
         if isinstance(event, H3HeadersReceived):
             self._headers(event, events)
         elif isinstance(event, H3DataReceived):
+            size, ended = len(event.data), event.stream_ended
+            if not self._body_fits(event.stream_id, size, ended):
+                self._stream_error(
+                    event.stream_id,
+                    H3_MESSAGE_ERROR,
+                    "the body does not match the content-length",
+                    events,
+                )
+                return
             events.append(DataReceived(event.stream_id, event.data, event.stream_ended))
         elif isinstance(event, H3DatagramReceived):
             events.append(DatagramReceived(event.stream_id, event.data))
+
+    def _body_fits(self, stream_id: int, size: int, ended: bool) -> bool:
+        """Whether ``size`` more body bytes (and the end, if ``ended``) agree
+        with the message's content-length (RFC 9114 section 4.1.2)."""
+        due = self._expected.get(stream_id)
+        if due is None:
+            return True
+        due -= size
+        self._expected[stream_id] = due
+        return due >= 0 and not (ended and due)
+
+    def _expect_body(self, stream_id: int, status: int | None, fields: Headers) -> bool:
+        """Note what the head's content-length promises; False if malformed."""
+        lengths = {value.strip() for name, value in fields if name == b"content-length"}
+        if not lengths:
+            return True
+        if len(lengths) > 1 or not all(v.isdigit() for v in lengths):
+            return False
+        bodiless = stream_id in self._head_requests or status in (204, 304)
+        if not bodiless:
+            self._expected[stream_id] = int(lengths.pop())
+        return True
 
     def _headers(self, event: H3HeadersReceived, events: list[HttpEvent]) -> None:
         limits = self.limits
@@ -667,11 +702,18 @@ class H3Session(HttpSession):
             if problem is not None:
                 self._stream_error(event.stream_id, H3_MESSAGE_ERROR, problem, events)
                 return
-        if event.stream_id in self._heads:
-            events.append(TrailersReceived(event.stream_id, regular))
+        sid = event.stream_id
+        if sid in self._heads:
+            if event.stream_ended and not self._body_fits(sid, 0, True):
+                self._stream_error(
+                    sid, H3_MESSAGE_ERROR, "the body is shorter than its length", events
+                )
+                return
+            events.append(TrailersReceived(sid, regular))
             if event.stream_ended:
-                events.append(DataReceived(event.stream_id, b"", True))
+                events.append(DataReceived(sid, b"", True))
             return
+        status: int | None = None
         if self.is_client:
             try:
                 status = int(pseudo.get(b":status", b"0"))
@@ -679,8 +721,15 @@ class H3Session(HttpSession):
                 status = 0
             if 100 <= status < 200:
                 return  # interim response: the final one follows
+        if not self._expect_body(sid, status, regular) or (
+            event.stream_ended and not self._body_fits(sid, 0, True)
+        ):
+            problem = "a content-length the body does not match"
+            self._stream_error(sid, H3_MESSAGE_ERROR, problem, events)
+            return
+        if self.is_client:
             self._heads.add(event.stream_id)
-            events.append(ResponseReceived(event.stream_id, status, regular))
+            events.append(ResponseReceived(event.stream_id, status or 0, regular))
             if event.stream_ended:
                 events.append(DataReceived(event.stream_id, b"", True))
         else:
@@ -699,6 +748,8 @@ class H3Session(HttpSession):
     def forget_stream_state(self, stream_id: int) -> None:
         self._heads.discard(stream_id)
         self._given_up.discard(stream_id)
+        self._expected.pop(stream_id, None)
+        self._head_requests.discard(stream_id)
         self._scanners.pop(stream_id, None)
         self._h3.discard_stream(stream_id)
 
@@ -713,6 +764,8 @@ class H3Session(HttpSession):
     ) -> int:
         stream = self.open_stream()
         stream_id = stream.get_stream_id()
+        if method == "HEAD":
+            self._head_requests.add(stream_id)
         head = [
             (b":method", method.encode()),
             (b":scheme", b"https"),
