@@ -72,18 +72,32 @@ def termination_info(event: tuple[Any, ...]) -> ConnCloseInfo:
     )
 
 
+#: qh3's reason for a chain no trust anchor vouches for, and OpenSSL's
+#: (X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN) when that chain ends in a root.
+_NO_LOCAL_ISSUER = "unable to get local issuer certificate"
+_SELF_SIGNED_IN_CHAIN = "self-signed certificate in certificate chain"
+
+
 def tls_failure_info(
-    code: int, frame_type: int, reason: str, server_name: str | None, is_client: bool
+    code: int,
+    frame_type: int,
+    reason: str,
+    server_name: str | None,
+    is_client: bool,
+    *,
+    self_signed_in_chain: bool = False,
 ) -> ConnCloseInfo:
-    """A TLS failure's close (a CRYPTO_ERROR carrying the alert); a client's
-    certificate failure names the server name it checked (qh3's reasons do
-    not)."""
-    if (
-        is_client
-        and server_name
-        and code - CRYPTO_ERROR_BASE in CERTIFICATE_ALERTS
-        and server_name not in reason
-    ):
+    """A TLS failure's close (a CRYPTO_ERROR carrying the alert).
+
+    A client's certificate failure names the server name it checked (qh3's
+    reasons do not), and says what OpenSSL says of a chain that ends in an
+    untrusted self-signed root (``self_signed_in_chain``: the peer sent
+    one), which qh3 reports as a missing local issuer.
+    """
+    certificate_failure = code - CRYPTO_ERROR_BASE in CERTIFICATE_ALERTS
+    if certificate_failure and self_signed_in_chain and _NO_LOCAL_ISSUER in reason:
+        reason = _SELF_SIGNED_IN_CHAIN
+    if is_client and server_name and certificate_failure and server_name not in reason:
         reason = f"{reason} (verifying {server_name!r})"
     return ConnCloseInfo(
         error_code=code,

@@ -459,6 +459,7 @@ class Qh3Core:
                 out.append((transmit[0], transmit[1]))
         except Exception:
             logger.exception("the QUIC core failed to build a datagram")
+        self._streams.flushed()
         self._streams.after_send(native)
         if self._trace is not None:
             for datagram, _ in out:
@@ -548,12 +549,15 @@ class Qh3Core:
         if native is not None and native.state in OPEN_STATES:
             native.close(code, frame_type, reason.encode("utf8", "replace"))
         if self.close_info is None:
+            tls = self._tls
+            chain = [] if tls is None else tls.tls.peer_certificate_chain
             self.close_info = tls_failure_info(
                 code,
                 frame_type,
                 reason,
                 self._configuration.server_name,
                 self._is_client,
+                self_signed_in_chain=any(c.self_signed for c in chain),
             )
 
     def _drain_tls(self) -> None:

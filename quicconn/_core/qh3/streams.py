@@ -69,6 +69,9 @@ class StreamLedger:
         #: acknowledged: see :meth:`confirm_if_quiescent`.
         self._unconfirmed: dict[int, int] = {}
         self._unconfirmed_fin: set[int] = set()
+        #: Data or a FIN was handed to the core since it last built
+        #: datagrams: not yet in flight, so a quiet moment proves nothing.
+        self._unflushed = False
         self._send_max: dict[int, int] = {}
         self._finished: set[int] = set()
         self._peer_finished = {False: 0, True: 0}
@@ -171,6 +174,7 @@ class StreamLedger:
             self._unsent_at[stream_id] = self._unsent_at.get(stream_id, 0) + size
         if fin:
             self._unconfirmed_fin.add(stream_id)
+        self._unflushed = True
         self._do(native, ("data", stream_id, data, fin))
 
     def reset_stream(
@@ -272,6 +276,11 @@ class StreamLedger:
         except ValueError:
             return queued
 
+    def flushed(self) -> None:
+        """The core built the datagrams it could: what it holds back now
+        (pacing, congestion) shows in its timer or its bytes in flight."""
+        self._unflushed = False
+
     @property
     def has_unconfirmed(self) -> bool:
         """True if bytes or FINs were written since the last quiet moment."""
@@ -282,14 +291,20 @@ class StreamLedger:
         (and FIN) written so far was acknowledged: forget them, and say so.
 
         qh3 does not tell which stream's bytes a peer acknowledged; a moment
-        with no packet in flight is when that is certain for all of them.
-        (Lost data awaiting retransmission goes out in the same flush, or is
-        held by congestion or pacing, which keeps packets in flight or a
-        pacing timer armed.)
+        with no packet in flight is when that is certain for all of them,
+        once the core built datagrams after the last write (a FIN has no
+        bytes to count in its send buffer).  (Lost data awaiting
+        retransmission goes out in the same flush, or is held by congestion
+        or pacing, which keeps packets in flight or a pacing timer armed.)
         """
         if native is None:
             quiet = not self._deferred
-        elif native.bytes_in_flight or self._unsent(native, None):
+        elif (
+            self._unflushed
+            or any(self._deferred.values())  # a FIN alone has no bytes
+            or native.bytes_in_flight
+            or self._unsent(native, None)
+        ):
             quiet = False
         else:
             timer = native.get_timer()
