@@ -40,6 +40,7 @@ from .._objects.context import Context
 from .._objects.session import Session
 from ._events import DataReceived, Headers, HttpEvent, ResponseReceived
 from ._exchange import Exchange, ExchangeRouter, RequestError
+from ._limits import HttpLimits
 from ._paths import local_path
 from ._session import ALPN_H3, ALPN_HQ, H3Session, HqSession, HttpSession
 
@@ -115,6 +116,9 @@ class ClientOptions:
     initial_version: int | None = None
     #: Update the 1-RTT keys as soon as the handshake completes.
     key_update: bool = False
+    #: What responses are held to (field sections, header count); None:
+    #: the defaults of :class:`HttpLimits`.
+    limits: HttpLimits | None = None
 
 
 class Response:
@@ -282,7 +286,7 @@ class HttpClient:
     def _make_session(self) -> HttpSession:
         if self.session is None:
             cls = H3Session if self.options.alpn == ALPN_H3 else HqSession
-            self.session = cls(self.conn)
+            self.session = cls(self.conn, self.options.limits)
             self._router = ExchangeRouter(self.session)
         return self.session
 
