@@ -47,7 +47,7 @@ class ConnCloseInfo:
 
     def __str__(self) -> str:
         if self.error_code == QUIC_LOCAL_ERR_IDLE_TIMEOUT and self.is_local:
-            return "closed locally: the idle timeout expired"
+            return f"closed locally: {self.reason or 'the idle timeout expired'}"
         side = "locally" if self.is_local else "by the peer"
         kind = "transport" if self.is_transport else "application"
         reason = f": {self.reason}" if self.reason else ""

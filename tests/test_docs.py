@@ -74,3 +74,4 @@ def test_the_names_once_missing_from_the_docs_have_pages(site: Path) -> None:
     http = (site / "reference" / "http" / "index.html").read_text()
     for name in ("HTTP3Transport", "Response", "HttpClient", "TrailersReceived"):
         assert name in http, name
+    assert 'id="quicconn.http.transport.AsyncHTTP3Transport"' in http

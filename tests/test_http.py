@@ -129,7 +129,7 @@ class TestPathConfinement:
             if alpn == "h3":
                 assert download.status == 404
             else:  # HTTP/0.9 has no status: the stream is reset instead
-                assert "stream reset by the server (error 0x10b)" in (
+                assert "stream reset by the server (H3_REQUEST_REJECTED, 0x10b)" in (
                     download.error or ""
                 )
 

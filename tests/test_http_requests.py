@@ -19,18 +19,15 @@ import pytest
 import quicconn
 from quicconn.http import (
     ClientOptions,
-    DataReceived,
     FileServer,
     HttpClient,
-    HttpSession,
     RequestError,
-    RequestReceived,
-    TrailersReceived,
-    session_for,
 )
 from quicconn.http._exchange import PAUSE_ABOVE
 from tests.conftest import aioquic_example_server, free_udp_port
 from tests.support.certs import CertFiles
+from tests.support.cores import Capability, core_with
+from tests.support.http_servers import EchoServer
 
 ROOT = Path(__file__).resolve().parent.parent
 BIG = 6_000_000
@@ -87,74 +84,6 @@ def serve_command(pki: CertFiles, www: Path) -> Iterator[int]:
     yield port
     proc.terminate()
     proc.wait(10)
-
-
-class EchoServer:
-    """An HTTP/3 server on quicconn's sessions that answers every request
-    with its own body, the request's trailers as headers, and trailers of
-    its own (the body's SHA-256)."""
-
-    def __init__(self, pki: CertFiles) -> None:
-        self.listener = quicconn.listen(
-            ("127.0.0.1", 0), str(pki.cert), str(pki.key), alpn=["h3"]
-        )
-        self.listener.set_blocking_mode(False)
-        self.port = self.listener.local_address()[1]
-        self.requests: list[RequestReceived] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        sessions: list[HttpSession] = []
-        pending: list[quicconn.Connection] = []
-        bodies: dict[tuple[int, int], bytearray] = {}
-        trailers: dict[tuple[int, int], list[tuple[bytes, bytes]]] = {}
-        while not self._stop.is_set():
-            self.listener.handle_events()
-            conn = self.listener.accept_connection(quicconn.ACCEPT_CONNECTION_NO_BLOCK)
-            if conn is not None:
-                pending.append(conn)
-            for conn in list(pending):
-                if conn.is_init_finished():
-                    pending.remove(conn)
-                    sessions.append(session_for(conn))
-            for session in list(sessions):
-                if session.conn.get_conn_close_info() is not None:
-                    sessions.remove(session)
-                    session.conn.free()
-                    continue
-                for event in session.process():
-                    key = (id(session), event.stream_id)
-                    if isinstance(event, RequestReceived):
-                        self.requests.append(event)
-                        bodies[key] = bytearray()
-                    elif isinstance(event, TrailersReceived):
-                        trailers[key] = event.headers
-                    elif isinstance(event, DataReceived):
-                        bodies[key] += event.data
-                        if event.ended:
-                            body = bytes(bodies.pop(key))
-                            extra = [
-                                (b"x-request-" + k, v) for k, v in trailers.pop(key, [])
-                            ]
-                            session.send_response_head(
-                                event.stream_id, 200, [(b"x-echo", b"1"), *extra]
-                            )
-                            session.send_body(event.stream_id, body, False)
-                            digest = hashlib.sha256(body).hexdigest().encode()
-                            session.send_trailers(
-                                event.stream_id, [(b"x-sha256", digest)]
-                            )
-                session.flush()
-            time.sleep(0.001)
-        for session in sessions:
-            session.conn.free()
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self.listener.free()
 
 
 @pytest.fixture
@@ -322,6 +251,43 @@ def test_httpx_errors_are_httpx_exceptions(pki, other_pki, file_server):
         silent = free_udp_port()
         with pytest.raises(httpx.ConnectTimeout):
             client.get(f"https://localhost:{silent}/", timeout=0.5)
+
+
+def test_httpx_timeouts_by_phase_and_resets(pki):
+    # The same phases as AsyncHTTP3Transport (tests/test_http_async.py).  The
+    # server leaves an upload unread while the connection goes on: see
+    # tests/support/http_servers.py for why that needs CREDIT_ON_CONSUME.
+    echo_server = EchoServer(pki, core=core_with(Capability.CREDIT_ON_CONSUME))
+    try:
+        _timeouts_by_phase_and_resets(pki, echo_server)
+    finally:
+        echo_server.close()
+
+
+def _timeouts_by_phase_and_resets(pki: CertFiles, echo_server: EchoServer) -> None:
+    produced = 0
+
+    def endless() -> Iterator[bytes]:
+        nonlocal produced
+        while True:
+            produced += 65536
+            yield bytes(65536)
+
+    base = f"https://localhost:{echo_server.port}"
+    with httpx_client(pki) as client:
+        with pytest.raises(httpx.WriteTimeout, match="took none of the request"):
+            client.post(
+                f"{base}/paused", content=endless(), timeout=httpx.Timeout(10, write=1)
+            )
+        assert produced <= 2 * 1024 * 1024 + 256 * 1024 + 2 * 65536
+        with pytest.raises(httpx.ReadTimeout, match="no response"):
+            client.get(f"{base}/silent", timeout=httpx.Timeout(10, read=0.5))
+        with pytest.raises(httpx.RemoteProtocolError, match="H3_REQUEST_REJECTED"):
+            client.get(f"{base}/reset")
+        assert client.post(f"{base}/e", content=b"still here").text == "still here"
+    assert echo_server.connections == 1
+    paused = next((n, r.stream_id) for n, r in echo_server.request_connections)
+    echo_server.wait_for(lambda: echo_server.resets.get(paused) == 0x10C)
 
 
 @pytest.mark.peer

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import select
 import socket
 import time
 
@@ -31,6 +32,47 @@ def test_idle_blocking_read_spends_under_50ms_of_cpu(
     assert cpu < 0.050, (
         f"blocking read burned {cpu * 1000:.1f} ms of CPU in {wall:.2f} s"
     )
+    conn.shutdown()
+    conn.free()
+    sock.close()
+
+
+def test_event_loop_after_the_handshake_does_not_spin(
+    each_core: str, pki: CertFiles, aioquic_server: int
+):
+    """A deadline that is due right after connect() (on qh3: the ACK of the
+    server's last flight, due 1 ms after it arrived) is handled once by
+    handle_events(); it does not stay due, so an event loop sleeping on
+    get_event_timeout() sleeps."""
+    ctx = quicconn.Context(quicconn.CLIENT)
+    ctx.load_verify_locations(pki.ca)
+    ctx.set_alpn_protos(["quicconn-test"])
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    conn = quicconn.Connection(ctx)
+    conn.set_fd(sock)
+    conn.set1_initial_peer_addr(("127.0.0.1", aioquic_server))
+    conn.set1_host("localhost")
+    conn.connect()
+    stream = conn.new_stream(0)
+    time.sleep(0.005)  # whatever was armed after the handshake is now due
+    conn.handle_events()
+    timeout = conn.get_event_timeout()
+    assert timeout is None or timeout > 0, "still due after handle_events()"
+
+    wall0, cpu0 = time.monotonic(), time.process_time()
+    turns = due = 0
+    while (elapsed := time.monotonic() - wall0) < 1.0:
+        conn.handle_events()
+        turns += 1
+        timeout = conn.get_event_timeout()
+        due += timeout == 0
+        wait = 1.0 - elapsed if timeout is None else min(timeout, 1.0 - elapsed)
+        select.select([conn.get_rpoll_descriptor()], [], [], max(wait, 0.0))
+    cpu = time.process_time() - cpu0
+
+    assert turns < 50 and due < 10, f"{turns} turns, {due} due at once in 1 s"
+    assert cpu < 0.050, f"an idle event loop burned {cpu * 1000:.1f} ms of CPU"
+    stream.free()
     conn.shutdown()
     conn.free()
     sock.close()

@@ -99,6 +99,7 @@ def test_the_usage_snippets_run_as_written_against_quicconn_serve(workdir) -> No
         "b'hello over QUIC\\n'\n",
         "b'hello over QUIC\\n'\n",
         "HTTP/3 200 hello over QUIC\n\n",
+        "3 HTTP/3 hello over QUIC\n\n",  # AsyncHTTP3Transport
         "b'hello over QUIC\\n'\n",  # quicconn.asyncio
     ]
     assert fetched.returncode == 0, fetched.stderr

@@ -54,8 +54,10 @@ def test_the_assist_thread_processes_data_and_keeps_the_connection_alive(
     """The application makes no call for 3 s; the peer (aioquic's server)
     sends data 0.5 s in; the idle timeout is 1 s.  Thread-assisted, poll()
     without handling events reports the stream readable and the connection
-    is alive; without the assist thread, nothing was processed and the idle
-    timeout ended the connection."""
+    is alive; without the assist thread, nothing was processed meanwhile,
+    and the next call handles what waited in the socket before the timers
+    that expired meanwhile (OpenSSL's tick order: queued packets, then
+    timers), so the data is read."""
     conn = client(pki, aioquic_server, role, idle=1.0)
     try:
         conn.connect()
@@ -75,10 +77,7 @@ def test_the_assist_thread_processes_data_and_keeps_the_connection_alive(
             assert conn.get_conn_close_info() is None
         else:
             assert revents == [0, 0], "nothing should have processed the data"
-            with pytest.raises(
-                quicconn.ConnectionTerminatedError, match="idle timeout"
-            ):
-                stream.read()
+            assert len(stream.read()) == 1000
     finally:
         conn.free()
 

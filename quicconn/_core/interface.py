@@ -96,6 +96,18 @@ class Capability(enum.Enum):
     #: Unreliable DATAGRAM frames (RFC 9221): :meth:`Core.send_datagram_frame`,
     #: :meth:`Core.max_datagram_payload`, :meth:`CoreSink.on_datagram_frame`.
     DATAGRAMS = "DATAGRAM frames (RFC 9221)"
+    #: :meth:`Core.receive_datagrams` processes a batch in one call into the
+    #: library (the reactor then groups what a tick drained by connection
+    #: and address); without it, the batch is fed one datagram at a time.
+    BATCHED_RECEIVE = "a batch of datagrams processed in one call"
+    #: A client raises its datagram size by path MTU discovery (RFC 9000
+    #: section 14.3, DPLPMTUD of RFC 8899), up to ``max_datagram_size``.
+    PMTUD_CLIENT = "path MTU discovery by clients"
+    #: A server does too (the bulk of a download is the server's to send).
+    PMTUD_SERVER = "path MTU discovery by servers"
+    #: Path MTU discovery beyond an Ethernet path: a ``max_datagram_size``
+    #: above 1472 bytes is probed for (a jumbo-frame path), not capped.
+    PMTUD_JUMBO = "path MTU discovery above a 1500-byte MTU"
 
 
 class CoreSink(Protocol):
@@ -214,6 +226,10 @@ class Core(Protocol):
     def peer_max_datagram_frame_size(self) -> int | None:
         """The peer's max_datagram_frame_size transport parameter, if sent."""
 
+    def path_mtu(self) -> int:
+        """The largest UDP payload the core sends now: 1200 until path MTU
+        discovery validated more, never above ``max_datagram_size``."""
+
     # -- driving (the reactor) ----------------------------------------------
 
     def connect(self, addr: Address, now: float) -> None:
@@ -221,6 +237,14 @@ class Core(Protocol):
 
     def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
         """Feed one datagram; never raises."""
+
+    def receive_datagrams(
+        self, datagrams: list[bytes], addr: Address, now: float
+    ) -> None:
+        """Feed datagrams that arrived together from ``addr``, in order;
+        never raises.  With :attr:`Capability.BATCHED_RECEIVE` one call
+        into the library processes them all; otherwise this is
+        :meth:`receive_datagram` for each."""
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
         """Everything the core wants to send now."""

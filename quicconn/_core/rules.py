@@ -7,7 +7,7 @@ place.
 
 from __future__ import annotations
 
-from .._constants import QUIC_LOCAL_ERR_IDLE_TIMEOUT
+from .._constants import QUIC_ERR_INTERNAL_ERROR, QUIC_LOCAL_ERR_IDLE_TIMEOUT
 from .._errors import ConnCloseInfo
 
 #: QUIC carries a TLS alert as the transport error 0x100 + alert
@@ -86,6 +86,118 @@ def negotiated_idle_timeout(local: float, peer: float | None) -> float | None:
     return min(local, peer)
 
 
+#: How long a handshake may go without a datagram from the peer before it is
+#: abandoned (quic-go's HandshakeIdleTimeout): short, so that a client that
+#: sent one ClientHello and went silent (a half-open connection) holds a
+#: server's state for seconds, not for the whole idle timeout.
+DEFAULT_HANDSHAKE_TIMEOUT = 5.0
+_HANDSHAKE_TIMEOUT_REASON = "the handshake timeout expired"
+
+
+def handshake_deadline(
+    last_heard: float, handshake_timeout: float, handshake_complete: bool
+) -> float | None:
+    """When an unfinished handshake is abandoned: ``handshake_timeout`` after
+    the peer was last heard from (or the connection started); None once the
+    handshake completed, or with the timeout off (0)."""
+    if handshake_complete or not handshake_timeout:
+        return None
+    return last_heard + handshake_timeout
+
+
+def handshake_timeout_close(handshake_timeout: float) -> ConnCloseInfo:
+    """The close record of an abandoned handshake: like an idle timeout (the
+    connection ends silently, nothing is sent), with a reason saying which."""
+    return ConnCloseInfo(
+        error_code=QUIC_LOCAL_ERR_IDLE_TIMEOUT,
+        frame_type=0,
+        reason=f"{_HANDSHAKE_TIMEOUT_REASON} (nothing from the peer for "
+        f"{handshake_timeout:g} s)",
+        is_local=True,
+        is_transport=True,
+    )
+
+
+def is_handshake_timeout(info: ConnCloseInfo) -> bool:
+    """Whether a close record is :func:`handshake_timeout_close`'s."""
+    return (
+        info.is_local
+        and info.error_code == QUIC_LOCAL_ERR_IDLE_TIMEOUT
+        and info.reason.startswith(_HANDSHAKE_TIMEOUT_REASON)
+    )
+
+
+#: RFC 9002 doubles the probe timeout after every probe that goes
+#: unanswered.  Under sustained heavy loss that backoff outgrows the idle
+#: timeout (2^10 x PTO is 30 s on a fast path), the next probe comes after
+#: the connection was already given up, and a transfer that was still
+#: progressing dies.  quicconn stops doubling once the wait between probes
+#: reaches 1/PROBES_PER_TIMEOUT of the timeout that would end the connection,
+#: so that many probes are sent before it ends and one that gets through
+#: (its acknowledgement resets the backoff) keeps the connection alive.
+PROBES_PER_TIMEOUT = 10
+
+
+def max_probe_interval(
+    idle_timeout: float | None,
+    handshake_timeout: float,
+    handshake_complete: bool,
+) -> float | None:
+    """The longest wait between probes (PTO backoff stops growing there).
+
+    A tenth of the timeout that ends the connection if nothing is heard:
+    the handshake timeout until the handshake completes, the effective idle
+    timeout after; None when neither applies.  A core never probes faster
+    than its un-backed-off probe timeout, whatever this says.
+    """
+    timeouts = [t for t in (idle_timeout,) if t]
+    if not handshake_complete and handshake_timeout:
+        timeouts.append(handshake_timeout)
+    if not timeouts:
+        return None
+    return min(timeouts) / PROBES_PER_TIMEOUT
+
+
+#: TLS alerts sent when the TLS code raised instead of failing with an alert
+#: of its own: bad_certificate while it was checking the peer's certificate
+#: (the peer's certificate is what it could not handle), internal_error
+#: otherwise (RFC 8446, section 6.2).
+ALERT_BAD_CERTIFICATE = 42
+ALERT_INTERNAL_ERROR = 80
+
+
+def tls_exception_close(
+    exc: BaseException, *, checking_certificate: bool
+) -> tuple[int, str]:
+    """The CRYPTO_ERROR code and reason for an exception out of TLS code.
+
+    A TLS library reports a bad handshake message with an alert; anything
+    else it raises is a failure of its own, which must still end the
+    connection at once with an error naming it (not leave it to time out).
+    """
+    what = f"{type(exc).__name__}: {exc}"
+    if checking_certificate:
+        return (
+            CRYPTO_ERROR_BASE + ALERT_BAD_CERTIFICATE,
+            f"the peer's certificate could not be checked ({what})",
+        )
+    return CRYPTO_ERROR_BASE + ALERT_INTERNAL_ERROR, f"TLS failed: {what}"
+
+
+def core_failure_close(exc: BaseException, doing: str) -> ConnCloseInfo:
+    """The close record of a connection whose core raised while ``doing``
+    something ("processing a datagram", ...): a core that raised can no
+    longer be trusted, so the connection ends with INTERNAL_ERROR and a
+    reason naming the exception, instead of dropping datagrams forever."""
+    return ConnCloseInfo(
+        error_code=QUIC_ERR_INTERNAL_ERROR,
+        frame_type=0,
+        reason=f"the QUIC core failed {doing}: {type(exc).__name__}: {exc}",
+        is_local=True,
+        is_transport=True,
+    )
+
+
 #: The longest silence before a keep-alive PING, whatever the idle timeout:
 #: NATs commonly forget a UDP flow after 30 s (RFC 9000, section 10.1.2).
 KEEP_ALIVE_MAX_INTERVAL = 25.0
@@ -103,14 +215,24 @@ def keep_alive_interval(idle_timeout: float | None) -> float | None:
 
 
 __all__ = [
+    "ALERT_BAD_CERTIFICATE",
+    "ALERT_INTERNAL_ERROR",
     "CERTIFICATE_ALERTS",
     "CRYPTO_ERROR_BASE",
+    "DEFAULT_HANDSHAKE_TIMEOUT",
     "KEEP_ALIVE_MAX_INTERVAL",
+    "PROBES_PER_TIMEOUT",
     "X509_V_ERR_UNSPECIFIED",
     "X509_V_OK",
+    "core_failure_close",
+    "handshake_deadline",
+    "handshake_timeout_close",
     "idle_timeout_close",
+    "is_handshake_timeout",
     "is_verification_failure",
     "keep_alive_interval",
+    "max_probe_interval",
     "negotiated_idle_timeout",
+    "tls_exception_close",
     "verify_result",
 ]

@@ -17,6 +17,8 @@ from cryptography.hazmat.primitives import serialization
 
 from .._certs import system_ca_locations
 from .._constants import QUIC_VERSION_1, QUIC_VERSION_2
+from .pmtud import ETHERNET_IPV4_PAYLOAD
+from .rules import DEFAULT_HANDSHAKE_TIMEOUT
 
 _PEM_PRIVATE_KEY = re.compile(
     rb"-----BEGIN [A-Z ]*PRIVATE KEY-----.+?-----END [A-Z ]*PRIVATE KEY-----", re.S
@@ -36,7 +38,13 @@ class CoreSettings:
     is_client: bool = True
     alpn_protocols: list[str] | None = None
     idle_timeout: float = 30.0
-    max_datagram_size: int = 1200
+    #: An unfinished handshake is abandoned after this long without a
+    #: datagram from the peer (0: only the idle timeout applies).
+    handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT
+    #: The largest UDP payload sent: every path starts at 1200 bytes, and
+    #: path MTU discovery raises that up to here where the path carries it
+    #: (the default: a 1500-byte Ethernet MTU over IPv4).
+    max_datagram_size: int = ETHERNET_IPV4_PAYLOAD
     #: DATAGRAM frames (RFC 9221): the max_datagram_frame_size transport
     #: parameter; None does not offer them.
     max_datagram_frame_size: int | None = None

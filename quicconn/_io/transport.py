@@ -7,6 +7,20 @@ the protocol core, then hands everything the core wants to send to one
 :meth:`DatagramTransport.send_batch` call.  That shape is where the speed
 comes from: one wake-up and one send pass per burst instead of per packet.
 
+On Linux, :class:`UdpTransport` also lets the kernel batch (docs/performance.md,
+"The driver"): a run of equal-sized datagrams to one address leaves in one
+``sendmsg`` with a ``UDP_SEGMENT`` control message (generic segmentation
+offload, GSO), and with ``UDP_GRO`` on the socket the kernel hands up such a
+run, coalesced, in one ``recvmsg`` whose control message names the segment
+size (generic receive offload, GRO); the transport cuts it back into
+datagrams.  Both are detected per socket and fall back to one system call
+per datagram where the kernel or the socket family lacks them.  A QUIC
+socket also gets the Don't Fragment bit (``dont_fragment``,
+``IP_PMTUDISC_PROBE``): QUIC's datagrams must never be fragmented (RFC 9000,
+section 14), and a path MTU probe that the kernel fragmented would prove
+nothing.  (DTLS keeps the kernel's default: OpenSSL behind memory BIOs
+cannot learn of a datagram too large to send.)
+
 :class:`UdpTransport` is the real thing (``SSL_set_fd``); the in-memory pair
 used by deterministic tests lives in :mod:`quicconn.testing` and implements
 the same protocol.
@@ -21,6 +35,7 @@ import os
 import select
 import socket
 import struct
+import sys
 from collections import deque
 from collections.abc import Sequence
 from typing import Protocol
@@ -35,6 +50,14 @@ Datagram = tuple[bytes, Address]
 #: Linux socket option numbers for UDP segmentation offload (linux/udp.h).
 SOL_UDP = 17
 UDP_SEGMENT = 103
+UDP_GRO = 104
+#: Linux: set the Don't Fragment bit and ignore the kernel's path MTU cache
+#: (linux/in.h, linux/in6.h); QUIC discovers the path MTU itself.
+_IP_MTU_DISCOVER = 10
+_IPV6_MTU_DISCOVER = 23
+_PMTUDISC_PROBE = 3
+#: Room for the UDP_GRO control message (an int: the segment size).
+_GRO_CMSG_SPACE = socket.CMSG_SPACE(4) if hasattr(socket, "CMSG_SPACE") else 0
 #: The kernel accepts at most this many segments in one GSO send.
 GSO_MAX_SEGMENTS = 64
 GSO_MAX_BYTES = 65000
@@ -136,11 +159,58 @@ def enlarge_socket_buffers(sock: socket.socket, size: int = SOCKET_BUFFER_SIZE) 
 
 
 def _gso_supported(sock: socket.socket) -> bool:
+    if not sys.platform.startswith("linux"):
+        return False
     try:
         sock.getsockopt(SOL_UDP, UDP_SEGMENT)
     except OSError:
         return False
     return True
+
+
+def _enable_gro(sock: socket.socket) -> bool:
+    """Ask the kernel for coalesced receives (UDP_GRO); True if it agreed."""
+    if not sys.platform.startswith("linux") or not _GRO_CMSG_SPACE:
+        return False
+    try:
+        sock.setsockopt(SOL_UDP, UDP_GRO, 1)
+        return bool(sock.getsockopt(SOL_UDP, UDP_GRO))
+    except OSError:
+        return False
+
+
+def _gro_segment_size(ancdata: list[tuple[int, int, bytes]]) -> int:
+    """The segment size a UDP_GRO control message names (0: none)."""
+    for level, kind, data in ancdata:
+        if level == SOL_UDP and kind == UDP_GRO and len(data) >= 4:
+            size: int = struct.unpack_from("=i", data)[0]
+            return size
+    return 0
+
+
+def set_dont_fragment(sock: socket.socket) -> bool:
+    """Set the Don't Fragment bit on everything ``sock`` sends (Linux).
+
+    ``IP_PMTUDISC_PROBE``: the bit is set, and the kernel's own path MTU
+    cache (fed by ICMP) is ignored, so only datagrams larger than the
+    interface's MTU fail at once (``EMSGSIZE``, a loss for QUIC); path MTU
+    discovery is QUIC's (RFC 9000 section 14.3).  Best effort: False where
+    the platform has no such option.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    options = [(socket.IPPROTO_IP, _IP_MTU_DISCOVER)]
+    if sock.family == socket.AF_INET6:
+        # A dual-stack socket sends IPv4 too: set both.
+        options.insert(0, (socket.IPPROTO_IPV6, _IPV6_MTU_DISCOVER))
+    done = False
+    for level, option in options:
+        try:
+            sock.setsockopt(level, option, _PMTUDISC_PROBE)
+            done = True
+        except OSError:
+            pass
+    return done
 
 
 class _Poller:
@@ -192,9 +262,20 @@ class UdpTransport:
     connected socket Linux honours that address, but the kernel only delivers
     replies from the connected peer, so sending elsewhere (a migration the
     core starts) is logged once as a warning rather than failing silently.
+
+    ``use_gso`` and ``use_gro`` allow segmentation and receive offload
+    where the kernel has them (see the module docstring); ``dont_fragment``
+    sets the Don't Fragment bit on the socket (QUIC's; DTLS leaves it).
     """
 
-    def __init__(self, sock: socket.socket, *, use_gso: bool = True) -> None:
+    def __init__(
+        self,
+        sock: socket.socket,
+        *,
+        use_gso: bool = True,
+        use_gro: bool = True,
+        dont_fragment: bool = False,
+    ) -> None:
         if sock.type != socket.SOCK_DGRAM:
             raise ValueError(f"QUIC needs a UDP (SOCK_DGRAM) socket, got {sock!r}")
         if sock.family not in (socket.AF_INET, socket.AF_INET6):
@@ -208,6 +289,9 @@ class UdpTransport:
         self._pending: deque[Datagram] = deque()
         self._poller = _Poller(self._fd)
         self._gso = use_gso and _gso_supported(sock)
+        self._gro = use_gro and _enable_gro(sock)
+        if dont_fragment:
+            set_dont_fragment(sock)
         self._warned_foreign_address = False
         try:
             peer = sock.getpeername()
@@ -218,6 +302,8 @@ class UdpTransport:
         self.datagrams_sent = 0
         self.datagrams_received = 0
         self.send_errors = 0
+        #: Receive calls that returned more than one datagram (GRO).
+        self.coalesced_receives = 0
 
     # -- identity ---------------------------------------------------------
 
@@ -236,9 +322,16 @@ class UdpTransport:
         """Whether sends are batched with UDP generic segmentation offload."""
         return self._gso
 
+    @property
+    def gro_enabled(self) -> bool:
+        """Whether the kernel may hand up runs of datagrams coalesced (GRO)."""
+        return self._gro
+
     # -- receive ----------------------------------------------------------
 
     def recv_batch(self) -> list[Datagram]:
+        if self._gro:
+            return self._recv_coalesced()
         batch: list[Datagram] = []
         recvfrom = self.socket.recvfrom
         try:
@@ -250,6 +343,33 @@ class UdpTransport:
             # An ICMP port-unreachable for something we sent earlier.  QUIC
             # ignores it; a dead peer is detected by the idle timeout.
             pass
+        except OSError as exc:
+            self._fail(exc)
+        self.datagrams_received += len(batch)
+        return batch
+
+    def _recv_coalesced(self) -> list[Datagram]:
+        """:meth:`recv_batch` with UDP_GRO on: ``recvmsg``, and a coalesced
+        run cut back into its datagrams (all of the segment size but the
+        last, which may be shorter)."""
+        batch: list[Datagram] = []
+        recvmsg = self.socket.recvmsg
+        try:
+            while len(batch) < RECV_BATCH_LIMIT:
+                data, ancdata, _, addr = recvmsg(RECV_BUFFER_SIZE, _GRO_CMSG_SPACE)
+                segment = _gro_segment_size(ancdata) if ancdata else 0
+                size = len(data)
+                if 0 < segment < size:
+                    self.coalesced_receives += 1
+                    batch.extend(
+                        (data[i : i + segment], addr) for i in range(0, size, segment)
+                    )
+                else:
+                    batch.append((data, addr))
+        except (BlockingIOError, InterruptedError):
+            pass
+        except ConnectionRefusedError:
+            pass  # see recv_batch
         except OSError as exc:
             self._fail(exc)
         self.datagrams_received += len(batch)
@@ -288,13 +408,15 @@ class UdpTransport:
             self._check_destinations(datagrams)
         i = 0
         n = len(datagrams)
+        singly = 0  # datagrams before this index go one by one
         while i < n:
-            if self._gso:
+            if self._gso and i >= singly:
                 group_end, segment = self._gso_group(datagrams, i)
                 if group_end - i > 1:
                     outcome = self._send_gso(datagrams, i, group_end, segment)
                     if outcome is None:
-                        continue  # GSO just failed for good; resend one by one
+                        singly = group_end  # refused: this group one by one
+                        continue
                     if not outcome:
                         return i
                     if self.fatal_error is not None:
@@ -341,8 +463,11 @@ class UdpTransport:
     ) -> bool | None:
         """Send ``datagrams[start:end]`` as one GSO super-datagram.
 
-        Returns True when sent, False on ``EAGAIN``, None when the kernel or
-        device refused GSO, which is then switched off for this socket.
+        Returns True when sent, False on ``EAGAIN``, None when the group
+        must go one datagram at a time: the kernel or device refused GSO
+        (then switched off for this socket), or the segment is larger than
+        the interface's MTU (``EMSGSIZE``: a path MTU probe too large for
+        the link, which alone is lost then, not the whole group).
         """
         payload = b"".join(d for d, _ in datagrams[start:end])
         ancillary = [(SOL_UDP, UDP_SEGMENT, struct.pack("=H", segment))]
@@ -354,6 +479,8 @@ class UdpTransport:
             if exc.errno in (errno.EIO, errno.EINVAL, errno.EOPNOTSUPP):
                 logger.info("UDP GSO refused (%s); sending datagrams one by one", exc)
                 self._gso = False
+                return None
+            if exc.errno == errno.EMSGSIZE:
                 return None
             self._send_error(exc)  # the group is lost; loss recovery resends
             return True
@@ -450,15 +577,28 @@ def require_datagram_transport(obj: object, caller: str) -> DatagramTransport:
     return obj  # type: ignore[return-value]
 
 
-def open_transport(where: object, caller: str) -> tuple[DatagramTransport, bool]:
+def open_transport(
+    where: object,
+    caller: str,
+    *,
+    use_gso: bool = True,
+    use_gro: bool = True,
+    dont_fragment: bool = False,
+) -> tuple[DatagramTransport, bool]:
     """A transport for a listener, and whether the listener owns its socket.
 
     ``where`` is a bound UDP socket (left open when the listener goes), a
     ``(host, port)`` to bind (a socket of the listener's own, with enlarged
-    buffers), or any datagram transport.
+    buffers), or any datagram transport.  The keywords are
+    :class:`UdpTransport`'s.
     """
+    options = {
+        "use_gso": use_gso,
+        "use_gro": use_gro,
+        "dont_fragment": dont_fragment,
+    }
     if isinstance(where, socket.socket):
-        return UdpTransport(where), False
+        return UdpTransport(where, **options), False
     if isinstance(where, tuple):
         family = socket.AF_INET6 if ":" in str(where[0]) else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_DGRAM)
@@ -468,7 +608,7 @@ def open_transport(where: object, caller: str) -> tuple[DatagramTransport, bool]
         except OSError:
             sock.close()
             raise
-        return UdpTransport(sock), True
+        return UdpTransport(sock, **options), True
     return require_datagram_transport(where, caller), False
 
 
@@ -487,4 +627,5 @@ __all__ = [
     "open_transport",
     "require_datagram_transport",
     "resolve_address",
+    "set_dont_fragment",
 ]

@@ -81,7 +81,11 @@ class ClientSetup:
             sock = fd
         else:
             raise TypeError(f"set_fd() takes a socket or an int fd, not {fd!r}")
-        self._attach(UdpTransport(sock), owns)
+        ctx = self._ctx
+        transport = UdpTransport(
+            sock, use_gso=ctx.use_gso, use_gro=ctx.use_gro, dont_fragment=True
+        )
+        self._attach(transport, owns)
 
     @api
     def set_transport(self, transport: DatagramTransport) -> None:

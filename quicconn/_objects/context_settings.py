@@ -84,11 +84,18 @@ class ContextSettings(ContextBase):
         #: Bytes a stream may hold written but unacknowledged before a
         #: nonblocking write returns short (``SSL_VALUE_STREAM_WRITE_BUF_SIZE``).
         self.stream_write_buffer_size = 1024 * 1024
-        #: Server: connections queued for accept_connection() before new ones
-        #: are refused with CONNECTION_REFUSED.
+        #: Server: connections whose handshake completed, queued for
+        #: accept_connection(), before new ones are refused with
+        #: CONNECTION_REFUSED.
         self.max_pending_connections = 256
-        #: Server: live connections per listener before new ones are refused.
+        #: Server: live connections per listener (half-open, queued or
+        #: accepted) before new ones are refused.
         self.max_connections = 10_000
+        self._use_gso = True
+        self._use_gro = True
+        #: Server: half-open connections (handshake in progress) per
+        #: listener; when full, the oldest is dropped to make room.
+        self.max_handshakes = 1024
         self._stateless_reset_key: bytes | None = None
         # An explicit choice (here or in $QUICCONN_CORE) that is unknown or
         # not installed is refused now, not at the first connection.
@@ -233,8 +240,42 @@ class ContextSettings(ContextBase):
         self._settings.idle_timeout = float(seconds)
 
     @property
+    def handshake_timeout(self) -> float:
+        """How long an unfinished handshake may go without hearing from the
+        peer before it is abandoned, seconds (default 5; 0: only the idle
+        timeout applies).
+
+        A quicconn extension (OpenSSL has no such setting; quic-go's
+        HandshakeIdleTimeout is the same idea, with the same default).  On a
+        server it bounds how long a half-open connection (a client that
+        sent a ClientHello and went silent) holds state; on a client, how
+        long a handshake waits on a server that stopped answering.  The
+        abandoned connection sends nothing; a client's call raises
+        ConnectionTerminatedError ("handshake timed out").
+        """
+        return self._settings.handshake_timeout
+
+    @handshake_timeout.setter
+    def handshake_timeout(self, seconds: float) -> None:
+        if not isinstance(seconds, (int, float)) or seconds < 0:
+            raise ValueError(
+                f"handshake_timeout must be a number of seconds >= 0, not {seconds!r}"
+            )
+        self._settings.handshake_timeout = float(seconds)
+
+    @property
     def max_datagram_size(self) -> int:
-        """Largest UDP payload sent, bytes (QUIC requires at least 1200)."""
+        """Largest UDP payload sent, bytes: the ceiling of path MTU discovery.
+
+        Every path starts at 1200 bytes (the size QUIC requires all paths
+        to carry); path MTU discovery (RFC 9000 section 14.3, RFC 8899)
+        raises the size towards this ceiling where the path carries it, and
+        falls back when it stops doing so.  The default, 1472, is a 1500-byte
+        Ethernet MTU over IPv4 (over IPv6 that MTU carries 1452, which the
+        search finds); 1200 turns discovery off.  A quicconn extension:
+        OpenSSL 3.5 sends 1200-byte datagrams and does not probe.  What each
+        core can probe: docs/performance.md, "Path MTU discovery".
+        """
         return self._settings.max_datagram_size
 
     @max_datagram_size.setter
@@ -242,6 +283,33 @@ class ContextSettings(ContextBase):
         if not 1200 <= size <= 65527:
             raise ValueError("max_datagram_size must be between 1200 and 65527")
         self._settings.max_datagram_size = size
+
+    @property
+    def use_gso(self) -> bool:
+        """Send runs of equal-sized datagrams in one system call (UDP
+        generic segmentation offload, ``UDP_SEGMENT``) where the kernel
+        can (Linux); default True.  A quicconn extension (OpenSSL leaves
+        the socket to the application); applies to the UDP sockets of
+        connections and listeners made afterwards.  docs/performance.md,
+        "The driver".
+        """
+        return self._use_gso
+
+    @use_gso.setter
+    def use_gso(self, on: bool) -> None:
+        self._use_gso = _flag(on, "use_gso")
+
+    @property
+    def use_gro(self) -> bool:
+        """Receive runs of datagrams the kernel coalesced in one system
+        call (UDP generic receive offload, ``UDP_GRO``) where it can
+        (Linux); default True.  A quicconn extension, as :attr:`use_gso`.
+        """
+        return self._use_gro
+
+    @use_gro.setter
+    def use_gro(self, on: bool) -> None:
+        self._use_gro = _flag(on, "use_gro")
 
     def set_max_datagram_frame_size(self, size: int | None) -> None:
         """Offer DATAGRAM frames (RFC 9221) up to ``size`` bytes each (a
@@ -490,6 +558,12 @@ def core_backend(ctx: ContextSettings) -> CoreBackend:
 
 
 _CONGESTION_CONTROLLERS = {"reno": Capability.RENO, "cubic": Capability.CUBIC}
+
+
+def _flag(value: object, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} is True or False, not {value!r}")
+    return value
 
 
 def _stream_count(count: int, name: str) -> int:

@@ -2,8 +2,9 @@
 
 One listener owns one UDP socket (through a reactor) and its port
 (``quicconn/_quic/port.py``), which answers datagrams no connection claims
-and queues new connections for :meth:`Listener.accept_connection`,
-possibly still mid-handshake, exactly as OpenSSL hands them out.
+and queues new connections for :meth:`Listener.accept_connection` once
+their handshake completed (OpenSSL 3.5 queues them at their first Initial;
+see docs/api-mapping.md).
 """
 
 from __future__ import annotations
@@ -86,6 +87,7 @@ class Listener(EventSurface, QuicObjectKind):
             accepts=not flags & LISTENER_FLAG_NO_ACCEPT,
             max_pending=ctx.max_pending_connections,
             max_live=ctx.max_connections,
+            max_handshakes=ctx.max_handshakes,
         )
         self._last_error = 0
         self._blocking = domain_flags.blocking_by_default(concurrency)
@@ -123,7 +125,8 @@ class Listener(EventSurface, QuicObjectKind):
 
     @property
     def max_pending_connections(self) -> int:
-        """Connections waiting in the accept queue before new ones are refused."""
+        """Connections whose handshake completed, waiting in the accept
+        queue, before new ones are refused (a quicconn extension)."""
         return self._port.max_pending
 
     @max_pending_connections.setter
@@ -132,12 +135,25 @@ class Listener(EventSurface, QuicObjectKind):
 
     @property
     def max_connections(self) -> int:
-        """Live connections (accepted or queued) before new ones are refused."""
+        """Live connections (half-open, queued or accepted) before new ones
+        are refused (a quicconn extension)."""
         return self._port.max_live
 
     @max_connections.setter
     def max_connections(self, count: int) -> None:
         self._port.max_live = count
+
+    @property
+    def max_handshakes(self) -> int:
+        """Half-open connections (handshake in progress) before the oldest
+        is dropped to make room for a new one (a quicconn extension)."""
+        return self._port.max_handshakes
+
+    @max_handshakes.setter
+    def max_handshakes(self, count: int) -> None:
+        if not isinstance(count, int) or count < 1:
+            raise ValueError(f"max_handshakes must be an int >= 1, not {count!r}")
+        self._port.max_handshakes = count
 
     def listen(self) -> None:
         """Start accepting incoming connections (SSL_listen).
@@ -152,8 +168,11 @@ class Listener(EventSurface, QuicObjectKind):
     def accept_connection(self, flags: int = 0) -> Connection | None:
         """Return the next incoming connection (SSL_accept_connection).
 
-        The connection may still be mid-handshake: its ``accept()`` or
-        ``do_handshake()`` completes it.  Blocking listeners wait for one;
+        Its handshake has completed (unlike OpenSSL 3.5, which returns
+        connections mid-handshake: see docs/api-mapping.md); under MODE_ASYNC
+        with an offload engine it may still be mid-handshake, and its
+        ``accept()`` or ``do_handshake()`` completes it.  Blocking listeners
+        wait for one;
         with ``ACCEPT_CONNECTION_NO_BLOCK`` or a nonblocking listener, None
         is returned when the queue is empty (after one tick).
         """
@@ -291,7 +310,13 @@ def make_listener(
             "the server Context has no certificate: call load_cert_chain()"
         )
     try:
-        transport, owns_socket = open_transport(where, "new_listener()")
+        transport, owns_socket = open_transport(
+            where,
+            "new_listener()",
+            use_gso=ctx.use_gso,
+            use_gro=ctx.use_gro,
+            dont_fragment=True,
+        )
     except OSError as exc:
         raise bind_error(where, exc) from exc
     try:

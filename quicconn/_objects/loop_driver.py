@@ -199,6 +199,12 @@ class LoopDriver:
     def remove_condition(self, key: object) -> None:
         self._conditions.pop(key, None)
 
+    async def wait(self, key: object, timeout: float | None = None) -> bool:
+        """Wait until the connection ``key`` moves on, or the reactor closes
+        (True), or ``timeout`` seconds passed (False).  ``key`` may also be
+        any object that :meth:`wake` is called with."""
+        raise NotImplementedError
+
     # -- the loop's side (subclasses) ------------------------------------------
 
     def _request_dispatch(self) -> None:

@@ -257,11 +257,11 @@ class StreamHandle:
         self.binding.channel.reset(record, error_code)
         self.pending = None
 
-    def release(self) -> None:
+    def release(self, error_code: int = 0) -> None:
         record = self.record
         if record is not None:
             self.pending = None
-            self.binding.channel.release_stream(record)
+            self.binding.channel.release_stream(record, error_code)
 
     # -- states and values ------------------------------------------------
 
@@ -603,6 +603,16 @@ def stream_poll_revents(stream: Stream, events: int) -> int:
     return handle.binding.channel.stream_poll_events(record) & events
 
 
+def free_stream(stream: Stream, error_code: int) -> None:
+    """:meth:`Stream.free`, with ``error_code`` in the RESET_STREAM and
+    STOP_SENDING it may send (``SSL_free`` always uses 0).  For HTTP/3,
+    whose cancelled requests carry H3_REQUEST_CANCELLED both ways
+    (RFC 9114 section 4.1.1)."""
+    check_error_code(error_code)
+    with stream_binding(stream).lock():
+        stream._handle.release(error_code)
+
+
 def stream_binding(stream: Stream) -> Binding:
     """The binding (channel, reactor) behind a stream object."""
     return stream._handle.binding
@@ -614,6 +624,7 @@ __all__ = [
     "StreamHandle",
     "check_error_code",
     "conclude_requested",
+    "free_stream",
     "open_stream",
     "stream_binding",
     "stream_poll_revents",

@@ -39,13 +39,14 @@ from .._constants import (
     POLL_EVENT_OSB,
     POLL_EVENT_OSU,
     POLL_EVENT_W,
+    QUIC_ERR_CONNECTION_REFUSED,
     QUIC_LOCAL_ERR_IDLE_TIMEOUT,
     SHUTDOWN_FLAG_NO_STREAM_FLUSH,
     SHUTDOWN_FLAG_RAPID,
     SHUTDOWN_FLAG_WAIT_PEER,
 )
-from .._core.interface import Address, Core, CoreBackend, GateDecision
-from .._core.rules import is_verification_failure
+from .._core.interface import Address, Capability, Core, CoreBackend, GateDecision
+from .._core.rules import is_handshake_timeout, is_verification_failure
 from .._core.settings import CoreSettings
 from .._errors import ConnCloseInfo
 from .conditions import Condition, QuicFailure
@@ -105,6 +106,9 @@ class EarlyData(enum.Enum):
 
 class ChannelObserver(Protocol):
     """The listener's port, told about the channels it made."""
+
+    def on_channel_established(self, channel: Channel) -> None:
+        """The channel's handshake completed."""
 
     def on_channel_terminated(self, channel: Channel) -> None:
         """The channel's terminating period ended."""
@@ -198,7 +202,7 @@ class Channel:
             on_session_ticket=on_session_ticket,
         )
         self._adopt(core)
-        reactor.add_core(core, core.host_cid)
+        reactor.add_core(core, core.host_cid, batched=self.receives_batches)
         core.connect(self.peer_addr, reactor.clock.now())
         reactor.mark_dirty(core)
         reactor.flush()
@@ -249,12 +253,29 @@ class Channel:
         if callback is not None:
             callback()
 
+    @property
+    def receives_batches(self) -> bool:
+        """Whether the core processes runs of datagrams natively."""
+        return Capability.BATCHED_RECEIVE in self.backend.capabilities
+
     def receive_first(self, data: bytes, addr: Address, now: float) -> bool:
         """Feed a server channel its first datagram; False if it was junk."""
         core = self.require_core()
         self.peer_addr = addr
         core.receive_datagram(data, addr, now)
         return core.received_a_packet()
+
+    def refuse(self, reason: str) -> None:
+        """Close a server connection with CONNECTION_REFUSED (RFC 9000,
+        section 20.1): the server cannot take it after all."""
+        core = self.require_core()
+        core.close(QUIC_ERR_CONNECTION_REFUSED, reason, application=False)
+        self.require_reactor().mark_dirty(core)
+
+    def handshake_timed_out(self) -> bool:
+        """Whether the handshake timeout ended this connection."""
+        info = self.close_info
+        return info is not None and is_handshake_timeout(info)
 
     def release(self) -> None:
         """The connection is freed (SSL_free): stop driving the core."""
@@ -279,6 +300,8 @@ class Channel:
         self, alpn: str | None, session_resumed: bool, early_data_accepted: bool
     ) -> None:
         self._advance(ConnEvent.HANDSHAKE_DONE)
+        if self.observer is not None:
+            self.observer.on_channel_established(self)
 
     def on_stream_data(self, stream_id: int, data: bytes, fin: bool) -> None:
         record = self.streams.records.get(stream_id)
@@ -420,6 +443,13 @@ class Channel:
             return QuicFailure(
                 Condition.VERIFICATION_FAILED,
                 f"certificate verification failed: {info.reason}{hint}",
+            )
+        if is_handshake_timeout(info):
+            return QuicFailure(
+                Condition.CONNECTION_CLOSED,
+                f"handshake timed out: nothing from {self.describe_peer()} for "
+                f"the {self.settings.handshake_timeout:g} s handshake timeout",
+                close_info=info,
             )
         if info.is_local and info.error_code == QUIC_LOCAL_ERR_IDLE_TIMEOUT:
             return QuicFailure(
@@ -785,12 +815,13 @@ class Channel:
             Condition.NO_DEFAULT_STREAM, f"no default stream ({why}): use {hint}"
         )
 
-    def release_stream(self, record: StreamRecord) -> None:
+    def release_stream(self, record: StreamRecord, error_code: int = 0) -> None:
         """SSL_free on a stream: reset the send part, stop the receive part.
 
         As OpenSSL: a send part not yet concluded is reset with code 0; a
         receive part still expecting data (no FIN, no reset) gets
-        STOP_SENDING with code 0.  Data left unread is dropped and its
+        STOP_SENDING with code 0 (``error_code`` instead, for the HTTP
+        layer's cancelled requests).  Data left unread is dropped and its
         flow-control credit returned.  The record is forgotten once the
         core discarded the stream.
         """
@@ -804,12 +835,12 @@ class Channel:
         if self.terminating:
             return
         if record.send_open:
-            core.reset_stream(record.stream_id, 0)
-            record.reset_sent_code = 0
+            core.reset_stream(record.stream_id, error_code)
+            record.reset_sent_code = error_code
             record.send_event(SendEvent.RESET)
         if record.receive_open:
-            record.stop_sent_code = 0
-            core.stop_sending(record.stream_id, 0)
+            record.stop_sent_code = error_code
+            core.stop_sending(record.stream_id, error_code)
         self.consume(record.stream_id, record.discard())
         self.send_soon()
 

@@ -3,10 +3,21 @@
 A listener's reactor hands every datagram that no connection claims to its
 port.  The port asks the core backend's stateless :class:`ServerGate` what
 to do (Version Negotiation, Retry, stateless reset, refuse, or accept),
-counts what it did, and for an accepted Initial makes a channel at once
-and queues its connection for ``accept_connection()``, possibly still
-mid-handshake, exactly as OpenSSL hands them out.  It enforces the
-listener's limits and keeps the session tickets it issued for resumption.
+counts what it did, and for an accepted Initial makes a channel at once.
+It enforces the listener's limits and keeps the session tickets it issued
+for resumption.
+
+A new connection is *half-open* until its handshake completes: it is kept
+apart, bounded (``max_handshakes``: when full, the oldest half-open
+connection is dropped to make room) and short-lived (the handshake
+timeout), and only a completed handshake enters the accept queue that
+``accept_connection()`` takes from and ``max_pending`` bounds.  A flood of
+ClientHellos that never continue therefore cannot fill the accept queue of
+a server that is not accepting at that instant, and the connections it
+makes go away within seconds (OpenSSL 3.5 queues a connection at its first
+Initial, where such a flood holds every slot until the idle timeout).
+Under MODE_ASYNC with an offload engine a connection is queued at once, as
+in OpenSSL: its paused signature is the application's to drive.
 
 The connection objects themselves belong to the objects layer: the port
 gets them from a factory and knows them only as :class:`PortMember`.
@@ -40,6 +51,10 @@ class ListenerStats:
 
     connections_accepted: int = 0
     connections_refused: int = 0
+    #: Half-open connections abandoned by the handshake timeout.
+    handshakes_timed_out: int = 0
+    #: Half-open connections dropped to make room for new ones.
+    handshakes_evicted: int = 0
     retries_sent: int = 0
     version_negotiations_sent: int = 0
     stateless_resets_sent: int = 0
@@ -78,6 +93,7 @@ class Port(Generic[M]):
         accepts: bool,
         max_pending: int,
         max_live: int,
+        max_handshakes: int,
     ) -> None:
         self.reactor = reactor
         self.backend = backend
@@ -87,14 +103,20 @@ class Port(Generic[M]):
         #: False for a client-only listener (LISTENER_FLAG_NO_ACCEPT).
         self.accepts = accepts
         self.listening = False
+        #: Connections whose handshake completed, for accept_connection().
         self.accept_queue: deque[M] = deque()
+        #: Half-open connections (handshake in progress), oldest first.
+        self.handshaking: OrderedDict[Channel, M] = OrderedDict()
         self._members: dict[Channel, M] = {}
         self._tickets: OrderedDict[bytes, Any] = OrderedDict()
         self.stats = ListenerStats()
         #: Connections waiting in the accept queue before new ones are refused.
         self.max_pending = max_pending
-        #: Live connections (accepted or queued) before new ones are refused.
+        #: Live connections (half-open, queued or accepted) before new ones
+        #: are refused.
         self.max_live = max_live
+        #: Half-open connections before the oldest is dropped for a new one.
+        self.max_handshakes = max_handshakes
         reactor.cid_length = cid_length
         reactor.unroutable_handler = self.on_unroutable
 
@@ -111,6 +133,8 @@ class Port(Generic[M]):
         self.listening = False
         while self.accept_queue:
             self.accept_queue.popleft().free_locked()
+        while self.handshaking:
+            self.handshaking.popitem(last=False)[1].free_locked()
 
     # -- datagrams no connection claims (reactor callback, lock held) ----
 
@@ -131,7 +155,7 @@ class Port(Generic[M]):
             )
             if counter is not None:
                 setattr(self.stats, counter, getattr(self.stats, counter) + 1)
-        elif self._full():
+        elif not self._make_room():
             if not decision.starts_handshake:
                 # The rest of a ClientHello whose start was refused already.
                 self.stats.datagrams_dropped += 1
@@ -142,11 +166,26 @@ class Port(Generic[M]):
         else:
             self._create(decision, data, addr, now)
 
-    def _full(self) -> bool:
-        return (
-            len(self.accept_queue) >= self.max_pending
+    def _make_room(self) -> bool:
+        """Whether a new connection may start, dropping the oldest half-open
+        connection if that is what stands in the way.
+
+        A full accept queue refuses: the application is not keeping up.  A
+        full half-open table or connection limit drops the oldest half-open
+        connection instead: a flood of silent ClientHellos then only
+        shortens the time a real client has to complete its handshake (it
+        retransmits a lost Initial), rather than locking every one out.
+        """
+        if len(self.accept_queue) >= self.max_pending:
+            return False
+        while self.handshaking and (
+            len(self.handshaking) >= self.max_handshakes
             or len(self._members) >= self.max_live
-        )
+        ):
+            _, oldest = self.handshaking.popitem(last=False)
+            self.stats.handshakes_evicted += 1
+            oldest.free_locked()  # silently: its peer may not exist
+        return len(self._members) < self.max_live
 
     def _create(
         self, decision: GateDecision, data: bytes, addr: Address, now: float
@@ -169,10 +208,19 @@ class Port(Generic[M]):
             return
         core = channel.require_core()
         channel.observer = self
-        self.reactor.add_core(core, decision.client_dcid, core.host_cid)
+        self.reactor.add_core(
+            core,
+            decision.client_dcid,
+            core.host_cid,
+            batched=channel.receives_batches,
+        )
         self.reactor.mark_dirty(core)
         self._members[channel] = member
-        self.accept_queue.append(member)
+        if channel.async_host is not None:
+            # MODE_ASYNC: the application's calls drive a paused signature.
+            self.accept_queue.append(member)
+        else:
+            self.handshaking[channel] = member
         self.stats.connections_accepted += 1
 
     def _store_ticket(self, ticket: Any) -> None:
@@ -182,9 +230,26 @@ class Port(Generic[M]):
 
     # -- what channels report (lock held) ----------------------------------
 
+    def on_channel_established(self, channel: Channel) -> None:
+        member = self.handshaking.pop(channel, None)
+        if member is None:
+            return  # queued at once (MODE_ASYNC), or already gone
+        if len(self.accept_queue) < self.max_pending:
+            self.accept_queue.append(member)
+            return
+        # The accept queue filled up while it was handshaking.
+        self.stats.connections_refused += 1
+        self.handshaking[channel] = member  # freed when it terminated
+        channel.refuse("server busy: the accept queue is full")
+
     def on_channel_terminated(self, channel: Channel) -> None:
         member = self._members.pop(channel, None)
-        if member is not None and member in self.accept_queue:
+        if member is not None and channel in self.handshaking:
+            del self.handshaking[channel]
+            if channel.handshake_timed_out():
+                self.stats.handshakes_timed_out += 1
+            member.free_locked()
+        elif member is not None and member in self.accept_queue:
             # Never accepted and now dead: the application never sees it.
             self.accept_queue.remove(member)
             member.free_locked()
@@ -193,6 +258,7 @@ class Port(Generic[M]):
 
     def on_channel_released(self, channel: Channel) -> None:
         member = self._members.pop(channel, None)
+        self.handshaking.pop(channel, None)
         if member is not None and member in self.accept_queue:
             self.accept_queue.remove(member)
 

@@ -5,12 +5,25 @@ every :class:`~quicconn._core.interface.Core` that shares it (one for a client
 socket, many on a listener).  Its unit of work is the *tick*
 (``SSL_handle_events``):
 
-1. fire every core timer that is due (a heap, so a listener with thousands of
-   connections pays O(log n) per timer, not a scan);
-2. drain every datagram that is ready and route each to its core by
-   destination connection ID;
+1. drain every datagram that is ready and route each to its core by
+   destination connection ID (a core that processes batches natively,
+   ``Capability.BATCHED_RECEIVE``, gets each run of its datagrams from one
+   address in one :meth:`~quicconn._core.interface.Core.receive_datagrams`
+   call);
+2. fire every core timer that is due (a heap, so a listener with thousands of
+   connections pays O(log n) per timer, not a scan), after the datagrams: a
+   process that could not tick for a while acts on what arrived meanwhile
+   before it acts on a timeout;
 3. let each touched core report events to its objects, then collect what it
    wants to send, and hand it all to the transport in one batch.
+
+A batch is one burst, not an unbounded one: once a tick has spent
+:data:`BATCH_LATENCY` on it, what is ready goes out before the rest is
+processed (with the time read again).  Otherwise the first datagram of a
+large burst (200 ClientHellos, each costing a handshake) would wait for
+the last one's work: its peer measures that wait as round-trip time (RFC
+9002 takes the first sample as the estimate, and a PTO of three times it),
+then paces and times out on that estimate.
 
 Blocking calls use :meth:`Reactor.block_until`: tick, test a predicate,
 otherwise sleep in ``poll(2)`` on the socket until the next timer deadline.
@@ -41,6 +54,11 @@ logger = logging.getLogger("quicconn.reactor")
 
 UnroutableHandler = Callable[[bytes, Address, float], None]
 
+#: How long a tick works on a burst before it sends what is ready (and
+#: reads the clock again): the delay the batching may add to an ACK or a
+#: handshake reply, which the peer counts as round-trip time.
+BATCH_LATENCY = 0.002
+
 
 class ReactorObserver(Protocol):
     """Something that drives a reactor from outside a blocking call: an
@@ -68,6 +86,8 @@ class Reactor:
         self._by_cid: dict[bytes, Core] = {}
         self._cids_of: dict[Core, set[bytes]] = {}
         self._single: Core | None = None
+        #: Cores fed whole runs of datagrams (Capability.BATCHED_RECEIVE).
+        self._batched: set[Core] = set()
         self._timers: dict[Core, float] = {}
         self._heap: list[tuple[float, int, Core]] = []
         self._seq = itertools.count()
@@ -100,9 +120,12 @@ class Reactor:
 
     # -- membership -------------------------------------------------------
 
-    def add_core(self, core: Core, *cids: bytes) -> None:
-        """Start driving ``core``; datagrams to any of ``cids`` reach it."""
+    def add_core(self, core: Core, *cids: bytes, batched: bool = False) -> None:
+        """Start driving ``core``; datagrams to any of ``cids`` reach it
+        (in runs through ``receive_datagrams`` if ``batched``)."""
         self._cores.add(core)
+        if batched:
+            self._batched.add(core)
         for cid in cids:
             self.add_cid(core, cid)
         self._single = next(iter(self._cores)) if self._can_shortcut() else None
@@ -110,6 +133,7 @@ class Reactor:
     def remove_core(self, core: Core) -> None:
         """Stop driving ``core`` and forget its connection IDs and timer."""
         self._cores.discard(core)
+        self._batched.discard(core)
         # Per-core bookkeeping: O(own CIDs), not a scan of every connection's.
         for cid in self._cids_of.pop(core, ()):
             if self._by_cid.get(cid) is core:
@@ -162,10 +186,12 @@ class Reactor:
         now = self.clock.now()
         if self._async_ready or self._async_elsewhere:
             self._resume_async(now)
-        if self._heap and self._heap[0][0] <= now:
-            self._fire_timers(now)
         if transport.has_pending_writes():
             transport.flush()
+        # Datagrams before timers: what arrived while this process was not
+        # ticking (busy, descheduled) counts before a timeout that expired
+        # meanwhile is acted on; a core whose due timer fires after a
+        # datagram moved it checks its own state and does nothing.
         if self._injected:
             injected, self._injected = self._injected, []
             for data, addr in injected:
@@ -177,13 +203,15 @@ class Reactor:
         batch = transport.recv_batch()
         if batch:
             single = self._single
-            if single is not None:
-                for data, addr in batch:
-                    single.receive_datagram(data, addr, now)
+            if single is not None and single in self._batched:
+                _feed_runs(single, batch, now)
                 self._dirty[single] = None
+            elif single is None and self._batched:
+                now = self._route_batch(batch, now)
             else:
-                for data, addr in batch:
-                    self._route(data, addr, now)
+                now = self._receive_each(batch, now)
+        if self._heap and self._heap[0][0] <= now:
+            self._fire_timers(now)
         if self._dirty:
             self.flush(now)
 
@@ -195,6 +223,8 @@ class Reactor:
         worked = bool(self._dirty)
         observer = self.observer
         processed: list[Core] = []
+        clock = self.clock
+        started = clock.now()
         while self._dirty:
             dirty = list(self._dirty)
             self._dirty.clear()
@@ -208,6 +238,10 @@ class Reactor:
                 # must be routable before the peer can use it.
                 core.dispatch_events()
                 self._schedule(core)
+                if outgoing and clock.now() - started >= BATCH_LATENCY:
+                    self.transport.send_batch(outgoing)  # see BATCH_LATENCY
+                    outgoing = []
+                    now = started = clock.now()
         if outgoing:
             self.transport.send_batch(outgoing)
         if observer is not None and processed:
@@ -221,6 +255,53 @@ class Reactor:
     def inject(self, data: bytes, addr: Address) -> None:
         """Queue a datagram as if it had arrived from ``addr``.  Lock held."""
         self._injected.append((bytes(data), addr))
+
+    def _receive_each(self, batch: list[tuple[bytes, Address]], now: float) -> float:
+        """Hand a drained batch over datagram by datagram; returns the time
+        the last part started (what is ready goes out every BATCH_LATENCY)."""
+        single = self._single
+        clock = self.clock
+        started = now
+        for data, addr in batch:
+            if single is not None:
+                single.receive_datagram(data, addr, now)
+                self._dirty[single] = None
+            else:
+                self._route(data, addr, now)
+            if self._dirty and clock.now() - started >= BATCH_LATENCY:
+                self.flush(now)  # see BATCH_LATENCY
+                now = started = clock.now()
+        return now
+
+    def _route_batch(self, batch: list[tuple[bytes, Address]], now: float) -> float:
+        """Route a drained batch; batched cores get theirs at the end, in
+        order, in runs (a core removed meanwhile gets nothing).  Datagrams
+        for other cores go at once, flushed every BATCH_LATENCY."""
+        batched = self._batched
+        runs: dict[Core, list[tuple[bytes, Address]]] = {}
+        by_cid = self._by_cid
+        cid_length = self.cid_length
+        clock = self.clock
+        started = now
+        for item in batch:
+            cid = peek_destination_cid(item[0], cid_length)
+            core = by_cid.get(cid) if cid is not None else None
+            if core is not None and core in batched:
+                found = runs.get(core)
+                if found is None:
+                    runs[core] = [item]
+                else:
+                    found.append(item)
+                continue
+            self._route(item[0], item[1], now)
+            if self._dirty and clock.now() - started >= BATCH_LATENCY:
+                self.flush(now)  # see BATCH_LATENCY
+                now = started = clock.now()
+        for core, items in runs.items():
+            if core in self._cores:
+                _feed_runs(core, items, now)
+                self._dirty[core] = None
+        return now
 
     def _route(self, data: bytes, addr: Address, now: float) -> None:
         cid = peek_destination_cid(data, self.cid_length)
@@ -391,6 +472,7 @@ class Reactor:
         if observer is not None:
             observer.on_close()
         self._cores.clear()
+        self._batched.clear()
         self._by_cid.clear()
         self._cids_of.clear()
         self._timers.clear()
@@ -398,6 +480,18 @@ class Reactor:
         self._async_ready.clear()
         self._async_elsewhere.clear()
         self._waiter.close(close_transport)
+
+
+def _feed_runs(core: Core, batch: list[tuple[bytes, Address]], now: float) -> None:
+    """Feed ``batch`` to ``core`` in order, one call per run from one address."""
+    start = 0
+    addr = batch[0][1]
+    for i in range(1, len(batch)):
+        if batch[i][1] != addr:
+            core.receive_datagrams([data for data, _ in batch[start:i]], addr, now)
+            start = i
+            addr = batch[i][1]
+    core.receive_datagrams([data for data, _ in batch[start:]], addr, now)
 
 
 def _earliest(a: float | None, b: float | None) -> float | None:
@@ -409,6 +503,7 @@ def _earliest(a: float | None, b: float | None) -> float | None:
 
 
 __all__ = [
+    "BATCH_LATENCY",
     "Reactor",
     "ReactorObserver",
     "UnroutableHandler",

@@ -37,6 +37,8 @@ class AsyncioDriver(LoopDriver):
         self.touch()
 
     def _request_dispatch(self) -> None:
+        if self.loop.is_closed():
+            return  # freed after its loop ended: nothing waits any more
         if threading.get_ident() == self._thread:
             self.loop.call_soon(self.dispatch)
         else:  # a call made from another thread (allowed, if unusual)
@@ -79,20 +81,32 @@ class AsyncioDriver(LoopDriver):
 
     # -- what tasks use -------------------------------------------------------
 
-    async def wait(self, key: object) -> None:
-        """Wait until the connection ``key`` moves on (or the socket closes)."""
-        future: asyncio.Future[None] = self.loop.create_future()
+    async def wait(self, key: object, timeout: float | None = None) -> bool:
+        """Wait until the connection ``key`` moves on (or the socket
+        closes): True; or until ``timeout`` seconds passed: False."""
+        future: asyncio.Future[bool] = self.loop.create_future()
 
         def wake() -> None:
             if not future.done():
-                future.set_result(None)
+                future.set_result(True)
+
+        def expire() -> None:
+            if not future.done():
+                future.set_result(False)
 
         self.add_wakeup(key, wake)
+        timer = None if timeout is None else self.loop.call_later(timeout, expire)
         try:
-            await future
+            woken = await future
         except asyncio.CancelledError:
             self.remove_wakeup(key, wake)
             raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+        if not woken:
+            self.remove_wakeup(key, wake)
+        return woken
 
     async def complete(
         self, key: Callable[[], object], attempt: Callable[[], T | None]

@@ -6,9 +6,10 @@ A quicconn extension: OpenSSL leaves HTTP to nghttp3 and its callers.
   (:meth:`HttpClient.request`, a :class:`Response` with status, headers, a
   streamed body and trailers) or many downloads at once
   (:meth:`HttpClient.fetch`).
-* :class:`HTTP3Transport` gives httpx HTTP/3:
-  ``httpx.Client(transport=quicconn.http.HTTP3Transport())`` (needs httpx:
-  ``pip install 'quicconn[httpx]'``).
+* :class:`HTTP3Transport` and :class:`AsyncHTTP3Transport` give httpx
+  HTTP/3: ``httpx.Client(transport=quicconn.http.HTTP3Transport())``,
+  ``httpx.AsyncClient(transport=quicconn.http.AsyncHTTP3Transport())`` on
+  asyncio or trio (needs httpx: ``pip install 'quicconn[httpx]'``).
 * :class:`FileServer` serves a directory over both protocols from a listener.
 * :class:`H3Session` / :class:`HqSession` are the protocol layers, usable
   directly from your own event loop.
@@ -26,7 +27,7 @@ from ._events import (
     StreamAborted,
     TrailersReceived,
 )
-from ._exchange import Exchange, ExchangeRouter, RequestError
+from ._exchange import Exchange, ExchangeRouter, RequestError, Timeouts
 from ._paths import local_path, resolve_request_path
 from ._session import ALPN_H3, ALPN_HQ, H3Session, HqSession, HttpSession, session_for
 from .client import (
@@ -41,22 +42,23 @@ from .client import (
 from .server import FileServer, ServerStats
 
 if TYPE_CHECKING:
-    from .transport import HTTP3Transport
+    from .transport import AsyncHTTP3Transport, HTTP3Transport
 
 
 def __getattr__(name: str) -> object:
-    # The httpx transport is imported on first use, so that quicconn.http
+    # The httpx transports are imported on first use, so that quicconn.http
     # works without httpx installed.
-    if name == "HTTP3Transport":
-        from .transport import HTTP3Transport
+    if name in ("HTTP3Transport", "AsyncHTTP3Transport"):
+        from . import transport
 
-        return HTTP3Transport
+        return getattr(transport, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = [
     "ALPN_H3",
     "ALPN_HQ",
+    "AsyncHTTP3Transport",
     "ClientOptions",
     "DataReceived",
     "DatagramReceived",
@@ -79,6 +81,7 @@ __all__ = [
     "ServerStats",
     "StallError",
     "StreamAborted",
+    "Timeouts",
     "TrailersReceived",
     "content_length",
     "local_path",

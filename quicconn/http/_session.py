@@ -60,7 +60,7 @@ from .._objects.connection import (
     local_max_datagram_frame_size,
     peer_max_datagram_frame_size,
 )
-from .._objects.stream import Stream
+from .._objects.stream import Stream, free_stream
 from ._events import (
     DatagramReceived,
     DataReceived,
@@ -141,7 +141,10 @@ class HttpSession:
         """Return HTTP events for data already received (no network I/O)."""
         events: list[HttpEvent] = []
         while True:
-            stream = self.conn.accept_stream(ACCEPT_STREAM_NO_BLOCK)
+            try:
+                stream = self.conn.accept_stream(ACCEPT_STREAM_NO_BLOCK)
+            except ConnectionTerminatedError:
+                break  # closed: what the streams hold can still be read
             if stream is None:
                 break
             self.streams[stream.get_stream_id()] = stream
@@ -259,14 +262,14 @@ class HttpSession:
             stream.free()
 
     def cancel(self, stream_id: int, error_code: int) -> None:
-        """Abandon a request stream: reset what we send, stop reading it."""
+        """Abandon a request stream: reset what we still send and stop
+        reading it (RESET_STREAM and STOP_SENDING carry ``error_code``)."""
         self._backlog.pop(stream_id, None)
         self._forget_when_flushed.discard(stream_id)
-        stream = self.streams.get(stream_id)
-        if stream is not None and stream.get_stream_type() & 2:  # we send on it
-            # Already reset, or fully sent and acknowledged: nothing to reset.
-            with contextlib.suppress(Error, ValueError):
-                stream.stream_reset(error_code)
+        stream = self.streams.pop(stream_id, None)
+        if stream is not None:
+            with contextlib.suppress(Error, ValueError):  # the connection is gone
+                free_stream(stream, error_code)
         self.forget(stream_id)
 
     def close(self, error_code: int = 0, reason: str = "") -> None:

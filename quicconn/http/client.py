@@ -30,7 +30,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 from .._constants import CLIENT, VERIFY_NONE
 from .._errors import WantReadError
@@ -39,24 +39,29 @@ from .._objects.connection import Connection, batched_output
 from .._objects.context import Context
 from .._objects.session import Session
 from ._events import DataReceived, Headers, HttpEvent, ResponseReceived
-from ._exchange import Exchange, ExchangeRouter, RequestError
+from ._exchange import (
+    H3_REQUEST_CANCELLED,
+    SEND_AHEAD,
+    Exchange,
+    ExchangeRouter,
+    Flow,
+    Need,
+    RequestError,
+    StallError,
+    Timeouts,
+    WaitTimer,
+    chunk_flow,
+    request_flow,
+)
 from ._paths import local_path
 from ._session import ALPN_H3, ALPN_HQ, H3Session, HqSession, HttpSession
 
-#: H3_REQUEST_CANCELLED (RFC 9114 section 8.1): a response nobody reads.
-H3_REQUEST_CANCELLED = 0x10C
-
-#: A request body is written ahead of the stream by at most this much.
-SEND_AHEAD = 256 * 1024
+T = TypeVar("T")
 
 #: A download's temporary name keeps at most this many bytes of the final
 #: one: with the dots, mkstemp's 8 characters and ".part", it stays within
 #: the 255 bytes a file name may have.
 _TEMP_STEM = 200
-
-
-class StallError(TimeoutError):
-    """The server sent nothing for longer than the stall timeout."""
 
 
 @dataclass
@@ -122,6 +127,30 @@ class ClientOptions:
     key_update: bool = False
 
 
+def http_context(options: ClientOptions) -> Context:
+    """The client context an HTTP client with ``options`` uses."""
+    if options.alpn not in (ALPN_H3, ALPN_HQ):
+        raise ValueError(f"alpn must be {ALPN_H3!r} or {ALPN_HQ!r}")
+    ctx = Context(CLIENT)
+    if not options.verify:
+        ctx.verify_mode = VERIFY_NONE
+    elif options.cafile:
+        ctx.load_verify_locations(options.cafile)
+    else:
+        ctx.load_default_verify_paths()
+    ctx.set_alpn_protos([options.alpn])
+    if options.ciphersuites:
+        ctx.set_ciphersuites(options.ciphersuites)
+    if options.quic_versions:
+        ctx.set_quic_versions(options.quic_versions, initial=options.initial_version)
+    ctx.idle_timeout = options.idle_timeout
+    if options.keylog_file:
+        ctx.keylog_filename = options.keylog_file
+    if options.qlog_dir:
+        ctx.qlog_dir = options.qlog_dir
+    return ctx
+
+
 class Response:
     """A response whose head has arrived; the body streams as it is read.
 
@@ -133,11 +162,11 @@ class Response:
     """
 
     def __init__(
-        self, client: HttpClient, exchange: Exchange, timeout: float | None
+        self, client: HttpClient, exchange: Exchange, timeouts: Timeouts
     ) -> None:
         self._client = client
         self._exchange = exchange
-        self._timeout = timeout
+        self._timeouts = timeouts
         self._closed = False
 
     @property
@@ -170,7 +199,7 @@ class Response:
         if the stream is reset or the connection closes first, and
         :class:`StallError` if the server stalls."""
         while True:
-            chunk = self._client.next_chunk(self._exchange, self._timeout)
+            chunk = self._client.next_chunk(self._exchange, self._timeouts)
             if chunk is None:
                 self._closed = True
                 return
@@ -208,27 +237,7 @@ class HttpClient:
         self.host = host
         self.port = port
         self.options = options or ClientOptions()
-        if self.options.alpn not in (ALPN_H3, ALPN_HQ):
-            raise ValueError(f"alpn must be {ALPN_H3!r} or {ALPN_HQ!r}")
-        ctx = Context(CLIENT)
-        if not self.options.verify:
-            ctx.verify_mode = VERIFY_NONE
-        elif self.options.cafile:
-            ctx.load_verify_locations(self.options.cafile)
-        else:
-            ctx.load_default_verify_paths()
-        ctx.set_alpn_protos([self.options.alpn])
-        if self.options.ciphersuites:
-            ctx.set_ciphersuites(self.options.ciphersuites)
-        if self.options.quic_versions:
-            ctx.set_quic_versions(
-                self.options.quic_versions, initial=self.options.initial_version
-            )
-        ctx.idle_timeout = self.options.idle_timeout
-        if self.options.keylog_file:
-            ctx.keylog_filename = self.options.keylog_file
-        if self.options.qlog_dir:
-            ctx.qlog_dir = self.options.qlog_dir
+        ctx = http_context(self.options)
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
         family, _, _, _, address = infos[0]
         self._socket = socket.socket(family, socket.SOCK_DGRAM)
@@ -254,6 +263,11 @@ class HttpClient:
     def authority(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{host}:{self.port}" if self.port != 443 else host
+
+    @property
+    def peer(self) -> str:
+        """``host:port``, for messages."""
+        return f"{self.host}:{self.port}"
 
     @property
     def closed(self) -> bool:
@@ -296,41 +310,57 @@ class HttpClient:
         assert self.session is not None and self._router is not None
         return self.session, self._router
 
-    def _wait(self, last_progress: float, stall: float | None = None) -> None:
-        stall = self.options.stall_timeout if stall is None else stall
+    def _wait(self, last_progress: float) -> None:
+        stall = self.options.stall_timeout
         if time.monotonic() - last_progress > stall:
             raise StallError(
-                f"no response from {self.host}:{self.port} for {stall:g} s "
+                f"no response from {self.peer} for {stall:g} s "
                 "(the server stalled or is unreachable)"
             )
+        self._sleep(stall - (time.monotonic() - last_progress))
+
+    def _sleep(self, limit: float | None) -> None:
+        """Wait for the socket or the connection's next timer, at most ``limit``."""
         timeout = self.conn.get_event_timeout()
-        remaining = stall - (time.monotonic() - last_progress)
-        timeout = remaining if timeout is None else min(timeout, remaining)
+        if limit is not None:
+            timeout = limit if timeout is None else min(timeout, limit)
         with selectors.DefaultSelector() as selector:
             events = selectors.EVENT_READ
             if self.conn.net_write_desired():
                 events |= selectors.EVENT_WRITE
             selector.register(self.conn.fileno(), events)
-            selector.select(max(0.0, timeout))
+            selector.select(None if timeout is None else max(0.0, timeout))
 
     def _pump(self) -> bool:
         """One tick: route what arrived; whether it concerned a request."""
         session, router = self._ready()
-        moved = router.dispatch(session.handle_events())
+        moved = bool(router.update(session.handle_events()))
         if self.handshake_seconds is None and self.conn.is_init_finished():
             self.handshake_seconds = time.monotonic() - self._started
-        close = self.conn.get_conn_close_info()
-        if close is not None and router.active:
-            router.connection_closed(str(close))
-            moved = True
         return moved
 
-    def _step(self, last_progress: float, stall: float | None = None) -> float:
-        """Tick, and wait if nothing moved; the time of the last progress."""
-        if self._pump():
-            return time.monotonic()
-        self._wait(last_progress, stall)
-        return last_progress
+    def _drive(
+        self, flow: Flow[T], timeouts: Timeouts, body: Iterator[bytes] | None = None
+    ) -> T:
+        """Run one of the shared request flows (quicconn.http._exchange):
+        tick, and sleep on the socket while nothing moved."""
+        timer = WaitTimer(timeouts, self.peer)
+        try:
+            wait = next(flow)
+            while True:
+                if wait.need is Need.BODY:
+                    wait = flow.send(None if body is None else next(body, None))
+                    continue
+                limit = timer.remaining(wait)
+                if not self._pump():
+                    self._sleep(limit)
+                wait = flow.send(None)
+        except StopIteration as done:
+            result: T = done.value
+            return result
+        except BaseException:
+            flow.close()  # an unfinished request is cancelled
+            raise
 
     # -- single requests ------------------------------------------------------
 
@@ -343,7 +373,7 @@ class HttpClient:
         *,
         trailers: Headers | None = None,
         authority: str | None = None,
-        timeout: float | None = None,
+        timeout: float | Timeouts | None = None,
     ) -> Response:
         """Send one request; return once the response's head has arrived.
 
@@ -351,91 +381,48 @@ class HttpClient:
         ``body`` is bytes or an iterable of byte chunks, written with
         back-pressure (at most :data:`SEND_AHEAD` ahead of the stream);
         ``trailers`` follow the body.  Over hq-interop only a plain GET
-        exists.  ``timeout`` overrides the stall timeout for this request.
-        Raises :class:`RequestError` if the server resets the request or the
-        connection closes, :class:`StallError` if it stalls.
+        exists.  ``timeout`` overrides the stall timeout for this request
+        (and its body): one limit for every wait, or :class:`Timeouts` per
+        kind of wait.  Raises :class:`RequestError` if the server resets the
+        request or the connection closes, :class:`StallError` if it stalls.
         """
         if isinstance(body, str):
             raise TypeError("body must be bytes or an iterable of bytes, not str")
+        limits = self._timeouts(timeout)
         with self._lock:
-            session, router = self._ready()
-            h3 = isinstance(session, H3Session)
-            if not h3 and (body is not None or trailers or headers):
-                raise ValueError(
-                    "hq-interop requests are a bare GET: no headers, body or trailers"
-                )
-            last = time.monotonic()
-            while not session.can_open_request():
-                if self.closed:
-                    raise RequestError(f"connection {self.conn.get_conn_close_info()}")
-                last = self._step(last, timeout)
-            with_body = body is not None or bool(trailers)
-            stream_id = session.send_request(
-                method.upper(),
+            _, router = self._ready()
+            chunks: Iterator[bytes] | None = None
+            if isinstance(body, bytes | bytearray | memoryview):
+                chunks = iter([bytes(body)])
+            elif body is not None:
+                chunks = iter(body)
+            flow = request_flow(
+                router,
+                method,
                 authority or self.authority,
                 path,
                 list(headers or []),
-                end_stream=not with_body,
+                with_body=body is not None,
+                trailers=trailers,
             )
-            exchange = router.add(Exchange(stream_id, has_head=h3))
-            if with_body:
-                self._send_body(session, exchange, body, trailers, timeout)
-            last = time.monotonic()
-            while not exchange.head_received and not exchange.finished:
-                last = self._step(last, timeout)
-            if exchange.error is not None and not exchange.head_received:
-                router.release(exchange)
-                raise exchange.error
-            return Response(self, exchange, timeout)
+            exchange = self._drive(flow, limits, chunks)
+            return Response(self, exchange, limits)
 
-    def _send_body(
-        self,
-        session: HttpSession,
-        exchange: Exchange,
-        body: Body,
-        trailers: Headers | None,
-        timeout: float | None,
-    ) -> None:
-        stream_id = exchange.stream_id
-        if isinstance(body, bytes | bytearray | memoryview):
-            chunks: Iterable[bytes] = [bytes(body)]
-        else:
-            chunks = body or []
-        for chunk in chunks:
-            if exchange.finished:
-                return  # answered or reset already: the rest is not wanted
-            if chunk:
-                session.send_body(stream_id, bytes(chunk), False)
-            last = time.monotonic()
-            while session.backlog(stream_id) > SEND_AHEAD and not exchange.finished:
-                last = self._step(last, timeout)
-        if exchange.finished:
-            return
-        if trailers:
-            session.send_trailers(stream_id, list(trailers))
-        else:
-            session.send_body(stream_id, b"", True)
+    def _timeouts(self, timeout: float | Timeouts | None) -> Timeouts:
+        if isinstance(timeout, Timeouts):
+            return timeout
+        if timeout is None:
+            timeout = self.options.stall_timeout
+        return Timeouts.every(timeout)
 
-    def next_chunk(self, exchange: Exchange, timeout: float | None) -> bytes | None:
+    def next_chunk(self, exchange: Exchange, timeouts: Timeouts) -> bytes | None:
         """The next body chunk of ``exchange``; None at its end.
 
         Used by :class:`Response`; raises the exchange's error.
         """
         with self._lock:
-            last = time.monotonic()
-            while True:
-                if exchange.chunks:
-                    chunk = exchange.take()
-                    if self._router is not None:
-                        self._router.consumed(exchange)
-                    return chunk
-                if exchange.error is not None:
-                    self.finish(exchange)
-                    raise exchange.error
-                if exchange.ended:
-                    self.finish(exchange)
-                    return None
-                last = self._step(last, timeout)
+            _, router = self._ready()
+            return self._drive(chunk_flow(router, exchange), timeouts)
 
     def finish(self, exchange: Exchange) -> None:
         """Release a response's stream, cancelling it if it is unfinished."""
@@ -443,12 +430,8 @@ class HttpClient:
             router = self._router
             if router is None:
                 return
-            if exchange.finished:
-                router.release(exchange)
-            else:
-                router.cancel(exchange, H3_REQUEST_CANCELLED)
-                if self.session is not None and not self.closed:
-                    self.session.handle_events()  # send the reset now
+            if router.finish(exchange) and self.session is not None:
+                self.session.handle_events()  # send the reset now
 
     # -- downloads ----------------------------------------------------------
 
@@ -700,5 +683,7 @@ __all__ = [
     "RequestError",
     "Response",
     "StallError",
+    "Timeouts",
     "content_length",
+    "http_context",
 ]

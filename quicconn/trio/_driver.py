@@ -19,7 +19,7 @@ from typing import TypeVar
 import trio
 
 from .._errors import WantReadError, WantWriteError
-from .._objects.loop_driver import LoopDriver, timer_delay
+from .._objects.loop_driver import LoopDriver, Wakeup, timer_delay
 from .._quic.reactor import Reactor
 
 logger = logging.getLogger("quicconn.trio")
@@ -39,7 +39,7 @@ class TrioDriver(LoopDriver):
         self._deadline = math.inf
         self._want_write = False
         self._requested = False
-        self._lots: dict[object, trio.lowlevel.ParkingLot] = {}
+        self._lots: dict[object, tuple[trio.lowlevel.ParkingLot, Wakeup]] = {}
         trio.lowlevel.spawn_system_task(
             self._run, name=f"quicconn driver (fd {self.fileno})"
         )
@@ -102,17 +102,38 @@ class TrioDriver(LoopDriver):
     # -- what tasks use ----------------------------------------------------------
 
     def _unpark(self, key: object) -> None:
-        lot = self._lots.pop(key, None)
-        if lot is not None:
-            lot.unpark_all()
+        entry = self._lots.pop(key, None)
+        if entry is not None:
+            entry[0].unpark_all()
 
-    async def wait(self, key: object) -> None:
-        """Wait until the connection ``key`` moves on (or the socket closes)."""
-        lot = self._lots.get(key)
-        if lot is None:
-            lot = self._lots[key] = trio.lowlevel.ParkingLot()
-            self.add_wakeup(key, lambda: self._unpark(key))
-        await lot.park()
+    async def wait(self, key: object, timeout: float | None = None) -> bool:
+        """Wait until the connection ``key`` moves on (or the socket
+        closes): True; or until ``timeout`` seconds passed: False."""
+        entry = self._lots.get(key)
+        if entry is None:
+
+            def wakeup() -> None:
+                self._unpark(key)
+
+            entry = self._lots[key] = (trio.lowlevel.ParkingLot(), wakeup)
+            self.add_wakeup(key, wakeup)
+        lot, wakeup = entry
+        woken = False
+        try:
+            if timeout is None:
+                await lot.park()
+                woken = True
+            else:
+                with trio.move_on_after(timeout):
+                    await lot.park()
+                    woken = True
+        finally:
+            if not woken and not lot and self._lots.get(key) is entry:
+                # Cancelled or timed out, and nobody else waits: forget the
+                # wake-up (a key such as a finished request may never move).
+                del self._lots[key]
+                self.remove_wakeup(key, wakeup)
+        return woken
 
     async def complete(
         self, key: Callable[[], object], attempt: Callable[[], T | None]

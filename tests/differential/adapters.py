@@ -596,18 +596,11 @@ class OpenSSLClient(Adapter):
         alpn = ctypes.string_at(data, length.value).decode() if length.value else None
         cipher = lib.SSL_get_current_cipher(ssl)
         name = lib.SSL_CIPHER_get_name(cipher).decode() if cipher else None
-        return self.record(
-            "SSL_get0_alpn_selected/get_current_cipher/session_reused/get_verify_result",
-            [
-                "ok",
-                [
-                    alpn,
-                    name,
-                    lib.SSL_session_reused(ssl),
-                    lib.SSL_get_verify_result(ssl),
-                ],
-            ],
+        self.record(
+            "SSL_get0_alpn_selected/get_current_cipher/get_verify_result",
+            ["ok", [alpn, name, lib.SSL_get_verify_result(ssl)]],
         )
+        return self.record("SSL_session_reused", ["ok", lib.SSL_session_reused(ssl)])
 
     def verify_result(self) -> Obs:
         return self.record(
@@ -1108,18 +1101,18 @@ class QuicconnClient(Adapter):
 
     def handshake_facts(self) -> Obs:
         conn = self.conn
-        return self.record(
-            "SSL_get0_alpn_selected/get_current_cipher/session_reused/get_verify_result",
+        self.record(
+            "SSL_get0_alpn_selected/get_current_cipher/get_verify_result",
             [
                 "ok",
                 [
                     conn.get0_alpn_selected(),
                     conn.get_current_cipher(),
-                    int(conn.session_reused()),
                     conn.get_verify_result(),
                 ],
             ],
         )
+        return self.record("SSL_session_reused", ["ok", int(conn.session_reused())])
 
     def verify_result(self) -> Obs:
         return self.record(

@@ -103,15 +103,29 @@ DIFFERENCES: dict[tuple[str, str, int], tuple[Any, Any, str]] = {
         ["value", 1],
         "DTLS: retransmission inside the handshake call",
     ),
-    (
-        "session_after_free_without_shutdown",
-        "SSL_get0_alpn_selected/get_current_cipher/session_reused/get_verify_result",
-        1,
-    ): (
-        ["ok", ["diff", "TLS_AES_256_GCM_SHA384", 0, 0]],
-        ["ok", ["diff", "TLS_AES_256_GCM_SHA384", 1, 0]],
+    # Only SSL_session_reused differs: the cipher (its own step) is the
+    # peer's choice, the same on both sides, whichever core the peer runs on.
+    ("session_after_free_without_shutdown", "SSL_session_reused", 1): (
+        ["ok", 0],
+        ["ok", 1],
         "sessions of connections freed without a shutdown",
     ),
 }
 
-__all__ = ["DIFFERENCES"]
+#: Differences on one QUIC core only: core name -> entries as above, except
+#: that quicconn's observation is a list of the observations accepted.
+CORE_DIFFERENCES: dict[str, dict[tuple[str, str, int], tuple[Any, list[Any], str]]] = {
+    "qh3": {
+        # qh3 acknowledges a lone ack-eliciting packet 1 ms after it
+        # arrived: read later than that after connect() returned, the
+        # timeout is 0 (the ACK of the server's last flight is due) until
+        # the next handle_events() sends it.  Read sooner, it is finite.
+        ("stream_event_surface", "SSL_get_event_timeout", 0): (
+            ["ok", "finite"],
+            [["ok", "0"], ["ok", "finite"]],
+            "an ACK due after the handshake",
+        ),
+    },
+}
+
+__all__ = ["CORE_DIFFERENCES", "DIFFERENCES"]

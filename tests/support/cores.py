@@ -23,7 +23,14 @@ import quicconn
 from quicconn._core import registry
 from quicconn._core.interface import Capability
 
-__all__ = ["Capability", "capabilities", "default_core", "pinned_cores", "require"]
+__all__ = [
+    "Capability",
+    "capabilities",
+    "core_with",
+    "default_core",
+    "pinned_cores",
+    "require",
+]
 
 
 def default_core(role: int = quicconn.CLIENT) -> str:
@@ -53,3 +60,13 @@ def require(*needed: Capability, core: str | None = None) -> None:
     if missing:
         names = ", ".join(f"Capability.{cap.name} ({cap.value})" for cap in missing)
         pytest.skip(f"core {name!r} lacks {names}")
+
+
+def core_with(*needed: Capability, role: int = quicconn.SERVER) -> str:
+    """The default core if it can do all of ``needed``, else an installed
+    core that can: for a peer a test needs to behave a certain way while
+    the object under test stays on the default core."""
+    for name in (default_core(role), *registry.available()):
+        if all(cap in capabilities(name) for cap in needed):
+            return name
+    raise AssertionError(f"no installed core can do {needed}")

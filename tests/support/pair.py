@@ -29,6 +29,8 @@ class PairedEndpoints:
             )
 
     def next_deadline(self) -> float | None:
+        """Seconds until either side has something to do: a timer, or a
+        datagram arriving (which would make a socket readable)."""
         timeouts = [
             t
             for t in (
@@ -37,6 +39,11 @@ class PairedEndpoints:
             )
             if t is not None
         ]
+        now = self.clock.now()
+        for endpoint in (self.pair.client, self.pair.server):
+            arrival = endpoint.next_arrival()
+            if arrival is not None:
+                timeouts.append(max(0.0, arrival - now))
         return min(timeouts) if timeouts else None
 
     def step(self) -> float:

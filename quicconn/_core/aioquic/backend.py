@@ -58,6 +58,9 @@ class AioquicBackend:
             Capability.ACK_THINNING,
             Capability.KEEP_ALIVE,
             Capability.DATAGRAMS,
+            Capability.PMTUD_CLIENT,
+            Capability.PMTUD_SERVER,
+            Capability.PMTUD_JUMBO,
         }
     )
     default_congestion_control = "reno"

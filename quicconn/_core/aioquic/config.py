@@ -9,6 +9,7 @@ from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.logger import QuicFileLogger
 from aioquic.tls import CipherSuite
 
+from ..pmtud import BASE_PLPMTU
 from ..settings import CoreSettings
 
 _QLOG_LOGGERS: dict[str, QuicFileLogger] = {}
@@ -36,7 +37,9 @@ def build_configuration(
         idle_timeout=settings.idle_timeout,
         is_client=settings.is_client,
         max_data=settings.max_data,
-        max_datagram_size=settings.max_datagram_size,
+        # Every path starts at the size all paths carry; path MTU discovery
+        # (.mtu) raises it towards settings.max_datagram_size.
+        max_datagram_size=BASE_PLPMTU,
         max_datagram_frame_size=settings.max_datagram_frame_size,
         max_stream_data=settings.max_stream_data,
         secrets_log_file=settings.secrets_log_file,

@@ -6,17 +6,21 @@ overrides it where quicconn promises something else (docs/architecture.md,
 "The core adapter's policies"), and answers, through plain methods, the
 questions aioquic has no public API for.  Every private name of aioquic the
 backend touches is in this module; :mod:`.core` and the rest use only public
-ones.  The aioquic minor version is pinned in ``pyproject.toml`` because of
-them.
+ones, except :mod:`.mtu` (path MTU discovery, which aioquic lacks: its
+base class), which lists its own.  The aioquic minor version is pinned in
+``pyproject.toml`` because of them.
 
-Private names of aioquic still reached: 38, and why each is needed.  (41
+Private names of aioquic still reached: 43, and why each is needed.  (41
 before the split; ``_configuration`` and ``_local_next_stream_id_bidi`` /
 ``_uni`` gave way to the public ``configuration`` and
-``get_next_available_stream_id()``.)  Besides these, the HTTP/3 shim in
-:mod:`.h3` has to *provide* two that ``H3Connection`` reads,
+``get_next_available_stream_id()``; the probe-backoff cap, the handshake
+timeout, the handling of exceptions out of TLS and smaller TLS buffers added
+five.)  Besides
+these, the HTTP/3 shim in :mod:`.h3` has to *provide* two that
+``H3Connection`` reads,
 ``_quic_logger`` and ``_remote_max_datagram_frame_size``.
 
-``QuicConnection`` attributes (22):
+``QuicConnection`` attributes (24):
 
 * ``_ack_delay``: the 1-RTT ACK delay (policy: 2 ms, :data:`ACK_DELAY`).
 * ``_close_event``, ``_state``: a close reported when it begins, local or
@@ -48,16 +52,24 @@ before the split; ``_configuration`` and ``_local_next_stream_id_bidi`` /
   them.
 * ``_retry_count``: whether a Retry was accepted (0-RTT data is queued
   again).
+* ``_loss`` and its ``_pto_count``: the probe timeout stops doubling at
+  quicconn's cap (:meth:`AdaptedQuicConnection.cap_probe_backoff`).
+* ``_crypto_buffers``: TLS's output buffers, 16 KiB per epoch in aioquic;
+  smaller where TLS writes little, and released when the handshake is over
+  (half the memory of a half-open connection).
 
-Overridden private methods (7): ``_payload_received`` (a first Initial
-without CRYPTO), ``_write_handshake`` (repeated ACKs),
+Overridden private methods (9): ``_initialize`` (smaller TLS output
+buffers), ``_payload_received`` (a first Initial
+without CRYPTO), ``_handle_crypto_frame`` (an exception out of TLS closes
+the connection with an alert), ``_write_handshake`` (repeated ACKs),
 ``_receive_retry_packet`` (requeue after Retry), ``_replenish_connection_ids``
 (derived reset tokens), ``_serialize_transport_parameters`` (the base of
 stream credit), ``_write_stream_limits`` and ``_write_connection_limits``
 (credit on consume; rewritten, not extended).
 
-Private methods called (3): ``_close_begin`` (draining on a stateless
-reset), ``_on_max_stream_data_delivery`` and ``_on_connection_limit_delivery``
+Private methods called (4): ``_close_begin`` (draining on a stateless
+reset), ``_close_end`` (an abandoned handshake ends at once, silently),
+``_on_max_stream_data_delivery`` and ``_on_connection_limit_delivery``
 (delivery handlers of the frames the rewritten writers send).
 
 ``QuicStreamSender`` internals (6): ``_buffer_start``, ``_buffer_stop``
@@ -72,22 +84,47 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from aioquic.buffer import Buffer, BufferReadError
 from aioquic.quic import events as quic_events
-from aioquic.quic.connection import QuicConnection, QuicConnectionState
+from aioquic.quic.connection import (
+    QuicConnectionError,
+    QuicConnectionState,
+)
 from aioquic.quic.packet import QuicErrorCode, QuicFrameType
-from aioquic.tls import Epoch
+from aioquic.tls import Epoch, State
 
+from ..rules import tls_exception_close
 from ..wire import stateless_reset_token
+from .mtu import MtuDiscoveringConnection
+
+#: TLS states in which the handshake is checking the peer's certificate.
+_CHECKING_CERTIFICATE = frozenset(
+    {
+        State.CLIENT_EXPECT_CERTIFICATE_REQUEST_OR_CERTIFICATE,
+        State.CLIENT_EXPECT_CERTIFICATE,
+        State.CLIENT_EXPECT_CERTIFICATE_VERIFY,
+        State.SERVER_EXPECT_CERTIFICATE,
+        State.SERVER_EXPECT_CERTIFICATE_VERIFY,
+    }
+)
 
 #: Frame capacities used when writing flow-control updates (type + 2 varints).
 _MAX_STREAM_DATA_FRAME_CAPACITY = 1 + 8 + 8
 _CONNECTION_LIMIT_FRAME_CAPACITY = 1 + 8
+#: TLS output buffer sizes (aioquic: 16 KiB for each of Initial, Handshake and
+#: 1-RTT).  Only the Handshake flight can be large (a server's certificate
+#: chain, or a client's under client authentication); a ClientHello, a
+#: ServerHello and session tickets are a few hundred bytes.  Once the
+#: handshake is over, TLS writes nothing more in the Initial and Handshake
+#: epochs.
+SMALL_CRYPTO_BUFFER = 4096
+SPENT_CRYPTO_BUFFER = 64
 #: How long 1-RTT acknowledgements may wait for more packets (aioquic: 1 ms;
 #: Initial and Handshake packets are acknowledged at once either way).
 ACK_DELAY = 0.002
 
 
-class AdaptedQuicConnection(QuicConnection):
+class AdaptedQuicConnection(MtuDiscoveringConnection):
     """``QuicConnection`` with quicconn's policies where aioquic has its own.
 
     * Receive credit is granted as the application consumes: the window
@@ -106,6 +143,7 @@ class AdaptedQuicConnection(QuicConnection):
     * 1-RTT packets are acknowledged within :data:`ACK_DELAY` (2 ms, well
       inside the 25 ms max_ack_delay advertised) rather than aioquic's 1 ms:
       half the ACKs on a fast path, less work at both ends.
+    * Datagrams grow from 1200 bytes by path MTU discovery (:mod:`.mtu`).
     """
 
     def __init__(self, *, reset_key: bytes | None = None, **kwargs: Any) -> None:
@@ -124,6 +162,19 @@ class AdaptedQuicConnection(QuicConnection):
         self.app_released: set[int] = set()
         self._ack_delay = ACK_DELAY
         self._derive_reset_tokens()
+
+    def _initialize(self, peer_cid: bytes) -> None:
+        super()._initialize(peer_cid)
+        for epoch in (Epoch.INITIAL, Epoch.ONE_RTT):
+            self._crypto_buffers[epoch] = Buffer(capacity=SMALL_CRYPTO_BUFFER)
+
+    def release_handshake_buffers(self) -> None:
+        """The handshake is over: TLS writes nothing more in the Initial
+        and Handshake epochs, so their output buffers shrink (most of what
+        an idle connection holds)."""
+        for epoch in (Epoch.INITIAL, Epoch.HANDSHAKE):
+            if epoch in self._crypto_buffers:
+                self._crypto_buffers[epoch] = Buffer(capacity=SPENT_CRYPTO_BUFFER)
 
     def set_stream_limits(self, bidi: int, uni: int) -> None:
         """The initial MAX_STREAMS values (before transport parameters go out)."""
@@ -158,6 +209,60 @@ class AdaptedQuicConnection(QuicConnection):
         declare its ClientHello lost and send it again.
         """
         return super()._payload_received(context, plain)
+
+    def _handle_crypto_frame(self, context: Any, frame_type: int, buf: Any) -> None:
+        """Handle CRYPTO, closing the connection if TLS raises.
+
+        aioquic turns a TLS alert into CONNECTION_CLOSE, but any other
+        exception out of its TLS code escapes the datagram, and the
+        handshake then waits for the idle timeout: a server certificate
+        whose DNS name is ``*`` makes the host name check raise inside its
+        own error handler, for one.  Such an exception becomes a
+        CONNECTION_CLOSE with a CRYPTO_ERROR naming it: bad_certificate
+        while the peer's certificate was being checked, internal_error
+        otherwise.
+        """
+        try:
+            super()._handle_crypto_frame(context, frame_type, buf)
+        except (QuicConnectionError, BufferReadError):
+            raise
+        except Exception as exc:
+            code, reason = tls_exception_close(
+                exc, checking_certificate=self.tls.state in _CHECKING_CERTIFICATE
+            )
+            raise QuicConnectionError(
+                error_code=code, frame_type=frame_type, reason_phrase=reason
+            ) from exc
+
+    def cap_probe_backoff(self, max_interval: float | None) -> None:
+        """Stop doubling the probe timeout once it reaches ``max_interval``.
+
+        RFC 9002 doubles it after every probe left unanswered; under heavy
+        loss that outgrows the idle timeout (see
+        :data:`~quicconn._core.rules.PROBES_PER_TIMEOUT`).  Never below the
+        un-backed-off probe timeout.  Called before each ``get_timer()``,
+        which is where aioquic computes the loss-detection deadline.
+        """
+        loss = self._loss
+        if max_interval is None or not loss._pto_count:
+            return
+        base = loss.get_probe_timeout(include_max_ack_delay=loss.handshake_confirmed)
+        limit = max(base, max_interval)
+        while loss._pto_count and base * (2**loss._pto_count) > limit:
+            loss._pto_count -= 1
+
+    def abandon(self, reason: str) -> None:
+        """End the connection at once and send nothing (a handshake timeout,
+        as an idle timeout ends a connection)."""
+        if self._state is QuicConnectionState.TERMINATED:
+            return
+        if self._close_event is None:
+            self._close_event = quic_events.ConnectionTerminated(
+                error_code=QuicErrorCode.INTERNAL_ERROR,
+                frame_type=QuicFrameType.PADDING,
+                reason_phrase=reason,
+            )
+        self._close_end()
 
     def receive_datagram(self, data: bytes, addr: Any, now: float) -> None:
         """Receive, acknowledging at once a 1-RTT packet that skipped some.
@@ -515,4 +620,9 @@ class AdaptedQuicConnection(QuicConnection):
             self._quic_logger = None
 
 
-__all__ = ["ACK_DELAY", "AdaptedQuicConnection"]
+__all__ = [
+    "ACK_DELAY",
+    "SMALL_CRYPTO_BUFFER",
+    "SPENT_CRYPTO_BUFFER",
+    "AdaptedQuicConnection",
+]

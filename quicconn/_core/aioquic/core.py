@@ -10,7 +10,14 @@ so that:
   the terminating period ends), with whether it was local or remote;
 * receive credit is granted as the *application* consumes data, not as it
   arrives (the policy itself is in :mod:`.connection`);
-* one misbehaving datagram can never raise into the reactor;
+* nothing the core raises reaches the reactor, and nothing it raises is
+  ignored either: a core that raised ends its connection at once with an
+  error naming the exception (:func:`~quicconn._core.rules.core_failure_close`),
+  so a bug never turns into datagrams dropped until the idle timeout;
+* an unfinished handshake is abandoned after ``settings.handshake_timeout``
+  without a datagram from the peer, and the probe timeout stops doubling at
+  :func:`~quicconn._core.rules.max_probe_interval` (see
+  docs/architecture.md, "The core adapter's policies");
 * under MODE_ASYNC, packet processing runs in an async job that may pause
   to sign (quicconn/_asyncjob/job.py), and the core is left alone meanwhile.
 
@@ -31,7 +38,15 @@ from aioquic.tls import SessionTicket
 from ..._asyncjob.job import JobHost, Resumed
 from ..._errors import ConnCloseInfo
 from ..interface import Address, CoreSink
-from ..rules import idle_timeout_close, keep_alive_interval, negotiated_idle_timeout
+from ..rules import (
+    core_failure_close,
+    handshake_deadline,
+    handshake_timeout_close,
+    idle_timeout_close,
+    keep_alive_interval,
+    max_probe_interval,
+    negotiated_idle_timeout,
+)
 from ..settings import CoreSettings
 from ..wire import trailing_reset_token
 from .config import build_configuration
@@ -86,6 +101,7 @@ class AioquicCore:
             reset_key=reset_key,
             session_ticket_fetcher=session_ticket_fetcher,
             session_ticket_handler=session_ticket_handler,
+            pmtu_ceiling=settings.max_datagram_size,
         )
         self._quic.set_stream_limits(
             settings.max_streams_bidi, settings.max_streams_uni
@@ -111,6 +127,18 @@ class AioquicCore:
         self._last_receipt = 0.0
         self._last_ping = 0.0
         self._pings = 0
+        #: Until the handshake completes: when the peer was last heard from
+        #: (or the client started); None before either.
+        self._heard_at: float | None = None
+        self._handshake_timeout = settings.handshake_timeout
+        #: Why the connection ended, when quicconn ended it rather than
+        #: aioquic (handshake timeout, the core raising).
+        self._ended: ConnCloseInfo | None = None
+        #: The core raised: it is closing, and takes no more datagrams.
+        self._failed = False
+        #: The core raised again while closing after a failure: it is left
+        #: alone from now on (no timers, no output), and counts as terminated.
+        self._broken = False
 
     # -- identity ---------------------------------------------------------
 
@@ -129,6 +157,7 @@ class AioquicCore:
 
     def connect(self, addr: Address, now: float) -> None:
         """Start the client handshake towards ``addr``."""
+        self._heard_at = now
         self._quic.connect(addr, now=now)
 
     def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
@@ -141,8 +170,19 @@ class AioquicCore:
             return
         self._receive_now(data, addr, now)
 
+    def receive_datagrams(
+        self, datagrams: list[bytes], addr: Address, now: float
+    ) -> None:
+        """Feed datagrams from ``addr`` in order (aioquic takes one at a
+        time: no Capability.BATCHED_RECEIVE)."""
+        for data in datagrams:
+            self.receive_datagram(data, addr, now)
+
     def _receive_now(self, data: bytes, addr: Address, now: float) -> None:
+        if self._broken or self._failed:
+            return  # a core that raised is only trusted to close
         self._last_receipt = now
+        self._heard_at = now
         if self._is_client:
             token = trailing_reset_token(data)
             if token is not None and token in self._quic.peer_reset_tokens():
@@ -152,8 +192,30 @@ class AioquicCore:
                 return
         try:
             self._quic.receive_datagram(data, addr, now=now)
+        except Exception as exc:
+            self._fail(exc, "processing a datagram")
+
+    def _fail(self, exc: Exception, doing: str) -> None:
+        """The core raised: end the connection, naming the exception.
+
+        CONNECTION_CLOSE(INTERNAL_ERROR) goes out if the core can still
+        send it; if it raises again on the way, it is abandoned at once.
+        """
+        if self._failed:
+            logger.error("the QUIC core failed again %s: %r", doing, exc)
+            self._broken = True
+            return
+        logger.error("the QUIC core failed %s; closing", doing, exc_info=exc)
+        self._failed = True
+        self._ended = core_failure_close(exc, doing)
+        try:
+            self._quic.close(
+                error_code=QuicErrorCode.INTERNAL_ERROR,
+                frame_type=QuicFrameType.PADDING,
+                reason_phrase=self._ended.reason,
+            )
         except Exception:
-            logger.exception("dropped a datagram the QUIC core could not process")
+            self._broken = True
 
     def received_a_packet(self) -> bool:
         """True once a packet from the peer was decrypted (or a close began).
@@ -166,23 +228,47 @@ class AioquicCore:
         return self.async_held or self._quic.any_packet_received()
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
-        if self.async_held:
+        if self.async_held or self._broken:
             return []
-        return self._quic.datagrams_to_send(now=now)
+        try:
+            return self._quic.datagrams_to_send(now=now)
+        except Exception as exc:
+            self._fail(exc, "building a datagram")
+        if self._broken:
+            return []
+        try:  # the CONNECTION_CLOSE, if the core can still build it
+            return self._quic.datagrams_to_send(now=now)
+        except Exception as exc:
+            self._fail(exc, "building a datagram")
+            return []
 
     def get_timer(self) -> float | None:
-        if self.async_held:
+        if self.async_held or self._broken:
             return None  # re-armed when the job resumes
-        timer = self._quic.get_timer()
-        if self._keep_alive:
-            ping_at = self._keep_alive_at()
-            if ping_at is not None and (timer is None or ping_at < timer):
-                return ping_at
+        quic = self._quic
+        quic.cap_probe_backoff(
+            max_probe_interval(
+                self.negotiated_idle_timeout(),
+                self._handshake_timeout,
+                self.handshake_complete,
+            )
+        )
+        timer = quic.get_timer()
+        for deadline in (self._keep_alive_at(), self._handshake_deadline()):
+            if deadline is not None and (timer is None or deadline < timer):
+                timer = deadline
         return timer
+
+    def _handshake_deadline(self) -> float | None:
+        if self._heard_at is None or self.is_closing:
+            return None
+        return handshake_deadline(
+            self._heard_at, self._handshake_timeout, self.handshake_complete
+        )
 
     def _keep_alive_at(self) -> float | None:
         """When a keep-alive PING is due, or None (OpenSSL's ping deadline)."""
-        if not self.handshake_complete or self.is_closing:
+        if not self._keep_alive or not self.handshake_complete or self.is_closing:
             return None
         interval = keep_alive_interval(self.negotiated_idle_timeout())
         if interval is None:
@@ -190,20 +276,28 @@ class AioquicCore:
         return max(self._last_receipt, self._last_ping) + interval
 
     def handle_timer(self, now: float) -> None:
-        if self.async_held:
+        if self.async_held or self._broken:
             return
-        if self._keep_alive:
-            ping_at = self._keep_alive_at()
-            if ping_at is not None and ping_at <= now:
-                self._pings += 1
-                self._quic.send_ping(self._pings)
-                self._last_ping = now
+        abandon_at = self._handshake_deadline()
+        if abandon_at is not None and abandon_at <= now:
+            # Nothing sent: a half-open connection's peer may not exist.
+            self._ended = handshake_timeout_close(self._handshake_timeout)
+            self._quic.abandon(self._ended.reason)
+            return
+        ping_at = self._keep_alive_at()
+        if ping_at is not None and ping_at <= now:
+            self._pings += 1
+            self._quic.send_ping(self._pings)
+            self._last_ping = now
         # aioquic declares a packet lost by time when ``sent + delay <= now``
         # but computes it as ``sent <= now - delay``; at exactly the deadline
         # float rounding can say no and re-arm the same deadline, forever on
         # a clock that advances to deadlines exactly (FakeClock).  A timer
         # fires a microsecond late instead.
-        self._quic.handle_timer(now=now + TIMER_SLACK)
+        try:
+            self._quic.handle_timer(now=now + TIMER_SLACK)
+        except Exception as exc:
+            self._fail(exc, "handling its timer")
 
     # -- MODE_ASYNC --------------------------------------------------------
 
@@ -252,6 +346,7 @@ class AioquicCore:
             elif isinstance(event, quic_events.DatagramFrameReceived):
                 sink.on_datagram_frame(event.data)
             elif isinstance(event, quic_events.HandshakeCompleted):
+                quic.release_handshake_buffers()
                 self.handshake_complete = True
                 self.alpn_protocol = event.alpn_protocol
                 self.session_resumed = event.session_resumed
@@ -270,22 +365,24 @@ class AioquicCore:
 
     def _report_close_state(self) -> None:
         quic = self._quic
-        if not self._closing_reported:
+        if not self._closing_reported and self.is_closing:
+            self._closing_reported = True
             close = quic.close_started()
-            if close is not None:
-                self._closing_reported = True
-                if quic.closed_by_idle_timeout():
-                    self.close_info = idle_timeout_close()
-                else:
-                    self.close_info = ConnCloseInfo(
-                        error_code=close.error_code,
-                        frame_type=close.frame_type,
-                        reason=close.reason_phrase,
-                        is_local=not quic.is_draining(),
-                        is_transport=close.frame_type is not None,
-                    )
-                self._sink.on_closing(self.close_info)
-        if not self._terminated_reported and quic.is_terminated():
+            if self._ended is not None:
+                # quicconn ended it (handshake timeout, the core raising).
+                self.close_info = self._ended
+            elif close is None or quic.closed_by_idle_timeout():
+                self.close_info = idle_timeout_close()
+            else:
+                self.close_info = ConnCloseInfo(
+                    error_code=close.error_code,
+                    frame_type=close.frame_type,
+                    reason=close.reason_phrase,
+                    is_local=not quic.is_draining(),
+                    is_transport=close.frame_type is not None,
+                )
+            self._sink.on_closing(self.close_info)
+        if not self._terminated_reported and self.is_terminated:
             self._terminated_reported = True
             self._sink.on_terminated()
 
@@ -294,12 +391,12 @@ class AioquicCore:
     @property
     def is_closing(self) -> bool:
         """True once a close has begun, locally or by the peer."""
-        return self._quic.close_started() is not None
+        return self._broken or self._quic.close_started() is not None
 
     @property
     def is_terminated(self) -> bool:
         """True once the terminating (closing/draining) period is over."""
-        return self._quic.is_terminated()
+        return self._broken or self._quic.is_terminated()
 
     @property
     def version(self) -> int | None:
@@ -338,8 +435,14 @@ class AioquicCore:
         # One short-header packet: flags, the longest connection ID (20),
         # the longest packet number (4), the AEAD tag (16); then the frame's
         # type and a 2-byte length.
-        packet_limit = quic.configuration.max_datagram_size - (1 + 20 + 4 + 16) - 3
+        # The packet size is what path MTU discovery validated: a fallback
+        # drops queued frames that no longer fit (.mtu).
+        packet_limit = quic.path_mtu() - (1 + 20 + 4 + 16) - 3
         return max(0, min(frame_limit, packet_limit))
+
+    def path_mtu(self) -> int:
+        """The datagram size packets are built to now (path MTU discovery)."""
+        return self._quic.path_mtu()
 
     def send_datagram_frame(self, data: bytes) -> None:
         """Queue a DATAGRAM frame; aioquic sends it once, never again."""

@@ -48,6 +48,8 @@ class Qh3Backend:
             Capability.CUBIC,
             Capability.KEEP_ALIVE,
             Capability.DATAGRAMS,
+            Capability.BATCHED_RECEIVE,
+            Capability.PMTUD_CLIENT,
         }
     )
     #: qh3's only controller: CUBIC with HyStart++.

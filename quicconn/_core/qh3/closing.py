@@ -9,7 +9,16 @@ sink about it once: closing, then terminated.
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
+
+from cryptography import x509
+from service_identity import CertificateError
+from service_identity import VerificationError as IdentityMismatch
+from service_identity.cryptography import (
+    verify_certificate_hostname,
+    verify_certificate_ip_address,
+)
 
 from ..._errors import ConnCloseInfo
 from ..interface import CoreSink
@@ -76,6 +85,44 @@ def termination_info(event: tuple[Any, ...]) -> ConnCloseInfo:
 #: (X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN) when that chain ends in a root.
 _NO_LOCAL_ISSUER = "unable to get local issuer certificate"
 _SELF_SIGNED_IN_CHAIN = "self-signed certificate in certificate chain"
+#: qh3's reason for a chain it trusts but rejects for another cause; a
+#: server certificate not valid for the name checked is one of them.
+_UNACCEPTABLE = "the server certificate is unacceptable"
+
+
+def hostname_mismatch(leaf_der: bytes, host: str) -> str | None:
+    """Why the certificate ``leaf_der`` is not valid for ``host`` (a DNS
+    name or an IP address), or None if it is.
+
+    qh3 says only "the server certificate is unacceptable" of a trusted
+    certificate issued for another name; OpenSSL reports
+    X509_V_ERR_HOSTNAME_MISMATCH (62), whose check comes before the
+    certificate's validity period is looked at.  The reason is worded as
+    service_identity words it (as on the aioquic core), which
+    :func:`~quicconn._core.rules.verify_result` reads as 62.
+    """
+    try:
+        leaf = x509.load_der_x509_certificate(leaf_der)
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            verify_certificate_hostname(leaf, host)
+        else:
+            verify_certificate_ip_address(leaf, str(address))
+    except IdentityMismatch:
+        names = ", ".join(str(n.value) for n in _subject_alt_names(leaf))
+        return f"hostname {host!r} doesn't match the certificate's names ({names})"
+    except (CertificateError, ValueError):
+        return None  # no usable names: qh3's own reason stands
+    return None
+
+
+def _subject_alt_names(leaf: x509.Certificate) -> list[x509.GeneralName]:
+    try:
+        ext = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    except x509.ExtensionNotFound:
+        return []
+    return list(ext.value)
 
 
 def tls_failure_info(
@@ -86,17 +133,30 @@ def tls_failure_info(
     is_client: bool,
     *,
     self_signed_in_chain: bool = False,
+    leaf_der: bytes | None = None,
 ) -> ConnCloseInfo:
     """A TLS failure's close (a CRYPTO_ERROR carrying the alert).
 
     A client's certificate failure names the server name it checked (qh3's
-    reasons do not), and says what OpenSSL says of a chain that ends in an
+    reasons do not), says what OpenSSL says of a chain that ends in an
     untrusted self-signed root (``self_signed_in_chain``: the peer sent
-    one), which qh3 reports as a missing local issuer.
+    one), which qh3 reports as a missing local issuer, and of a trusted
+    certificate not valid for the server name (checked here on the peer's
+    certificate ``leaf_der``, see :func:`hostname_mismatch`), which qh3
+    reports as "unacceptable".
     """
     certificate_failure = code - CRYPTO_ERROR_BASE in CERTIFICATE_ALERTS
     if certificate_failure and self_signed_in_chain and _NO_LOCAL_ISSUER in reason:
         reason = _SELF_SIGNED_IN_CHAIN
+    if (
+        is_client
+        and certificate_failure
+        and server_name
+        and leaf_der is not None
+        and _UNACCEPTABLE in reason
+        and (mismatch := hostname_mismatch(leaf_der, server_name)) is not None
+    ):
+        reason = mismatch
     if is_client and server_name and certificate_failure and server_name not in reason:
         reason = f"{reason} (verifying {server_name!r})"
     return ConnCloseInfo(
@@ -134,6 +194,7 @@ class CloseReport:
 __all__ = [
     "PADDING_FRAME",
     "CloseReport",
+    "hostname_mismatch",
     "local_error_info",
     "peer_close_info",
     "protocol_error_info",

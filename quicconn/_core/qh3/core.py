@@ -50,6 +50,24 @@ close info, :mod:`.packets` slices datagrams into packets):
   :class:`~quicconn._errors.ConnCloseInfo` as on the aioquic core.
 * **Acknowledged bytes per stream**, which qh3 does not report, are
   inferred from moments with nothing in flight (:meth:`Qh3Core.send_buffered`).
+* **Path MTU discovery has a ceiling and a fallback.**  qh3's client
+  probes (1280, 1350, 1452 and 1472 bytes; its server never does); the
+  ceiling ``max_datagram_size`` reaches it as a lower peer
+  max_udp_payload_size, and repeated probe timeouts above 1200 bytes (a
+  black hole, RFC 8899 section 4.3), which qh3 does not look for, cap the
+  size at 1200 for the rest of the connection (:meth:`Qh3Core.path_mtu`).
+* **Runs of datagrams go to the core in one call** after the handshake
+  (``receive_many_datagrams``, Capability.BATCHED_RECEIVE).
+* **Nothing the core raises is ignored**: a core that raised ends its
+  connection at once with an error naming the exception
+  (:func:`~quicconn._core.rules.core_failure_close`; an exception out of
+  TLS while it checks the peer's certificate is a bad_certificate alert),
+  instead of dropping datagrams until the idle timeout.
+* **An unfinished handshake is abandoned** after
+  ``settings.handshake_timeout`` without a datagram from the peer, silently.
+* **Probes keep coming under sustained loss**: once the core's doubling
+  probe timeout outgrows :func:`~quicconn._core.rules.max_probe_interval`,
+  the facade sends PINGs at that interval (:mod:`.probing`).
 * **The stateless reset token** of the server's handshake connection ID is
   derived from the listener's secret
   (:func:`~quicconn._core.wire.stateless_reset_token`); qh3 draws random
@@ -70,12 +88,20 @@ from typing import Any
 from qh3._hazmat import QuicConnectionCore
 from qh3.quic.packet import QuicTransportParameters
 from qh3.quic.tls_bridge import QuicTlsBridgeError
-from qh3.tls import Epoch, SessionTicket
+from qh3.tls import Epoch, SessionTicket, State
 
 from ..._asyncjob.job import JobHost, Resumed
 from ..._errors import ConnCloseInfo
 from ..interface import Address, CoreSink
-from ..rules import negotiated_idle_timeout
+from ..pmtud import BASE_PLPMTU, BLACK_HOLE_PTOS
+from ..rules import (
+    core_failure_close,
+    handshake_deadline,
+    handshake_timeout_close,
+    max_probe_interval,
+    negotiated_idle_timeout,
+    tls_exception_close,
+)
 from ..settings import CoreSettings
 from ..wire import long_header_version, stateless_reset_token
 from .closing import (
@@ -99,7 +125,7 @@ from .handshake import (
 )
 from .keepalive import KeepAlive
 from .packets import datagram_payload_limit, log_packets, packet_ends, source_cid
-from .probe import HandshakeProbe
+from .probing import Prober
 from .streams import OPEN_STATES, StreamLedger
 
 logger = logging.getLogger("quicconn.core")
@@ -120,6 +146,16 @@ TIMER_EARLY = 1e-9
 _INTERNAL_ERROR = 0x1
 _PROTOCOL_VIOLATION = 0xA
 _CRYPTO_FRAME = 0x6
+#: The core's name for the timer of its loss detection and probes.
+_LOSS_TIMER = "loss_detection"
+#: TLS states in which a client is checking the server's certificate.
+_CHECKING_CERTIFICATE = frozenset(
+    {
+        State.CLIENT_EXPECT_CERTIFICATE_REQUEST_OR_CERTIFICATE,
+        State.CLIENT_EXPECT_CERTIFICATE_CERTIFICATE,
+        State.CLIENT_EXPECT_CERTIFICATE_VERIFY,
+    }
+)
 
 
 class Qh3Core:
@@ -148,6 +184,8 @@ class Qh3Core:
         reset_key: bytes | None = None,
     ) -> None:
         self._settings = settings
+        #: Path MTU discovery's ceiling (lowered to 1200 by a black hole).
+        self._pmtu_ceiling = settings.max_datagram_size
         self._sink = sink
         self._is_client = settings.is_client
         self._cid_length = settings.connection_id_length
@@ -215,8 +253,18 @@ class Qh3Core:
         self._async_host: JobHost | None = None
         #: Keep-alive PINGs (settings.keep_alive), or None.
         self._keep_alive = KeepAlive() if settings.keep_alive else None
-        #: A client's anti-deadlock probe (qh3's recovery has none).
-        self._probe = HandshakeProbe() if self._is_client else None
+        #: PINGs that keep probing under sustained loss (:mod:`.probing`).
+        self._prober = Prober()
+        #: A client's handshake is confirmed (HANDSHAKE_DONE arrived).
+        self._confirmed = False
+        #: Until the handshake completes: when the peer was last heard from
+        #: (or the client started); None before either.
+        self._heard_at: float | None = None
+        #: Why quicconn (not the core) ended the connection: the core raised.
+        self._failure: ConnCloseInfo | None = None
+        #: The core raised again after a failure: it is left alone from now
+        #: on (no timers, no output) and counts as terminated.
+        self._broken = False
 
     # -- identity ---------------------------------------------------------
 
@@ -291,6 +339,7 @@ class Qh3Core:
         """Start the client handshake towards ``addr``."""
         settings = self._settings
         self._peer_addr = addr
+        self._heard_at = now
         self._version = int(settings.original_version or settings.supported_versions[0])
         self._start(addr, self._initial_dcid, now)
         tls = self._tls
@@ -305,9 +354,41 @@ class Qh3Core:
             return
         self._receive_now(data, addr, now)
 
-    def _receive_now(self, data: bytes, addr: Address, now: float) -> None:
+    def receive_datagrams(
+        self, datagrams: list[bytes], addr: Address, now: float
+    ) -> None:
+        """Feed a run of datagrams from ``addr``: in one call into the core
+        once the handshake is complete (one at a time before: TLS must see
+        each handshake packet, and a MODE_ASYNC job may pause)."""
+        native = self._native
+        if (
+            native is None
+            or not self.handshake_complete
+            or self._trace is not None
+            or self._async_host is not None
+            or len(datagrams) == 1
+        ):
+            for data in datagrams:
+                self.receive_datagram(data, addr, now)
+            return
+        if self._broken or self._failure is not None:
+            return  # a core that raised is only trusted to close
         if self._keep_alive is not None:
             self._keep_alive.received(now)
+        self._prober.heard(now)
+        self._heard_at = now
+        try:
+            native.receive_many_datagrams(datagrams, addr, now)
+        except Exception as exc:
+            self._core_failed(exc, "processing datagrams")
+
+    def _receive_now(self, data: bytes, addr: Address, now: float) -> None:
+        if self._broken or self._failure is not None:
+            return  # a core that raised is only trusted to close
+        if self._keep_alive is not None:
+            self._keep_alive.received(now)
+        self._prober.heard(now)
+        self._heard_at = now
         try:
             if self._native is None:
                 if self._is_client or self._terminated:
@@ -321,11 +402,32 @@ class Qh3Core:
             if self.handshake_complete:
                 native.receive_datagram(data, addr, now)
                 return
-            if self._probe is not None:
-                self._probe.received(now)
             self._receive_handshake(data, addr, now)
+        except Exception as exc:
+            self._core_failed(exc, "processing a datagram")
+
+    def _core_failed(self, exc: Exception, doing: str) -> None:
+        """The core raised: end the connection, naming the exception.
+
+        CONNECTION_CLOSE(INTERNAL_ERROR) goes out if the core can still
+        send it; if the core raises again, it is abandoned at once.
+        """
+        native = self._native
+        info = core_failure_close(exc, doing)
+        if self.close_info is None:
+            self.close_info = info
+        if self._failure is not None or native is None:
+            logger.error("the QUIC core failed again %s: %r", doing, exc)
+            self._broken = True
+            return
+        logger.error("the QUIC core failed %s; closing", doing, exc_info=exc)
+        self._failure = info
+        try:
+            if native.state not in OPEN_STATES:
+                raise RuntimeError(f"the core is {native.state}")
+            native.close(_INTERNAL_ERROR, PADDING_FRAME, info.reason.encode("utf8"))
         except Exception:
-            logger.exception("dropped a datagram the QUIC core could not process")
+            self._broken = True
 
     def _receive_handshake(self, data: bytes, addr: Address, now: float) -> None:
         """Feed a handshake datagram packet by packet; TLS sees each one's
@@ -454,45 +556,110 @@ class Qh3Core:
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
         native = self._native
-        if native is None or self.async_held:
+        if native is None or self.async_held or self._broken:
             return []
         self._streams.open_deferred(native)
         if self._key_update_wanted:
             self._try_key_update()
         out: list[tuple[bytes, Address]] = []
         try:
-            while True:
-                transmit = native.poll_transmit(now)
-                if transmit is None:
-                    break
-                out.append((transmit[0], transmit[1]))
-        except Exception:
-            logger.exception("the QUIC core failed to build a datagram")
+            self._poll_transmit(native, now, out)
+        except Exception as exc:
+            # Under the anti-amplification limit nothing may be sent until
+            # the client sends more: not a failure.
+            if not self._amplification_limited(native, exc):
+                self._core_failed(exc, "building a datagram")
+                if not self._broken:  # the CONNECTION_CLOSE, if it can still
+                    try:
+                        self._poll_transmit(native, now, out)
+                    except Exception as again:
+                        self._core_failed(again, "building a datagram")
         self._streams.flushed()
-        probe = self._probe
-        if probe is not None and out:
-            probe.sent(now)
+        if out:
+            self._prober.sent(now)
         if self._trace is not None:
             for datagram, _ in out:
                 log_packets(self._trace, "packet_sent", datagram, self._cid_length)
         return out
 
+    def _amplification_limited(
+        self, native: QuicConnectionCore, exc: Exception
+    ) -> bool:
+        """Whether ``exc`` is qh3's packet builder finding no room under the
+        anti-amplification limit (a server before the client's address is
+        validated: three times what it received, RFC 9000 section 8.1).
+        qh3 raises there instead of sending nothing; it is not a failure."""
+        if self._is_client or self.handshake_complete:
+            return False
+        if not isinstance(exc, RuntimeError) or "capacity exhausted" not in str(exc):
+            return False
+        path = native.active_path
+        budget = 3 * int(path[4]) - int(path[3])
+        return budget < self._settings.max_datagram_size
+
+    @staticmethod
+    def _poll_transmit(
+        native: QuicConnectionCore, now: float, out: list[tuple[bytes, Address]]
+    ) -> None:
+        while True:
+            transmit = native.poll_transmit(now)
+            if transmit is None:
+                return
+            out.append((transmit[0], transmit[1]))
+
     def get_timer(self) -> float | None:
         native = self._native
-        if native is None or self.async_held:
+        if native is None or self.async_held or self._broken:
             return None
         timer = native.get_timer()
         deadline = None if timer is None else float(timer[1]) - TIMER_EARLY
-        probe = self._probe
-        if probe is not None:
-            if self.handshake_complete or self.close_info is not None:
-                probe.active = False
-            elif (due := probe.deadline(native)) is not None:
-                deadline = due if deadline is None else min(deadline, due)
-        ping_at = self._keep_alive_at()
-        if ping_at is not None and (deadline is None or ping_at < deadline):
-            return ping_at
+        for other in (
+            self._keep_alive_at(),
+            self._handshake_deadline(),
+            self._probe_at(timer),
+            self._nudge_at(),
+        ):
+            if other is not None and (deadline is None or other < deadline):
+                deadline = other
         return deadline
+
+    def _handshake_deadline(self) -> float | None:
+        if self._heard_at is None or self.is_closing:
+            return None
+        return handshake_deadline(
+            self._heard_at, self._settings.handshake_timeout, self.handshake_complete
+        )
+
+    def _probe_at(self, timer: tuple[str, float] | None) -> float | None:
+        """When the facade's next probe is due (:mod:`.probing`), or None."""
+        native = self._native
+        if (
+            not self.handshake_complete
+            or timer is None
+            or timer[0] != _LOSS_TIMER
+            or native is None
+            or not native.bytes_in_flight
+            or self.is_closing
+        ):
+            return None
+        interval = max_probe_interval(
+            self.negotiated_idle_timeout(), self._settings.handshake_timeout, True
+        )
+        return self._prober.deadline(interval, float(timer[1]))
+
+    def _nudge_at(self) -> float | None:
+        """When a client nudges the server (:mod:`.probing`): until its
+        handshake is confirmed (HANDSHAKE_DONE), once its core has sent
+        nothing for a probe timeout (before completion it may have no probe
+        armed; after, it can be stuck with a full congestion window and send
+        nothing at all); None otherwise."""
+        native = self._native
+        if not self._is_client or self._confirmed or native is None or self.is_closing:
+            return None
+        interval = max_probe_interval(
+            self.negotiated_idle_timeout(), self._settings.handshake_timeout, False
+        )
+        return self._prober.nudge_deadline(native.smoothed_rtt, interval)
 
     def _keep_alive_at(self) -> float | None:
         """When a keep-alive PING is due, or None (OpenSSL's ping deadline)."""
@@ -503,19 +670,72 @@ class Qh3Core:
 
     def handle_timer(self, now: float) -> None:
         native = self._native
-        if native is None or self.async_held:
+        if native is None or self.async_held or self._broken:
+            return
+        abandon_at = self._handshake_deadline()
+        if abandon_at is not None and abandon_at <= now:
+            self._abandon_handshake()
             return
         try:
             ping_at = self._keep_alive_at()
             if ping_at is not None and ping_at <= now:
                 assert self._keep_alive is not None
                 native.send_ping(self._keep_alive.ping(now))
+            timer = native.get_timer()
+            probe_at = self._probe_at(timer)
+            if probe_at is not None and probe_at <= now:
+                native.send_ping(self._prober.probe(now))
+            nudge_at = self._nudge_at()
+            if nudge_at is not None and nudge_at <= now:
+                self._nudge(native, now)
             native.handle_timer(now + TIMER_SLACK)
-            probe = self._probe
-            if probe is not None and not self.handshake_complete:
-                probe.fire(native, now + TIMER_SLACK)
-        except Exception:
-            logger.exception("the QUIC core failed to handle its timer")
+            if native.pto_count >= BLACK_HOLE_PTOS and self.path_mtu() > BASE_PLPMTU:
+                self._black_hole()
+        except Exception as exc:
+            self._core_failed(exc, "handling its timer")
+
+    def _nudge(self, native: QuicConnectionCore, now: float) -> None:
+        """Hand the core the last CRYPTO byte again: an ack-eliciting packet
+        of that epoch goes out (see :mod:`.probing`)."""
+        again = self._prober.nudge(now)
+        if again is None:
+            return
+        epoch, offset, data = again
+        try:
+            native.send_crypto(epoch, offset, data)
+        except (ValueError, RuntimeError) as exc:
+            # That epoch's keys are gone: its probes are the core's own.
+            logger.debug("no nudge in epoch %d: %s", epoch, exc)
+
+    def _abandon_handshake(self) -> None:
+        """The handshake timeout expired: end at once, sending nothing (the
+        peer of a half-open connection may not exist)."""
+        if self.close_info is None:
+            self.close_info = handshake_timeout_close(self._settings.handshake_timeout)
+        self._native = None
+        self._tls = None
+        self._pending.clear()
+        self._terminated = True
+
+    def path_mtu(self) -> int:
+        """The datagram size the core fills packets to now."""
+        native = self._native
+        return BASE_PLPMTU if native is None else int(native.active_path[5])
+
+    def _black_hole(self) -> None:
+        """Probe timeouts in a row with nothing acknowledged, above 1200
+        bytes: packets of the discovered size no longer get through (RFC
+        8899 section 4.3).  qh3 has no black-hole detection and can only
+        lower its size by a lower peer limit: 1200 bytes, for good."""
+        native = self._native
+        parameters = self._applied_parameters
+        if native is None or parameters is None:
+            return
+        logger.info(
+            "path MTU black hole at %d bytes: back to %d", self.path_mtu(), BASE_PLPMTU
+        )
+        self._pmtu_ceiling = BASE_PLPMTU
+        apply_peer_parameters(native, parameters, BASE_PLPMTU)
 
     # -- MODE_ASYNC --------------------------------------------------------
 
@@ -561,8 +781,16 @@ class Qh3Core:
         except QuicTlsBridgeError as exc:
             self._fail(exc.error_code, int(exc.frame_type), exc.reason_phrase)
         except Exception as exc:
-            logger.exception("TLS failed")
-            self._fail(_INTERNAL_ERROR, _CRYPTO_FRAME, f"TLS failed: {exc}")
+            # Not an alert: TLS itself failed.  The connection still ends
+            # at once, with an error naming the exception.
+            logger.error("TLS failed", exc_info=exc)
+            tls = self._tls
+            code, reason = tls_exception_close(
+                exc,
+                checking_certificate=tls is not None
+                and tls.tls.state in _CHECKING_CERTIFICATE,
+            )
+            self._fail(code, _CRYPTO_FRAME, reason)
 
     def _fail(self, code: int, frame_type: int, reason: str) -> None:
         native = self._native
@@ -571,6 +799,7 @@ class Qh3Core:
         if self.close_info is None:
             tls = self._tls
             chain = [] if tls is None else tls.tls.peer_certificate_chain
+            leaf = None if tls is None else tls.tls.peer_certificate
             self.close_info = tls_failure_info(
                 code,
                 frame_type,
@@ -578,6 +807,7 @@ class Qh3Core:
                 self._configuration.server_name,
                 self._is_client,
                 self_signed_in_chain=any(c.self_signed for c in chain),
+                leaf_der=None if leaf is None else leaf.public_bytes(),
             )
 
     def _drain_tls(self) -> None:
@@ -585,7 +815,8 @@ class Qh3Core:
         native = self._native
         assert tls is not None and native is not None
         self._version = tls.version
-        if move_tls_output(tls, native) and self._is_client:
+        last_crypto = self._prober.last_crypto if self._is_client else None
+        if move_tls_output(tls, native, last_crypto) and self._is_client:
             self.early_data_attempted = True
         parameters = tls.remote_transport_parameters
         if parameters is not None and parameters is not self._applied_parameters:
@@ -607,7 +838,7 @@ class Qh3Core:
             if not tls.tls.early_data_accepted:
                 native.reject_zero_rtt()
             self._zero_rtt_resolved = True
-        apply_peer_parameters(native, parameters)
+        apply_peer_parameters(native, parameters, self._pmtu_ceiling)
         self._applied_parameters = parameters
         self._peer_parameters = parameters
 
@@ -685,6 +916,7 @@ class Qh3Core:
             native.set_initial_token(token)
         # Streams opened before (0-RTT) are opened again on the new core.
         self._streams.restart()
+        self._prober.last_crypto.clear()
         self._guard_tls(tls.start)
 
     # -- reporting --------------------------------------------------------
@@ -727,6 +959,7 @@ class Qh3Core:
                 self.alpn_protocol, self.session_resumed, self.early_data_accepted
             )
         elif kind == "handshake_done":
+            self._confirmed = True
             native = self._native
             if native is not None:
                 native.handshake_confirmed()
@@ -764,12 +997,14 @@ class Qh3Core:
     @property
     def is_closing(self) -> bool:
         native = self._native
-        if native is not None and native.state not in OPEN_STATES:
+        if self._broken or (native is not None and native.state not in OPEN_STATES):
             return True
         return self.close_info is not None
 
     @property
     def is_terminated(self) -> bool:
+        if self._broken:
+            return True
         native = self._native
         if native is not None:
             return native.state == "terminated"
@@ -812,7 +1047,9 @@ class Qh3Core:
         peer = self.peer_max_datagram_frame_size()
         if peer is None or not self.handshake_complete:
             return 0
-        return datagram_payload_limit(peer, self._settings.max_datagram_size)
+        # 1200 bytes, the size every path carries: a frame queued for a
+        # larger size could be stranded by a fallback (see path_mtu).
+        return datagram_payload_limit(peer, BASE_PLPMTU)
 
     def send_datagram_frame(self, data: bytes) -> None:
         """Queue a DATAGRAM frame; the core sends it once, never again."""

@@ -22,8 +22,10 @@ from qh3.tls import Direction, Epoch, ExtensionType, SessionTicket
 from ..._constants import QUIC_VERSION_1, QUIC_VERSION_2
 from ..initial import client_initial_keys, server_initial_keys
 from ..interface import Address
+from ..pmtud import BASE_PLPMTU
 from ..settings import CoreSettings
 from .config import TlsBridge
+from .probing import NUDGE_BYTES
 
 #: RFC 9002's kInitialRtt, and qh3's own default (the aioquic core's is
 #: 100 ms: against a busy peer that fires spurious handshake PTOs).
@@ -114,8 +116,13 @@ def new_native(
         peer_cid,
         address_validated,
         CLIENT_CID_LIMIT if is_client else SERVER_CID_LIMIT,
-        settings.max_datagram_size,
-        False,  # path MTU discovery: not yet
+        # Every path starts at the size all paths carry.  A client probes
+        # for more (qh3's own search: 1280, 1350, 1452, 1472 bytes, each
+        # validated by its ACK); the ceiling comes with the peer's
+        # transport parameters (apply_peer_parameters).  qh3's servers
+        # never probe.
+        BASE_PLPMTU,
+        is_client and settings.max_datagram_size > BASE_PLPMTU,
         settings.idle_timeout or None,
         3,
         settings.max_datagram_frame_size,
@@ -158,9 +165,17 @@ def install_initial_keys(
         native.install_packet_key(direction, 0, algorithms, key, iv, hp, 0)
 
 
-def move_tls_output(tls: TlsBridge, native: QuicConnectionCore) -> bool:
+def move_tls_output(
+    tls: TlsBridge,
+    native: QuicConnectionCore,
+    last_crypto: dict[int, tuple[int, bytes]] | None = None,
+) -> bool:
     """Move what TLS produced into the core: its version, traffic secrets
-    as packet keys, CRYPTO data.  True if a 0-RTT key was installed."""
+    as packet keys, CRYPTO data.  True if a 0-RTT key was installed.
+
+    ``last_crypto``, if given, keeps the end of the CRYPTO data sent in each
+    epoch (its last :data:`~.probing.NUDGE_BYTES` bytes and their offset),
+    for :meth:`~.probing.Prober.nudge`."""
     if native.version != tls.version:
         native.set_version(tls.version)
     zero_rtt = False
@@ -181,13 +196,27 @@ def move_tls_output(tls: TlsBridge, native: QuicConnectionCore) -> bool:
             zero_rtt = True
     while (crypto := tls.next_crypto_data()) is not None:
         native.send_crypto(int(crypto.epoch), crypto.offset, crypto.data)
+        if last_crypto is not None and crypto.data:
+            tail = bytes(crypto.data[-NUDGE_BYTES:])
+            end = crypto.offset + len(crypto.data)
+            last_crypto[int(crypto.epoch)] = (end - len(tail), tail)
     return zero_rtt
 
 
 def apply_peer_parameters(
-    native: QuicConnectionCore, parameters: QuicTransportParameters
+    native: QuicConnectionCore, parameters: QuicTransportParameters, ceiling: int
 ) -> None:
-    """Give the core the peer's transport parameters."""
+    """Give the core the peer's transport parameters, and the ceiling of
+    path MTU discovery with them.
+
+    qh3's core caps its datagram size and its probes at the peer's
+    max_udp_payload_size; given the smaller of that and ``ceiling``, it
+    never probes past the ceiling.  Applied again with the same
+    parameters (they only raise limits, so nothing else changes) and a
+    ``ceiling`` of 1200, it falls back to 1200 bytes for good: the only
+    way to shrink qh3's datagram size after the start.
+    """
+    peer_limit = parameters.max_udp_payload_size
     native.apply_peer_transport_parameters(
         parameters.initial_max_data or 0,
         parameters.initial_max_stream_data_bidi_local or 0,
@@ -204,7 +233,7 @@ def apply_peer_parameters(
         parameters.stateless_reset_token,
         parameters.active_connection_id_limit or 2,
         bool(parameters.disable_active_migration),
-        parameters.max_udp_payload_size,
+        ceiling if peer_limit is None else min(peer_limit, ceiling),
     )
 
 
