@@ -213,11 +213,11 @@ _QH3_HANDSHAKE_DEADLOCK = (
     "Initials) was spent ('packet builder capacity exhausted' in its log) and "
     "could not resend the rest of the flight. RFC 9002 section 6.2.2.1 wants "
     "the client to probe with an ack-eliciting Handshake packet then; qh3 "
-    "arms no probe timeout with nothing in flight, and its core offers no way "
-    "to send a Handshake PING (its PING is 1-RTT only), so quicconn's probe "
-    "(a repeated ClientHello byte in an Initial, quicconn/_core/qh3/probe.py) "
-    "covers only the case where the client still has Initial keys, which "
-    "this testcase's earlier failure was."
+    "arms no probe timeout with nothing in flight. These runs had an earlier "
+    "probe of quicconn's that repeated a ClientHello byte in an Initial, "
+    "which cannot help once Initial keys are gone; the facade's probing "
+    "now (quicconn/_core/qh3/probing.py) resends CRYPTO data of the epoch "
+    "it last sent in, and this cell has to be run again with it."
 )
 
 _QH3_BUDGET = (
@@ -237,9 +237,9 @@ _NGTCP2_STATELESS = (
     "gtlsserver ended one of the 50 handshakes at once with a CONNECTION_CLOSE "
     "(PROTOCOL_VIOLATION, 0xa) sent without a connection (its qlog has none "
     "for it). Not diagnosed: the cell passed in two of four runs of this "
-    "day, once with quicconn's anti-deadlock probe "
-    "(quicconn/_core/qh3/probe.py) and once without it, and failed in the "
-    "other two with it."
+    "day, once with an earlier anti-deadlock probe of quicconn's (since "
+    "replaced by quicconn/_core/qh3/probing.py) and once without it, and "
+    "failed in the other two with it."
 )
 
 _NGTCP2_IPV6 = (
