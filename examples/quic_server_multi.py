@@ -16,6 +16,15 @@ like this:
   the earliest deadline of all connections.
 
 The service echoes each client's default stream (FIN answered with FIN).
+Writes use ``MODE_ENABLE_PARTIAL_WRITE``: a nonblocking ``write()`` takes
+what the stream has room (and the client credit) for and says how much,
+so the unsent rest simply stays in the backlog.  (Without it a write is
+all-or-nothing, as in OpenSSL: after ``WantWriteError`` it must be retried
+with the same buffer, of the same length, until it succeeds; retrying with
+a backlog that grew in between is the "bad write retry" error.)  And a
+client's bytes are read only while its backlog is small: a client that
+sends faster than it reads the echo is held back by QUIC flow control
+instead of growing this server's memory.
 
     python examples/quic_server_multi.py PORT server.crt server.key \\
         [--alpn hq-interop] [--no-validate] [--host 127.0.0.1]
@@ -30,6 +39,9 @@ import sys
 from dataclasses import dataclass, field
 
 import quicconn
+
+#: Stop reading a client while this much of its echo waits to be sent.
+MAX_BACKLOG = 256 * 1024
 
 
 @dataclass
@@ -56,6 +68,8 @@ class EchoService:
                 quicconn.VALUE_EVENT_HANDLING_MODE,
                 quicconn.VALUE_EVENT_HANDLING_MODE_EXPLICIT,
             )
+            # write() returns how much the stream took (SSL_MODE_ENABLE_PARTIAL_WRITE).
+            conn.set_mode(quicconn.MODE_ENABLE_PARTIAL_WRITE)
             self.clients[conn] = Client()
 
     def serve_all(self) -> None:
@@ -81,16 +95,16 @@ class EchoService:
             except quicconn.WantReadError:
                 return False
             client.handshaken = True
-        while not client.got_fin:
+        while not client.got_fin and len(client.backlog) < MAX_BACKLOG:
             try:
-                client.backlog += conn.read()
+                client.backlog += conn.read(MAX_BACKLOG - len(client.backlog))
             except quicconn.WantReadError:
                 break
             except quicconn.ZeroReturnError:
                 client.got_fin = True
         while client.backlog:
             try:
-                written = conn.write(client.backlog)
+                written = conn.write(client.backlog)  # partial: what fits now
             except quicconn.WantWriteError:
                 break  # the client has not granted more credit yet
             del client.backlog[:written]

@@ -205,19 +205,15 @@ _QH3_CHAIN = (
 )
 
 _QH3_HANDSHAKE_DEADLOCK = (
-    "one of the 50 handshakes stalled until the client's 60 s timeout. The "
-    "qh3-core client got part of the server's Handshake flight, acknowledged "
-    "it in a Handshake packet (and so dropped its Initial keys), and that "
-    "acknowledgement was lost; the server, with nothing acknowledged, resent "
-    "its Initials until its anti-amplification budget (3 x the client's two "
-    "Initials) was spent ('packet builder capacity exhausted' in its log) and "
-    "could not resend the rest of the flight. RFC 9002 section 6.2.2.1 wants "
-    "the client to probe with an ack-eliciting Handshake packet then; qh3 "
-    "arms no probe timeout with nothing in flight, and its core offers no way "
-    "to send a Handshake PING (its PING is 1-RTT only), so quicconn's probe "
-    "(a repeated ClientHello byte in an Initial, quicconn/_core/qh3/probe.py) "
-    "covers only the case where the client still has Initial keys, which "
-    "this testcase's earlier failure was."
+    "run again on main's code (probing.py, and harden-core's handshake "
+    "timeout): one of the 50 handshakes ended at the client's 5 s handshake "
+    "timeout ('nothing from' the server in that time) on a machine loaded to "
+    "8 and more; not diagnosed further. The earlier runs, with the bench "
+    "branch's Initial-only probe, stalled differently: the client had "
+    "acknowledged part of the server's Handshake flight (dropping its "
+    "Initial keys), that acknowledgement was lost, and the server had spent "
+    "its anti-amplification budget ('packet builder capacity exhausted' in "
+    "its log), so neither end sent until the 60 s timeout."
 )
 
 _QH3_BUDGET = (
@@ -231,6 +227,22 @@ _QH3_BUDGET = (
     "150 bytes of budget, so with their PTO backoff the budget grew large "
     "enough only after the timeout. The aioquic core splits CRYPTO data to "
     "the room there is and passes."
+)
+
+_NGTCP2_STATELESS = (
+    "gtlsserver ended one of the 50 handshakes at once with a CONNECTION_CLOSE "
+    "(PROTOCOL_VIOLATION, 0xa) sent without a connection (its qlog has none "
+    "for it). Not diagnosed: the cell passed in two of four runs of this "
+    "day, once with an earlier anti-deadlock probe of quicconn's (since "
+    "replaced by quicconn/_core/qh3/probing.py) and once without it, and "
+    "failed in the other two with it."
+)
+
+_NGTCP2_IPV6 = (
+    "gtlsserver refused the qh3-core client's handshake over IPv6 with TLS "
+    "alert illegal_parameter (CRYPTO_ERROR 0x12f); over IPv4 the same pair "
+    "passes, and so does quicconn's client on the aioquic core over IPv6. "
+    "Not diagnosed yet."
 )
 
 _NGTCP2_TOKEN = (
@@ -250,6 +262,8 @@ DIAGNOSES: dict[tuple[str, str, str], str] = {
     ("quicconn-qh3", "quicconn-qh3", "handshakeloss"): _QH3_HANDSHAKE_DEADLOCK,
     ("quicconn-qh3", "quicconn-qh3", "handshakecorruption"): _QH3_HANDSHAKE_DEADLOCK,
     ("ngtcp2", "quicconn-qh3", "handshakecorruption"): _NGTCP2_TOKEN,
+    ("ngtcp2", "quicconn-qh3", "handshakeloss"): _NGTCP2_STATELESS,
+    ("ngtcp2", "quicconn-qh3", "ipv6"): _NGTCP2_IPV6,
     ("quicconn-qh3", "ngtcp2", "handshakeloss"): _QH3_BUDGET,
     ("quicconn-qh3", "ngtcp2", "handshakecorruption"): _QH3_BUDGET,
     ("quicconn-aioquic", "quicconn-qh3", "amplificationlimit"): _QH3_CHAIN,
@@ -294,6 +308,12 @@ DIAGNOSES: dict[tuple[str, str, str], str] = {
         "before it challenges it."
     ),
 }
+DIAGNOSES[("ngtcp2", "quicconn-qh3", "rebind-port")] = DIAGNOSES[
+    ("ngtcp2", "quicconn-aioquic", "rebind-port")
+]
+DIAGNOSES[("ngtcp2", "quicconn-qh3", "rebind-addr")] = DIAGNOSES[
+    ("ngtcp2", "quicconn-aioquic", "rebind-addr")
+]
 
 
 METHOD = """

@@ -114,12 +114,27 @@ def make_pki(
     )
     files.ca.write_bytes(ca_cert.public_bytes(pem))
     files.cert.write_bytes(leaf.public_bytes(pem) + ca_cert.public_bytes(pem))
-    files.key.write_bytes(
+    write_private(
+        files.key,
         leaf_key.private_bytes(
             pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
+        ),
     )
     return files
+
+
+def write_private(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to ``path``, readable and writable by its owner only
+    (0600, also when the file existed): for private keys and session files,
+    which hold secrets."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
 
 
 def system_ca_locations() -> tuple[str | None, str | None]:
@@ -141,4 +156,5 @@ __all__ = [
     "CertFiles",
     "make_pki",
     "system_ca_locations",
+    "write_private",
 ]

@@ -22,6 +22,7 @@ import dataclasses
 import errno
 import logging
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -38,7 +39,7 @@ from urllib.parse import urlsplit
 
 from tqdm import tqdm
 
-from ._certs import CertFiles, make_pki
+from ._certs import CertFiles, make_pki, write_private
 from ._constants import (
     EARLY_DATA_ACCEPTED,
     LISTENER_FLAG_NO_VALIDATE,
@@ -185,6 +186,23 @@ class _Progress:
             self._overall.close()
 
 
+def _keylog_path(args: argparse.Namespace, err: TextIO) -> str | None:
+    """Where TLS secrets go: --keylog FILE, or $SSLKEYLOGFILE with
+    --keylog-from-env (the environment variable alone logs nothing)."""
+    path: str | None = args.keylog
+    if args.keylog_from_env:
+        path = os.environ.get("SSLKEYLOGFILE") or None
+        if path is None:
+            raise UsageError("--keylog-from-env: SSLKEYLOGFILE is not set")
+    if path is not None:
+        print(
+            f"quicconn: warning: writing TLS secrets to {path}: whoever reads it "
+            "can decrypt these connections",
+            file=err,
+        )
+    return path
+
+
 def _load_session(path: str | None) -> Session | None:
     if not path or not os.path.exists(path):
         return None
@@ -209,6 +227,13 @@ def cmd_get(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             raise UsageError(f"-o {args.output}: not a directory")
         _saved_paths(targets, output)
     session = _load_session(args.resume)
+    args.keylog = _keylog_path(args, err)
+    if args.insecure:
+        print(
+            "quicconn: warning: --insecure: server certificates are not verified; "
+            "anyone on the path can impersonate the server and read the transfer",
+            file=err,
+        )
     servers: dict[tuple[str, int], list[Target]] = {}
     for target in targets:
         servers.setdefault((target.host, target.port), []).append(target)
@@ -280,7 +305,7 @@ def _get_from(
         progress.close()
     elapsed = time.monotonic() - started
     if args.resume and ticket is not None:
-        Path(args.resume).write_bytes(ticket.to_bytes())
+        write_private(args.resume, ticket.to_bytes())  # it holds a secret
     failed = 0
     for target, download in zip(group, downloads, strict=True):
         if download.ok:
@@ -368,25 +393,30 @@ class ServerFiles:
     qlog_dir: str | None
 
 
-def _server_files(args: argparse.Namespace, err: TextIO) -> ServerFiles:
+def _server_files(
+    args: argparse.Namespace, err: TextIO, generated: list[Path]
+) -> ServerFiles:
+    """The server's files; a temporary directory of generated keys, to be
+    removed when serving ends, is appended to ``generated``."""
     if args.cert:
         cert, key = args.cert, args.key
     else:
-        directory = (
-            Path(args.pki_dir)
-            if args.pki_dir
-            else Path(tempfile.mkdtemp(prefix="quicconn-serve-"))
-        )
+        if args.pki_dir:
+            directory = Path(args.pki_dir)
+        else:
+            directory = Path(tempfile.mkdtemp(prefix="quicconn-serve-"))
+            generated.append(directory)
         pki = _pki(directory)
         cert, key = str(pki.cert), str(pki.key)
+        kept = "" if args.pki_dir else " (removed when serve exits: --pki-dir keeps it)"
         print(
             f"no --cert given: using a certificate for localhost; "
-            f"clients trust {pki.ca}",
+            f"clients trust {pki.ca}{kept}",
             file=err,
         )
     if args.qlog_dir:
         Path(args.qlog_dir).mkdir(parents=True, exist_ok=True)
-    return ServerFiles(cert, key, args.keylog, args.qlog_dir)
+    return ServerFiles(cert, key, _keylog_path(args, err), args.qlog_dir)
 
 
 def _server_context(files: ServerFiles) -> Context:
@@ -440,11 +470,37 @@ def cmd_serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         raise UsageError("--pki-dir is for a generated certificate: not with --cert")
     if args.workers is None and (args.server_id or args.keys_file):
         raise UsageError("--server-id and --keys-file are for --workers")
-    files = _server_files(args, err)
+    stop = threading.Event()
+    stopped_by: list[str] = []
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stopped_by.append(signal.Signals(signum).name)
+        stop.set()
+
+    # From the start: a SIGTERM while the keys are made still removes them.
+    previous = signal.signal(signal.SIGTERM, on_signal)
+    generated: list[Path] = []
+    try:
+        return _serve(args, root, err, generated, stop, stopped_by)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        for directory in generated:  # the generated private key goes too
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+def _serve(
+    args: argparse.Namespace,
+    root: Path,
+    err: TextIO,
+    generated: list[Path],
+    stop: threading.Event,
+    stopped_by: list[str],
+) -> int:
+    files = _server_files(args, err, generated)
     ctx = _server_context(files)
     flags = LISTENER_FLAG_NO_VALIDATE if args.no_retry else 0
     if args.workers is not None:
-        return _serve_workers(args, files, flags, err)
+        return _serve_workers(args, files, flags, err, stop, stopped_by)
     listener = _listen(ctx, args.host, args.port, flags)
     server = FileServer(listener, root)
     host, port = listener.local_address()[:2]
@@ -454,20 +510,11 @@ def cmd_serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         file=err,
         flush=True,
     )
-    stop = threading.Event()
-    stopped_by: list[str] = []
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stopped_by.append(signal.Signals(signum).name)
-        stop.set()
-
-    previous = signal.signal(signal.SIGTERM, on_signal)
     try:
         server.serve_forever(stop)
     except KeyboardInterrupt:
         stopped_by.append("SIGINT")
     finally:
-        signal.signal(signal.SIGTERM, previous)
         server.close()  # closes every connection: their qlogs are written
         listener.free()
         why = f" (stopped by {stopped_by[0]})" if stopped_by else ""
@@ -509,8 +556,15 @@ def _group_keys(path: str | None) -> ServerKeys:
 
 
 def _serve_workers(
-    args: argparse.Namespace, files: ServerFiles, flags: int, err: TextIO
+    args: argparse.Namespace,
+    files: ServerFiles,
+    flags: int,
+    err: TextIO,
+    stop: threading.Event,
+    stopped_by: list[str],
 ) -> int:
+    """``serve --workers``: ``stop`` and ``stopped_by`` are cmd_serve's (its
+    SIGTERM handler sets them)."""
     address = _bind_address(args.host, args.port)
     quic_lb = DEFAULT_QUIC_LB
     if args.server_id:
@@ -546,21 +600,12 @@ def _serve_workers(
         file=err,
         flush=True,
     )
-    stop = threading.Event()
-    stopped_by: list[str] = []
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stopped_by.append(signal.Signals(signum).name)
-        stop.set()
-
-    previous = signal.signal(signal.SIGTERM, on_signal)
     try:
         while not stop.wait(0.2) and not group.wait(0):
             pass
     except KeyboardInterrupt:
         stopped_by.append("SIGINT")
     finally:
-        signal.signal(signal.SIGTERM, previous)
         reports = group.stop()
     totals: dict[str, int] = {}
     per_worker = [0] * group.workers
@@ -730,7 +775,7 @@ def build_parser() -> argparse.ArgumentParser:
     trust.add_argument(
         "--insecure", action="store_true", help="do not verify the server's certificate"
     )
-    get.add_argument("--keylog", metavar="FILE", help="append TLS secrets (NSS format)")
+    _keylog_arguments(get)
     get.add_argument(
         "--qlog-dir", metavar="DIR", help="write a qlog trace per connection"
     )
@@ -802,14 +847,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--pki-dir",
         metavar="DIR",
         help="keep the generated CA and certificate in DIR (ca.pem, cert.pem, "
-        "key.pem; reused if there); default: a new temporary directory",
+        "key.pem mode 0600; reused if there); default: a temporary directory, "
+        "removed when serve exits",
     )
     serve.add_argument(
         "--no-retry", action="store_true", help="skip Retry address validation"
     )
-    serve.add_argument(
-        "--keylog", metavar="FILE", help="append TLS secrets (NSS format)"
-    )
+    _keylog_arguments(serve)
     serve.add_argument(
         "--qlog-dir", metavar="DIR", help="write a qlog trace per connection"
     )
@@ -848,6 +892,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.set_defaults(handler=cmd_demo)
     return parser
+
+
+def _keylog_arguments(parser: argparse.ArgumentParser) -> None:
+    keylog = parser.add_mutually_exclusive_group()
+    keylog.add_argument(
+        "--keylog",
+        metavar="FILE",
+        help="append TLS secrets (NSS format) to FILE, created mode 0600",
+    )
+    keylog.add_argument(
+        "--keylog-from-env",
+        action="store_true",
+        help="append TLS secrets to the file $SSLKEYLOGFILE names (the variable "
+        "alone logs nothing)",
+    )
 
 
 def _describe(exc: BaseException) -> str:

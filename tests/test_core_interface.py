@@ -396,8 +396,12 @@ def test_h3_codec_yields_neutral_events() -> None:
 
     backend = registry.get("aioquic")
     client_streams, server_streams = _Streams(True), _Streams(False)
-    client = backend.new_h3_codec(client_streams, is_client=True)
-    server = backend.new_h3_codec(server_streams, is_client=False)
+    client = backend.new_h3_codec(
+        client_streams, is_client=True, max_field_section_size=65536
+    )
+    server = backend.new_h3_codec(
+        server_streams, is_client=False, max_field_section_size=65536
+    )
 
     def deliver(streams: _Streams, to: Any) -> list[Any]:
         events: list[Any] = []

@@ -114,6 +114,7 @@ async def one_client(
         # Long enough that a client starved by a loaded machine is not
         # timed out (then its next packet would meet a stateless reset).
         ctx.idle_timeout = idle_timeout
+        ctx.handshake_timeout = idle_timeout
         quic = quicconn.Connection(ctx)
         quic.set1_host("127.0.0.1")
         quic.set1_initial_peer_addr(("127.0.0.1", port))

@@ -305,6 +305,13 @@ class Core(Protocol):
     def send_buffered(self, stream_id: int) -> int:
         """Bytes written to the stream and not yet acknowledged."""
 
+    def connection_send_credit(self) -> int:
+        """Bytes the peer's MAX_DATA still lets all streams together append:
+        the limit minus everything written (sent or waiting to be sent)."""
+
+    def send_buffered_total(self) -> int:
+        """Bytes written on all streams and not yet acknowledged."""
+
     def send_fully_acked(self, stream_id: int) -> bool:
         """Every byte written (and the FIN, if any) was acknowledged."""
 
@@ -447,7 +454,19 @@ class H3DatagramReceived:
     data: bytes
 
 
-H3Event = H3HeadersReceived | H3DataReceived | H3DatagramReceived
+@dataclass(frozen=True, slots=True)
+class H3StreamError:
+    """A message on ``stream_id`` broke HTTP/3's rules for messages
+    (malformed, RFC 9114 section 4.1.2: H3_MESSAGE_ERROR; a field section
+    over the limit: H3_EXCESSIVE_LOAD).  A stream error, not a connection
+    error: the codec has forgotten the stream, and the session resets it."""
+
+    stream_id: int
+    error_code: int
+    reason: str
+
+
+H3Event = H3HeadersReceived | H3DataReceived | H3DatagramReceived | H3StreamError
 
 
 class H3Transport(Protocol):
@@ -509,6 +528,13 @@ class H3Codec(Protocol):
 
     def send_datagram(self, stream_id: int, data: bytes) -> None:
         """Send an HTTP datagram for request stream ``stream_id``."""
+
+    def discard_stream(self, stream_id: int) -> None:
+        """Forget a request stream the session gave up (nothing more of it
+        will be fed)."""
+
+    def received_settings(self) -> dict[int, int] | None:
+        """The peer's SETTINGS (identifier: value); None until they arrive."""
 
 
 #: ``fetch(label)`` finds a ticket a server issued, for resumption.
@@ -585,8 +611,15 @@ class CoreBackend(Protocol):
         """The key as the core should hold it: wrapped so that its
         signatures can pause an async job (``offload``), or plain."""
 
-    def new_h3_codec(self, transport: H3Transport, *, is_client: bool) -> H3Codec:
-        """An HTTP/3 codec speaking through ``transport``."""
+    def new_h3_codec(
+        self, transport: H3Transport, *, is_client: bool, max_field_section_size: int
+    ) -> H3Codec:
+        """An HTTP/3 codec speaking through ``transport``.
+
+        It announces ``max_field_section_size`` (SETTINGS_MAX_FIELD_SECTION_SIZE),
+        offers no server push, and reports malformed messages as
+        :class:`H3StreamError` instead of closing the connection.
+        """
 
 
 __all__ = [
@@ -603,6 +636,7 @@ __all__ = [
     "H3DatagramReceived",
     "H3Event",
     "H3HeadersReceived",
+    "H3StreamError",
     "H3Transport",
     "HeaderField",
     "ServerGate",

@@ -39,6 +39,7 @@ _VERIFY_MESSAGES: tuple[tuple[str, int], ...] = (
     ("certificate has expired", 10),
     ("not valid yet", 9),  # X509_V_ERR_CERT_NOT_YET_VALID
     ("certificate is not yet valid", 9),
+    ("unsupported certificate purpose", 26),  # X509_V_ERR_INVALID_PURPOSE
 )
 X509_V_OK = 0
 X509_V_ERR_UNSPECIFIED = 1

@@ -563,10 +563,12 @@ def batched_output(conn: Connection) -> AbstractContextManager[None]:
     return conn._channel.batched_output()
 
 
-def h3_codec(conn: Connection, transport: H3Transport) -> H3Codec:
+def h3_codec(conn: Connection, transport: H3Transport, field_limit: int) -> H3Codec:
     """An HTTP/3 codec from the connection's core backend."""
     channel = conn._channel
-    return channel.backend.new_h3_codec(transport, is_client=channel.is_client)
+    return channel.backend.new_h3_codec(
+        transport, is_client=channel.is_client, max_field_section_size=field_limit
+    )
 
 
 def peer_max_datagram_frame_size(conn: Connection) -> int | None:

@@ -3,11 +3,14 @@ CA locations and ALPN names, and the key log file."""
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterable
 from typing import TextIO
 
 from .._constants import VERIFY_FAIL_IF_NO_PEER_CERT, VERIFY_NONE, VERIFY_PEER, Role
+
+logger = logging.getLogger("quicconn")
 
 _VERIFY_MODES = (VERIFY_NONE, VERIFY_PEER, VERIFY_PEER | VERIFY_FAIL_IF_NO_PEER_CERT)
 
@@ -23,9 +26,11 @@ class ContextBase:
                 f"role must be quicconn.CLIENT or quicconn.SERVER, not {role!r}"
             ) from None
         self._verify_mode = VERIFY_PEER if self.role is Role.CLIENT else VERIFY_NONE
-        #: Append TLS secrets here in NSS key log format (for Wireshark);
-        #: defaults to ``$SSLKEYLOGFILE``, and is off unless set.
-        self.keylog_filename: str | None = os.environ.get("SSLKEYLOGFILE") or None
+        #: Append TLS secrets here in NSS key log format (for Wireshark); off
+        #: unless set.  ``$SSLKEYLOGFILE`` is not read: anyone who can read
+        #: the file can decrypt the connections, so logging is something the
+        #: application asks for (the file is created mode 0600).
+        self.keylog_filename: str | None = None
         self._keylog_file: TextIO | None = None
         self._keylog_opened_for: str | None = None
 
@@ -47,6 +52,12 @@ class ContextBase:
                 f"VERIFY_PEER | VERIFY_FAIL_IF_NO_PEER_CERT, not {mode!r}"
             )
         self._verify_mode = mode
+        if mode == VERIFY_NONE and self.role is Role.CLIENT:
+            logger.warning(
+                "certificate verification is off (VERIFY_NONE): the server's "
+                "identity is not checked, so anyone on the path can impersonate "
+                "it and read the connection"
+            )
         self._changed()
 
     def set_verify(self, mode: int) -> None:
@@ -90,12 +101,19 @@ class ContextBase:
         if self._keylog_file is None or self._keylog_opened_for != path:
             if self._keylog_file is not None:
                 self._keylog_file.close()
-            self._keylog_file = open(path, "a", buffering=1, encoding="ascii")  # noqa: SIM115
+            self._keylog_file = open_private(path)
             self._keylog_opened_for = path
         return self._keylog_file
 
     def __repr__(self) -> str:
         return f"<quicconn.{type(self).__name__} {self.role.name}>"
+
+
+def open_private(path: str) -> TextIO:
+    """Open ``path`` for appending text; a new file is readable by its owner
+    only (0600): a key log lets anyone who reads it decrypt connections."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    return open(fd, "a", buffering=1, encoding="ascii")
 
 
 def checked_alpn(protocols: Iterable[str]) -> list[str]:
@@ -111,4 +129,4 @@ def checked_alpn(protocols: Iterable[str]) -> list[str]:
     return names
 
 
-__all__ = ["ContextBase", "checked_alpn"]
+__all__ = ["ContextBase", "checked_alpn", "open_private"]

@@ -85,6 +85,10 @@ class ContextSettings(ContextBase):
         #: Bytes a stream may hold written but unacknowledged before a
         #: nonblocking write returns short (``SSL_VALUE_STREAM_WRITE_BUF_SIZE``).
         self.stream_write_buffer_size = 1024 * 1024
+        #: Bytes all streams of a connection together may hold written but
+        #: unacknowledged (a quicconn extension: OpenSSL bounds each stream
+        #: only); writes also stop at the peer's MAX_DATA credit.
+        self.connection_write_buffer_size = 4 * 1024 * 1024
         #: Server: connections whose handshake completed, queued for
         #: accept_connection(), before new ones are refused with
         #: CONNECTION_REFUSED.
@@ -620,6 +624,7 @@ def channel_config(ctx: ContextSettings) -> ChannelConfig:
         backend=registry.resolve(ctx._core_choice, ctx._needs()),
         settings=ctx._core_settings(),
         write_buffer_size=ctx.stream_write_buffer_size,
+        connection_write_buffer_size=ctx.connection_write_buffer_size,
     )
 
 

@@ -188,6 +188,10 @@ class Listener(EventSurface, QuicObjectKind):
         self._port.listening = True
 
         def attempt() -> Connection | None:
+            if self._reactor is None:
+                raise QuicFailure(
+                    Condition.SOCKET_FAILED, "the listener was freed while accepting"
+                )
             conn = self._port.pop_accepted()
             err = reactor.transport.fatal_error
             if conn is None and err is not None:
@@ -283,7 +287,10 @@ class Listener(EventSurface, QuicObjectKind):
             return
         with reactor.lock:
             self._port.stop()
-        self._reactor = None
+            self._reactor = None
+            # A thread blocked in accept_connection() learns it now, even
+            # while accepted connections keep the reactor (and socket) open.
+            reactor.wake_waiters()
         if reactor.release():
             reactor.close(close_transport=self._owns_socket)
 

@@ -613,6 +613,30 @@ def free_stream(stream: Stream, error_code: int) -> None:
         stream._handle.release(error_code)
 
 
+def abort_reading(stream: Stream, error_code: int) -> None:
+    """Stop reading ``stream``: STOP_SENDING with ``error_code``, unread data
+    dropped.  For the HTTP layer, whose stream errors carry an HTTP/3 code;
+    OpenSSL has no call for it (freeing a stream sends code 0)."""
+    check_error_code(error_code)
+    handle = stream._handle
+    with handle.binding.lock():
+        record = handle.record
+        if record is not None and not record.released:
+            handle.binding.channel.stop_sending(record, error_code)
+
+
+def write_space(stream: Stream) -> int:
+    """Bytes a write on ``stream`` could take now: the peer's stream and
+    connection credit, and room in the stream's and the connection's send
+    buffers (0 for a stream that cannot be written)."""
+    handle = stream._handle
+    with handle.binding.lock():
+        record = handle.record
+        if record is None or record.released or not record.send_open:
+            return 0
+        return handle.binding.channel.write_space(record)
+
+
 def stream_binding(stream: Stream) -> Binding:
     """The binding (channel, reactor) behind a stream object."""
     return stream._handle.binding
@@ -622,10 +646,12 @@ __all__ = [
     "PendingWrite",
     "Stream",
     "StreamHandle",
+    "abort_reading",
     "check_error_code",
     "conclude_requested",
     "free_stream",
     "open_stream",
     "stream_binding",
     "stream_poll_revents",
+    "write_space",
 ]

@@ -125,6 +125,8 @@ class ChannelConfig:
     settings: CoreSettings
     #: Bytes a stream may hold written but unacknowledged.
     write_buffer_size: int
+    #: Bytes all streams together may hold written but unacknowledged.
+    connection_write_buffer_size: int = 4 * 1024 * 1024
 
 
 class Channel:
@@ -134,6 +136,7 @@ class Channel:
         self.backend = config.backend
         self.settings = config.settings
         self.write_buffer_size = config.write_buffer_size
+        self.connection_write_buffer_size = config.connection_write_buffer_size
         self.is_client = is_client
         self.reactor: Reactor | None = None
         self.core: Core | None = None
@@ -599,13 +602,39 @@ class Channel:
             )
 
     def write_space(self, record: StreamRecord) -> int:
-        """Bytes a write could append now: credit, capped by the send buffer."""
+        """Bytes a write could append now: the peer's credit for the stream
+        (MAX_STREAM_DATA) and for the connection (MAX_DATA, shared by every
+        stream), capped by room in the stream's send buffer and in the
+        connection's (what all its streams hold unacknowledged).
+
+        OpenSSL looks at the stream's credit and buffer only; with the
+        connection's too, a peer that opens many streams and grants no
+        connection credit cannot make this side buffer a stream buffer's
+        worth per stream (docs/api-mapping.md).
+        """
         core = self.core
         if core is None:
             return 0
-        credit = core.send_credit(record.stream_id)
-        room = self.write_buffer_size - core.send_buffered(record.stream_id)
-        return max(0, min(credit, room))
+        sid = record.stream_id
+        space = min(
+            core.send_credit(sid),
+            self.write_buffer_size - core.send_buffered(sid),
+        )
+        if space <= 0:
+            return 0
+        return max(
+            0,
+            min(
+                space,
+                core.connection_send_credit(),
+                self.connection_write_buffer_size - core.send_buffered_total(),
+            ),
+        )
+
+    def send_buffered(self) -> int:
+        """Bytes all streams hold written and not yet acknowledged."""
+        core = self.core
+        return 0 if core is None else core.send_buffered_total()
 
     def append(
         self, record: StreamRecord, view: memoryview, offset: int, conclude: bool
@@ -841,6 +870,19 @@ class Channel:
         if record.receive_open:
             record.stop_sent_code = error_code
             core.stop_sending(record.stream_id, error_code)
+        self.consume(record.stream_id, record.discard())
+        self.send_soon()
+
+    def stop_sending(self, record: StreamRecord, error_code: int) -> None:
+        """Abort reading: STOP_SENDING with ``error_code``; what is buffered
+        is dropped and credited, and whatever arrives later too."""
+        if not record.can_read or not record.receive_open:
+            return
+        record.stop_sent_code = error_code
+        core = self.core
+        if core is None or self.terminating:
+            return
+        core.stop_sending(record.stream_id, error_code)
         self.consume(record.stream_id, record.discard())
         self.send_soon()
 

@@ -179,6 +179,11 @@ class Reactor:
         self._users -= 1
         return self._users <= 0
 
+    def wake_waiters(self) -> None:
+        """Make every thread waiting in :meth:`block_until` test its
+        predicate again (something they wait on changed).  Lock held."""
+        self._waiter.notify()
+
     # -- the tick ---------------------------------------------------------
 
     def mark_dirty(self, core: Core) -> None:

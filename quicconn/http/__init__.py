@@ -25,9 +25,11 @@ from ._events import (
     RequestReceived,
     ResponseReceived,
     StreamAborted,
+    StreamRefused,
     TrailersReceived,
 )
 from ._exchange import Exchange, ExchangeRouter, RequestError, Timeouts
+from ._limits import HttpLimits, ServerLimits
 from ._paths import local_path, resolve_request_path
 from ._session import ALPN_H3, ALPN_HQ, H3Session, HqSession, HttpSession, session_for
 from .client import (
@@ -72,15 +74,18 @@ __all__ = [
     "HqSession",
     "HttpClient",
     "HttpEvent",
+    "HttpLimits",
     "HttpSession",
     "ProgressCallback",
     "RequestError",
     "RequestReceived",
     "Response",
     "ResponseReceived",
+    "ServerLimits",
     "ServerStats",
     "StallError",
     "StreamAborted",
+    "StreamRefused",
     "Timeouts",
     "TrailersReceived",
     "content_length",

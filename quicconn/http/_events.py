@@ -60,6 +60,18 @@ class StreamAborted:
 
 
 @dataclass(frozen=True, slots=True)
+class StreamRefused:
+    """This side gave up ``stream_id``: the peer's message was malformed
+    (RFC 9114 section 4.1.2: ``error_code`` H3_MESSAGE_ERROR) or broke a
+    limit (H3_EXCESSIVE_LOAD; a server answered 431 first).  The session
+    has reset the stream and stopped reading it, and releases it itself."""
+
+    stream_id: int
+    error_code: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class DatagramReceived:
     """An HTTP Datagram (RFC 9297) for the request stream ``stream_id``
     (HTTP/3 only; unreliable: see docs/datagrams.md)."""
@@ -74,6 +86,7 @@ HttpEvent = (
     | TrailersReceived
     | DataReceived
     | StreamAborted
+    | StreamRefused
     | DatagramReceived
 )
 
@@ -86,5 +99,6 @@ __all__ = [
     "RequestReceived",
     "ResponseReceived",
     "StreamAborted",
+    "StreamRefused",
     "TrailersReceived",
 ]

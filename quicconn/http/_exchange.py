@@ -41,6 +41,7 @@ from ._events import (
     HttpEvent,
     ResponseReceived,
     StreamAborted,
+    StreamRefused,
     TrailersReceived,
 )
 from ._session import H3Session, HttpSession
@@ -176,6 +177,13 @@ class Exchange:
                 RequestError(
                     "stream reset by the server "
                     f"({describe_h3_error(event.error_code)})",
+                    event.error_code,
+                )
+            )
+        elif isinstance(event, StreamRefused):
+            self.fail(
+                RequestError(
+                    f"response refused: {event.reason} (error 0x{event.error_code:x})",
                     event.error_code,
                 )
             )

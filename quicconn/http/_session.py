@@ -47,6 +47,7 @@ from .._core.interface import (
     H3DataReceived,
     H3Event,
     H3HeadersReceived,
+    H3StreamError,
 )
 from .._errors import (
     ConnectionTerminatedError,
@@ -56,11 +57,12 @@ from .._errors import (
 )
 from .._objects.connection import (
     Connection,
+    channel_of,
     h3_codec,
     local_max_datagram_frame_size,
     peer_max_datagram_frame_size,
 )
-from .._objects.stream import Stream, free_stream
+from .._objects.stream import Stream, abort_reading, free_stream, write_space
 from ._events import (
     DatagramReceived,
     DataReceived,
@@ -69,14 +71,20 @@ from ._events import (
     RequestReceived,
     ResponseReceived,
     StreamAborted,
+    StreamRefused,
     TrailersReceived,
 )
+from ._frames import FrameScanner, Verdict
+from ._limits import HttpLimits
 
 ALPN_H3 = "h3"
 ALPN_HQ = "hq-interop"
 
-#: The longest hq-interop request line a server accepts.
-MAX_HQ_REQUEST_LINE = 8192
+#: HTTP/3 error codes (RFC 9114 section 8.1); hq-interop borrows them too.
+H3_EXCESSIVE_LOAD = 0x107
+H3_REQUEST_REJECTED = 0x10B
+H3_REQUEST_CANCELLED = 0x10C
+H3_MESSAGE_ERROR = 0x10E
 
 
 class HttpSession:
@@ -87,10 +95,14 @@ class HttpSession:
 
     #: The ALPN protocol this session speaks.
     alpn: str = ""
+    #: Bytes of framing :meth:`send_body` adds to a body chunk, at most.
+    framing_overhead: int = 0
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, limits: HttpLimits | None = None) -> None:
         self.conn = conn
         self.is_client = not conn.is_server()
+        #: What the peer is held to (:class:`~quicconn.http.HttpLimits`).
+        self.limits = limits if limits is not None else HttpLimits()
         conn.set_blocking_mode(False)
         conn.set_value_uint(
             VALUE_CLASS_GENERIC,
@@ -105,6 +117,9 @@ class HttpSession:
         self._finished_reading: set[int] = set()
         self._paused: set[int] = set()
         self._forget_when_flushed: set[int] = set()
+        #: Streams this session refused by itself: released at the end of
+        #: :meth:`process`.
+        self._refused: set[int] = set()
 
     # -- event-loop surface ------------------------------------------------
 
@@ -153,6 +168,8 @@ class HttpSession:
                 continue
             self._read_stream(stream_id, stream, events)
         self.flush()
+        while self._refused:
+            self.forget(self._refused.pop())
         return events
 
     def _read_stream(
@@ -189,6 +206,23 @@ class HttpSession:
     def backlog(self, stream_id: int) -> int:
         """Bytes accepted by :meth:`write` but not yet given to the stream."""
         return sum(len(chunk) for chunk, _ in self._backlog.get(stream_id, ()))
+
+    def writable(self, stream_id: int) -> int:
+        """Body bytes :meth:`send_body` could hand to the stream now, past
+        its backlog: the peer's stream and connection credit, and room in
+        the stream's and the connection's send buffers."""
+        stream = self.streams.get(stream_id)
+        if stream is None or self._backlog.get(stream_id):
+            return 0
+        return max(0, write_space(stream) - self.framing_overhead)
+
+    def buffered(self) -> int:
+        """Bytes this session holds for the peer: written to QUIC streams and
+        not yet acknowledged, plus what waits in the backlogs."""
+        waiting = sum(
+            len(chunk) for queue in self._backlog.values() for chunk, _ in queue
+        )
+        return channel_of(self.conn).send_buffered() + waiting
 
     def flush(self) -> None:
         for stream_id in list(self._backlog):
@@ -328,10 +362,6 @@ class HttpSession:
         self.send_body(stream_id, body, True)
 
 
-#: HTTP/3 error codes (RFC 9114 section 8.1) that hq-interop borrows.
-H3_REQUEST_REJECTED = 0x10B
-
-
 class HqSession(HttpSession):
     """hq-interop: HTTP/0.9 over QUIC, one bidirectional stream per request.
 
@@ -341,8 +371,8 @@ class HqSession(HttpSession):
 
     alpn = ALPN_HQ
 
-    def __init__(self, conn: Connection) -> None:
-        super().__init__(conn)
+    def __init__(self, conn: Connection, limits: HttpLimits | None = None) -> None:
+        super().__init__(conn, limits)
         self._request_lines: dict[int, bytearray] = {}
         self._heads_done: set[int] = set()
 
@@ -386,25 +416,40 @@ class HqSession(HttpSession):
         if stream_id in self._heads_done:
             return  # a request body: hq-interop has none, ignore it
         line = self._request_lines.setdefault(stream_id, bytearray())
-        line += data
-        if b"\n" not in line and not ended:
-            if len(line) > MAX_HQ_REQUEST_LINE:
-                self._reject(stream_id)
+        limit = self.limits.max_request_line
+        line += data[: limit + 2 - len(line)]  # never more than the limit + CRLF
+        end = line.find(b"\n")
+        if (end < 0 and len(line) > limit) or end > limit + 1:
+            self._refuse(stream_id)  # too long: nothing more is buffered
             return
-        del self._request_lines[stream_id]
+        if end < 0 and not ended:
+            return
+        self._request_lines.pop(stream_id, None)
         self._heads_done.add(stream_id)
         words = bytes(line).split(b"\n", 1)[0].strip().split()
         if len(words) < 2 or words[0] != b"GET":
-            self._reject(stream_id)
+            self._refuse(stream_id)
             return
         path = words[1].decode("latin-1")
         events.append(RequestReceived(stream_id, "GET", path, "", [], True))
 
+    def _refuse(self, stream_id: int) -> None:
+        """Refuse a request no one above will see; release its stream."""
+        self._reject(stream_id)
+        self._refused.add(stream_id)
+
     def _reject(self, stream_id: int) -> None:
+        """Refuse a request: reset the response, drop its request line."""
+        self._request_lines.pop(stream_id, None)
+        self._heads_done.add(stream_id)
         stream = self.streams.get(stream_id)
         if stream is not None:
-            stream.stream_reset(H3_REQUEST_REJECTED)
-        self._heads_done.add(stream_id)
+            with contextlib.suppress(Error, ValueError):  # already reset
+                stream.stream_reset(H3_REQUEST_REJECTED)
+
+    def forget_stream_state(self, stream_id: int) -> None:
+        self._request_lines.pop(stream_id, None)
+        self._heads_done.discard(stream_id)
 
 
 class _H3Streams:
@@ -452,20 +497,86 @@ class H3Session(HttpSession):
     """HTTP/3 (RFC 9114) with QPACK, using the core backend's codec."""
 
     alpn = ALPN_H3
+    framing_overhead = 16  # a DATA frame's type and length
 
-    def __init__(self, conn: Connection) -> None:
-        super().__init__(conn)
+    def __init__(self, conn: Connection, limits: HttpLimits | None = None) -> None:
+        super().__init__(conn, limits)
         #: (error code, reason) if the peer violated HTTP/3 and we closed.
         self.protocol_error: tuple[int, str] | None = None
-        self._h3 = h3_codec(conn, _H3Streams(self))
+        self._h3 = h3_codec(conn, _H3Streams(self), self.limits.max_field_section_size)
         #: Streams whose (final) head arrived: a later HEADERS is trailers.
         self._heads: set[int] = set()
+        #: Frame boundaries of each stream, checked before the codec.
+        self._scanners: dict[int, FrameScanner] = {}
+        #: Body bytes still due by each message's content-length.
+        self._expected: dict[int, int] = {}
+        #: Requests sent with HEAD: their response has no content.
+        self._head_requests: set[int] = set()
+        #: Streams given up (a stream error): nothing more is fed.
+        self._given_up: set[int] = set()
 
     def on_stream_data(
         self, stream_id: int, data: bytes, ended: bool, events: list[HttpEvent]
     ) -> None:
-        for event in self._h3.handle_stream_data(stream_id, data, ended):
-            self._translate(event, events)
+        if stream_id in self._given_up:
+            return
+        scanner = self._scanners.get(stream_id)
+        if scanner is None:
+            kind = "uni" if stream_id & 2 else "request"
+            scanner = FrameScanner(kind, self.limits.max_field_section_size)
+            self._scanners[stream_id] = scanner
+        piece = scanner.scan(data, ended)
+        if piece is not None:
+            for event in self._h3.handle_stream_data(stream_id, piece.data, piece.fin):
+                self._translate(event, events)
+        if scanner.verdict is Verdict.TOO_LARGE:
+            self._too_large(
+                stream_id,
+                "a HEADERS frame longer than the field-section limit "
+                f"({self.limits.max_field_section_size} bytes)",
+                events,
+            )
+        elif scanner.verdict is Verdict.CONNECTION_ERROR:
+            code, reason = scanner.error
+            _H3Streams(self).close(code, reason)
+
+    def _too_large(self, stream_id: int, reason: str, events: list[HttpEvent]) -> None:
+        """A field section over the limits: RFC 9114 sections 4.2.2, 10.5.1.
+
+        A server answers a request head with 431 (Request Header Fields Too
+        Large) and stops reading the request; anything else (a response, or
+        trailers) is a stream error H3_EXCESSIVE_LOAD.
+        """
+        if self.is_client or stream_id in self._heads:
+            self._stream_error(stream_id, H3_EXCESSIVE_LOAD, reason, events)
+            return
+        self._give_up(stream_id, H3_EXCESSIVE_LOAD)
+        self.send_response_head(stream_id, 431, [(b"content-length", b"0")])
+        self.send_body(stream_id, b"", True)
+        events.append(StreamRefused(stream_id, H3_EXCESSIVE_LOAD, reason))
+
+    def _stream_error(
+        self, stream_id: int, code: int, reason: str, events: list[HttpEvent]
+    ) -> None:
+        """Abandon a stream (RFC 9114 section 8): reset it, stop reading it."""
+        self._give_up(stream_id, code)
+        self._backlog.pop(stream_id, None)
+        stream = self.streams.get(stream_id)
+        if stream is not None and stream.get_stream_type() & 2:
+            with contextlib.suppress(Error, ValueError):  # finished, or reset
+                stream.stream_reset(code)
+        events.append(StreamRefused(stream_id, code, reason))
+
+    def _give_up(self, stream_id: int, code: int) -> None:
+        """Feed nothing more of ``stream_id``; STOP_SENDING with ``code``."""
+        self._given_up.add(stream_id)
+        self._finished_reading.add(stream_id)
+        self._scanners.pop(stream_id, None)
+        self._h3.discard_stream(stream_id)
+        stream = self.streams.get(stream_id)
+        if stream is not None:
+            abort_reading(stream, code)
+        self._refused.add(stream_id)  # released once what we send is out
 
     def on_stream_reset(
         self, stream_id: int, code: int, events: list[HttpEvent]
@@ -485,6 +596,13 @@ class H3Session(HttpSession):
             for event in self._h3.handle_datagram(data):
                 self._translate(event, events)
         return events
+
+    @property
+    def peer_settings(self) -> dict[int, int] | None:
+        """The peer's HTTP/3 SETTINGS (identifier: value, e.g. 0x6 for
+        SETTINGS_MAX_FIELD_SECTION_SIZE); None until its control stream
+        delivered them."""
+        return self._h3.received_settings()
 
     def datagrams_allowed(self) -> bool:
         """Whether HTTP datagrams (RFC 9297) may be sent: DATAGRAM frames on
@@ -513,44 +631,130 @@ class H3Session(HttpSession):
         self._h3.send_datagram(stream_id, data)
 
     def _translate(self, event: H3Event, events: list[HttpEvent]) -> None:
-        if isinstance(event, H3HeadersReceived):
-            pseudo = {k: v for k, v in event.headers if k.startswith(b":")}
-            regular = [(k, v) for k, v in event.headers if not k.startswith(b":")]
-            if event.stream_id in self._heads:
-                events.append(TrailersReceived(event.stream_id, regular))
-                if event.stream_ended:
-                    events.append(DataReceived(event.stream_id, b"", True))
-                return
-            if self.is_client:
-                try:
-                    status = int(pseudo.get(b":status", b"0"))
-                except ValueError:
-                    status = 0
-                if 100 <= status < 200:
-                    return  # interim response: the final one follows
-                self._heads.add(event.stream_id)
-                events.append(ResponseReceived(event.stream_id, status, regular))
-                if event.stream_ended:
-                    events.append(DataReceived(event.stream_id, b"", True))
+        if event.stream_id in self._given_up:
+            return
+        if isinstance(event, H3StreamError):
+            if event.error_code == H3_EXCESSIVE_LOAD:  # QPACK stopped at the limit
+                self._too_large(event.stream_id, event.reason, events)
             else:
-                self._heads.add(event.stream_id)
-                events.append(
-                    RequestReceived(
-                        event.stream_id,
-                        pseudo.get(b":method", b"").decode("latin-1"),
-                        pseudo.get(b":path", b"").decode("latin-1"),
-                        pseudo.get(b":authority", b"").decode("latin-1"),
-                        regular,
-                        event.stream_ended,
-                    )
+                self._stream_error(
+                    event.stream_id, event.error_code, event.reason, events
                 )
+            return
+        if isinstance(event, H3HeadersReceived):
+            self._headers(event, events)
         elif isinstance(event, H3DataReceived):
+            size, ended = len(event.data), event.stream_ended
+            if not self._body_fits(event.stream_id, size, ended):
+                self._stream_error(
+                    event.stream_id,
+                    H3_MESSAGE_ERROR,
+                    "the body does not match the content-length",
+                    events,
+                )
+                return
             events.append(DataReceived(event.stream_id, event.data, event.stream_ended))
         elif isinstance(event, H3DatagramReceived):
             events.append(DatagramReceived(event.stream_id, event.data))
 
+    def _body_fits(self, stream_id: int, size: int, ended: bool) -> bool:
+        """Whether ``size`` more body bytes (and the end, if ``ended``) agree
+        with the message's content-length (RFC 9114 section 4.1.2)."""
+        due = self._expected.get(stream_id)
+        if due is None:
+            return True
+        due -= size
+        self._expected[stream_id] = due
+        return due >= 0 and not (ended and due)
+
+    def _expect_body(self, stream_id: int, status: int | None, fields: Headers) -> bool:
+        """Note what the head's content-length promises; False if malformed."""
+        lengths = {value.strip() for name, value in fields if name == b"content-length"}
+        if not lengths:
+            return True
+        if len(lengths) > 1 or not all(v.isdigit() for v in lengths):
+            return False
+        bodiless = stream_id in self._head_requests or status in (204, 304)
+        if not bodiless:
+            self._expected[stream_id] = int(lengths.pop())
+        return True
+
+    def _headers(self, event: H3HeadersReceived, events: list[HttpEvent]) -> None:
+        limits = self.limits
+        fields = event.headers
+        if len(fields) > limits.max_header_fields:
+            self._too_large(
+                event.stream_id,
+                f"{len(fields)} header fields (at most {limits.max_header_fields})",
+                events,
+            )
+            return
+        size = sum(len(name) + len(value) + 32 for name, value in fields)
+        if size > limits.max_field_section_size:
+            self._too_large(
+                event.stream_id,
+                f"a {size}-byte field section (at most "
+                f"{limits.max_field_section_size})",
+                events,
+            )
+            return
+        pseudo = {k: v for k, v in event.headers if k.startswith(b":")}
+        regular = [(k, v) for k, v in event.headers if not k.startswith(b":")]
+        if event.stream_id not in self._heads:
+            problem = _message_problem(pseudo, regular, request=not self.is_client)
+            if problem is not None:
+                self._stream_error(event.stream_id, H3_MESSAGE_ERROR, problem, events)
+                return
+        sid = event.stream_id
+        if sid in self._heads:
+            if event.stream_ended and not self._body_fits(sid, 0, True):
+                self._stream_error(
+                    sid, H3_MESSAGE_ERROR, "the body is shorter than its length", events
+                )
+                return
+            events.append(TrailersReceived(sid, regular))
+            if event.stream_ended:
+                events.append(DataReceived(sid, b"", True))
+            return
+        status: int | None = None
+        if self.is_client:
+            try:
+                status = int(pseudo.get(b":status", b"0"))
+            except ValueError:
+                status = 0
+            if 100 <= status < 200:
+                return  # interim response: the final one follows
+        if not self._expect_body(sid, status, regular) or (
+            event.stream_ended and not self._body_fits(sid, 0, True)
+        ):
+            problem = "a content-length the body does not match"
+            self._stream_error(sid, H3_MESSAGE_ERROR, problem, events)
+            return
+        if self.is_client:
+            self._heads.add(event.stream_id)
+            events.append(ResponseReceived(event.stream_id, status or 0, regular))
+            if event.stream_ended:
+                events.append(DataReceived(event.stream_id, b"", True))
+        else:
+            self._heads.add(event.stream_id)
+            events.append(
+                RequestReceived(
+                    event.stream_id,
+                    pseudo.get(b":method", b"").decode("latin-1"),
+                    pseudo.get(b":path", b"").decode("latin-1"),
+                    pseudo.get(b":authority", b"").decode("latin-1"),
+                    regular,
+                    event.stream_ended,
+                )
+            )
+
     def forget_stream_state(self, stream_id: int) -> None:
         self._heads.discard(stream_id)
+        self._given_up.discard(stream_id)
+        self._expected.pop(stream_id, None)
+        self._head_requests.discard(stream_id)
+        self._scanners.pop(stream_id, None)
+        self._h3.discard_stream(stream_id)
 
     def send_request(
         self,
@@ -563,6 +767,8 @@ class H3Session(HttpSession):
     ) -> int:
         stream = self.open_stream()
         stream_id = stream.get_stream_id()
+        if method == "HEAD":
+            self._head_requests.add(stream_id)
         head = [
             (b":method", method.encode()),
             (b":scheme", b"https"),
@@ -592,13 +798,47 @@ class H3Session(HttpSession):
         self._h3.send_headers(stream_id, list(headers), end_stream=True)
 
 
-def session_for(conn: Connection) -> HttpSession:
+#: Connection-specific fields, which make an HTTP/3 message malformed
+#: (RFC 9114 section 4.2).
+_CONNECTION_SPECIFIC = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"transfer-encoding",
+        b"upgrade",
+    }
+)
+
+
+def _message_problem(
+    pseudo: dict[bytes, bytes], fields: Headers, *, request: bool
+) -> str | None:
+    """Why a message head is malformed (RFC 9114 sections 4.2 and 4.3.1),
+    or None.  Both codecs check unknown, repeated and misplaced pseudo-header
+    fields, :method, :authority and :status; this adds what one of them
+    lets through, so that every core refuses the same messages."""
+    for name, value in fields:
+        if name in _CONNECTION_SPECIFIC:
+            return f"the connection-specific field {name.decode('latin-1')!r}"
+        if name == b"te" and (not request or value.lower() != b"trailers"):
+            return "a te field other than 'trailers' in a request"
+    if not request or pseudo.get(b":method") == b"CONNECT":
+        return None  # CONNECT has no :scheme or :path (section 4.4)
+    if not pseudo.get(b":scheme"):
+        return "the request has no :scheme"
+    if not pseudo.get(b":path"):
+        return "the request has no :path"
+    return None
+
+
+def session_for(conn: Connection, limits: HttpLimits | None = None) -> HttpSession:
     """The session matching the connection's negotiated ALPN."""
     alpn = conn.get0_alpn_selected()
     if alpn == ALPN_H3:
-        return H3Session(conn)
+        return H3Session(conn, limits)
     if alpn == ALPN_HQ:
-        return HqSession(conn)
+        return HqSession(conn, limits)
     raise ValueError(f"no HTTP mapping for ALPN {alpn!r} (expected h3 or hq-interop)")
 
 

@@ -53,6 +53,7 @@ from ._exchange import (
     chunk_flow,
     request_flow,
 )
+from ._limits import HttpLimits
 from ._paths import local_path
 from ._session import ALPN_H3, ALPN_HQ, H3Session, HqSession, HttpSession
 
@@ -125,6 +126,9 @@ class ClientOptions:
     initial_version: int | None = None
     #: Update the 1-RTT keys as soon as the handshake completes.
     key_update: bool = False
+    #: What responses are held to (field sections, header count); None:
+    #: the defaults of :class:`HttpLimits`.
+    limits: HttpLimits | None = None
 
 
 def http_context(options: ClientOptions) -> Context:
@@ -301,7 +305,7 @@ class HttpClient:
     def _make_session(self) -> HttpSession:
         if self.session is None:
             cls = H3Session if self.options.alpn == ALPN_H3 else HqSession
-            self.session = cls(self.conn)
+            self.session = cls(self.conn, self.options.limits)
             self._router = ExchangeRouter(self.session)
         return self.session
 

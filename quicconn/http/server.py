@@ -21,9 +21,10 @@ from .._constants import ACCEPT_CONNECTION_NO_BLOCK, SHUTDOWN_FLAG_NO_BLOCK
 from .._errors import Error
 from .._objects.connection import Connection, batched_output
 from .._objects.listener import Listener
-from ._events import HttpEvent, RequestReceived, StreamAborted
+from ._events import HttpEvent, RequestReceived, StreamAborted, StreamRefused
+from ._limits import ServerLimits
 from ._paths import resolve_request_path
-from ._session import HttpSession, session_for
+from ._session import H3_REQUEST_CANCELLED, HttpSession, session_for
 
 logger = logging.getLogger("quicconn.http.server")
 
@@ -64,7 +65,14 @@ class FileServer:
     call :meth:`run_once` from your own loop.
     """
 
-    def __init__(self, listener: Listener, root: str | Path) -> None:
+    def __init__(
+        self,
+        listener: Listener,
+        root: str | Path,
+        limits: ServerLimits | None = None,
+    ) -> None:
+        #: What the server spends on its clients (:class:`ServerLimits`).
+        self.limits = limits if limits is not None else ServerLimits()
         self.root = Path(root).resolve()
         if not self.root.is_dir():
             raise ValueError(f"document root {str(root)!r} is not a directory")
@@ -72,6 +80,12 @@ class FileServer:
         listener.set_blocking_mode(False)
         listener.listen()
         self._clients: list[_Client] = []
+        #: Where the next turn starts serving (turns rotate, so that no
+        #: connection always comes first to the memory budget).
+        self._turn = 0
+        #: Bytes of responses in flight (see :meth:`buffered`), as counted
+        #: at the start of this turn plus what the turn added.
+        self._in_flight = 0
         self.stats = ServerStats()
         self._selector = selectors.DefaultSelector()
         self._selector.register(listener.fileno(), selectors.EVENT_READ)
@@ -95,12 +109,27 @@ class FileServer:
         self._selector.select(wait)
         self.listener.handle_events()
         self._accept_new()
-        for client in list(self._clients):
+        # Connections answering nothing now hold at most the tail of their
+        # last answers: counting only the others keeps a turn's cost off
+        # idle connections.
+        self._in_flight = sum(
+            c.session.buffered() for c in self._clients if c.responses and c.session
+        )
+        clients = self._clients
+        self._turn = (self._turn + 1) % max(1, len(clients))
+        for client in clients[self._turn :] + clients[: self._turn]:
             try:
                 self._serve_client(client)
             except Error as exc:
                 logger.warning("dropping %r: %s", client.conn, exc)
                 self._drop(client)
+
+    def buffered(self) -> int:
+        """Bytes of responses in flight over all connections: written to
+        QUIC streams and not yet acknowledged, or waiting to be written.
+        The server reads no more file data while this reaches
+        ``limits.max_memory`` (a quicconn extension)."""
+        return sum(c.session.buffered() for c in self._clients if c.session)
 
     def close(self) -> None:
         """Close every connection (CONNECTION_CLOSE sent, qlogs written)."""
@@ -132,7 +161,7 @@ class FileServer:
             if not conn.is_init_finished():
                 return
             try:
-                client.session = session_for(conn)
+                client.session = session_for(conn, self.limits.http)
             except ValueError as exc:
                 logger.info("closing %r: %s", conn, exc)
                 conn.shutdown(SHUTDOWN_FLAG_NO_BLOCK, 0x10, "no HTTP over this ALPN")
@@ -147,10 +176,14 @@ class FileServer:
         if isinstance(event, RequestReceived):
             self.stats.requests += 1
             self._respond(client, session, event)
-        elif isinstance(event, StreamAborted):
+        elif isinstance(event, StreamAborted | StreamRefused):
+            # The client cancelled, or sent what the session refused: stop
+            # answering, and release the stream (its MAX_STREAMS credit comes
+            # back only then).
             response = client.responses.pop(event.stream_id, None)
             if response is not None:
                 response.file.close()
+            session.cancel(event.stream_id, H3_REQUEST_CANCELLED)
 
     def _respond(
         self, client: _Client, session: HttpSession, request: RequestReceived
@@ -167,12 +200,14 @@ class FileServer:
                 ],
             )
             session.send_body(request.stream_id, body, True)
+            session.forget(request.stream_id)  # released once sent
             logger.info("405 %s %s", request.method, request.path)
             return
         path = resolve_request_path(self.root, request.path)
         if path is None:
             self.stats.not_found += 1
             session.send_not_found(request.stream_id)
+            session.forget(request.stream_id)
             logger.info("404 %s", request.path)
             return
         size = path.stat().st_size
@@ -181,21 +216,35 @@ class FileServer:
         )
         if request.method == "HEAD" or size == 0:
             session.send_body(request.stream_id, b"", True)
+            session.forget(request.stream_id)
             return
         client.responses[request.stream_id] = _Response(
             request.stream_id, path.open("rb"), size
         )
 
     def _pump(self, client: _Client, session: HttpSession) -> None:
+        """Read on in the files of open responses, only as much as their
+        streams take now (credit and send buffers) and the memory budget
+        allows: nothing waits in memory for a peer that does not read."""
+        budget = self.limits.max_memory
         for stream_id, response in list(client.responses.items()):
-            while response.remaining and not session.backlog(stream_id):
-                chunk = response.file.read(min(CHUNK_SIZE, response.remaining))
+            while response.remaining:
+                size = min(
+                    CHUNK_SIZE,
+                    response.remaining,
+                    session.writable(stream_id),
+                    budget - self._in_flight,
+                )
+                if size <= 0:
+                    break
+                chunk = response.file.read(size)
                 if not chunk:  # the file shrank under us: end the response
                     response.remaining = 0
                     session.send_body(stream_id, b"", True)
                     break
                 response.remaining -= len(chunk)
                 self.stats.bytes_sent += len(chunk)
+                self._in_flight += len(chunk)
                 session.send_body(stream_id, chunk, response.remaining == 0)
             if not response.remaining:
                 response.file.close()

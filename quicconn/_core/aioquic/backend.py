@@ -124,8 +124,14 @@ class AioquicBackend:
     def prepare_private_key(self, key: Any, *, offload: bool) -> Any:
         return offloadable_key(key) if offload else plain_key(key)
 
-    def new_h3_codec(self, transport: H3Transport, *, is_client: bool) -> H3Codec:
-        return AioquicH3Codec(transport, is_client=is_client)
+    def new_h3_codec(
+        self, transport: H3Transport, *, is_client: bool, max_field_section_size: int
+    ) -> H3Codec:
+        return AioquicH3Codec(
+            transport,
+            is_client=is_client,
+            max_field_section_size=max_field_section_size,
+        )
 
 
 #: The backend object the registry looks up.

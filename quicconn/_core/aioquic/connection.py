@@ -10,7 +10,7 @@ ones, except :mod:`.mtu` (path MTU discovery, which aioquic lacks: its
 base class), which lists its own.  The aioquic minor version is pinned in
 ``pyproject.toml`` because of them.
 
-Private names of aioquic still reached: 44, and why each is needed.  (41
+Private names of aioquic still reached: 45, and why each is needed.  (41
 before the split; ``_configuration`` and ``_local_next_stream_id_bidi`` /
 ``_uni`` gave way to the public ``configuration`` and
 ``get_next_available_stream_id()``; the probe-backoff cap, the handshake
@@ -20,7 +20,8 @@ these, the HTTP/3 shim in :mod:`.h3` has to *provide* two that
 ``H3Connection`` reads,
 ``_quic_logger`` and ``_remote_max_datagram_frame_size``.
 
-``QuicConnection`` attributes (25):
+``QuicConnection`` attributes (25), and ``tls.Context._peer_certificate``
+(the certificate whose purpose is checked):
 
 * ``_ack_delay``: the 1-RTT ACK delay (policy: 2 ms, :data:`ACK_DELAY`).
 * ``_close_event``, ``_state``: a close reported when it begins, local or
@@ -39,6 +40,8 @@ these, the HTTP/3 shim in :mod:`.h3` has to *provide* two that
   stream credit only for released streams, configurable initial limits.
 * ``_remote_max_streams_bidi``, ``_remote_max_streams_uni``: how many
   streams the peer lets us open (SSL_VALUE_QUIC_STREAM_*_LOCAL_AVAIL).
+* ``_remote_max_data``, ``_remote_max_data_used``: the peer's MAX_DATA and
+  what counts against it, so that writes respect the connection's credit.
 * ``_remote_max_idle_timeout``, ``_remote_max_datagram_frame_size``: the
   peer's transport parameters (the negotiated idle timeout; HTTP/3's
   SETTINGS_H3_DATAGRAM check).
@@ -62,9 +65,10 @@ these, the HTTP/3 shim in :mod:`.h3` has to *provide* two that
   (half the memory of a half-open connection); the NewSessionTicket message
   the TLS layer just wrote, whose label a sealed ticket replaces.
 
-Overridden private methods (9): ``_initialize`` (smaller TLS output
-buffers), ``_payload_received`` (a first Initial
-without CRYPTO), ``_handle_crypto_frame`` (an exception out of TLS closes
+Overridden private methods (10): ``_update_traffic_key`` (the server
+certificate's purpose, checked before the client's Finished),
+``_initialize`` (smaller TLS output buffers), ``_payload_received`` (a first
+Initial without CRYPTO), ``_handle_crypto_frame`` (an exception out of TLS closes
 the connection with an alert), ``_write_handshake`` (repeated ACKs),
 ``_receive_retry_packet`` (requeue after Retry), ``_replenish_connection_ids``
 (derived reset tokens; no spare IDs when they are chosen),
@@ -77,20 +81,23 @@ reset), ``_close_end`` (an abandoned handshake ends at once, silently),
 ``_on_max_stream_data_delivery`` and ``_on_connection_limit_delivery``
 (delivery handlers of the frames the rewritten writers send).
 
-``QuicStreamSender`` internals (6): ``_buffer_start``, ``_buffer_stop``
+``QuicStreamSender`` internals (7): ``_buffer_start``, ``_buffer_stop``
 and ``_buffer_fin`` (send credit, bytes not yet acknowledged, "everything
 acknowledged"; aioquic exposes only ``is_finished`` and
 ``buffer_is_empty``), ``_pending``, ``_pending_eof`` and ``_acked_fin``
-(stream data requeued after a Retry).
+(stream data requeued after a Retry), ``_reset_error_code`` (a reset
+stream's unsent bytes will never count against MAX_DATA).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import ssl
 from collections.abc import Callable
 from typing import Any
 
+from aioquic import tls
 from aioquic.buffer import Buffer, BufferReadError
 from aioquic.quic import events as quic_events
 from aioquic.quic.connection import (
@@ -99,7 +106,9 @@ from aioquic.quic.connection import (
 )
 from aioquic.quic.packet import QuicErrorCode, QuicFrameType
 from aioquic.tls import Epoch, SessionTicket, State
+from cryptography.hazmat.primitives.serialization import Encoding
 
+from ..purpose import purpose_problem
 from ..rules import tls_exception_close
 from ..tickets import replace_ticket_label
 from ..wire import stateless_reset_token
@@ -160,6 +169,33 @@ class AdaptedQuicConnection(MtuDiscoveringConnection):
       half the ACKs on a fast path, less work at both ends.
     * Datagrams grow from 1200 bytes by path MTU discovery (:mod:`.mtu`).
     """
+
+    def _update_traffic_key(
+        self,
+        direction: tls.Direction,
+        epoch: tls.Epoch,
+        cipher_suite: tls.CipherSuite,
+        secret: bytes,
+    ) -> None:
+        # The server's Finished was verified and the client is about to
+        # answer with its own: the last moment to refuse a certificate whose
+        # purpose is not a TLS server's (aioquic checks the chain and the
+        # name only; OpenSSL checks the purpose too).
+        configuration = self.configuration
+        if (
+            configuration.is_client
+            and configuration.verify_mode != ssl.CERT_NONE
+            and direction == tls.Direction.DECRYPT
+            and epoch == tls.Epoch.ONE_RTT
+        ):
+            certificate = self.tls._peer_certificate
+            if certificate is not None:
+                problem = purpose_problem(
+                    certificate.public_bytes(Encoding.DER), "server"
+                )
+                if problem is not None:
+                    raise tls.AlertUnsupportedCertificate(problem)
+        super()._update_traffic_key(direction, epoch, cipher_suite, secret)
 
     def __init__(
         self,
@@ -615,6 +651,26 @@ class AdaptedQuicConnection(MtuDiscoveringConnection):
             return 0
         sender = stream.sender
         return int(sender._buffer_stop - sender._buffer_start)
+
+    def connection_send_credit(self) -> int:
+        """Bytes the peer's MAX_DATA still lets all streams append: the limit
+        minus what was sent (``_remote_max_data_used``) and what waits to
+        be sent for the first time on streams not reset."""
+        unsent = 0
+        for stream in self._streams.values():
+            sender = stream.sender
+            if sender._reset_error_code is None:
+                unsent += sender._buffer_stop - sender.highest_offset
+        return max(0, int(self._remote_max_data - self._remote_max_data_used - unsent))
+
+    def send_buffered_total(self) -> int:
+        """Bytes written on all streams and not yet acknowledged."""
+        return int(
+            sum(
+                stream.sender._buffer_stop - stream.sender._buffer_start
+                for stream in self._streams.values()
+            )
+        )
 
     def send_fully_acked(self, stream_id: int) -> bool:
         """True when every byte (and the FIN, if any) written was acknowledged."""

@@ -487,6 +487,12 @@ class AioquicCore:
         """Bytes written to the stream but not yet acknowledged by the peer."""
         return self._quic.send_buffered(stream_id)
 
+    def connection_send_credit(self) -> int:
+        return self._quic.connection_send_credit()
+
+    def send_buffered_total(self) -> int:
+        return self._quic.send_buffered_total()
+
     def send_fully_acked(self, stream_id: int) -> bool:
         """True when every byte (and the FIN, if any) written was acknowledged."""
         return self._quic.send_fully_acked(stream_id)

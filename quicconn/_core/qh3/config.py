@@ -22,6 +22,7 @@ import threading
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
+from qh3 import tls
 from qh3._hazmat import Buffer
 from qh3._hazmat import Certificate as X509Certificate
 from qh3.quic.configuration import QuicConfiguration
@@ -33,6 +34,7 @@ from qh3.quic.packet import (
 from qh3.quic.tls_bridge import QuicTlsBridge
 from qh3.tls import CipherSuite, load_pem_private_key
 
+from ..purpose import purpose_problem
 from ..settings import CoreSettings
 
 _QLOG_LOGGERS: dict[str, QuicFileLogger] = {}
@@ -170,6 +172,12 @@ def build_configuration(
     return config
 
 
+class _UnsupportedCertificate(tls.Alert):
+    """TLS alert unsupported_certificate (qh3 names no class for it)."""
+
+    description = tls.AlertDescription.unsupported_certificate
+
+
 class TlsBridge(QuicTlsBridge):
     """qh3's TLS bridge announcing quicconn's transport parameters."""
 
@@ -183,6 +191,30 @@ class TlsBridge(QuicTlsBridge):
         # Set before the base class serialises the parameters.
         self.stream_limits = stream_limits
         super().__init__(configuration, **kwargs)
+
+    def _on_traffic_secret(
+        self,
+        direction: tls.Direction,
+        epoch: tls.Epoch,
+        cipher_suite: tls.CipherSuite,
+        secret: bytes,
+    ) -> None:
+        # The server's Finished was verified and the client is about to
+        # answer with its own: the last moment to refuse a certificate whose
+        # purpose is not a TLS server's (as OpenSSL checks it).
+        configuration = self.configuration
+        if (
+            configuration.is_client
+            and configuration.verify_mode != ssl.CERT_NONE
+            and direction == tls.Direction.DECRYPT
+            and epoch == tls.Epoch.ONE_RTT
+        ):
+            certificate = self.peer_certificate
+            if certificate is not None:
+                problem = purpose_problem(certificate.public_bytes(), "server")
+                if problem is not None:
+                    raise _UnsupportedCertificate(problem)
+        super()._on_traffic_secret(direction, epoch, cipher_suite, secret)
 
     def serialize_transport_parameters(self) -> bytes:
         data = super().serialize_transport_parameters()

@@ -587,6 +587,7 @@ class Qh3Core:
                     except Exception as again:
                         self._core_failed(again, "building a datagram")
         self._streams.flushed()
+        self._streams.after_send(native)
         if out:
             self._prober.sent(now)
         if self._trace is not None:
@@ -1110,6 +1111,12 @@ class Qh3Core:
         """Bytes written to the stream and not known to be acknowledged
         (:meth:`~.streams.StreamLedger.send_buffered`)."""
         return self._streams.send_buffered(self._native, stream_id)
+
+    def connection_send_credit(self) -> int:
+        return self._streams.connection_send_credit(self._peer_parameters)
+
+    def send_buffered_total(self) -> int:
+        return self._streams.send_buffered_total(self._native)
 
     def send_fully_acked(self, stream_id: int) -> bool:
         return self._streams.send_fully_acked(self._native, stream_id)

@@ -11,11 +11,30 @@ events that come out become the interface's neutral
 
 The shim has to look like ``QuicConnection`` in two private attributes that
 ``H3Connection`` reads: ``_quic_logger`` (None: no HTTP/3 qlog events) and
-``_remote_max_datagram_frame_size`` (see :class:`_QuicShim`).  And
-:class:`_H3Connection` overrides one private method, ``_get_local_settings``:
-qh3 always announces SETTINGS_H3_DATAGRAM, which RFC 9297 allows only
-alongside the max_datagram_frame_size transport parameter; quicconn
-announces it only when DATAGRAM frames are on (as the aioquic core).
+``_remote_max_datagram_frame_size`` (see :class:`_QuicShim`).
+
+:class:`_H3Connection` changes qh3's codec where quicconn promises
+something else, through its private members:
+
+* ``_get_local_settings``: qh3 always announces SETTINGS_H3_DATAGRAM,
+  which RFC 9297 allows only alongside the max_datagram_frame_size
+  transport parameter; quicconn announces it only when DATAGRAM frames are
+  on (as the aioquic core).  SETTINGS_MAX_FIELD_SECTION_SIZE is the
+  session's limit, and so is the QPACK decoder's (``_decoder``,
+  ``_max_field_section_size``, ``_max_encoded_field_section_size``: qh3
+  picks 256 KiB for a server, 1 MiB for a client).
+  SETTINGS_QPACK_BLOCKED_STREAMS is 0 (``_blocked_streams``): a field
+  section waiting for the encoder stream would have the codec buffer all
+  that follows it on its stream, and holding that data back in QUIC's
+  buffers instead can fill the connection's flow-control window, which the
+  encoder stream needs to get through (a deadlock).
+* ``_init_connection``: no MAX_PUSH_ID (``_max_push_id``): quicconn's
+  clients take no server push.
+* ``_handle_request_or_push_frame``: a malformed message (``MessageError``)
+  or a field section that decodes past the limit (``FieldSectionTooLarge``)
+  is a stream error reported as :class:`H3StreamError`, not a connection
+  close (RFC 9114 section 4.1.2).
+* ``_stream``, ``_blocked_stream_map``: a stream given up is forgotten.
 
 HTTP datagrams (RFC 9297): qh3's ``H3Connection`` calls the varint that
 starts one a *flow ID* and passes it through unchanged (the draft's
@@ -27,9 +46,17 @@ RFC 9297's, as on the aioquic core.
 from __future__ import annotations
 
 from types import SimpleNamespace
+from typing import Any
 
+from qh3._hazmat import QpackDecoder
 from qh3.h3 import events as h3_events
-from qh3.h3.connection import H3Connection, Setting
+from qh3.h3.connection import (
+    ErrorCode,
+    FieldSectionTooLarge,
+    H3Connection,
+    MessageError,
+    Setting,
+)
 from qh3.quic import events as quic_events
 
 from ..interface import (
@@ -37,6 +64,7 @@ from ..interface import (
     H3DataReceived,
     H3Event,
     H3HeadersReceived,
+    H3StreamError,
     H3Transport,
     HeaderField,
 )
@@ -83,18 +111,62 @@ class _QuicShim:
 
 
 class _H3Connection(H3Connection):
-    """``H3Connection`` announcing SETTINGS_H3_DATAGRAM (RFC 9297) only when
-    DATAGRAM frames are on."""
+    """qh3's codec with quicconn's policies (see the module docstring)."""
 
-    def __init__(self, quic: _QuicShim, *, datagrams: bool) -> None:
+    def __init__(
+        self, quic: _QuicShim, *, datagrams: bool, max_field_section_size: int
+    ) -> None:
         self._h3_datagrams = datagrams
+        self._field_section_limit = max_field_section_size
+        #: Stream errors found while handling the current event.
+        self.stream_errors: list[H3StreamError] = []
         super().__init__(quic)  # type: ignore[arg-type]
+        # The decoder stops at the session's limit, and no stream may wait
+        # for the encoder stream (the SETTINGS just sent said so; nothing
+        # was decoded yet).
+        self._max_field_section_size = max_field_section_size
+        self._max_encoded_field_section_size = max_field_section_size * 4 + 32
+        self._blocked_streams = 0
+        self._decoder = QpackDecoder(
+            self._max_table_capacity, 0, max_field_section_size=max_field_section_size
+        )
 
     def _get_local_settings(self) -> dict[int, int]:
         settings: dict[int, int] = super()._get_local_settings()
         if not self._h3_datagrams:
             settings.pop(Setting.H3_DATAGRAM, None)
+        settings[Setting.MAX_FIELD_SECTION_SIZE] = self._field_section_limit
+        settings[Setting.QPACK_BLOCKED_STREAMS] = 0
         return settings
+
+    def _init_connection(self) -> None:
+        self._max_push_id = None  # no server push: no MAX_PUSH_ID frame
+        super()._init_connection()
+
+    def _handle_request_or_push_frame(
+        self,
+        frame_type: int,
+        frame_data: bytes | None,
+        stream: Any,
+        stream_ended: bool,
+        **kwargs: Any,
+    ) -> list[h3_events.H3Event]:
+        try:
+            events: list[h3_events.H3Event] = super()._handle_request_or_push_frame(
+                frame_type, frame_data, stream, stream_ended, **kwargs
+            )
+        except MessageError as exc:
+            code, reason = ErrorCode.H3_MESSAGE_ERROR, exc.reason_phrase
+        except FieldSectionTooLarge as exc:
+            code, reason = ErrorCode.H3_EXCESSIVE_LOAD, exc.reason_phrase
+        else:
+            return events
+        self.stream_errors.append(H3StreamError(stream.stream_id, code, reason))
+        return []
+
+    def discard_stream(self, stream_id: int) -> None:
+        self._stream.pop(stream_id, None)
+        self._blocked_stream_map.pop(stream_id, None)
 
 
 class Qh3H3Codec:
@@ -103,10 +175,14 @@ class Qh3H3Codec:
     Creating it opens the control and QPACK streams through the transport.
     """
 
-    def __init__(self, transport: H3Transport, *, is_client: bool) -> None:
+    def __init__(
+        self, transport: H3Transport, *, is_client: bool, max_field_section_size: int
+    ) -> None:
         self._datagrams = transport.local_max_datagram_frame_size() is not None
         self._h3 = _H3Connection(
-            _QuicShim(transport, is_client), datagrams=self._datagrams
+            _QuicShim(transport, is_client),
+            datagrams=self._datagrams,
+            max_field_section_size=max_field_section_size,
         )
 
     def handle_stream_data(
@@ -133,6 +209,9 @@ class Qh3H3Codec:
                 events.append(
                     H3DataReceived(event.stream_id, event.data, event.stream_ended)
                 )
+        if self._h3.stream_errors:
+            events.extend(self._h3.stream_errors)
+            self._h3.stream_errors.clear()
         return events
 
     def handle_stream_reset(self, stream_id: int, error_code: int) -> None:
@@ -172,6 +251,13 @@ class Qh3H3Codec:
     def send_datagram(self, stream_id: int, data: bytes) -> None:
         # The caller checked that it is a request stream (a multiple of 4).
         self._h3.send_datagram(stream_id // 4, data)
+
+    def discard_stream(self, stream_id: int) -> None:
+        self._h3.discard_stream(stream_id)
+
+    def received_settings(self) -> dict[int, int] | None:
+        settings = self._h3.received_settings
+        return None if settings is None else dict(settings)
 
 
 __all__ = ["Qh3H3Codec"]

@@ -12,6 +12,12 @@ promises beyond that is kept here, in a :class:`StreamLedger`:
   MAX_STREAM_DATA as events and does not say which stream's bytes were
   acknowledged; those are inferred from moments with nothing in flight
   (:meth:`StreamLedger.confirm_if_quiescent`).
+* **Connection credit**: qh3 reports the peer's MAX_DATA as events but not
+  how much of it is used.  Bytes are sent only while datagrams are built,
+  so :meth:`StreamLedger.after_send` looks, then, at what each stream with
+  unsent bytes still holds: what left was sent, and counts against
+  MAX_DATA, unless the stream was reset since the last look (its unsent
+  bytes were dropped and never count).
 * **What the application holds unread**, which decides whether events (and
   with them flow-control credit) are taken from the core.
 * **How many streams the peer opened and finished**, for the remote stream
@@ -73,6 +79,17 @@ class StreamLedger:
         self._unread = 0
         self._unread_by_stream: dict[int, int] = {}
         self._max_unread = settings.max_data
+        #: The peer's MAX_DATA as raised by its updates (the transport
+        #: parameter is read when credit is asked for).
+        self._conn_max = 0
+        #: Bytes sent on all streams, which count against MAX_DATA.
+        self._conn_sent = 0
+        #: Bytes written and not yet sent, by stream, as of the last look
+        #: (plus what was written since).
+        self._unsent_at: dict[int, int] = {}
+        #: Streams reset (by us, or by the core after the peer's
+        #: STOP_SENDING) since the last look: their unsent bytes were dropped.
+        self._dropped: set[int] = set()
 
     # -- stream IDs ---------------------------------------------------------
 
@@ -154,6 +171,7 @@ class StreamLedger:
             size = len(data)
             self._sent[stream_id] = self._sent.get(stream_id, 0) + size
             self._unconfirmed[stream_id] = self._unconfirmed.get(stream_id, 0) + size
+            self._unsent_at[stream_id] = self._unsent_at.get(stream_id, 0) + size
         if fin:
             self._unconfirmed_fin.add(stream_id)
         self._unflushed = True
@@ -162,6 +180,7 @@ class StreamLedger:
     def reset_stream(
         self, native: QuicConnectionCore | None, stream_id: int, error_code: int
     ) -> None:
+        self._dropped.add(stream_id)
         self._do(native, ("reset", stream_id, error_code))
 
     def stop_sending(
@@ -185,6 +204,9 @@ class StreamLedger:
         self._deferred = {}
         for op in self._early_ops or ():
             self._deferred.setdefault(op[1], []).append(op)
+        # Everything written goes out again on the new core.
+        self._conn_sent = 0
+        self._unsent_at = {sid: size for sid, size in self._sent.items() if size}
 
     # -- send accounting ----------------------------------------------------
 
@@ -197,6 +219,36 @@ class StreamLedger:
         initial = self._initial_send_limit(stream_id, parameters)
         limit = max(initial, self._send_max.get(stream_id, 0))
         return max(0, limit - self._sent.get(stream_id, 0))
+
+    def connection_send_credit(self, parameters: QuicTransportParameters | None) -> int:
+        """Bytes the peer's MAX_DATA still lets all streams append."""
+        initial = 0 if parameters is None else parameters.initial_max_data or 0
+        unsent = sum(self._unsent_at.values())
+        return max(0, max(initial, self._conn_max) - self._conn_sent - unsent)
+
+    def after_send(self, native: QuicConnectionCore | None) -> None:
+        """Account for what the datagrams just built carried (see the
+        module docstring: connection credit)."""
+        for stream_id, before in list(self._unsent_at.items()):
+            now = self._unsent(native, stream_id)
+            if stream_id not in self._dropped and before > now:
+                self._conn_sent += before - now
+            if now:
+                self._unsent_at[stream_id] = now
+            else:
+                del self._unsent_at[stream_id]
+        # A reset stream stays marked while it holds bytes not yet dropped
+        # (a reset waiting, with its data, for the stream to open).
+        if self._dropped:
+            self._dropped.intersection_update(self._unsent_at)
+
+    def send_buffered_total(self, native: QuicConnectionCore | None) -> int:
+        """Bytes written on all streams and not known to be acknowledged."""
+        written = sum(self._unconfirmed.values())
+        if not written or self.confirm_if_quiescent(native):
+            return 0
+        in_flight = 0 if native is None else int(native.bytes_in_flight)
+        return min(written, self._unsent(native, None) + in_flight)
 
     def _initial_send_limit(
         self, stream_id: int, parameters: QuicTransportParameters | None
@@ -337,6 +389,7 @@ class StreamLedger:
             sink.on_stream_reset(stream_id, code)
         elif kind == "stop_sending":
             self._saw_peer_stream(event[1])
+            self._dropped.add(event[1])  # the core reset it: unsent bytes go
             sink.on_stop_sending(event[1], event[2])
         elif kind == "stream_finished":
             stream_id = event[1]
@@ -347,6 +400,8 @@ class StreamLedger:
             stream_id, maximum = event[1], event[2]
             if maximum > self._send_max.get(stream_id, 0):
                 self._send_max[stream_id] = maximum
+        elif kind == "connection_credit":
+            self._conn_max = max(self._conn_max, event[1])
         else:
             return False
         return True
@@ -358,6 +413,7 @@ class StreamLedger:
 
     def forget_stream(self, stream_id: int) -> None:
         self._finished.discard(stream_id)
+        self._unsent_at.pop(stream_id, None)
         self._sent.pop(stream_id, None)
         self._unconfirmed.pop(stream_id, None)
         self._unconfirmed_fin.discard(stream_id)
