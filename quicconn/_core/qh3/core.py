@@ -579,7 +579,9 @@ class Qh3Core:
         except Exception as exc:
             # Under the anti-amplification limit nothing may be sent until
             # the client sends more: not a failure.
-            if not self._amplification_limited(native, exc):
+            if not (
+                self._amplification_limited(native, exc) or self._keys_not_ready(exc)
+            ):
                 self._core_failed(exc, "building a datagram")
                 if not self._broken:  # the CONNECTION_CLOSE, if it can still
                     try:
@@ -609,6 +611,17 @@ class Qh3Core:
         path = native.active_path
         budget = 3 * int(path[4]) - int(path[3])
         return budget < self._settings.max_datagram_size
+
+    def _keys_not_ready(self, exc: Exception) -> bool:
+        """Whether ``exc`` is qh3's packet builder asked for a packet whose
+        keys are not installed yet (1-RTT data queued during the handshake,
+        as a 0-RTT answer is): the data waits for the keys; not a failure."""
+        return (
+            not self.handshake_complete
+            and isinstance(exc, RuntimeError)
+            and "missing" in str(exc)
+            and "packet key" in str(exc)
+        )
 
     @staticmethod
     def _poll_transmit(
