@@ -891,6 +891,27 @@ def check_shutdown(ends: Endpoints) -> None:
     )
 
 
+def check_shutdown_flushes_a_conclude_made_after_the_data(ends: Endpoints) -> None:
+    """An echo server's ending (OpenSSL's quic-server-block demo): the data
+    written back, then a separate stream_conclude(), then shutdown() at
+    once.  The FIN reaches the reader before the close, even when the
+    core's pacing held the FIN back while the data was acknowledged."""
+    data = blob(1200, "echo")
+    ends.run(
+        "shutdown_after_conclude",
+        C.new_stream("a"),
+        C.write("a", data, conclude=True),
+        S.accept("a"),
+        S.read_expect("a", data),
+        S.expect_fin("a"),
+        S.write("a", data),
+        S.conclude("a"),
+        ShutdownRecorded("S", 0, 0, ""),
+        C.read_expect("a", data),
+        C.expect_fin("a"),
+    )
+
+
 def check_rapid_shutdown(ends: Endpoints) -> None:
     """shutdown(SHUTDOWN_FLAG_RAPID) returns at the first call, in either
     mode, without waiting out the closing period: False, as OpenSSL 3.5

@@ -74,6 +74,10 @@ def test_shutdown(ends: Endpoints) -> None:
     checks.check_shutdown(ends)
 
 
+def test_shutdown_flushes_a_conclude_made_after_the_data(ends: Endpoints) -> None:
+    checks.check_shutdown_flushes_a_conclude_made_after_the_data(ends)
+
+
 def test_rapid_shutdown(ends: Endpoints) -> None:
     checks.check_rapid_shutdown(ends)
 

@@ -69,8 +69,9 @@ class StreamLedger:
         #: acknowledged: see :meth:`confirm_if_quiescent`.
         self._unconfirmed: dict[int, int] = {}
         self._unconfirmed_fin: set[int] = set()
-        #: Data or a FIN was handed to the core since it last built
-        #: datagrams: not yet in flight, so a quiet moment proves nothing.
+        #: Data or a FIN was handed to the core and may not have left yet:
+        #: a quiet moment proves nothing until a flush sent datagrams and
+        #: pacing held nothing back (see :meth:`flushed`).
         self._unflushed = False
         self._send_max: dict[int, int] = {}
         self._finished: set[int] = set()
@@ -156,13 +157,15 @@ class StreamLedger:
         if early is not None:
             early.append(op)
 
-    def _do(self, native: QuicConnectionCore | None, op: StreamOp) -> None:
+    def _do(self, native: QuicConnectionCore | None, op: StreamOp) -> bool:
+        """Apply ``op`` now, or keep it until its stream opens; False if the
+        core refused it (the stream is gone)."""
         self._log(op)
         stream_id = op[1]
         if native is not None and self._native_open(stream_id):
-            _apply(native, op)
-        else:
-            self._deferred.setdefault(stream_id, []).append(op)
+            return _apply(native, op)
+        self._deferred.setdefault(stream_id, []).append(op)
+        return True
 
     def send_stream_data(
         self, native: QuicConnectionCore | None, stream_id: int, data: bytes, fin: bool
@@ -174,8 +177,8 @@ class StreamLedger:
             self._unsent_at[stream_id] = self._unsent_at.get(stream_id, 0) + size
         if fin:
             self._unconfirmed_fin.add(stream_id)
-        self._unflushed = True
-        self._do(native, ("data", stream_id, data, fin))
+        if self._do(native, ("data", stream_id, data, fin)):
+            self._unflushed = True
 
     def reset_stream(
         self, native: QuicConnectionCore | None, stream_id: int, error_code: int
@@ -276,10 +279,19 @@ class StreamLedger:
         except ValueError:
             return queued
 
-    def flushed(self) -> None:
-        """The core built the datagrams it could: what it holds back now
-        (pacing, congestion) shows in its timer or its bytes in flight."""
-        self._unflushed = False
+    def flushed(self, native: QuicConnectionCore, sent: bool) -> None:
+        """The core built the datagrams it could (``sent``: at least one).
+
+        What was handed to it has left once a flush sent datagrams and
+        left no pacing timer: a FIN held back by pacing has no bytes in the
+        send buffer or in flight to show it, and an earlier timer (a
+        delayed ACK) can hide the pacing one once the packets before it are
+        acknowledged.  An empty flush proves nothing either way.
+        """
+        if sent:
+            timer = native.get_timer()
+            if timer is None or timer[0] != "pacing":
+                self._unflushed = False
 
     @property
     def has_unconfirmed(self) -> bool:
@@ -421,8 +433,8 @@ class StreamLedger:
         self._unread -= self._unread_by_stream.pop(stream_id, 0)
 
 
-def _apply(native: QuicConnectionCore, op: StreamOp) -> None:
-    """Hand one stream operation to the core."""
+def _apply(native: QuicConnectionCore, op: StreamOp) -> bool:
+    """Hand one stream operation to the core; False if it refused it."""
     kind, stream_id = op[0], op[1]
     try:
         if kind == "data":
@@ -433,6 +445,8 @@ def _apply(native: QuicConnectionCore, op: StreamOp) -> None:
             native.stop_sending(stream_id, op[2])
     except (ValueError, RuntimeError) as exc:
         logger.debug("stream %d: %s ignored: %s", stream_id, kind, exc)
+        return False
+    return True
 
 
 __all__ = ["OPEN_STATES", "StreamLedger", "StreamOp"]
