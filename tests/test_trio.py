@@ -211,7 +211,7 @@ def test_a_peer_reset_is_a_broken_resource(pki: CertFiles) -> None:
         await mine.send_all(b"!")
         theirs = await server.accept_stream()
         await theirs.receive_some()
-        theirs.quic.stream_reset(7)
+        theirs.reset(7)
         with pytest.raises(trio.BrokenResourceError) as info:
             await mine.receive_some()
         assert isinstance(info.value.__cause__, quicconn.StreamResetError)

@@ -274,6 +274,14 @@ class Stream(trio.abc.HalfCloseableStream):
         finally:
             self._receiving = False
 
+    def reset(self, error_code: int = 0) -> None:
+        """Abort sending with RESET_STREAM (SSL_stream_reset): the peer's
+        next receive raises ``trio.BrokenResourceError`` whose cause is a
+        :class:`quicconn.StreamResetError` carrying ``error_code``."""
+        self._check_open()
+        self.quic.stream_reset(error_code)
+        self.connection._driver.touch()
+
     async def aclose(self) -> None:
         """Conclude what was sent and release the stream (SSL_free)."""
         if not self._closed:
