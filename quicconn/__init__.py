@@ -201,12 +201,14 @@ def connect(
     alpn: list[str] | None = None,
     cafile: str | None = None,
     verify: bool = True,
+    core: str | None = None,
     **ctx_options: Any,
 ) -> Connection:
     """Open a blocking, handshaken client connection over its own UDP socket.
 
     Verifies the server's certificate against ``cafile`` or the system CAs,
-    and ``host`` against the certificate, unless ``verify=False``.  Other
+    and ``host`` against the certificate, unless ``verify=False``.  ``core``
+    chooses the QUIC core as ``Context(CLIENT, core=...)`` does.  Other
     keyword arguments set :class:`Context` attributes (``idle_timeout``,
     ``keylog_filename``, ``qlog_dir``, ``max_datagram_size``, ...).  Use the
     result as a context manager to shut it down cleanly.
@@ -216,7 +218,7 @@ def connect(
     socket layer would otherwise wrap 99999 around to 34463.
     """
     _check_port(port, "connect", lowest=1)
-    ctx = Context(CLIENT)
+    ctx = Context(CLIENT, core=core)
     if verify:
         if cafile is not None:
             ctx.load_verify_locations(cafile)
@@ -256,13 +258,15 @@ def listen(
     *,
     alpn: list[str] | None = None,
     flags: int = 0,
+    core: str | None = None,
     **ctx_options: Any,
 ) -> Listener:
     """Bind ``addr`` and return a listening :class:`Listener` (blocking).
 
     ``alpn`` lists the protocols the server accepts; ``flags`` are
-    ``LISTENER_FLAG_*``; other keyword arguments set :class:`Context`
-    attributes.  Accept with ``listener.accept_connection()``.
+    ``LISTENER_FLAG_*``; ``core`` chooses the QUIC core; other keyword
+    arguments set :class:`Context` attributes.  Accept with
+    ``listener.accept_connection()``.
 
     A quicconn extension (SSL_new_listener on a socket bound here).  The
     port must be 0-65535 (0: any free port).
@@ -270,7 +274,7 @@ def listen(
     if not isinstance(addr, tuple) or len(addr) < 2:
         raise TypeError(f"listen() needs a (host, port) tuple, got {addr!r}")
     _check_port(addr[1], "listen", lowest=0)
-    ctx = Context(SERVER)
+    ctx = Context(SERVER, core=core)
     ctx.load_cert_chain(certfile, keyfile)
     if alpn:
         ctx.set_alpn_protos(alpn)
@@ -297,6 +301,9 @@ def _apply_options(ctx: Context, options: dict[str, Any], caller: str) -> None:
             or callable(getattr(ctx, name))
         ):
             raise TypeError(f"{caller}() got an unknown option {name!r}")
+        attribute = getattr(type(ctx), name, None)
+        if isinstance(attribute, property) and attribute.fset is None:
+            raise TypeError(f"{caller}(): {name!r} is read-only, not an option")
         setattr(ctx, name, value)
 
 

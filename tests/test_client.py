@@ -378,6 +378,8 @@ class TestMisuse:
             conn.write_ex2(b"x", 0x80)
         with pytest.raises(TypeError, match="unknown option"):
             quicconn.connect("localhost", 1, no_such_option=1)
+        with pytest.raises(ValueError, match="unknown QUIC core 'nope'"):
+            quicconn.connect("localhost", 1, core="nope")
 
     def test_handle_events_before_a_transport_is_a_no_op(self, pki):
         conn = quicconn.Connection(client_ctx(pki))
