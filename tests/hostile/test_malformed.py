@@ -18,7 +18,8 @@ import logging
 import random
 import select
 import socket
-import threading
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 
@@ -42,6 +43,23 @@ PER_EXAMPLE = 1000
 OVER_UDP = 10_000
 #: A tenth of the injected datagrams go to the client, the rest to the listener.
 TO_CLIENT = 0.1
+
+#: The UDP barrage's sender: length-prefixed datagrams on stdin, sent to
+#: argv's host and port from two sockets, with a 5 ms pause every 200.
+_JUNK_SENDER = """
+import socket, sys, time
+data = sys.stdin.buffer.read()
+target = (sys.argv[1], int(sys.argv[2]))
+socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(2)]
+offset = count = 0
+while offset < len(data):
+    size = int.from_bytes(data[offset:offset + 2], "big")
+    socks[count % 2].sendto(data[offset + 2:offset + 2 + size], target)
+    offset += 2 + size
+    count += 1
+    if count % 200 == 0:
+        time.sleep(0.005)
+"""
 
 
 def _contexts(pki: CertFiles) -> tuple[quicconn.Context, quicconn.Context]:
@@ -269,30 +287,25 @@ def test_malformed_datagrams_over_udp_during_live_transfers(
         clients.append(conn)
         socks.append(sock)
         streamers.append(Streamer(conn, seed=10 + i))
-    sent = 0
-    stop = threading.Event()
-
-    def barrage() -> None:
-        # Junk from two sockets of its own: random, unknown versions,
-        # Initials that do not decrypt, short headers.
-        nonlocal sent
-        rng = random.Random(7)
-        with (
-            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as a,
-            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as b,
-        ):
-            while sent < OVER_UDP and not stop.is_set():
-                kind = rng.choice(["random", "version", "initial"])
-                data = make_datagram(kind, rng.getrandbits(32), [], [])
-                (a if sent % 2 else b).sendto(data or b"\x00", target)
-                sent += 1
-                if sent % 200 == 0:
-                    stop.wait(0.005)
-
-    junk = threading.Thread(target=barrage, daemon=True)
+    # The junk is sent by a process of its own (a thread would get the GIL
+    # only between the streaming loop's system calls): random datagrams,
+    # unknown versions, Initials that do not decrypt, from two sockets.
+    rng = random.Random(7)
+    junk = [
+        make_datagram(kind, rng.getrandbits(32), [], []) or b"\x00"
+        for kind in (
+            rng.choice(["random", "version", "initial"]) for _ in range(OVER_UDP)
+        )
+    ]
+    sender = subprocess.Popen(
+        [sys.executable, "-c", _JUNK_SENDER, "127.0.0.1", str(target[1])],
+        stdin=subprocess.PIPE,
+    )
     objs: list[quicconn.Listener | quicconn.Connection] = [lst, *clients]
     try:
-        junk.start()
+        assert sender.stdin is not None
+        sender.stdin.write(b"".join(len(d).to_bytes(2, "big") + d for d in junk))
+        sender.stdin.close()
         deadline = 60.0
         started = time.monotonic()
         while not all(s.finished for s in streamers):
@@ -300,28 +313,30 @@ def test_malformed_datagrams_over_udp_during_live_transfers(
             for obj in objs:
                 obj.handle_events()
             server.step()
+            barrage_over = sender.poll() is not None
             for conn, streamer in zip(clients, streamers, strict=True):
                 try:
                     conn.connect()
                 except quicconn.WantReadError:
                     continue
                 streamer.step()
-                if sent >= OVER_UDP or streamer.nsent > 4 * 1024 * 1024:
-                    streamer.stopping = True
+                # Stream for as long as the barrage lasts.
+                streamer.stopping = barrage_over
             waits = [0.02]
             waits += [t for obj in objs if (t := obj.get_event_timeout()) is not None]
             select.select([obj.fileno() for obj in objs], [], [], max(0.0, min(waits)))
-        stop.set()
-        junk.join(timeout=10)
-        assert sent >= OVER_UDP
+        assert sender.wait(timeout=10) == 0
         for streamer in streamers:
+            assert streamer.nsent > 0
             assert streamer.byte_exact(), (streamer.nsent, streamer.nreceived)
         failures = [r for r in caplog.records if r.levelno >= logging.ERROR]
         assert not failures, failures[0].getMessage()
         assert lst.stats.datagrams_dropped + lst.stats.version_negotiations_sent > 0
         assert port_of(lst).live == 2
     finally:
-        stop.set()
+        if sender.poll() is None:
+            sender.kill()
+            sender.wait()
         for conn in clients:
             conn.free()
         for sock in socks:
