@@ -588,7 +588,7 @@ class Qh3Core:
                         self._poll_transmit(native, now, out)
                     except Exception as again:
                         self._core_failed(again, "building a datagram")
-        self._streams.flushed(native, bool(out))
+        self._streams.flushed(native, now + TIMER_SLACK)  # a timer's moment
         self._streams.after_send(native)
         if out:
             self._prober.sent(now)

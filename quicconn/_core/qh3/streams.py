@@ -73,6 +73,8 @@ class StreamLedger:
         #: a quiet moment proves nothing until a flush sent datagrams and
         #: pacing held nothing back (see :meth:`flushed`).
         self._unflushed = False
+        #: The pacing deadline the last paced flush ended with.
+        self._paced_until = 0.0
         self._send_max: dict[int, int] = {}
         self._finished: set[int] = set()
         self._peer_finished = {False: 0, True: 0}
@@ -279,19 +281,22 @@ class StreamLedger:
         except ValueError:
             return queued
 
-    def flushed(self, native: QuicConnectionCore, sent: bool) -> None:
-        """The core built the datagrams it could (``sent``: at least one).
+    def flushed(self, native: QuicConnectionCore, now: float) -> None:
+        """The core built the datagrams it could at ``now``.
 
-        What was handed to it has left once a flush sent datagrams and
-        left no pacing timer: a FIN held back by pacing has no bytes in the
-        send buffer or in flight to show it, and an earlier timer (a
-        delayed ACK) can hide the pacing one once the packets before it are
-        acknowledged.  An empty flush proves nothing either way.
+        What was handed to it has left once a flush ends with no pacing
+        timer, at or after the last pacing deadline: a FIN held back
+        by pacing has no bytes in the send buffer or in flight to show it,
+        and an earlier timer (a delayed ACK) can hide the pacing one once
+        the packets before it are acknowledged.  (qh3 may also keep a
+        pacing timer with nothing to send: it lapses, and the next flush
+        clears the mark.)
         """
-        if sent:
-            timer = native.get_timer()
-            if timer is None or timer[0] != "pacing":
-                self._unflushed = False
+        timer = native.get_timer()
+        if timer is not None and timer[0] == "pacing":
+            self._paced_until = timer[1]
+        elif now >= self._paced_until:
+            self._unflushed = False
 
     @property
     def has_unconfirmed(self) -> bool:
