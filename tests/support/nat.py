@@ -53,6 +53,8 @@ class Mapping:
         #: Datagrams from the server on the new outside port.
         self.answered_after_rebind = 0
         self.outside_ports: list[int] = []
+        #: Datagrams from other inside addresses (dropped).
+        self.strangers = 0
 
     async def open(self) -> int:
         """Bind the sockets; the inside port the client should talk to."""
@@ -76,6 +78,11 @@ class Mapping:
     def from_client(self, data: bytes, addr: Address) -> None:
         if len(self.outside) < 2:
             return  # a late datagram for the port's previous owner
+        if self.client is not None and addr != self.client:
+            # Another client still talking to this port number under an
+            # earlier mapping: a NAT maps one inside address, not a port.
+            self.strangers += 1
+            return
         self.client = addr
         self.to_server += 1
         if self.to_server > self.rebind_after and self.active == 0:
