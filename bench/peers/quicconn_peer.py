@@ -96,6 +96,10 @@ def serve(args: argparse.Namespace) -> None:
 
 
 def download(args: argparse.Namespace) -> None:
+    # The core's backend (and its QUIC library) is imported by the first
+    # Context: here, before the clock starts, as the other Python stacks'
+    # imports are (bench/peers/asyncio_peer.py).
+    quicconn.Context(quicconn.CLIENT)
     cpu0, t0 = cpu_seconds(), time.perf_counter()
     conn = quicconn.connect(
         "localhost", args.port, alpn=ALPN, cafile=args.ca, **knobs(args.set)
