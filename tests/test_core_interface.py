@@ -421,3 +421,26 @@ def test_h3_codec_yields_neutral_events() -> None:
     body = b"".join(e.data for e in events[1:] if isinstance(e, H3DataReceived))
     assert body == b"hello" and events[-1].stream_ended
     assert client_streams.closed is None and server_streams.closed is None
+
+
+def test_crypto_offsets_of_real_client_initials() -> None:
+    """The gate tells a ClientHello's first Initial from its continuation
+    (qh3's ML-KEM ClientHello spans two, each padded to 1200 bytes)."""
+    qh3 = pytest.importorskip("qh3")
+    from aioquic.quic.configuration import QuicConfiguration
+    from aioquic.quic.connection import QuicConnection
+
+    from quicconn._core.initial import crypto_offsets
+
+    client = QuicConnection(configuration=QuicConfiguration(is_client=True))
+    client.connect(("127.0.0.1", 4433), now=0.0)
+    (datagram, _), *_ = client.datagrams_to_send(now=0.0)
+    assert crypto_offsets(datagram) == [0]
+
+    fork = qh3.QuicConnection(configuration=qh3.QuicConfiguration(is_client=True))
+    fork.connect(("127.0.0.1", 4433), now=0.0)
+    first, second = (data for data, _ in fork.datagrams_to_send(now=0.0)[:2])
+    assert 0 in (crypto_offsets(first) or [])
+    rest = crypto_offsets(second)
+    assert rest and 0 not in rest  # the rest of the ClientHello
+    assert crypto_offsets(first[:-1] + bytes([first[-1] ^ 1])) is None  # tag

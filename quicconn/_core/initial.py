@@ -217,10 +217,14 @@ def _crypto_frame_offsets(payload: bytes) -> list[int]:
     carry: PADDING, PING, ACK, CRYPTO, CONNECTION_CLOSE)."""
     offsets: list[int] = []
     at = 0
+    size = len(payload)
     try:
-        while at < len(payload):
+        while at < size:
+            if payload[at] == 0x00:  # a run of PADDING: skipped in one step
+                at = size - len(payload[at:].lstrip(b"\x00"))
+                continue
             kind, at = _read_varint(payload, at)
-            if kind in (0x00, 0x01):  # PADDING, PING
+            if kind == 0x01:  # PING
                 continue
             if kind == 0x06:  # CRYPTO
                 start, at = _read_varint(payload, at)
