@@ -444,3 +444,44 @@ def test_crypto_offsets_of_real_client_initials() -> None:
     rest = crypto_offsets(second)
     assert rest and 0 not in rest  # the rest of the ClientHello
     assert crypto_offsets(first[:-1] + bytes([first[-1] ^ 1])) is None  # tag
+
+
+def test_qh3_transport_parameters_are_rewritten_in_place() -> None:
+    """The qh3 backend sets its own stream limits and DATAGRAM frame size
+    on the parameters qh3 encoded, leaving the rest as qh3 wrote them."""
+    pytest.importorskip("qh3")
+    from qh3._hazmat import Buffer
+    from qh3.quic.packet import (
+        QuicTransportParameters,
+        pull_quic_transport_parameters,
+        push_quic_transport_parameters,
+    )
+
+    from quicconn._core.qh3.config import rewrite_transport_parameters
+
+    original = QuicTransportParameters(
+        initial_max_data=4_194_304,
+        initial_max_streams_bidi=100,
+        initial_max_streams_uni=103,
+        max_datagram_frame_size=65536,
+        stateless_reset_token=bytes(range(16)),
+    )
+    buf = Buffer(capacity=512)
+    push_quic_transport_parameters(buf, original)
+    encoded = bytes(buf.data)
+
+    off = rewrite_transport_parameters(encoded, {0x08: 7, 0x09: 300, 0x20: None})
+    parsed = pull_quic_transport_parameters(Buffer(data=off))
+    assert (parsed.initial_max_streams_bidi, parsed.initial_max_streams_uni) == (7, 300)
+    assert parsed.max_datagram_frame_size is None
+    assert parsed.initial_max_data == 4_194_304
+    assert parsed.stateless_reset_token == bytes(range(16))
+
+    without = QuicTransportParameters(initial_max_data=1)
+    buf = Buffer(capacity=512)
+    push_quic_transport_parameters(buf, without)
+    added = rewrite_transport_parameters(bytes(buf.data), {0x20: 1200})
+    assert (
+        pull_quic_transport_parameters(Buffer(data=added)).max_datagram_frame_size
+        == 1200
+    )
