@@ -9,6 +9,7 @@ import sys
 import pytest
 
 import quicconn
+from quicconn._core.wire import split_run
 from quicconn._io.transport import UdpTransport, resolve_address
 from tests.support.bulk import exchange
 from tests.support.certs import CertFiles
@@ -100,7 +101,12 @@ def test_a_tcp_socket_is_refused():
 
 @pytest.mark.parametrize("use_gso", [True, False], ids=["gso", "no-gso"])
 @pytest.mark.parametrize("use_gro", [True, False], ids=["gro", "no-gro"])
-def test_gro_hands_up_a_gso_run_as_the_same_datagrams(use_gso: bool, use_gro: bool):
+@pytest.mark.parametrize("whole_runs", [False, True], ids=["cut", "runs"])
+def test_gro_hands_up_a_gso_run_as_the_same_datagrams(
+    use_gso: bool, use_gro: bool, whole_runs: bool
+):
+    """recv_batch() cuts coalesced runs into datagrams; recv_runs() leaves
+    them whole (a core that cuts them itself takes them so)."""
     rx = UdpTransport(_bound_socket(), use_gro=use_gro)
     tx = UdpTransport(socket.socket(socket.AF_INET, socket.SOCK_DGRAM), use_gso=use_gso)
     assert rx.gro_enabled == (use_gro and LINUX)
@@ -112,14 +118,25 @@ def test_gro_hands_up_a_gso_run_as_the_same_datagrams(use_gso: bool, use_gro: bo
     batch += [(bytes([i]) * 1200, dest) for i in range(30, 50)] + [(b"end", dest)]
     tx.send_batch(batch)
     received: list[bytes] = []
+    runs_whole = 0
     while len(received) < len(batch):
         rx.wait(True, False, 2.0)
-        got = rx.recv_batch()
-        assert got, "datagrams missing"
-        received += [data for data, _ in got]
+        if whole_runs:
+            runs = rx.recv_runs()
+            assert runs, "datagrams missing"
+            for data, segment_size, addr in runs:
+                assert addr[1] == tx.local_address()[1]
+                runs_whole += segment_size < len(data)
+                received += split_run(data, segment_size)
+        else:
+            got = rx.recv_batch()
+            assert got, "datagrams missing"
+            received += [data for data, _ in got]
     assert received == [data for data, _ in batch]
+    assert rx.datagrams_received == len(batch)
     if use_gso and use_gro and LINUX:
         assert rx.coalesced_receives > 0
+        assert runs_whole == (rx.coalesced_receives if whole_runs else 0)
     else:
         assert rx.coalesced_receives == 0
     tx.close()

@@ -258,6 +258,14 @@ class Core(Protocol):
         into the library processes them all; otherwise this is
         :meth:`receive_datagram` for each."""
 
+    def receive_coalesced(
+        self, data: bytes, segment_size: int, addr: Address, now: float
+    ) -> None:
+        """Feed a run of datagrams from ``addr`` as UDP GRO hands it up:
+        every ``segment_size`` bytes of ``data`` are one datagram (the last
+        may be shorter); never raises.  With
+        :attr:`Capability.BATCHED_RECEIVE` the library cuts the run itself."""
+
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
         """Everything the core wants to send now."""
 

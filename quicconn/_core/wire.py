@@ -84,6 +84,14 @@ def long_header_cids(data: bytes) -> tuple[bytes, bytes] | None:
     return data[_LONG_HEADER_PREFIX:dcid_end], data[dcid_end + 1 : scid_end]
 
 
+def split_run(data: bytes, segment_size: int) -> list[bytes]:
+    """The datagrams of a coalesced run (UDP GRO): ``segment_size`` bytes
+    each, the last possibly shorter."""
+    if segment_size >= len(data):
+        return [data]
+    return [data[i : i + segment_size] for i in range(0, len(data), segment_size)]
+
+
 def stateless_reset_token(key: bytes, cid: bytes) -> bytes:
     """The stateless reset token for ``cid`` (RFC 9000, section 10.3.2).
 
@@ -134,6 +142,7 @@ __all__ = [
     "long_header_cids",
     "long_header_version",
     "peek_destination_cid",
+    "split_run",
     "stateless_reset",
     "stateless_reset_size",
     "stateless_reset_token",

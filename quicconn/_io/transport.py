@@ -46,6 +46,10 @@ logger = logging.getLogger("quicconn.transport")
 
 Address = tuple[str, int] | tuple[str, int, int, int]
 Datagram = tuple[bytes, Address]
+#: A run of datagrams from one address as one receive handed it up: the
+#: bytes, the segment size (every datagram but the last is that long; a
+#: lone datagram's is its length), the address.
+DatagramRun = tuple[bytes, int, Address]
 
 #: Linux socket option numbers for UDP segmentation offload (linux/udp.h).
 SOL_UDP = 17
@@ -349,31 +353,51 @@ class UdpTransport:
         return batch
 
     def _recv_coalesced(self) -> list[Datagram]:
-        """:meth:`recv_batch` with UDP_GRO on: ``recvmsg``, and a coalesced
-        run cut back into its datagrams (all of the segment size but the
-        last, which may be shorter)."""
+        """:meth:`recv_batch` with UDP_GRO on: each coalesced run cut back
+        into its datagrams (all of the segment size but the last, which may
+        be shorter)."""
         batch: list[Datagram] = []
+        for data, segment, addr in self.recv_runs():
+            if segment < len(data):
+                batch.extend(
+                    (data[i : i + segment], addr) for i in range(0, len(data), segment)
+                )
+            else:
+                batch.append((data, addr))
+        return batch
+
+    def recv_runs(self) -> list[DatagramRun]:
+        """Every datagram that is ready now, each coalesced receive left
+        whole (UDP_GRO off: every run is one datagram).
+
+        For a core that cuts runs itself (qh3's ``receive_gro_buffer``):
+        the datagrams are not copied into one ``bytes`` each.
+        """
+        runs: list[DatagramRun] = []
+        if not self._gro:
+            return [(data, len(data), addr) for data, addr in self.recv_batch()]
         recvmsg = self.socket.recvmsg
+        received = 0
         try:
-            while len(batch) < RECV_BATCH_LIMIT:
+            while received < RECV_BATCH_LIMIT:
                 data, ancdata, _, addr = recvmsg(RECV_BUFFER_SIZE, _GRO_CMSG_SPACE)
                 segment = _gro_segment_size(ancdata) if ancdata else 0
                 size = len(data)
                 if 0 < segment < size:
                     self.coalesced_receives += 1
-                    batch.extend(
-                        (data[i : i + segment], addr) for i in range(0, size, segment)
-                    )
+                    runs.append((data, segment, addr))
+                    received += -(-size // segment)
                 else:
-                    batch.append((data, addr))
+                    runs.append((data, size, addr))
+                    received += 1
         except (BlockingIOError, InterruptedError):
             pass
         except ConnectionRefusedError:
             pass  # see recv_batch
         except OSError as exc:
             self._fail(exc)
-        self.datagrams_received += len(batch)
-        return batch
+        self.datagrams_received += received
+        return runs
 
     # -- send -------------------------------------------------------------
 
@@ -620,6 +644,7 @@ __all__ = [
     "SOCKET_BUFFER_SIZE",
     "Address",
     "Datagram",
+    "DatagramRun",
     "DatagramTransport",
     "UdpTransport",
     "Waker",

@@ -47,7 +47,13 @@ from typing import Protocol
 
 from .._core.interface import Core
 from .._core.wire import peek_destination_cid
-from .._io.transport import Address, DatagramTransport, Waker
+from .._io.transport import (
+    Address,
+    DatagramRun,
+    DatagramTransport,
+    UdpTransport,
+    Waker,
+)
 from .._io.waiter import Waiter
 
 logger = logging.getLogger("quicconn.reactor")
@@ -81,6 +87,13 @@ class Reactor:
 
     def __init__(self, transport: DatagramTransport) -> None:
         self.transport = transport
+        #: The socket's transport when the kernel coalesces what it receives
+        #: (UDP GRO): a lone client connection takes those runs whole.
+        self._coalescing = (
+            transport
+            if isinstance(transport, UdpTransport) and transport.gro_enabled
+            else None
+        )
         self.clock = transport.clock
         self._waiter = Waiter(transport)
         #: The lock of every call on the objects here (the waiter's).
@@ -218,9 +231,17 @@ class Reactor:
                     self._dirty[self._single] = None
                 else:
                     self._route(data, addr, now)
-        batch = transport.recv_batch()
+        single = self._single
+        if single is not None and single in self._batched and self._coalescing:
+            # One connection's own socket: GRO runs go to the core whole.
+            runs = self._coalescing.recv_runs()
+            if runs:
+                _feed_coalesced(single, runs, now)
+                self._dirty[single] = None
+            batch = []
+        else:
+            batch = transport.recv_batch()
         if batch:
-            single = self._single
             if single is not None and single in self._batched:
                 _feed_runs(single, batch, now)
                 self._dirty[single] = None
@@ -510,6 +531,25 @@ def _feed_runs(core: Core, batch: list[tuple[bytes, Address]], now: float) -> No
             start = i
             addr = batch[i][1]
     core.receive_datagrams([data for data, _ in batch[start:]], addr, now)
+
+
+def _feed_coalesced(core: Core, runs: list[DatagramRun], now: float) -> None:
+    """Feed ``runs`` to ``core`` in order: GRO runs whole, and lone
+    datagrams from one address together (as :func:`_feed_runs` does)."""
+    lone: list[bytes] = []
+    lone_from = runs[0][2]
+    for data, segment_size, addr in runs:
+        coalesced = segment_size < len(data)
+        if lone and (coalesced or addr != lone_from):
+            core.receive_datagrams(lone, lone_from, now)
+            lone = []
+        if coalesced:
+            core.receive_coalesced(data, segment_size, addr, now)
+        else:
+            lone.append(data)
+            lone_from = addr
+    if lone:
+        core.receive_datagrams(lone, lone_from, now)
 
 
 def _earliest(a: float | None, b: float | None) -> float | None:

@@ -48,7 +48,7 @@ from ..rules import (
     negotiated_idle_timeout,
 )
 from ..settings import CoreSettings
-from ..wire import trailing_reset_token
+from ..wire import split_run, trailing_reset_token
 from .config import build_configuration
 from .connection import AdaptedQuicConnection
 
@@ -180,6 +180,13 @@ class AioquicCore:
         time: no Capability.BATCHED_RECEIVE)."""
         for data in datagrams:
             self.receive_datagram(data, addr, now)
+
+    def receive_coalesced(
+        self, data: bytes, segment_size: int, addr: Address, now: float
+    ) -> None:
+        """Feed a GRO run datagram by datagram (aioquic takes one at a time)."""
+        for datagram in split_run(data, segment_size):
+            self.receive_datagram(datagram, addr, now)
 
     def _receive_now(self, data: bytes, addr: Address, now: float) -> None:
         if self._broken or self._failed:

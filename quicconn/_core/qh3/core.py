@@ -104,7 +104,7 @@ from ..rules import (
 )
 from ..settings import CoreSettings
 from ..tickets import replace_ticket_label
-from ..wire import long_header_version, stateless_reset_token
+from ..wire import long_header_version, split_run, stateless_reset_token
 from .closing import (
     PADDING_FRAME,
     CloseReport,
@@ -372,27 +372,52 @@ class Qh3Core:
         """Feed a run of datagrams from ``addr``: in one call into the core
         once the handshake is complete (one at a time before: TLS must see
         each handshake packet, and a MODE_ASYNC job may pause)."""
+        native = self._batch_receiver(now)
+        if native is None or len(datagrams) == 1:
+            for data in datagrams:
+                self.receive_datagram(data, addr, now)
+            return
+        try:
+            native.receive_many_datagrams(datagrams, addr, now)
+        except Exception as exc:
+            self._core_failed(exc, "processing datagrams")
+
+    def receive_coalesced(
+        self, data: bytes, segment_size: int, addr: Address, now: float
+    ) -> None:
+        """Feed a GRO run: cut by qh3's core (``receive_gro_buffer``) once
+        the handshake is complete, else datagram by datagram."""
+        native = self._batch_receiver(now) if segment_size < len(data) else None
+        if native is None:
+            for datagram in split_run(data, segment_size):
+                self.receive_datagram(datagram, addr, now)
+            return
+        try:
+            native.receive_gro_buffer(data, segment_size, addr, now)
+        except Exception as exc:
+            self._core_failed(exc, "processing datagrams")
+
+    def _batch_receiver(self, now: float) -> QuicConnectionCore | None:
+        """The core, if datagrams arriving at ``now`` may go to it in one
+        call (counted as heard from the peer), else None: before the
+        handshake completed (TLS must see each handshake packet, and a
+        MODE_ASYNC job may pause), with a trace (it logs each datagram), or
+        after the core raised (nothing is fed, in batch or not)."""
         native = self._native
         if (
             native is None
             or not self.handshake_complete
             or self._trace is not None
             or self._async_host is not None
-            or len(datagrams) == 1
+            or self._broken
+            or self._failure is not None
         ):
-            for data in datagrams:
-                self.receive_datagram(data, addr, now)
-            return
-        if self._broken or self._failure is not None:
-            return  # a core that raised is only trusted to close
+            return None
         if self._keep_alive is not None:
             self._keep_alive.received(now)
         self._prober.heard(now)
         self._heard_at = now
-        try:
-            native.receive_many_datagrams(datagrams, addr, now)
-        except Exception as exc:
-            self._core_failed(exc, "processing datagrams")
+        return native
 
     def _receive_now(self, data: bytes, addr: Address, now: float) -> None:
         if self._broken or self._failure is not None:
