@@ -568,6 +568,58 @@ def test_short_datagram_with_unknown_version_is_dropped(
 # ----------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("each_core")
+def test_a_freed_connection_drains_before_its_ids_earn_stateless_resets(
+    pki: CertFiles,
+) -> None:
+    """A connection the peer closed and the application freed at once (the
+    many-client example does) keeps its IDs through its draining period:
+    the peer's late packets are dropped, not answered with a stateless
+    reset (RFC 9000 section 10.2); afterwards the IDs are forgotten."""
+    lst = server_ctx(pki).new_listener(("127.0.0.1", 0))
+    lst.set_blocking_mode(False)
+    client, csock = new_client(pki, port_of(lst), blocking=False)
+    junk = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    reactor = listener_port(lst).reactor
+    try:
+        accepted: list[quicconn.Connection] = []
+
+        def step() -> None:
+            if not accepted and (conn := lst.accept_connection()) is not None:
+                accepted.append(conn)
+
+        def connected() -> bool:
+            try:
+                client.connect()
+            except quicconn.WantReadError:
+                return False
+            return bool(accepted)
+
+        pump([lst, client], connected, step=step, what="the handshake")
+        server = accepted[0]
+        cids = list(reactor._by_cid)
+        assert cids
+        client.shutdown(quicconn.SHUTDOWN_FLAG_RAPID)
+        pump([lst], lambda: server.get_conn_close_info() is not None, what="the close")
+        server.free()
+
+        def late_packet() -> None:
+            # A short-header datagram to the freed connection's ID.
+            junk.sendto(b"\x41" + cids[0] + os.urandom(60), ("127.0.0.1", port_of(lst)))
+
+        late_packet()
+        run_for([lst], 0.05)
+        assert lst.stats.stateless_resets_sent == 0
+        pump([lst], lambda: cids[0] not in reactor._by_cid, what="the draining period")
+        late_packet()
+        pump([lst], lambda: lst.stats.stateless_resets_sent == 1, what="a reset")
+    finally:
+        junk.close()
+        client.free()
+        csock.close()
+        lst.free()
+
+
 def test_client_of_a_freed_server_connection_is_reset_promptly(
     pki: CertFiles,
 ) -> None:

@@ -288,7 +288,10 @@ class Channel:
         if core is not None:
             core.finish_qlog()
             if self.reactor is not None:
-                self.reactor.remove_core(core)
+                if core.is_closing and not core.is_terminated:
+                    self.reactor.linger(core)  # its closing period runs on
+                else:
+                    self.reactor.remove_core(core)
         self.reactor = None
         observer = self.observer
         self.observer = None

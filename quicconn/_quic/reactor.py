@@ -99,6 +99,9 @@ class Reactor:
         #: The lock of every call on the objects here (the waiter's).
         self.lock = self._waiter.lock
         self._cores: set[Core] = set()
+        #: Freed connections' cores kept until their closing or draining
+        #: period ends (see :meth:`linger`).
+        self._lingering: set[Core] = set()
         self._by_cid: dict[bytes, Core] = {}
         self._cids_of: dict[Core, set[bytes]] = {}
         self._single: Core | None = None
@@ -149,9 +152,19 @@ class Reactor:
             self.add_cid(core, cid)
         self._single = next(iter(self._cores)) if self._can_shortcut() else None
 
+    def linger(self, core: Core) -> None:
+        """Keep driving the core of a freed connection that is closing
+        until its closing or draining period ends (RFC 9000 section 10.2),
+        then forget it: until then the peer's late packets are still the
+        connection's (dropped, or answered with its CONNECTION_CLOSE), not
+        a stranger's to answer with a stateless reset."""
+        self._lingering.add(core)
+        self._schedule(core)
+
     def remove_core(self, core: Core) -> None:
         """Stop driving ``core`` and forget its connection IDs and timer."""
         self._cores.discard(core)
+        self._lingering.discard(core)
         self._batched.discard(core)
         # Per-core bookkeeping: O(own CIDs), not a scan of every connection's.
         watcher = self.route_watcher
@@ -407,6 +420,9 @@ class Reactor:
     def _schedule(self, core: Core) -> None:
         if core not in self._cores:
             return
+        if core in self._lingering and core.is_terminated:
+            self.remove_core(core)
+            return
         deadline = core.get_timer()
         if deadline is None:
             self._timers.pop(core, None)
@@ -511,6 +527,7 @@ class Reactor:
         if observer is not None:
             observer.on_close()
         self._cores.clear()
+        self._lingering.clear()
         self._batched.clear()
         self._by_cid.clear()
         self._cids_of.clear()
