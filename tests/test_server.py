@@ -126,6 +126,32 @@ def port_of(lst: quicconn.Listener) -> int:
     return int(lst.local_address()[1])
 
 
+def handshake_nonblocking(
+    lst: quicconn.Listener,
+    client: quicconn.Connection,
+    prepare: Any = None,
+) -> quicconn.Connection:
+    """Pump a nonblocking listener and client through a handshake; the
+    accepted connection (``prepare(conn)`` called on it first)."""
+    accepted: list[quicconn.Connection] = []
+
+    def take() -> None:
+        if not accepted and (conn := lst.accept_connection()) is not None:
+            if prepare is not None:
+                prepare(conn)
+            accepted.append(conn)
+
+    def connected() -> bool:
+        try:
+            client.connect()
+        except quicconn.WantReadError:
+            return False
+        return bool(accepted)
+
+    pump([lst, client], connected, step=take, what="the handshake")
+    return accepted[0]
+
+
 # ----------------------------------------------------------------------
 # quicconn client <-> quicconn server over loopback
 # ----------------------------------------------------------------------
@@ -582,21 +608,7 @@ def test_a_freed_connection_drains_before_its_ids_earn_stateless_resets(
     junk = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     reactor = listener_port(lst).reactor
     try:
-        accepted: list[quicconn.Connection] = []
-
-        def step() -> None:
-            if not accepted and (conn := lst.accept_connection()) is not None:
-                accepted.append(conn)
-
-        def connected() -> bool:
-            try:
-                client.connect()
-            except quicconn.WantReadError:
-                return False
-            return bool(accepted)
-
-        pump([lst, client], connected, step=step, what="the handshake")
-        server = accepted[0]
+        server = handshake_nonblocking(lst, client)
         cids = list(reactor._by_cid)
         assert cids
         client.shutdown(quicconn.SHUTDOWN_FLAG_RAPID)
@@ -696,24 +708,9 @@ def test_stateless_reset_tokens_survive_a_listener_restart_with_the_same_key(
     client, csock = new_client(pki, port, blocking=False)
     second = None
     try:
-        accepted: list[quicconn.Connection] = []
-
-        def step() -> None:
-            conn = first.accept_connection()
-            if conn is not None:
-                accepted.append(conn)
-
-        def connected() -> bool:
-            try:
-                client.connect()
-            except quicconn.WantReadError:
-                return False
-            return True
-
-        pump([first, client], connected, step=step, what="the handshake")
+        accepted = handshake_nonblocking(first, client)
         first.free()  # the "crash": all state is gone, the socket stays
-        for conn in accepted:
-            conn.free()
+        accepted.free()
         second = ctx.new_listener(sock)
         second.listen()
         client.write(b"hello again")
@@ -858,22 +855,13 @@ def test_memory_of_a_never_reading_server_is_bounded_by_its_windows(
     lst.set_blocking_mode(False)
     client, csock = new_client(pki, port_of(lst), blocking=False)
     try:
-        accepted: list[quicconn.Connection] = []
-
-        def take() -> None:
-            conn = lst.accept_connection()
-            if conn is not None:
-                conn.set_incoming_stream_policy(quicconn.INCOMING_STREAM_POLICY_ACCEPT)
-                accepted.append(conn)
-
-        def connected() -> bool:
-            try:
-                client.connect()
-            except quicconn.WantReadError:
-                return False
-            return bool(accepted)
-
-        pump([lst, client], connected, step=take, what="the handshake")
+        server = handshake_nonblocking(
+            lst,
+            client,
+            lambda conn: conn.set_incoming_stream_policy(
+                quicconn.INCOMING_STREAM_POLICY_ACCEPT
+            ),
+        )
         # The client pushes 2 MiB on each of 8 streams; the server app never
         # calls read().
         outgoing = [client.new_stream() for _ in range(8)]
@@ -886,8 +874,6 @@ def test_memory_of_a_never_reading_server_is_bounded_by_its_windows(
                     continue
                 with contextlib.suppress(quicconn.WantWriteError):
                     offered[i] += stream.write(chunk)
-
-        server = accepted[0]
 
         def server_buffered() -> int:
             return sum(
