@@ -474,6 +474,10 @@ def cmd_serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     stopped_by: list[str] = []
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
+        # Once: a second signal arriving while the first handler is inside
+        # Event.set() (which holds a plain lock) would deadlock.
+        if stopped_by:
+            return
         stopped_by.append(signal.Signals(signum).name)
         stop.set()
 

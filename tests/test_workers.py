@@ -433,3 +433,37 @@ def test_a_dead_worker_is_replaced_and_stop_closes_every_connection(pki):
         assert sum(r.closed_at_stop for r in final) == len(reasons)
     finally:
         group.stop()
+
+
+def test_a_second_sigterm_inside_the_first_handler_does_not_deadlock_a_worker():
+    """Linux sends a worker SIGTERM when the supervising thread ends
+    (PR_SET_PDEATHSIG), and the group's stop sends another: the second may
+    interrupt the first handler inside Event.set(), which holds a plain
+    lock.  A worker that set the event again there hung until killed, and
+    its connections never heard a CONNECTION_CLOSE (1 stop in 12 on the
+    aioquic core under load)."""
+    import socket as socket_module
+    import threading
+    from multiprocessing import Pipe
+
+    from quicconn.scale import ServerKeys
+    from quicconn.scale._worker import Worker, WorkerSpec
+
+    spec = WorkerSpec(0, 1, 0, ServerKeys.generate(), HOST, echo_worker, (), False)
+    mine, theirs = Pipe()
+    with socket_module.socket(socket_module.AF_INET, socket_module.SOCK_DGRAM) as sock:
+        worker = Worker(spec, sock, theirs)
+        worker._stop(signal.SIGTERM, None)
+        assert worker.stopping
+
+        def again() -> None:
+            # As if interrupting the first handler inside Event.set().
+            with worker.stop_event._cond:  # type: ignore[attr-defined]
+                worker._stop(signal.SIGTERM, None)
+
+        second = threading.Thread(target=again, daemon=True)
+        second.start()
+        second.join(timeout=5)
+        assert not second.is_alive(), "the second SIGTERM deadlocked"
+    mine.close()
+    theirs.close()

@@ -151,6 +151,7 @@ class Worker:
         )
         #: Set when the group stops (SIGTERM): the target should return.
         self.stop_event = threading.Event()
+        self._stop_signalled = False
         self._sock: socket.socket | None = sock
         self._pipe = pipe
         self._spec = spec
@@ -223,6 +224,13 @@ class Worker:
             transport.send_now(data, addr)
 
     def _stop(self, signum: int, frame: FrameType | None) -> None:
+        # A signal handler: a second SIGTERM (the group's, right after the
+        # one Linux sends when the supervising thread ends) can arrive
+        # while this one is inside Event.set(), which holds a plain lock:
+        # setting it again there would deadlock the worker.
+        if self._stop_signalled:
+            return
+        self._stop_signalled = True
         self.stop_event.set()
 
     def _close_connections(self) -> int:
