@@ -485,3 +485,22 @@ def test_qh3_transport_parameters_are_rewritten_in_place() -> None:
         pull_quic_transport_parameters(Buffer(data=added)).max_datagram_frame_size
         == 1200
     )
+
+
+def test_initial_keys_match_the_rfc_9001_test_vectors() -> None:
+    """The gate's Initial keys (RFC 9001 appendix A.1, for the client's
+    DCID 0x8394c8f03e515708), which it decrypts new clients' Initials and
+    protects its refusals with."""
+    from quicconn._core.initial import client_initial_keys, server_initial_keys
+
+    dcid = bytes.fromhex("8394c8f03e515708")
+    assert [k.hex() for k in client_initial_keys(1, dcid)] == [
+        "1f369613dd76d5467730efcbe3b1a22d",
+        "fa044b2f42a3fd3b46fb255c",
+        "9f50449e04a0e810283a1e9933adedd2",
+    ]
+    assert [k.hex() for k in server_initial_keys(1, dcid)] == [
+        "cf3a5331653c364c88f0f379b6067e37",
+        "0ac1493ca1905853b0bba03e",
+        "c206b8d9b9f0f37644430b490eeaa314",
+    ]
