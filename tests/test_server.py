@@ -126,6 +126,26 @@ def port_of(lst: quicconn.Listener) -> int:
     return int(lst.local_address()[1])
 
 
+def pair_endpoints(
+    pki: CertFiles, pair: DatagramPair, *, idle_timeout: float
+) -> tuple[quicconn.Listener, quicconn.Connection]:
+    """A listening nonblocking listener (no address validation) and a
+    nonblocking client to it, on the in-memory pair."""
+    ctx = server_ctx(pki)
+    ctx.idle_timeout = idle_timeout
+    lst = ctx.new_listener(pair.server, quicconn.LISTENER_FLAG_NO_VALIDATE)
+    lst.set_blocking_mode(False)
+    lst.listen()
+    cctx = client_ctx(pki)
+    cctx.idle_timeout = idle_timeout
+    client = quicconn.Connection(cctx)
+    client.set_transport(pair.client)
+    client.set1_initial_peer_addr(pair.SERVER_ADDRESS)
+    client.set1_host("localhost")
+    client.set_blocking_mode(False)
+    return lst, client
+
+
 def handshake_nonblocking(
     lst: quicconn.Listener,
     client: quicconn.Connection,
@@ -741,18 +761,7 @@ def test_server_sends_at_most_three_times_what_an_unvalidated_client_sent(
     pair = DatagramPair(clock)
     # Only the client's very first datagram (its Initial) ever arrives.
     pair.to_server.drop = lambda index, _data: index > 0
-    ctx = server_ctx(pki)
-    ctx.idle_timeout = 10
-    lst = ctx.new_listener(pair.server, quicconn.LISTENER_FLAG_NO_VALIDATE)
-    lst.set_blocking_mode(False)
-    lst.listen()
-    cctx = client_ctx(pki)
-    cctx.idle_timeout = 10
-    client = quicconn.Connection(cctx)
-    client.set_transport(pair.client)
-    client.set1_initial_peer_addr(pair.SERVER_ADDRESS)
-    client.set1_host("localhost")
-    client.set_blocking_mode(False)
+    lst, client = pair_endpoints(pki, pair, idle_timeout=10)
     try:
         with pytest.raises(quicconn.WantReadError):
             client.connect()
@@ -802,18 +811,7 @@ def test_a_client_probes_when_the_server_is_held_by_its_amplification_limit(
     # ClientHello (one or two datagrams), are lost too: the server gains no
     # budget from them.
     pair.to_server.drop = lambda index, _data: 2 <= index < 10
-    ctx = server_ctx(pki)
-    ctx.idle_timeout = 30
-    lst = ctx.new_listener(pair.server, quicconn.LISTENER_FLAG_NO_VALIDATE)
-    lst.set_blocking_mode(False)
-    lst.listen()
-    cctx = client_ctx(pki)
-    cctx.idle_timeout = 30
-    client = quicconn.Connection(cctx)
-    client.set_transport(pair.client)
-    client.set1_initial_peer_addr(pair.SERVER_ADDRESS)
-    client.set1_host("localhost")
-    client.set_blocking_mode(False)
+    lst, client = pair_endpoints(pki, pair, idle_timeout=30)
     try:
         connected = False
         for _ in range(2000):  # 2000 x 10 ms: within the idle timeout
