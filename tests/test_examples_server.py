@@ -53,7 +53,12 @@ def test_openssl_demo_ports_echo_one_client_after_another(
         assert proc.poll() is None  # still serving
 
 
-def test_many_client_example_serves_clients_concurrently(pki: CertFiles) -> None:
+def run_many_client_example(
+    pki: CertFiles, clients: int, size: int, timeout: float
+) -> tuple[dict[str, object], str, str]:
+    """examples/quic_server_multi.py serving ``clients`` aioquic clients that
+    each echo ``size`` bytes: the clients' JSON summary, the server's output
+    after it was stopped, the clients' stderr."""
     port = free_udp_port()
     args = [
         sys.executable,
@@ -63,7 +68,7 @@ def test_many_client_example_serves_clients_concurrently(pki: CertFiles) -> None
         str(pki.key),
     ]
     with peer_process(args, ready_prefix="Listening on") as (proc, _):
-        clients = subprocess.run(
+        run = subprocess.run(
             [
                 sys.executable,
                 str(CLIENTS),
@@ -72,20 +77,25 @@ def test_many_client_example_serves_clients_concurrently(pki: CertFiles) -> None
                 "--ca",
                 str(pki.ca),
                 "--clients",
-                "30",
+                str(clients),
                 "--size",
-                "20000",
+                str(size),
             ],
             capture_output=True,
             text=True,
-            timeout=60,
+            timeout=timeout,
         )
-        result = json.loads(clients.stdout.strip().splitlines()[-1])
-        assert result["ok"] == 30, (result, clients.stderr[-2000:])
+        result = json.loads(run.stdout.strip().splitlines()[-1])
         proc.terminate()
         assert proc.stdout is not None
         tail = proc.stdout.read()
         proc.wait(10)
+    return result, tail, run.stderr
+
+
+def test_many_client_example_serves_clients_concurrently(pki: CertFiles) -> None:
+    result, tail, stderr = run_many_client_example(pki, 30, 20000, timeout=60)
+    assert result["ok"] == 30, (result, stderr[-2000:])
     assert "served 30 clients" in tail
 
 
@@ -94,36 +104,6 @@ def test_many_client_example_echoes_under_back_pressure(pki: CertFiles) -> None:
     writes outpace what the clients read, so they are partial (issue 16,
     item 4: the example used to retry an all-or-nothing write with a longer
     buffer, got "bad write retry" and dropped the client)."""
-    port = free_udp_port()
-    args = [
-        sys.executable,
-        str(EXAMPLES / "quic_server_multi.py"),
-        str(port),
-        str(pki.cert),
-        str(pki.key),
-    ]
-    with peer_process(args, ready_prefix="Listening on") as (proc, _):
-        clients = subprocess.run(
-            [
-                sys.executable,
-                str(CLIENTS),
-                "--port",
-                str(port),
-                "--ca",
-                str(pki.ca),
-                "--clients",
-                "3",
-                "--size",
-                "3000000",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=180,
-        )
-        result = json.loads(clients.stdout.strip().splitlines()[-1])
-        proc.terminate()
-        assert proc.stdout is not None
-        tail = proc.stdout.read()
-        proc.wait(10)
+    result, tail, _ = run_many_client_example(pki, 3, 3_000_000, timeout=180)
     assert result["ok"] == 3, (result, tail[-2000:])
     assert "bad write retry" not in tail and "served 3 clients" in tail
