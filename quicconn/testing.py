@@ -42,6 +42,7 @@ __all__ = [
 ]
 
 DropRule = Callable[[int, bytes], bool]
+DelayRule = Callable[[int, bytes], float]
 
 
 def drop_first(count: int) -> DropRule:
@@ -54,7 +55,9 @@ class Link:
     """One direction of a :class:`DatagramPair`.
 
     ``drop(index, data)`` decides the fate of the ``index``-th datagram sent
-    on this link (0-based); ``delay`` is a fixed one-way delay in seconds;
+    on this link (0-based); ``delay`` is a fixed one-way delay in seconds,
+    to which ``jitter(index, data)``, if set, adds that datagram's own (a
+    datagram given more than the next one arrives after it: reordering);
     ``blackhole`` drops everything while True.  ``impairment``, if set, then
     judges each datagram that survived those rules (its blackhole windows
     are in the pair's clock time); it may drop or corrupt it.
@@ -62,6 +65,7 @@ class Link:
 
     delay: float = 0.0
     drop: DropRule | None = None
+    jitter: DelayRule | None = None
     blackhole: bool = False
     impairment: Impairment | None = None
     sent: int = 0
@@ -85,6 +89,11 @@ class Link:
             self.dropped += 1
         self.log.append((now, len(data), out is None))
         return out
+
+    def delay_for(self, index: int, data: bytes) -> float:
+        """The one-way delay of the ``index``-th datagram."""
+        jitter = self.jitter
+        return self.delay if jitter is None else self.delay + jitter(index, data)
 
     def admit(self, now: float, data: bytes) -> bool:
         """Whether the next datagram gets through (see :meth:`transmit`)."""
@@ -151,10 +160,12 @@ class PairEndpoint:
         if peer is None or self._closed:
             return
         now = self.clock.now()
+        link = self.link
         for data, _addr in pending:
-            out = self.link.transmit(now, data)
+            index = link.sent
+            out = link.transmit(now, data)
             if out is not None:
-                peer._deliver(now + self.link.delay, out, self.address)
+                peer._deliver(now + link.delay_for(index, data), out, self.address)
 
     def has_pending_writes(self) -> bool:
         return bool(self._pending)

@@ -127,6 +127,7 @@ from .handshake import (
 from .keepalive import KeepAlive
 from .packets import datagram_payload_limit, log_packets, packet_ends, source_cid
 from .probing import Prober
+from .reservations import ReservationGuard
 from .streams import OPEN_STATES, StreamLedger
 
 logger = logging.getLogger("quicconn.core")
@@ -277,6 +278,13 @@ class Qh3Core:
         #: The core raised again after a failure: it is left alone from now
         #: on (no timers, no output) and counts as terminated.
         self._broken = False
+        # -- qh3 2.1's reservations (see :mod:`.reservations`) ---------------
+        self._reservations = ReservationGuard()
+        #: The latest time the reactor gave this core (a send ahead's time).
+        self._now = 0.0
+        #: Datagrams sent ahead of events, returned by the next
+        #: datagrams_to_send().
+        self._sent_ahead: list[tuple[bytes, Address]] = []
 
     # -- identity ---------------------------------------------------------
 
@@ -416,7 +424,7 @@ class Qh3Core:
         if self._keep_alive is not None:
             self._keep_alive.received(now)
         self._prober.heard(now)
-        self._heard_at = now
+        self._heard_at = self._now = now
         return native
 
     def _receive_now(self, data: bytes, addr: Address, now: float) -> None:
@@ -425,7 +433,7 @@ class Qh3Core:
         if self._keep_alive is not None:
             self._keep_alive.received(now)
         self._prober.heard(now)
-        self._heard_at = now
+        self._heard_at = self._now = now
         try:
             if self._native is None:
                 if self._is_client or self._terminated:
@@ -598,7 +606,23 @@ class Qh3Core:
         self._streams.open_deferred(native)
         if self._key_update_wanted:
             self._try_key_update()
-        out: list[tuple[bytes, Address]] = []
+        out, self._sent_ahead = self._sent_ahead, []
+        self._now = now
+        self._transmit(native, now, out)
+        self._reservations.sent(native, self._pmtu_ceiling)
+        self._streams.flushed(native, now + TIMER_SLACK)  # a timer's moment
+        self._streams.after_send(native)
+        if out:
+            self._prober.sent(now)
+        if self._trace is not None:
+            for datagram, _ in out:
+                log_packets(self._trace, "packet_sent", datagram, self._cid_length)
+        return out
+
+    def _transmit(
+        self, native: QuicConnectionCore, now: float, out: list[tuple[bytes, Address]]
+    ) -> None:
+        """Take every datagram the core has to send into ``out``."""
         try:
             self._poll_transmit(native, now, out)
         except Exception as exc:
@@ -613,14 +637,24 @@ class Qh3Core:
                         self._poll_transmit(native, now, out)
                     except Exception as again:
                         self._core_failed(again, "building a datagram")
-        self._streams.flushed(native, now + TIMER_SLACK)  # a timer's moment
-        self._streams.after_send(native)
-        if out:
-            self._prober.sent(now)
-        if self._trace is not None:
-            for datagram, _ in out:
-                log_packets(self._trace, "packet_sent", datagram, self._cid_length)
-        return out
+
+    def _events_may_orphan(self, native: QuicConnectionCore) -> bool:
+        """Whether taking the core's events now could drop a stream that a
+        frame it reserved still names (:mod:`.reservations`).  If so, it
+        first sends what the congestion window lets through."""
+        guard = self._reservations
+        ending = self._streams.has_ending_streams
+        if not (
+            guard.at_risk(native, ending)
+            and self.handshake_complete
+            and self._failure is None
+            and native.state in OPEN_STATES
+            and native.has_events
+        ):
+            return False
+        self._transmit(native, self._now, self._sent_ahead)
+        guard.sent(native, self._pmtu_ceiling)
+        return guard.at_risk(native, ending)
 
     def _amplification_limited(
         self, native: QuicConnectionCore, exc: Exception
@@ -723,6 +757,7 @@ class Qh3Core:
         native = self._native
         if native is None or self.async_held or self._broken:
             return
+        self._now = now
         abandon_at = self._handshake_deadline()
         if abandon_at is not None and abandon_at <= now:
             self._abandon_handshake()
@@ -1001,19 +1036,20 @@ class Qh3Core:
         native = self._native
         streams = self._streams
         if native is not None:
-            while True:
-                if streams.holds_enough and native.state in OPEN_STATES:
-                    break  # the application holds enough: credit waits
-                event = native.next_event()
-                if event is None:
-                    break
-                kind = event[0]
-                if kind == "crypto_data":
-                    self._crypto(event)
-                    while pending:
-                        self._report(pending.popleft())
-                elif kind not in ("retry", "version_negotiation"):
-                    self._report(event)
+            if not self._events_may_orphan(native):
+                while True:
+                    if streams.holds_enough and native.state in OPEN_STATES:
+                        break  # the application holds enough: credit waits
+                    event = native.next_event()
+                    if event is None:
+                        break
+                    kind = event[0]
+                    if kind == "crypto_data":
+                        self._crypto(event)
+                        while pending:
+                            self._report(pending.popleft())
+                    elif kind not in ("retry", "version_negotiation"):
+                        self._report(event)
             streams.open_deferred(native)
             if streams.has_unconfirmed:
                 streams.confirm_if_quiescent(native)
@@ -1166,9 +1202,11 @@ class Qh3Core:
         self._streams.consume(stream_id, nbytes)
 
     def reset_stream(self, stream_id: int, error_code: int) -> None:
+        self._reservations.control_asked()
         self._streams.reset_stream(self._native, stream_id, error_code)
 
     def stop_sending(self, stream_id: int, error_code: int) -> None:
+        self._reservations.control_asked()
         self._streams.stop_sending(self._native, stream_id, error_code)
 
     def release_stream(self, stream_id: int) -> None:

@@ -93,6 +93,9 @@ class StreamLedger:
         #: Streams reset (by us, or by the core after the peer's
         #: STOP_SENDING) since the last look: their unsent bytes were dropped.
         self._dropped: set[int] = set()
+        #: Streams whose sending ended (FIN or reset) or whose receiving was
+        #: stopped, until they finish: those the core may drop next.
+        self._ending: set[int] = set()
 
     # -- stream IDs ---------------------------------------------------------
 
@@ -179,6 +182,7 @@ class StreamLedger:
             self._unsent_at[stream_id] = self._unsent_at.get(stream_id, 0) + size
         if fin:
             self._unconfirmed_fin.add(stream_id)
+            self._ending.add(stream_id)
         if self._do(native, ("data", stream_id, data, fin)):
             self._unflushed = True
 
@@ -186,6 +190,7 @@ class StreamLedger:
         self, native: QuicConnectionCore | None, stream_id: int, error_code: int
     ) -> None:
         self._dropped.add(stream_id)
+        self._ending.add(stream_id)
         self._do(native, ("reset", stream_id, error_code))
 
     def stop_sending(
@@ -193,6 +198,7 @@ class StreamLedger:
     ) -> None:
         if stream_id in self._finished:
             return
+        self._ending.add(stream_id)
         self._do(native, ("stop", stream_id, error_code))
 
     def handshake_completed(self) -> None:
@@ -297,6 +303,12 @@ class StreamLedger:
             self._paced_until = timer[1]
         elif now >= self._paced_until:
             self._unflushed = False
+
+    @property
+    def has_ending_streams(self) -> bool:
+        """Whether the core may soon drop a stream as finished (its sending
+        ended or its receiving was stopped, and it has not finished)."""
+        return bool(self._ending)
 
     @property
     def has_unconfirmed(self) -> bool:
@@ -411,6 +423,7 @@ class StreamLedger:
         elif kind == "stream_finished":
             stream_id = event[1]
             self._finished.add(stream_id)
+            self._ending.discard(stream_id)
             if self.is_peer_stream(stream_id):
                 self._peer_finished[bool(stream_id & 2)] += 1
         elif kind == "stream_credit":
@@ -430,6 +443,7 @@ class StreamLedger:
 
     def forget_stream(self, stream_id: int) -> None:
         self._finished.discard(stream_id)
+        self._ending.discard(stream_id)
         self._unsent_at.pop(stream_id, None)
         self._sent.pop(stream_id, None)
         self._unconfirmed.pop(stream_id, None)
