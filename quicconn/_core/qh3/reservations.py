@@ -39,6 +39,8 @@ from __future__ import annotations
 
 from qh3._hazmat import QuicConnectionCore
 
+__all__ = ["ReservationGuard"]
+
 
 class ReservationGuard:
     """Decides when taking the core's events could orphan a reservation."""
