@@ -1037,23 +1037,28 @@ class Qh3Core:
         streams = self._streams
         if native is not None:
             if not self._events_may_orphan(native):
-                while True:
-                    if streams.holds_enough and native.state in OPEN_STATES:
-                        break  # the application holds enough: credit waits
-                    event = native.next_event()
-                    if event is None:
-                        break
-                    kind = event[0]
-                    if kind == "crypto_data":
-                        self._crypto(event)
-                        while pending:
-                            self._report(pending.popleft())
-                    elif kind not in ("retry", "version_negotiation"):
-                        self._report(event)
+                self._report_core_events(native)
             streams.open_deferred(native)
             if streams.has_unconfirmed:
                 streams.confirm_if_quiescent(native)
         self._report_close_state()
+
+    def _report_core_events(self, native: QuicConnectionCore) -> None:
+        """Take the core's events and report them, until it has none or the
+        application holds enough unread (credit then waits in the core)."""
+        pending = self._pending
+        streams = self._streams
+        while not (streams.holds_enough and native.state in OPEN_STATES):
+            event = native.next_event()
+            if event is None:
+                return
+            kind = event[0]
+            if kind == "crypto_data":
+                self._crypto(event)
+                while pending:
+                    self._report(pending.popleft())
+            elif kind not in ("retry", "version_negotiation"):
+                self._report(event)
 
     def _report(self, event: tuple[Any, ...]) -> None:
         sink = self._sink
