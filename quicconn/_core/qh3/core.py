@@ -696,6 +696,8 @@ class Qh3Core:
         native = self._native
         if native is None or self.async_held or self._broken:
             return None
+        if self._sent_ahead:
+            return self._now  # datagrams sent ahead of events wait to leave
         timer = native.get_timer()
         deadline = None if timer is None else float(timer[1]) - TIMER_EARLY
         for other in (
@@ -703,6 +705,7 @@ class Qh3Core:
             self._handshake_deadline(),
             self._probe_at(timer),
             self._nudge_at(),
+            self._streams.flush_due_at(),
         ):
             if other is not None and (deadline is None or other < deadline):
                 deadline = other

@@ -304,6 +304,14 @@ class StreamLedger:
         elif now >= self._paced_until:
             self._unflushed = False
 
+    def flush_due_at(self) -> float | None:
+        """When a flush can prove that what was handed to the core has left:
+        the last pacing deadline, while that is unproven (:meth:`flushed`).
+        qh3 may drop a lapsed pacing timer with nothing left to send, and
+        without a flush at or after it the mark would never clear (a
+        blocking ``shutdown()`` then waited for good)."""
+        return self._paced_until if self._unflushed and self._paced_until else None
+
     @property
     def has_ending_streams(self) -> bool:
         """Whether the core may soon drop a stream as finished (its sending
