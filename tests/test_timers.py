@@ -6,10 +6,14 @@ assertion about *when* something happens is exact.
 
 from __future__ import annotations
 
+import gc
+import weakref
+
 import pytest
 
 import quicconn
 from quicconn._objects.connection import channel_of
+from quicconn._objects.listener import port_of as listener_port
 from quicconn.testing import drop_first
 from tests.support.cores import Capability, require
 from tests.support.pair import make_pair
@@ -249,3 +253,28 @@ def test_a_resent_server_flight_repeats_the_ack_the_lost_one_carried(pki, tmp_pa
     first, resent, *_ = _packets_sent(tmp_path, "initial")
     assert "ack" in first and "crypto" in first
     assert "crypto" in resent and "ack" in resent
+
+
+def test_a_freed_connection_is_released_once_its_closing_period_ends(pki):
+    """The timer heap keeps stale entries after reschedules; they must not
+    keep a removed connection's state (core, TLS, buffers) alive until the
+    heap is next compacted, up to 64 connections later."""
+    ends = make_pair(pki)
+    ends.handshake()
+    server = ends.server
+    assert server is not None
+    reactor = listener_port(ends.listener).reactor
+    core = weakref.ref(channel_of(server).require_core())
+    server.free()  # closes at once; the core lingers through the closing period
+    del server
+    ends.server = None
+    for _ in range(200):
+        if core() is None or core() not in reactor._cores:
+            break
+        try:
+            ends.step()
+        except AssertionError:
+            break  # nothing left to do on either side
+    assert core() not in reactor._cores
+    gc.collect()
+    assert core() is None, "the reactor still holds a removed core"

@@ -82,6 +82,26 @@ class ReactorObserver(Protocol):
         """The reactor is closing; its descriptor is about to be closed."""
 
 
+class _Timer:
+    """One core's armed deadline, as the timer heap names it.
+
+    Heap entries go stale when a core reschedules; they name this slot,
+    not the core, so a removed core's state is freed at once instead of
+    living on in stale entries until the heap is next compacted.
+    """
+
+    __slots__ = ("core", "deadline")
+
+    def __init__(self, core: Core) -> None:
+        self.core: Core | None = core
+        self.deadline: float | None = None
+
+    def disarm_for_good(self) -> None:
+        """The core was removed: every entry naming this slot is stale."""
+        self.core = None
+        self.deadline = None
+
+
 class Reactor:
     """Drives the cores on one transport; see the module docstring."""
 
@@ -107,8 +127,8 @@ class Reactor:
         self._single: Core | None = None
         #: Cores fed whole runs of datagrams (Capability.BATCHED_RECEIVE).
         self._batched: set[Core] = set()
-        self._timers: dict[Core, float] = {}
-        self._heap: list[tuple[float, int, Core]] = []
+        self._timers: dict[Core, _Timer] = {}
+        self._heap: list[tuple[float, int, _Timer]] = []
         self._seq = itertools.count()
         self._dirty: dict[Core, None] = {}
         self.cid_length = 8
@@ -173,7 +193,9 @@ class Reactor:
                 del self._by_cid[cid]
                 if watcher is not None:
                     watcher(cid, False)
-        self._timers.pop(core, None)
+        timer = self._timers.pop(core, None)
+        if timer is not None:
+            timer.disarm_for_good()
         self._dirty.pop(core, None)
         self._single = next(iter(self._cores)) if self._can_shortcut() else None
 
@@ -408,12 +430,12 @@ class Reactor:
 
     def _fire_timers(self, now: float) -> None:
         heap = self._heap
-        timers = self._timers
         while heap and heap[0][0] <= now:
-            deadline, _, core = heapq.heappop(heap)
-            if timers.get(core) != deadline:
-                continue  # superseded by a later reschedule
-            del timers[core]
+            deadline, _, timer = heapq.heappop(heap)
+            core = timer.core
+            if core is None or timer.deadline != deadline:
+                continue  # superseded by a later reschedule, or removed
+            timer.deadline = None
             core.handle_timer(now)
             self._dirty[core] = None
 
@@ -424,27 +446,29 @@ class Reactor:
             self.remove_core(core)
             return
         deadline = core.get_timer()
-        if deadline is None:
-            self._timers.pop(core, None)
-        elif self._timers.get(core) != deadline:
-            self._timers[core] = deadline
-            heapq.heappush(self._heap, (deadline, next(self._seq), core))
+        timer = self._timers.get(core)
+        if timer is None:
+            if deadline is None:
+                return
+            timer = self._timers[core] = _Timer(core)
+        if deadline == timer.deadline:
+            return
+        timer.deadline = deadline
+        if deadline is not None:
+            heapq.heappush(self._heap, (deadline, next(self._seq), timer))
             if len(self._heap) > 4 * len(self._timers) + 64:
                 self._compact_heap()
 
     def _compact_heap(self) -> None:
-        self._heap = [
-            entry for entry in self._heap if self._timers.get(entry[2]) == entry[0]
-        ]
+        self._heap = [entry for entry in self._heap if entry[2].deadline == entry[0]]
         heapq.heapify(self._heap)
 
     def next_deadline(self) -> float | None:
         """The earliest armed timer of any core here, or None."""
         heap = self._heap
-        timers = self._timers
         while heap:
-            deadline, _, core = heap[0]
-            if timers.get(core) == deadline:
+            deadline, _, timer = heap[0]
+            if timer.deadline == deadline:
                 return deadline
             heapq.heappop(heap)
         return None
@@ -531,6 +555,8 @@ class Reactor:
         self._batched.clear()
         self._by_cid.clear()
         self._cids_of.clear()
+        for timer in self._timers.values():
+            timer.disarm_for_good()
         self._timers.clear()
         self._heap.clear()
         self._async_ready.clear()
