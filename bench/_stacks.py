@@ -205,14 +205,20 @@ def bulk_server(
 
 
 @contextmanager
-def handshake_server(stack: str, certs: CertFiles, retry: bool) -> Iterator[Server]:
-    """A server for handshakes only (every stack's clients close right after)."""
+def handshake_server(
+    stack: str, certs: CertFiles, retry: bool, *, tickets: bool = True
+) -> Iterator[Server]:
+    """A server for handshakes only (every stack's clients close right
+    after); ``tickets``: it sends a session ticket after each handshake
+    (gtlsserver as it comes)."""
     if stack.startswith("quicconn-"):
         port = _free_port()
         args = [sys.executable, str(HANDSHAKE_SERVER), str(port)]
         args += [str(certs.cert), str(certs.key), "--alpn", ALPN]
         if not retry:
             args.append("--no-validate")
+        if not tickets:
+            args += ["--num-tickets", "0"]
         with _started(args, stack, "Listening", port) as (port, pid):
             yield Server(port, pid, ALPN)
     elif stack in ("qh3", "aioquic"):
@@ -220,6 +226,8 @@ def handshake_server(stack: str, certs: CertFiles, retry: bool) -> Iterator[Serv
         args += ["--cert", str(certs.cert), "--key", str(certs.key), "--alpn", ALPN]
         if retry:
             args.append("--retry")
+        if tickets:
+            args.append("--tickets")
         with _started(args, stack, "READY") as (port, pid):
             yield Server(port, pid, ALPN)
     elif stack == "ngtcp2":

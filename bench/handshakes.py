@@ -22,11 +22,17 @@ the server's CPU milliseconds per handshake and the load for every run,
 then the medians, every quicconn/peer ratio, and the issue's goal.
 
     python bench/handshakes.py [--sequential 150] [--concurrent 400]
-        [--concurrency 50] [--rounds 3] [--retry] [--core qh3,aioquic]
+        [--concurrency 50] [--rounds 3] [--retry] [--no-tickets]
+        [--core qh3,aioquic]
         [--peers qh3,aioquic,ngtcp2] [--clients aioquic,qh3] [--json PATH]
         [--svg PATH] [--broken]
 
-No server uses Retry unless --retry is given (then all do).  gtlsserver
+No server uses Retry unless --retry is given (then all do).  Every server
+sends a session ticket after each handshake, as OpenSSL's and quicconn's
+servers do by default and aioquic's and qh3's example HTTP/3 servers are
+set up to (their asyncio servers send none without a ticket store: the
+peers get one); ``--no-tickets`` turns tickets off for quicconn and the
+asyncio servers (gtlsserver runs as it comes either way).  gtlsserver
 speaks only HTTP/3, so its clients offer ALPN h3 (they close right after
 the handshake; it sends its SETTINGS).  The machine has 2 cores: the client
 and the server each get one; the client is CPU-bound too, so the server-CPU
@@ -89,6 +95,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--retry", action="store_true")
+    parser.add_argument("--no-tickets", action="store_true")
     parser.add_argument("--core", help=f"quicconn's cores (default {','.join(CORES)})")
     parser.add_argument(
         "--peers", help=f"servers to compare with (default {','.join(PEER_STACKS)})"
@@ -124,7 +131,8 @@ def main() -> None:
     print(
         f"bench/handshakes: {args.sequential} sequential and {args.concurrent} "
         f"concurrent ({args.concurrency} in flight) handshakes, {args.rounds} rounds "
-        f"alternating, Retry {'on' if args.retry else 'off'}; {env_note()}, "
+        f"alternating, Retry {'on' if args.retry else 'off'}, session tickets "
+        f"{'off' if args.no_tickets else 'on'}; {env_note()}, "
         f"{load_note()} at start"
     )
     chosen = stacks(cores, peers)
@@ -141,7 +149,9 @@ def main() -> None:
     runs: list[dict[str, object]] = []
     with ExitStack() as servers_up:
         servers: dict[str, Server] = {
-            s: servers_up.enter_context(handshake_server(s, certs, args.retry))
+            s: servers_up.enter_context(
+                handshake_server(s, certs, args.retry, tickets=not args.no_tickets)
+            )
             for s in chosen
         }
         # One unmeasured warm-up each: imports, first-connection caches.
@@ -227,6 +237,7 @@ def main() -> None:
         "skipped": {f"{s} server, {c} clients": w for (s, c), w in skipped.items()},
         "rounds": args.rounds,
         "retry": args.retry,
+        "tickets": not args.no_tickets,
         "load_at_end": end_load,
         "runs": runs,
         "medians": summary,

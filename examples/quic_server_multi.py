@@ -27,7 +27,7 @@ sends faster than it reads the echo is held back by QUIC flow control
 instead of growing this server's memory.
 
     python examples/quic_server_multi.py PORT server.crt server.key \\
-        [--alpn hq-interop] [--no-validate] [--host 127.0.0.1]
+        [--alpn hq-interop] [--no-validate] [--num-tickets 2] [--host 127.0.0.1]
 """
 
 from __future__ import annotations
@@ -124,15 +124,20 @@ def main() -> int:
     parser.add_argument(
         "--no-validate", action="store_true", help="no Retry address validation"
     )
-    args = parser.parse_args()
-    flags = quicconn.LISTENER_FLAG_NO_VALIDATE if args.no_validate else 0
-    listener = quicconn.listen(
-        (args.host, args.port),
-        args.cert,
-        args.key,
-        alpn=args.alpn or ["hq-interop", "quicconn-test"],
-        flags=flags,
+    parser.add_argument(
+        "--num-tickets",
+        type=int,
+        default=2,
+        help="session tickets per handshake (0: none, no resumption)",
     )
+    args = parser.parse_args()
+    ctx = quicconn.Context(quicconn.SERVER)
+    ctx.load_cert_chain(args.cert, args.key)
+    ctx.set_alpn_protos(args.alpn or ["hq-interop", "quicconn-test"])
+    ctx.set_num_tickets(args.num_tickets)
+    flags = quicconn.LISTENER_FLAG_NO_VALIDATE if args.no_validate else 0
+    listener = ctx.new_listener((args.host, args.port), flags)
+    listener.listen()
     listener.set_blocking_mode(False)
     service = EchoService(listener)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))

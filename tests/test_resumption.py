@@ -7,6 +7,7 @@ from __future__ import annotations
 import socket
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -27,6 +28,14 @@ def echo_server(pki: CertFiles, request) -> Iterator[tuple[int, list[bool]]]:
     listener = quicconn.listen(
         ("127.0.0.1", 0), str(pki.cert), str(pki.key), alpn=ALPN, flags=request.param
     )
+    with echoing(listener) as resumed:
+        yield listener.local_address()[1], resumed
+
+
+@contextmanager
+def echoing(listener: quicconn.Listener) -> Iterator[list[bool]]:
+    """Serve ``listener`` in a thread, echoing each connection's default
+    stream; yields whether each connection resumed; frees the listener."""
     resumed: list[bool] = []
     stop = threading.Event()
 
@@ -57,10 +66,12 @@ def echo_server(pki: CertFiles, request) -> Iterator[tuple[int, list[bool]]]:
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
-    yield listener.local_address()[1], resumed
-    stop.set()
-    thread.join(5)
-    listener.free()
+    try:
+        yield resumed
+    finally:
+        stop.set()
+        thread.join(5)
+        listener.free()
 
 
 def client(pki: CertFiles, port: int, session: quicconn.Session | None = None):
@@ -146,3 +157,37 @@ def test_a_corrupt_session_file_is_a_value_error():
 
 
 Session = quicconn.Session
+
+
+@pytest.mark.usefixtures("each_core")
+@pytest.mark.parametrize("num_tickets", [0, 1, 2])
+def test_num_tickets_zero_sends_no_session_ticket(pki, num_tickets):
+    """SSL_CTX_set_num_tickets(0): the server sends no NewSessionTicket, so
+    the client has no session to resume with; any other count sends one."""
+    sctx = quicconn.Context(quicconn.SERVER)
+    sctx.load_cert_chain(pki.cert, pki.key)
+    sctx.set_alpn_protos(ALPN)
+    sctx.set_num_tickets(num_tickets)
+    assert sctx.get_num_tickets() == num_tickets
+    listener = sctx.new_listener(("127.0.0.1", 0), quicconn.LISTENER_FLAG_NO_VALIDATE)
+    listener.listen()
+    with echoing(listener) as resumed:
+        conn = client(pki, listener.local_address()[1])
+        assert echo(conn, b"hello") == b"hello"
+        conn.shutdown()
+        session = conn.get1_session()
+        conn.free()
+    assert resumed == [False]
+    assert (session is not None) == (num_tickets > 0)
+
+
+def test_num_tickets_defaults_to_openssls_two_and_refuses_bad_values():
+    ctx = quicconn.Context(quicconn.SERVER)
+    assert ctx.get_num_tickets() == 2  # SSL_CTX_get_num_tickets on OpenSSL 3.5
+    with pytest.raises(ValueError, match="negative"):
+        ctx.set_num_tickets(-1)
+    with pytest.raises(TypeError, match="int"):
+        ctx.set_num_tickets("1")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="int"):
+        ctx.set_num_tickets(True)
+    assert ctx.get_num_tickets() == 2

@@ -5,7 +5,7 @@ qh3 is a fork of aioquic and keeps its asyncio API (``connect``, ``serve``,
 either, as their users would::
 
     python bench/peers/asyncio_peer.py --stack qh3 server --cert C --key K
-        [--retry] [--alpn A ...]
+        [--retry] [--tickets] [--alpn A ...]
     python bench/peers/asyncio_peer.py --stack qh3 client --port P --ca CA
         --size N
 
@@ -17,6 +17,10 @@ is ignored: bench/handshakes.py's clients only handshake).  The client asks
 for ``--size`` bytes on one stream, reads to FIN, closes, and prints one JSON
 line: bytes, wall seconds and CPU seconds of the transfer (from before the
 handshake to the last byte; start-up and imports are not counted).
+
+``--tickets`` gives the server a session ticket store, as both stacks'
+example HTTP/3 servers have: it then sends a NewSessionTicket after each
+handshake, as OpenSSL's and quicconn's servers do by default.
 """
 
 from __future__ import annotations
@@ -86,8 +90,19 @@ async def serve(args: argparse.Namespace) -> None:
     asyncio.get_running_loop().set_exception_handler(report_once)
     config = QuicConfiguration(is_client=False, alpn_protocols=args.alpn)
     config.load_cert_chain(args.cert, args.key)
+    tickets: dict[bytes, object] = {}
     server = await aio.serve(
-        args.host, 0, configuration=config, create_protocol=Sender, retry=args.retry
+        args.host,
+        0,
+        configuration=config,
+        create_protocol=Sender,
+        retry=args.retry,
+        session_ticket_fetcher=tickets.pop if args.tickets else None,
+        session_ticket_handler=(
+            (lambda ticket: tickets.__setitem__(ticket.ticket, ticket))
+            if args.tickets
+            else None
+        ),
     )
     port = server._transport.get_extra_info("sockname")[1]
     print(f"READY {port}", flush=True)
@@ -126,6 +141,7 @@ def main() -> None:
     parser.add_argument("--ca")
     parser.add_argument("--size", type=int, default=0)
     parser.add_argument("--retry", action="store_true")
+    parser.add_argument("--tickets", action="store_true")
     parser.add_argument("--alpn", action="append", default=None)
     args = parser.parse_args()
     args.alpn = args.alpn or ["quicconn-test"]

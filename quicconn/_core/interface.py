@@ -598,7 +598,8 @@ class CoreBackend(Protocol):
         Its connection ID comes from ``settings.server_cid_factory`` when
         one is set (then it issues no spare IDs, unless it lacks
         :attr:`Capability.CHOSEN_CONNECTION_IDS`); a label returned by
-        ``store_ticket`` replaces the one in the NewSessionTicket sent.
+        ``store_ticket`` replaces the one in the NewSessionTicket sent, and
+        none is sent when ``settings.num_tickets`` is 0.
         """
 
     def new_gate(

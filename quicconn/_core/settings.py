@@ -51,6 +51,9 @@ class CoreSettings:
     max_datagram_frame_size: int | None = None
     max_data: int = 4 * 1024 * 1024
     max_stream_data: int = 1024 * 1024
+    #: Server: NewSessionTickets after a full handshake (SSL_CTX_set_num_tickets;
+    #: OpenSSL's default 2).  The cores send at most one; 0 sends none.
+    num_tickets: int = 2
     #: The congestion controller; None: the core's default.
     congestion_control: str | None = None
     verify_peer: bool = True

@@ -538,6 +538,25 @@ class ContextSettings(ContextBase):
         """The new-session callback, or None (SSL_CTX_sess_get_new_cb)."""
         return self._new_session_cb
 
+    def set_num_tickets(self, num_tickets: int) -> None:
+        """How many session tickets a server sends after a full handshake
+        (SSL_CTX_set_num_tickets).
+
+        0 sends none: clients cannot resume (or send 0-RTT data), and the
+        server neither builds nor keeps tickets.  OpenSSL's default is 2;
+        quicconn's cores send one NewSessionTicket for any value above 0
+        (a client needs only one to resume).
+        """
+        if isinstance(num_tickets, bool) or not isinstance(num_tickets, int):
+            raise TypeError(f"num_tickets is an int, not {num_tickets!r}")
+        if num_tickets < 0:
+            raise ValueError(f"num_tickets cannot be negative: {num_tickets}")
+        self._settings.num_tickets = num_tickets
+
+    def get_num_tickets(self) -> int:
+        """The value set with :meth:`set_num_tickets` (SSL_CTX_get_num_tickets)."""
+        return self._settings.num_tickets
+
     def set_mode(self, mode: int) -> int:
         """Add mode bits (SSL_CTX_set_mode); returns the new mode."""
         self._set_checked("_mode", self._mode | mode)

@@ -102,7 +102,7 @@ class AioquicBackend:
             retry_source_connection_id=decision.retry_source_cid,
             reset_key=reset_key,
             session_ticket_fetcher=fetch_ticket,
-            session_ticket_issuer=store_ticket,
+            session_ticket_issuer=store_ticket if settings.num_tickets else None,
         )
 
     def new_gate(

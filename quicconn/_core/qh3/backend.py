@@ -93,7 +93,7 @@ class Qh3Backend:
             version=decision.version,
             reset_key=reset_key,
             session_ticket_fetcher=fetch_ticket,
-            session_ticket_issuer=store_ticket,
+            session_ticket_issuer=store_ticket if settings.num_tickets else None,
             cid_factory=settings.server_cid_factory,
         )
 
