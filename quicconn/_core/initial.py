@@ -20,6 +20,8 @@ which changes the salt, the labels and the packet type bits):
 
 from __future__ import annotations
 
+import dataclasses
+
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes, hmac
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -27,6 +29,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
 
 from .._constants import QUIC_VERSION_1, QUIC_VERSION_2
+from .interface import GateAction, GateDecision
 
 #: RFC 9001 section 5.2 and RFC 9369 section 3.3.1.
 _SALTS = {
@@ -212,6 +215,17 @@ def crypto_offsets(data: bytes) -> list[int] | None:
     return _crypto_frame_offsets(payload)
 
 
+def prove_initial(decision: GateDecision, data: bytes) -> GateDecision:
+    """A gate's ACCEPT ``decision`` for the Initial in ``data``, once that
+    was decrypted (:meth:`ServerGate.prove`): DROP for junk, else ACCEPT
+    saying whether it starts the ClientHello (a CRYPTO frame at offset 0,
+    or none at all: a PING-only probe)."""
+    offsets = crypto_offsets(data)
+    if offsets is None:
+        return GateDecision(GateAction.DROP, "undecryptable Initial")
+    return dataclasses.replace(decision, starts_handshake=not offsets or 0 in offsets)
+
+
 def _crypto_frame_offsets(payload: bytes) -> list[int]:
     """CRYPTO frame offsets of an Initial's payload (frames an Initial may
     carry: PADDING, PING, ACK, CRYPTO, CONNECTION_CLOSE)."""
@@ -252,5 +266,6 @@ __all__ = [
     "client_initial_keys",
     "crypto_offsets",
     "initial_close",
+    "prove_initial",
     "server_initial_keys",
 ]

@@ -402,8 +402,9 @@ class GateDecision:
     #: For :attr:`GateAction.ACCEPT`: whether the Initial starts the
     #: client's ClientHello.  False for the second Initial of a ClientHello
     #: that spans two (a post-quantum key share makes it 1.4 kB), which a
-    #: refusal need not answer again.  Gates that cannot tell say True.
-    starts_handshake: bool = True
+    #: refusal need not answer again.  None: not known yet, the Initial was
+    #: not decrypted (see :meth:`ServerGate.prove`).
+    starts_handshake: bool | None = None
 
 
 class ServerGate(Protocol):
@@ -414,7 +415,19 @@ class ServerGate(Protocol):
         """Whether Retry address validation is on."""
 
     def inspect(self, data: bytes, addr: Address, now: float) -> GateDecision:
-        """Drop, answer statelessly, or accept as a new connection."""
+        """Drop, answer statelessly, or accept as a new connection.
+
+        An accepted Initial need not have been decrypted yet: the new
+        connection's core decrypts it anyway, and one that does not
+        decrypt is freed at once.  A listener asks :meth:`prove` first
+        when the Initial could cost a real client its place (its tables
+        are full).
+        """
+
+    def prove(self, decision: GateDecision, data: bytes) -> GateDecision:
+        """An accepted ``decision`` for ``data`` once its Initial was
+        decrypted: DROP if it does not decrypt (junk), else ACCEPT saying
+        whether it starts the ClientHello."""
 
     def refuse(self, decision: GateDecision, reason: str) -> bytes:
         """An Initial CONNECTION_CLOSE(CONNECTION_REFUSED) for ``decision``."""

@@ -174,16 +174,35 @@ class Port(Generic[M]):
             )
             if counter is not None:
                 setattr(self.stats, counter, getattr(self.stats, counter) + 1)
-        elif not self._make_room():
-            if not decision.starts_handshake:
-                # The rest of a ClientHello whose start was refused already.
-                self.stats.datagrams_dropped += 1
-                return
-            self.stats.connections_refused += 1
-            refusal = self.gate.refuse(decision, "server busy: too many connections")
-            self.reactor.transport.send_batch([(refusal, addr)])
         else:
-            self._create(decision, data, addr, now)
+            if decision.starts_handshake is None and self._crowded():
+                # A place is at stake (a half-open connection evicted, or a
+                # refusal sent): only for an Initial that decrypts.
+                decision = self.gate.prove(decision, data)
+                if decision.action is GateAction.DROP:
+                    self.stats.datagrams_dropped += 1
+                    return
+            if not self._make_room():
+                if decision.starts_handshake is False:
+                    # The rest of a ClientHello whose start was refused already.
+                    self.stats.datagrams_dropped += 1
+                    return
+                self.stats.connections_refused += 1
+                refusal = self.gate.refuse(
+                    decision, "server busy: too many connections"
+                )
+                self.reactor.transport.send_batch([(refusal, addr)])
+            else:
+                self._create(decision, data, addr, now)
+
+    def _crowded(self) -> bool:
+        """Whether a new connection would cost another its place, or be
+        refused (:meth:`_make_room` would evict or say no)."""
+        return (
+            len(self.accept_queue) >= self.max_pending
+            or len(self.handshaking) >= self.max_handshakes
+            or len(self._members) >= self.max_live
+        )
 
     def _make_room(self) -> bool:
         """Whether a new connection may start, dropping the oldest half-open

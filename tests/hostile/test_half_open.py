@@ -290,6 +290,47 @@ def test_the_oldest_half_open_connection_makes_room(pki: CertFiles) -> None:
         lst.free()
 
 
+@pytest.mark.usefixtures("each_core")
+def test_an_initial_that_does_not_decrypt_never_evicts_a_half_open_connection(
+    pki: CertFiles,
+) -> None:
+    """With the half-open table full, a new Initial is decrypted before it
+    may cost a real client its place: forged ones (a real Initial with its
+    payload damaged) are dropped and
+    evict nobody; with room, the new connection's own core finds them out
+    and frees them."""
+    _clock, pair, lst, client = paired(pki)
+    lst.max_handshakes = 4
+    try:
+        *real, spare = silent_client_hellos(
+            client_context(pki), 5, pair.SERVER_ADDRESS
+        )
+        forged = bytearray(spare[0])
+        forged[200:240] = bytes(40)  # inside the encrypted payload
+        port = port_of(lst)
+        lst.inject_net_dgram(bytes(forged), ("192.0.2.77", 40100))
+        lst.handle_events()
+        assert port.live == 0  # room: created, found out by its core, freed
+        assert lst.stats.datagrams_dropped == 1
+        for i, flight in enumerate(real):
+            for datagram in flight:
+                lst.inject_net_dgram(datagram, ("192.0.2.66", 40000 + i))
+            lst.handle_events()
+        assert port.live == 4
+        lst.inject_net_dgram(bytes(forged), ("192.0.2.77", 40101))
+        lst.handle_events()
+        assert port.live == 4
+        assert lst.stats.handshakes_evicted == 0
+        assert lst.stats.datagrams_dropped == 2
+        # The undamaged Initial still makes room, as a real client's would.
+        lst.inject_net_dgram(spare[0], ("192.0.2.77", 40102))
+        lst.handle_events()
+        assert lst.stats.handshakes_evicted == 1
+    finally:
+        client.free()
+        lst.free()
+
+
 def test_the_half_open_limits_are_settings() -> None:
     ctx = quicconn.Context(quicconn.SERVER)
     assert ctx.handshake_timeout == 5.0

@@ -23,6 +23,7 @@ from aioquic.quic.packet import (
 )
 from aioquic.quic.packet_builder import QuicPacketBuilder
 
+from ..initial import prove_initial
 from ..interface import Address, GateAction, GateDecision, GateReply
 from ..settings import CoreSettings
 from ..tokens import RetryTokens
@@ -148,6 +149,9 @@ class AioquicGate:
             reply=reply,
             reply_kind=GateReply.VERSION_NEGOTIATION,
         )
+
+    def prove(self, decision: GateDecision, data: bytes) -> GateDecision:
+        return prove_initial(decision, data)
 
     def refuse(self, decision: GateDecision, reason: str) -> bytes:
         """An Initial CONNECTION_CLOSE(CONNECTION_REFUSED) for ``decision``."""

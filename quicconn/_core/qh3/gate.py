@@ -3,10 +3,14 @@
 Version Negotiation for unknown versions, Retry address validation (on by
 default), stateless resets for short headers to unknown connection IDs, an
 Initial CONNECTION_CLOSE for refusals and bad tokens; otherwise "accept".
-Nothing here keeps per-client state.  A client's Initial is decrypted
-first (junk never gets a Retry or a connection), which also tells whether it
-starts the ClientHello: one with a post-quantum key share (1.4 kB) spans
-two Initials, and a client gets one Retry, or one refusal, not two.
+Nothing here keeps per-client state.  An Initial that would earn a Retry
+is decrypted first (junk gets none), which also tells whether it starts the
+ClientHello: one with a post-quantum key share (1.4 kB) spans two Initials,
+and a client gets one Retry, not two.  An Initial accepted as a new
+connection is not: the connection's core decrypts it anyway (and one that
+does not decrypt is freed at once); the listener asks :meth:`prove` only
+when its tables are full, so junk never costs a real client its place and
+a refused client gets one refusal.
 Headers are read with qh3's Rust parser; Retry and Version Negotiation
 packets are qh3's encoders; tokens (:mod:`quicconn._core.tokens`), Initial
 decryption and the Initial CONNECTION_CLOSE (:mod:`quicconn._core.initial`)
@@ -24,7 +28,7 @@ from qh3.quic.packet import (
     encode_quic_version_negotiation,
 )
 
-from ..initial import crypto_offsets, initial_close
+from ..initial import crypto_offsets, initial_close, prove_initial
 from ..interface import Address, GateAction, GateDecision, GateReply
 from ..settings import CoreSettings
 from ..tokens import RetryTokens
@@ -88,24 +92,22 @@ class Qh3Gate:
             return GateDecision(
                 GateAction.DROP, "Initial in a datagram under 1200 bytes"
             )
-        offsets = crypto_offsets(data)
-        if offsets is None:
-            return GateDecision(GateAction.DROP, "undecryptable Initial")
-        starts = not offsets or 0 in offsets
         dcid, scid = bytes(dcid), bytes(scid)
         tokens = self._tokens
         if tokens is None:
             return GateDecision(
                 GateAction.ACCEPT,
                 "new connection",
-                starts_handshake=starts,
                 version=version,
                 client_dcid=dcid,
                 client_scid=scid,
                 original_destination_cid=dcid,
             )
         if not token:
-            if not starts:
+            offsets = crypto_offsets(data)
+            if offsets is None:
+                return GateDecision(GateAction.DROP, "undecryptable Initial")
+            if offsets and 0 not in offsets:
                 # The rest of a ClientHello spanning two Initials: the Retry
                 # for its first makes the client send both again.
                 return GateDecision(GateAction.DROP, "Initial continuing a ClientHello")
@@ -133,7 +135,6 @@ class Qh3Gate:
         return GateDecision(
             GateAction.ACCEPT,
             "new connection, address validated",
-            starts_handshake=starts,
             version=version,
             client_dcid=dcid,
             client_scid=scid,
@@ -162,6 +163,9 @@ class Qh3Gate:
             reply=reply,
             reply_kind=GateReply.VERSION_NEGOTIATION,
         )
+
+    def prove(self, decision: GateDecision, data: bytes) -> GateDecision:
+        return prove_initial(decision, data)
 
     def refuse(self, decision: GateDecision, reason: str) -> bytes:
         """An Initial CONNECTION_CLOSE(CONNECTION_REFUSED) for ``decision``."""
