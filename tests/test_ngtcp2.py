@@ -53,6 +53,39 @@ def test_h3_handshake_against_gtlsserver_verifies_its_certificate(
         sock.close()
 
 
+@pytest.mark.usefixtures("each_core")
+@pytest.mark.skipif(not socket.has_ipv6, reason="no IPv6 on this host")
+def test_a_client_naming_the_server_by_its_ipv6_address_handshakes_with_gtlsserver(
+    pki: CertFiles, tmp_path
+):
+    """No IP address goes in the ClientHello's server_name (RFC 6066 section
+    3): GnuTLS refuses an IPv6 one with illegal_parameter, as it did qh3's
+    client (the interop matrix's ipv6 cell).  The certificate is still
+    checked against the address."""
+    port = free_udp_port("::1")
+    args = [gtlsserver_path(), "-q", "-d", str(tmp_path), "::1", str(port)]
+    with peer_process([*args, str(pki.key), str(pki.cert)]):
+        for host, verifies in (("::1", True), ("::2", False)):
+            ctx = quicconn.Context(quicconn.CLIENT)
+            ctx.load_verify_locations(pki.ca)
+            ctx.set_alpn_protos(["h3"])
+            sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+            conn = quicconn.Connection(ctx)
+            conn.set_fd(sock)
+            conn.set1_initial_peer_addr(("::1", port))
+            conn.set1_host(host)
+            try:
+                if verifies:
+                    conn.connect()
+                    assert conn.get0_alpn_selected() == "h3"
+                else:
+                    with pytest.raises(quicconn.VerificationError, match="::2"):
+                        conn.connect()
+            finally:
+                conn.free()
+                sock.close()
+
+
 def test_gtlsserver_certificate_from_another_ca_is_rejected(
     pki: CertFiles, other_pki: CertFiles, tmp_path
 ):

@@ -302,9 +302,7 @@ def test_an_initial_that_does_not_decrypt_never_evicts_a_half_open_connection(
     _clock, pair, lst, client = paired(pki)
     lst.max_handshakes = 4
     try:
-        *real, spare = silent_client_hellos(
-            client_context(pki), 5, pair.SERVER_ADDRESS
-        )
+        *real, spare = silent_client_hellos(client_context(pki), 5, pair.SERVER_ADDRESS)
         forged = bytearray(spare[0])
         forged[200:240] = bytes(40)  # inside the encrypted payload
         port = port_of(lst)

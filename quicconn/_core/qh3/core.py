@@ -119,10 +119,12 @@ from .handshake import (
     COMPATIBLE_VERSIONS,
     apply_peer_parameters,
     install_initial_keys,
+    is_ip_address,
     move_tls_output,
     new_native,
     remembered_parameters,
     retry_is_genuine,
+    without_ip_server_name,
 )
 from .keepalive import KeepAlive
 from .packets import datagram_payload_limit, log_packets, packet_ends, source_cid
@@ -208,6 +210,9 @@ class Qh3Core:
             else cid_factory()
         )
         self._configuration = build_configuration(settings, server_name, session_ticket)
+        #: Client: the server is named by its IP address, which goes in no
+        #: ClientHello (:func:`~.handshake.without_ip_server_name`).
+        self._ip_server_name = self._is_client and is_ip_address(server_name)
         self._ticket_handler = session_ticket_handler
         #: Server: the label the next NewSessionTicket gets (a sealed one).
         self._ticket_issuer = session_ticket_issuer
@@ -865,7 +870,13 @@ class Qh3Core:
         """Run a TLS step, then move its output into the core; a TLS failure
         closes the connection (a CRYPTO_ERROR carrying the alert)."""
         try:
-            step()
+            if self._ip_server_name:
+                tls = self._tls
+                assert tls is not None
+                with without_ip_server_name(tls):
+                    step()
+            else:
+                step()
             self._drain_tls()
         except QuicTlsBridgeError as exc:
             self._fail(exc.error_code, int(exc.frame_type), exc.reason_phrase)

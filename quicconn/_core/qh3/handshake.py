@@ -10,7 +10,9 @@ functions here are those steps; the facade decides when to take them.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import ipaddress
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from qh3._hazmat import Buffer, QuicConnectionCore
 from qh3.quic.crypto import CIPHER_SUITES
@@ -19,7 +21,7 @@ from qh3.quic.packet import (
     get_retry_integrity_tag,
     pull_quic_transport_parameters,
 )
-from qh3.tls import Direction, Epoch, ExtensionType, SessionTicket
+from qh3.tls import Direction, Epoch, ExtensionType, SessionTicket, State
 
 from ..._constants import QUIC_VERSION_1, QUIC_VERSION_2
 from ..initial import client_initial_keys, server_initial_keys
@@ -44,6 +46,12 @@ COMPATIBLE_VERSIONS = frozenset({QUIC_VERSION_1, QUIC_VERSION_2})
 #: The AEAD tag ending a Retry packet (RFC 9001, section 5.8).
 _RETRY_TAG_SIZE = 16
 
+#: A client's TLS states in which a step may write a ClientHello (the first,
+#: or the second after a HelloRetryRequest).
+_SENDING_CLIENT_HELLO = frozenset(
+    {State.CLIENT_HANDSHAKE_START, State.CLIENT_EXPECT_SERVER_HELLO}
+)
+
 __all__ = [
     "CLIENT_CID_LIMIT",
     "COMPATIBLE_VERSIONS",
@@ -53,11 +61,13 @@ __all__ = [
     "SERVER_CID_LIMIT",
     "apply_peer_parameters",
     "install_initial_keys",
+    "is_ip_address",
     "move_tls_output",
     "new_native",
     "remembered_parameters",
     "retry_is_genuine",
     "start_limits",
+    "without_ip_server_name",
 ]
 
 
@@ -253,3 +263,37 @@ def retry_is_genuine(packet: bytes, initial_dcid: bytes, version: int) -> bool:
     except ValueError:
         return False
     return bool(expected == packet[-_RETRY_TAG_SIZE:])
+
+
+def is_ip_address(name: str | None) -> bool:
+    """Whether a server name is a literal IPv4 or IPv6 address."""
+    if not name:
+        return False
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+@contextmanager
+def without_ip_server_name(bridge: TlsBridge) -> Iterator[None]:
+    """Keep a literal IP address out of the ClientHellos written meanwhile.
+
+    RFC 6066 section 3 does not permit addresses in the server_name
+    extension, and GnuTLS refuses a ClientHello naming an IPv6 one with
+    illegal_parameter; qh3's client sends whatever name it verifies.  The
+    name is hidden from qh3's TLS only while a ClientHello may be written,
+    so the certificate is still checked against the address and session
+    tickets still carry it (qh3 2.1 keeps it in ``Context._server_name``).
+    """
+    context = bridge.tls
+    name = context._server_name
+    if not is_ip_address(name) or context.state not in _SENDING_CLIENT_HELLO:
+        yield
+        return
+    context._server_name = None
+    try:
+        yield
+    finally:
+        context._server_name = name
