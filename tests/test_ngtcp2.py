@@ -21,6 +21,23 @@ def gtlsserver_path() -> str:
     return path
 
 
+def h3_client(
+    pki: CertFiles, server: tuple[str, int], host: str = "localhost"
+) -> tuple[quicconn.Connection, socket.socket]:
+    """A blocking quicconn client towards gtlsserver at ``server`` (ALPN h3,
+    trusting ``pki``'s CA, verifying ``host``), and its socket."""
+    ctx = quicconn.Context(quicconn.CLIENT)
+    ctx.load_verify_locations(pki.ca)
+    ctx.set_alpn_protos(["h3"])
+    family = socket.AF_INET6 if ":" in server[0] else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    conn = quicconn.Connection(ctx)
+    conn.set_fd(sock)
+    conn.set1_initial_peer_addr(server)
+    conn.set1_host(host)
+    return conn, sock
+
+
 def test_h3_handshake_against_gtlsserver_verifies_its_certificate(
     pki: CertFiles, tmp_path
 ):
@@ -38,14 +55,7 @@ def test_h3_handshake_against_gtlsserver_verifies_its_certificate(
         str(pki.cert),
     ]
     with peer_process(args):
-        ctx = quicconn.Context(quicconn.CLIENT)
-        ctx.load_verify_locations(pki.ca)
-        ctx.set_alpn_protos(["h3"])
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        conn = quicconn.Connection(ctx)
-        conn.set_fd(sock)
-        conn.set1_initial_peer_addr(("127.0.0.1", port))
-        conn.set1_host("localhost")
+        conn, sock = h3_client(pki, ("127.0.0.1", port))
         conn.connect()  # retransmits until the server is up; verifies the chain
         assert conn.get0_alpn_selected() == "h3"
         assert conn.shutdown() is True
@@ -66,14 +76,7 @@ def test_a_client_naming_the_server_by_its_ipv6_address_handshakes_with_gtlsserv
     args = [gtlsserver_path(), "-q", "-d", str(tmp_path), "::1", str(port)]
     with peer_process([*args, str(pki.key), str(pki.cert)]):
         for host, verifies in (("::1", True), ("::2", False)):
-            ctx = quicconn.Context(quicconn.CLIENT)
-            ctx.load_verify_locations(pki.ca)
-            ctx.set_alpn_protos(["h3"])
-            sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-            conn = quicconn.Connection(ctx)
-            conn.set_fd(sock)
-            conn.set1_initial_peer_addr(("::1", port))
-            conn.set1_host(host)
+            conn, sock = h3_client(pki, ("::1", port), host)
             try:
                 if verifies:
                     conn.connect()
@@ -101,14 +104,7 @@ def test_gtlsserver_certificate_from_another_ca_is_rejected(
         str(other_pki.cert),
     ]
     with peer_process(args):
-        ctx = quicconn.Context(quicconn.CLIENT)
-        ctx.load_verify_locations(pki.ca)
-        ctx.set_alpn_protos(["h3"])
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        conn = quicconn.Connection(ctx)
-        conn.set_fd(sock)
-        conn.set1_initial_peer_addr(("127.0.0.1", port))
-        conn.set1_host("localhost")
+        conn, sock = h3_client(pki, ("127.0.0.1", port))
         with pytest.raises(quicconn.VerificationError):
             conn.connect()
         conn.free()
