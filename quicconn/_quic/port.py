@@ -216,10 +216,7 @@ class Port(Generic[M]):
         """
         if len(self.accept_queue) >= self.max_pending:
             return False
-        while self.handshaking and (
-            len(self.handshaking) >= self.max_handshakes
-            or len(self._members) >= self.max_live
-        ):
+        while self.handshaking and self._crowded():
             _, oldest = self.handshaking.popitem(last=False)
             self.stats.handshakes_evicted += 1
             oldest.free_locked()  # silently: its peer may not exist
