@@ -278,7 +278,8 @@ def is_ip_address(name: str | None) -> bool:
 
 @contextmanager
 def without_ip_server_name(bridge: TlsBridge) -> Iterator[None]:
-    """Keep a literal IP address out of the ClientHellos written meanwhile.
+    """Keep a client's server name, a literal IP address, out of the
+    ClientHellos written meanwhile.
 
     RFC 6066 section 3 does not permit addresses in the server_name
     extension, and GnuTLS refuses a ClientHello naming an IPv6 one with
@@ -286,12 +287,13 @@ def without_ip_server_name(bridge: TlsBridge) -> Iterator[None]:
     name is hidden from qh3's TLS only while a ClientHello may be written,
     so the certificate is still checked against the address and session
     tickets still carry it (qh3 2.1 keeps it in ``Context._server_name``).
+    The caller tells an address (:func:`is_ip_address`, once per connection).
     """
     context = bridge.tls
-    name = context._server_name
-    if not is_ip_address(name) or context.state not in _SENDING_CLIENT_HELLO:
+    if context.state not in _SENDING_CLIENT_HELLO:
         yield
         return
+    name = context._server_name
     context._server_name = None
     try:
         yield
