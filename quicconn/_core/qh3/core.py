@@ -92,6 +92,7 @@ from qh3.tls import Epoch, SessionTicket, State
 
 from ..._asyncjob.job import JobHost, Resumed
 from ..._errors import ConnCloseInfo
+from ..._names import is_ip_address
 from ..interface import Address, CoreSink
 from ..pmtud import BASE_PLPMTU, BLACK_HOLE_PTOS
 from ..rules import (
@@ -119,7 +120,6 @@ from .handshake import (
     COMPATIBLE_VERSIONS,
     apply_peer_parameters,
     install_initial_keys,
-    is_ip_address,
     move_tls_output,
     new_native,
     remembered_parameters,

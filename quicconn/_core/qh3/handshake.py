@@ -10,7 +10,6 @@ functions here are those steps; the facade decides when to take them.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -61,7 +60,6 @@ __all__ = [
     "SERVER_CID_LIMIT",
     "apply_peer_parameters",
     "install_initial_keys",
-    "is_ip_address",
     "move_tls_output",
     "new_native",
     "remembered_parameters",
@@ -265,17 +263,6 @@ def retry_is_genuine(packet: bytes, initial_dcid: bytes, version: int) -> bool:
     return bool(expected == packet[-_RETRY_TAG_SIZE:])
 
 
-def is_ip_address(name: str | None) -> bool:
-    """Whether a server name is a literal IPv4 or IPv6 address."""
-    if not name:
-        return False
-    try:
-        ipaddress.ip_address(name)
-    except ValueError:
-        return False
-    return True
-
-
 @contextmanager
 def without_ip_server_name(bridge: TlsBridge) -> Iterator[None]:
     """Keep a client's server name, a literal IP address, out of the
@@ -287,7 +274,8 @@ def without_ip_server_name(bridge: TlsBridge) -> Iterator[None]:
     name is hidden from qh3's TLS only while a ClientHello may be written,
     so the certificate is still checked against the address and session
     tickets still carry it (qh3 2.1 keeps it in ``Context._server_name``).
-    The caller tells an address (:func:`is_ip_address`, once per connection).
+    The caller tells an address (:func:`quicconn._names.is_ip_address`,
+    once per connection).
     """
     context = bridge.tls
     if context.state not in _SENDING_CLIENT_HELLO:

@@ -45,7 +45,6 @@ connection's retransmission deadline.  See docs/dtls.md.
 from __future__ import annotations
 
 import enum
-import ipaddress
 import os
 import socket
 from collections import deque
@@ -72,6 +71,7 @@ from ..._io.transport import (
     require_datagram_transport,
     resolve_address,
 )
+from ..._names import is_ip_address
 from ..call import api, run_call
 from .errors import translate_error
 from .openssl import SslState, drain_records
@@ -602,12 +602,12 @@ class DTLSConnection:
         ssl = new_ssl(self._ctx, self._ssl_state, self._mtu)
         if self._is_client:
             ssl.set_connect_state()
-            if self._sni is not None and not _is_ip_address(self._sni):
+            if self._sni is not None and not is_ip_address(self._sni):
                 ssl.set_tlsext_host_name(self._sni.encode("idna"))
             elif (
                 self._sni is None
                 and self._verify_host is not None
-                and not (_is_ip_address(self._verify_host))
+                and not (is_ip_address(self._verify_host))
             ):
                 ssl.set_tlsext_host_name(self._verify_host.encode("idna"))
         else:
@@ -1054,14 +1054,6 @@ def event_timeout_locked(conn: DTLSConnection) -> float | None:
 
 def _transport_closed() -> Error:
     return SyscallError("the transport was closed while waiting")
-
-
-def _is_ip_address(name: str) -> bool:
-    try:
-        ipaddress.ip_address(name)
-    except ValueError:
-        return False
-    return True
 
 
 __all__ = [
