@@ -215,15 +215,24 @@ def crypto_offsets(data: bytes) -> list[int] | None:
     return _crypto_frame_offsets(payload)
 
 
+def starts_client_hello(data: bytes) -> bool | None:
+    """Whether the client's Initial in ``data`` starts its ClientHello (a
+    CRYPTO frame at offset 0, or none at all: a PING-only probe); None if
+    it does not decrypt (junk)."""
+    offsets = crypto_offsets(data)
+    if offsets is None:
+        return None
+    return not offsets or 0 in offsets
+
+
 def prove_initial(decision: GateDecision, data: bytes) -> GateDecision:
     """A gate's ACCEPT ``decision`` for the Initial in ``data``, once that
     was decrypted (:meth:`ServerGate.prove`): DROP for junk, else ACCEPT
-    saying whether it starts the ClientHello (a CRYPTO frame at offset 0,
-    or none at all: a PING-only probe)."""
-    offsets = crypto_offsets(data)
-    if offsets is None:
+    saying whether it starts the ClientHello."""
+    starts = starts_client_hello(data)
+    if starts is None:
         return GateDecision(GateAction.DROP, "undecryptable Initial")
-    return dataclasses.replace(decision, starts_handshake=not offsets or 0 in offsets)
+    return dataclasses.replace(decision, starts_handshake=starts)
 
 
 def _crypto_frame_offsets(payload: bytes) -> list[int]:
@@ -268,4 +277,5 @@ __all__ = [
     "initial_close",
     "prove_initial",
     "server_initial_keys",
+    "starts_client_hello",
 ]

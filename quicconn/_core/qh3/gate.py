@@ -28,7 +28,7 @@ from qh3.quic.packet import (
     encode_quic_version_negotiation,
 )
 
-from ..initial import crypto_offsets, initial_close, prove_initial
+from ..initial import initial_close, prove_initial, starts_client_hello
 from ..interface import Address, GateAction, GateDecision, GateReply
 from ..settings import CoreSettings
 from ..tokens import RetryTokens
@@ -104,10 +104,10 @@ class Qh3Gate:
                 original_destination_cid=dcid,
             )
         if not token:
-            offsets = crypto_offsets(data)
-            if offsets is None:
+            starts = starts_client_hello(data)
+            if starts is None:
                 return GateDecision(GateAction.DROP, "undecryptable Initial")
-            if offsets and 0 not in offsets:
+            if not starts:
                 # The rest of a ClientHello spanning two Initials: the Retry
                 # for its first makes the client send both again.
                 return GateDecision(GateAction.DROP, "Initial continuing a ClientHello")
